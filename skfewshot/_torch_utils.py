@@ -1,0 +1,125 @@
+"""Torch plumbing shared by every estimator: devices, seeds, conversion, batches.
+
+Private module: one place for what every estimator needs, so no estimator
+re-implements device resolution or numpy <-> tensor conversion.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.utils import check_random_state
+
+__all__ = [
+    "resolve_device",
+    "make_generator",
+    "seed_from",
+    "to_tensor",
+    "to_numpy",
+    "iter_batches",
+    "torch_dtype",
+]
+
+_DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def resolve_device(device="auto") -> torch.device:
+    """Turn a device spec into a ``torch.device``, failing early and clearly.
+
+    ``"auto"`` picks CUDA, then Apple MPS, then CPU. An explicit device that
+    this machine does not have raises ``ValueError`` naming it, instead of a
+    crash deep inside torch at the first tensor transfer.
+    """
+    if isinstance(device, torch.device):
+        spec = device
+    elif device is None or device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    else:
+        try:
+            spec = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(
+                f"device={device!r} is not a valid torch device; use 'auto', "
+                "'cpu', 'cuda', 'cuda:N' or 'mps'."
+            ) from exc
+    if spec.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={str(device)!r} was requested but CUDA is not available "
+                "on this machine; use device='auto' or device='cpu'."
+            )
+        if spec.index is not None and spec.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={str(device)!r} was requested but only "
+                f"{torch.cuda.device_count()} CUDA device(s) are present."
+            )
+    elif spec.type == "mps" and not _mps_available():
+        raise ValueError(
+            f"device={str(device)!r} was requested but Apple MPS is not available "
+            "on this machine; use device='auto' or device='cpu'."
+        )
+    return spec
+
+
+def seed_from(random_state) -> int:
+    """Draw one 31-bit integer seed from a scikit-learn ``random_state``.
+
+    ``None`` draws from numpy's global state, an int gives the same seed each
+    time, a ``RandomState`` advances (scikit-learn's conventions).
+    """
+    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+
+
+def make_generator(random_state, device="cpu") -> torch.Generator:
+    """A ``torch.Generator`` seeded from a scikit-learn ``random_state``."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed_from(random_state))
+    return gen
+
+
+def torch_dtype(dtype) -> torch.dtype:
+    """Map ``"float32"`` / ``np.float32`` / ``torch.float32`` to a torch dtype."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    key = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    try:
+        return _DTYPES[key]
+    except KeyError:
+        raise ValueError(
+            f"dtype={dtype!r} is not supported; use one of {sorted(_DTYPES)}."
+        ) from None
+
+
+def to_tensor(X, device="cpu", dtype=torch.float32) -> torch.Tensor:
+    """Array-like or tensor -> tensor on ``device`` with ``dtype``."""
+    if isinstance(X, torch.Tensor):
+        return X.to(device=device, dtype=dtype)
+    return torch.as_tensor(np.asarray(X), dtype=dtype, device=device)
+
+
+def to_numpy(t, dtype=np.float32) -> np.ndarray:
+    """Tensor (any device, any dtype) -> numpy array of ``dtype`` on the CPU."""
+    t = t.detach().to("cpu")
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.float()
+    return t.numpy().astype(dtype, copy=False)
+
+
+def iter_batches(n: int, batch_size: int):
+    """Yield ``slice`` objects covering ``range(n)`` in chunks of ``batch_size``."""
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
