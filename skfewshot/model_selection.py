@@ -1,0 +1,591 @@
+"""The few-shot evaluation protocol in scikit-learn's idioms.
+
+:class:`EpisodicSplit` is a cross-validation splitter whose folds are N-way
+K-shot episodes (the support set is the training fold, the queries are the test
+fold), so ``cross_val_score``, ``cross_validate`` and ``GridSearchCV`` run the
+protocol unchanged. :func:`evaluate_episodes` runs it directly, reuses the
+features of frozen backbones across episodes and returns :class:`EpisodeScores`.
+
+This module uses only the scikit-learn estimator API: it does not import torch.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from dataclasses import dataclass
+from numbers import Integral
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.metrics import accuracy_score
+from sklearn.model_selection import BaseShuffleSplit
+from sklearn.pipeline import Pipeline
+from sklearn.utils import _safe_indexing, check_random_state
+from sklearn.utils._param_validation import (
+    HasMethods,
+    Interval,
+    validate_parameter_constraints,
+    validate_params,
+)
+from sklearn.utils.parallel import Parallel, delayed
+from sklearn.utils.validation import check_array, check_consistent_length, indexable
+from tqdm.auto import tqdm
+
+from ._episodes import EpisodeSampler
+
+__all__ = ["EpisodicSplit", "EpisodeScores", "evaluate_episodes"]
+
+_EPISODE_CONSTRAINTS = {
+    "n_way": [Interval(Integral, 1, None, closed="left")],
+    "n_shot": [Interval(Integral, 1, None, closed="left")],
+    "n_query": [Interval(Integral, 1, None, closed="left")],
+    "n_episodes": [Interval(Integral, 1, None, closed="left")],
+    "within_groups": ["boolean"],
+    "random_state": ["random_state"],
+}
+
+
+class EpisodicSplit(BaseShuffleSplit):
+    """N-way K-shot episodes as a cross-validation splitter.
+
+    Each split is one few-shot episode: ``n_way`` classes drawn uniformly among
+    the classes with at least ``n_shot + n_query`` samples, then ``n_shot``
+    support and ``n_query`` query samples of each, disjoint. The support indices
+    are the training fold, the query indices the test fold, so an estimator
+    scored by ``cross_val_score`` or ``GridSearchCV`` is fitted on the support
+    set and scored on the queries: the few-shot protocol.
+
+    A sibling of :class:`~sklearn.model_selection.StratifiedShuffleSplit`;
+    episodes are drawn by the same sampler as :func:`evaluate_episodes` and the
+    episodic meta-trainer.
+
+    Parameters
+    ----------
+    n_way : int, default=5
+        Classes per episode.
+
+    n_shot : int, default=1
+        Support (training) samples per class.
+
+    n_query : int, default=15
+        Query (test) samples per class.
+
+    n_episodes : int, default=600
+        Number of episodes, i.e. of splits.
+
+    within_groups : bool, default=False
+        Draw all classes of an episode from one group (the ``groups`` argument
+        of :meth:`split`), e.g. one Omniglot alphabet, chosen uniformly among
+        the groups with at least ``n_way`` eligible classes. ``groups`` is
+        ignored (with a warning) when this is False.
+
+    random_state : int, RandomState instance or None, default=None
+        Controls which episodes are drawn. Pass an int for the same episodes on
+        every call of :meth:`split`; with None or a RandomState instance each
+        call draws new episodes. See :term:`Glossary <random_state>`.
+
+    See Also
+    --------
+    evaluate_episodes : Run the protocol directly and get a confidence interval.
+    sklearn.model_selection.StratifiedShuffleSplit : Stratified random splits.
+
+    Notes
+    -----
+    In ``GridSearchCV`` keep in mind that ``refit=True`` refits the best
+    estimator on *all* of ``X``, i.e. on every class at once; in a few-shot
+    setting the meaningful output is usually ``best_params_`` (use
+    ``refit=False`` to skip the refit).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfewshot.model_selection import EpisodicSplit
+    >>> y = np.repeat([0, 1, 2, 3], 4)
+    >>> X = np.zeros((len(y), 2))
+    >>> cv = EpisodicSplit(n_way=2, n_shot=1, n_query=2, n_episodes=3,
+    ...                    random_state=0)
+    >>> cv
+    EpisodicSplit(n_episodes=3, n_query=2, n_shot=1, n_way=2, random_state=0,
+                  within_groups=False)
+    >>> cv.get_n_splits()
+    3
+    >>> for support, query in cv.split(X, y):
+    ...     print(y[support], y[query])
+    [2 3] [2 2 3 3]
+    [1 0] [1 1 0 0]
+    [1 0] [1 1 0 0]
+    """
+
+    _parameter_constraints: dict = dict(_EPISODE_CONSTRAINTS)
+    # split consumes groups: with metadata routing on, they are routed here by
+    # default (what sklearn's GroupsConsumerMixin declares)
+    __metadata_request__split = {"groups": True}
+
+    def __init__(
+        self,
+        n_way=5,
+        n_shot=1,
+        n_query=15,
+        n_episodes=600,
+        *,
+        within_groups=False,
+        random_state=None,
+    ):
+        self.n_way = n_way
+        self.n_shot = n_shot
+        self.n_query = n_query
+        self.n_episodes = n_episodes
+        self.within_groups = within_groups
+        self.random_state = random_state
+
+    def split(self, X, y, groups=None):
+        """Generate the support and query indices of each episode.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            The data; only its length is used, so ``np.zeros(n_samples)`` can
+            stand in for it.
+
+        y : array-like of shape (n_samples,)
+            Class labels; episodes are drawn class by class.
+
+        groups : array-like of shape (n_samples,), default=None
+            Group of each sample, used with ``within_groups=True``. Every class
+            must lie within a single group.
+
+        Yields
+        ------
+        support : ndarray of shape (n_way * n_shot,)
+            Indices of the support (training) samples, class-major.
+
+        query : ndarray of shape (n_way * n_query,)
+            Indices of the query (test) samples, class-major, disjoint from
+            ``support``.
+
+        Raises
+        ------
+        ValueError
+            When fewer than ``n_way`` classes (within one group, with
+            ``within_groups=True``) have ``n_shot + n_query`` samples; the
+            message says how many do.
+        """
+        validate_parameter_constraints(
+            self._parameter_constraints,
+            {name: getattr(self, name) for name in self._parameter_constraints},
+            caller_name=type(self).__name__,
+        )
+        X, y, groups = indexable(X, y, groups)
+        y = check_array(y, input_name="y", ensure_2d=False, dtype=None)
+        if groups is not None and not self.within_groups:
+            warnings.warn(
+                f"groups is ignored by {type(self).__name__} with "
+                "within_groups=False; set within_groups=True to draw the classes "
+                "of each episode from one group.",
+                UserWarning,
+                stacklevel=2,
+            )
+            groups = None
+        sampler = EpisodeSampler(
+            y,
+            self.n_way,
+            self.n_shot,
+            self.n_query,
+            groups=groups,
+            within_groups=self.within_groups,
+        )
+        rng = check_random_state(self.random_state)
+        for _ in range(self.n_episodes):
+            yield sampler.sample(rng)
+
+    def get_n_splits(self, X=None, y=None, groups=None):
+        """Return the number of episodes, ``n_episodes``.
+
+        Parameters
+        ----------
+        X, y, groups : object
+            Always ignored, exist for API compatibility.
+
+        Returns
+        -------
+        n_splits : int
+            The number of splitting iterations (episodes).
+        """
+        return self.n_episodes
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class EpisodeScores:
+    """Per-episode accuracies of a few-shot evaluation and their summary.
+
+    Returned by :func:`evaluate_episodes`.
+
+    Parameters
+    ----------
+    accuracies : ndarray of shape (n_episodes,)
+        Query accuracy of each episode, in [0, 1].
+
+    n_way, n_shot, n_query : int
+        Episode settings: classes, support and query samples per class.
+
+    random_state : int, RandomState instance or None, default=None
+        The ``random_state`` the episodes were drawn with.
+
+    estimator_name : str, default=""
+        Readable name of the evaluated estimator (class names of a pipeline's
+        steps joined by ``+``).
+
+    Attributes
+    ----------
+    n_episodes : int
+        Number of episodes, ``len(accuracies)``.
+
+    mean : float
+        Mean accuracy over episodes.
+
+    std : float
+        Population standard deviation of the accuracies (``np.std`` with
+        ``ddof=0``), the usual convention of few-shot papers.
+
+    ci95 : float
+        Half-width of the 95% confidence interval of the mean,
+        ``1.96 * std / sqrt(n_episodes)``.
+
+    See Also
+    --------
+    evaluate_episodes : Produces an ``EpisodeScores``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfewshot.model_selection import EpisodeScores
+    >>> scores = EpisodeScores(np.array([1.0, 0.9, 0.8, 0.9]), n_way=5, n_shot=1,
+    ...                        n_query=2)
+    >>> round(scores.mean, 4), round(scores.std, 4), round(scores.ci95, 4)
+    (0.9, 0.0707, 0.0693)
+    >>> print(scores)
+    90.0 ± 6.9 % (95% CI, 4 episodes, 5-way 1-shot)
+    """
+
+    accuracies: np.ndarray
+    n_way: int
+    n_shot: int
+    n_query: int
+    random_state: object = None
+    estimator_name: str = ""
+
+    def __post_init__(self):
+        accuracies = np.array(self.accuracies, dtype=np.float64)  # own copy
+        if accuracies.ndim != 1 or accuracies.size == 0:
+            raise ValueError(
+                "accuracies must be a non-empty 1-D array, got shape "
+                f"{accuracies.shape}."
+            )
+        accuracies.setflags(write=False)
+        object.__setattr__(self, "accuracies", accuracies)
+
+    @property
+    def n_episodes(self) -> int:
+        return len(self.accuracies)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.accuracies))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.accuracies, ddof=0))
+
+    @property
+    def ci95(self) -> float:
+        return 1.96 * self.std / math.sqrt(self.n_episodes)
+
+    def __str__(self):
+        episodes = "episode" if self.n_episodes == 1 else "episodes"
+        return (
+            f"{100 * self.mean:.1f} ± {100 * self.ci95:.1f} % (95% CI, "
+            f"{self.n_episodes} {episodes}, {self.n_way}-way {self.n_shot}-shot)"
+        )
+
+    def __repr__(self):
+        name = (
+            f", estimator_name={self.estimator_name!r}" if self.estimator_name else ""
+        )
+        return (
+            f"{type(self).__name__}(mean={self.mean:.4f}, ci95={self.ci95:.4f}, "
+            f"n_episodes={self.n_episodes}, n_way={self.n_way}, "
+            f"n_shot={self.n_shot}, n_query={self.n_query}{name})"
+        )
+
+    def to_frame(self):
+        """One row per episode as a pandas DataFrame.
+
+        Columns: ``episode``, ``accuracy``, ``n_way``, ``n_shot``, ``n_query``
+        and ``estimator``, so frames of several evaluations concatenate into one
+        long table (e.g. accuracy against shots).
+
+        Returns
+        -------
+        frame : pandas.DataFrame of shape (n_episodes, 6)
+
+        Raises
+        ------
+        ImportError
+            When pandas is not installed.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skfewshot.model_selection import EpisodeScores
+        >>> scores = EpisodeScores(np.array([1.0, 0.5]), n_way=2, n_shot=1,
+        ...                        n_query=2, estimator_name="NearestCentroid")
+        >>> scores.to_frame()
+           episode  accuracy  n_way  n_shot  n_query        estimator
+        0        0       1.0      2       1        2  NearestCentroid
+        1        1       0.5      2       1        2  NearestCentroid
+        """
+        try:
+            import pandas as pd
+        except ImportError as exc:
+            raise ImportError(
+                "EpisodeScores.to_frame needs pandas, which is not installed; "
+                "install it with `pip install pandas`."
+            ) from exc
+        n = self.n_episodes
+        return pd.DataFrame(
+            {
+                "episode": np.arange(n),
+                "accuracy": self.accuracies,
+                "n_way": np.full(n, self.n_way),
+                "n_shot": np.full(n, self.n_shot),
+                "n_query": np.full(n, self.n_query),
+                "estimator": [self.estimator_name] * n,
+            }
+        )
+
+
+def _is_frozen_feature_extractor(step) -> bool:
+    """Whether a pipeline step's features can be computed once for all episodes.
+
+    True for a :class:`~skfewshot.backbone.BackboneTransformer`, a
+    :class:`~sklearn.frozen.FrozenEstimator`, and any object whose
+    ``_skfewshot_frozen`` attribute is True: its ``fit`` learns nothing from the
+    data and its ``transform`` maps each row independently.
+    """
+    if getattr(step, "_skfewshot_frozen", False) is True:
+        return True
+    # no instance can exist unless the module was imported: this keeps torch
+    # out of model_selection
+    backbone = sys.modules.get("skfewshot.backbone")
+    if backbone is not None and isinstance(step, backbone.BackboneTransformer):
+        return True
+    frozen = sys.modules.get("sklearn.frozen")
+    return frozen is not None and isinstance(step, frozen.FrozenEstimator)
+
+
+def _split_frozen_prefix(estimator):
+    """Split a pipeline into its leading frozen feature extractors and the rest.
+
+    Returns ``(prefix_steps, rest)`` where ``prefix_steps`` is the list of
+    leading frozen steps (``"passthrough"`` included) and ``rest`` the estimator
+    fitted per episode; ``([], estimator)`` when there is nothing to reuse.
+    """
+    if not isinstance(estimator, Pipeline):
+        return [], estimator
+    n_frozen = 0
+    for _, step in estimator.steps[:-1]:
+        if step is None or step == "passthrough" or _is_frozen_feature_extractor(step):
+            n_frozen += 1
+        else:
+            break
+    prefix = [step for _, step in estimator.steps[:n_frozen]]
+    if not any(_is_frozen_feature_extractor(step) for step in prefix):
+        return [], estimator
+    return prefix, estimator[n_frozen:]
+
+
+def _estimator_name(estimator) -> str:
+    if isinstance(estimator, Pipeline):
+        return "+".join(
+            type(step).__name__
+            for _, step in estimator.steps
+            if step is not None and step != "passthrough"
+        )
+    return type(estimator).__name__
+
+
+def _fit_and_score_episode(estimator, X_support, y_support, X_query, y_query):
+    """Fit on the support set, return the accuracy on the whole query set."""
+    estimator.fit(X_support, y_support)
+    return accuracy_score(y_query, estimator.predict(X_query))
+
+
+@validate_params(
+    {
+        "estimator": [HasMethods(["fit", "predict"])],
+        "X": ["array-like", "sparse matrix"],
+        "y": ["array-like"],
+        "groups": ["array-like", None],
+        "n_jobs": [Integral, None],
+        "verbose": ["verbose"],
+        **_EPISODE_CONSTRAINTS,
+    },
+    prefer_skip_nested_validation=False,
+)
+def evaluate_episodes(
+    estimator,
+    X,
+    y,
+    *,
+    n_way,
+    n_shot,
+    n_query=15,
+    n_episodes=600,
+    groups=None,
+    within_groups=False,
+    random_state=None,
+    n_jobs=None,
+    verbose=0,
+):
+    """Evaluate a few-shot classifier on random N-way K-shot episodes.
+
+    For each episode drawn by :class:`EpisodicSplit`, a clone of ``estimator``
+    is fitted on the support set and its accuracy measured on the query set;
+    the mean accuracy and its 95% confidence interval summarise the episodes.
+
+    The whole query set of an episode goes to one ``predict`` call, so a
+    transductive classifier (e.g. ``FineTunedCosineClassifier(
+    transductive=True)``) adapts to exactly the queries of that episode.
+
+    **Feature reuse.** When ``estimator`` is a :class:`~sklearn.pipeline.Pipeline`
+    whose leading steps are frozen feature extractors, those steps are fitted
+    and applied to ``X`` once, and only the remaining steps run per episode on
+    the features: each input passes through the backbone once for the whole
+    evaluation. A step counts as frozen when it is a
+    :class:`~skfewshot.backbone.BackboneTransformer`, a
+    :class:`~sklearn.frozen.FrozenEstimator`, or any transformer with a class
+    attribute ``_skfewshot_frozen = True`` (its ``fit`` must learn nothing from
+    the data and its ``transform`` must map rows independently). The result is
+    the same as without reuse.
+
+    Parameters
+    ----------
+    estimator : estimator object implementing ``fit`` and ``predict``
+        The few-shot classifier (or pipeline); cloned for every episode, never
+        modified.
+
+    X : array-like of shape (n_samples, ...)
+        The pool of samples (images, texts, feature rows...) of the evaluation
+        classes, indexed with :func:`sklearn.utils._safe_indexing`.
+
+    y : array-like of shape (n_samples,)
+        Class labels of ``X``.
+
+    n_way : int
+        Classes per episode.
+
+    n_shot : int
+        Support samples per class.
+
+    n_query : int, default=15
+        Query samples per class.
+
+    n_episodes : int, default=600
+        Number of episodes.
+
+    groups : array-like of shape (n_samples,), default=None
+        Group of each sample, used with ``within_groups=True``.
+
+    within_groups : bool, default=False
+        Draw all classes of an episode from one group (e.g. one Omniglot
+        alphabet).
+
+    random_state : int, RandomState instance or None, default=None
+        Controls which episodes are drawn (all of them up front, so the result
+        does not depend on ``n_jobs``). Randomness inside the estimator is
+        controlled by the estimator's own ``random_state``.
+
+    n_jobs : int, default=None
+        Episodes evaluated in parallel with joblib. ``None`` means 1 unless in a
+        :obj:`joblib.parallel_backend` context; ``-1`` uses all processors.
+
+    verbose : int, default=0
+        When > 0, show a progress bar (tqdm) with the running mean accuracy.
+
+    Returns
+    -------
+    scores : EpisodeScores
+        Per-episode accuracies, mean, ``ci95`` and the settings used.
+
+    Raises
+    ------
+    ValueError
+        When ``X`` and ``y`` differ in length, or when fewer than ``n_way``
+        classes have ``n_shot + n_query`` samples (the message says how many
+        do).
+
+    See Also
+    --------
+    EpisodicSplit : The same episodes as a cross-validation splitter.
+    EpisodeScores : The returned summary.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn.neighbors import KNeighborsClassifier
+    >>> from skfewshot.model_selection import evaluate_episodes
+    >>> X, y = load_digits(return_X_y=True)
+    >>> one_nn = KNeighborsClassifier(n_neighbors=1)
+    >>> scores = evaluate_episodes(one_nn, X, y, n_way=5, n_shot=1,
+    ...                            n_episodes=20, random_state=0)
+    >>> print(scores)
+    72.5 ± 4.4 % (95% CI, 20 episodes, 5-way 1-shot)
+    >>> scores.accuracies.shape
+    (20,)
+    """
+    X, y, groups = indexable(X, y, groups)
+    check_consistent_length(X, y, groups)
+    y = check_array(y, input_name="y", ensure_2d=False, dtype=None)
+    cv = EpisodicSplit(
+        n_way,
+        n_shot,
+        n_query,
+        n_episodes,
+        within_groups=within_groups,
+        random_state=random_state,
+    )
+    episodes = list(cv.split(X, y, groups))
+
+    prefix, head = _split_frozen_prefix(estimator)
+    for step in prefix:
+        if step is not None and step != "passthrough":
+            X = clone(step).fit(X).transform(X)
+
+    results = Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(_fit_and_score_episode)(
+            clone(head),
+            _safe_indexing(X, support),
+            y[support],
+            _safe_indexing(X, query),
+            y[query],
+        )
+        for support, query in episodes
+    )
+    accuracies = np.empty(n_episodes)
+    with tqdm(
+        total=n_episodes, desc=f"{n_way}-way {n_shot}-shot", disable=not verbose
+    ) as bar:
+        for i, accuracy in enumerate(results):
+            accuracies[i] = accuracy
+            bar.update()
+            bar.set_postfix(acc=f"{100 * accuracies[: i + 1].mean():.1f}%")
+    return EpisodeScores(
+        accuracies,
+        n_way=n_way,
+        n_shot=n_shot,
+        n_query=n_query,
+        random_state=random_state,
+        estimator_name=_estimator_name(estimator),
+    )
