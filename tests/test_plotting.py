@@ -1,0 +1,217 @@
+"""Tests for skfewshot.plotting.FewShotCurveDisplay."""
+
+import sys
+from types import SimpleNamespace
+
+import matplotlib
+import numpy as np
+import pytest
+
+import skfewshot
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+from skfewshot.plotting import FewShotCurveDisplay  # noqa: E402
+
+SHOTS = [1, 2, 5, 10]
+MEANS = {
+    "prototypes": [0.52, 0.63, 0.74, 0.80],
+    "fine-tuned": [0.55, 0.67, 0.79, 0.86],
+}
+CIS = {
+    "prototypes": [0.030, 0.025, 0.020, 0.015],
+    "fine-tuned": [0.031, 0.024, 0.018, 0.012],
+}
+
+
+def point(n_shot, mean, ci95, n_way=5):
+    """Stands in for the EpisodeScores of evaluate_episodes(..., n_shot=n_shot)."""
+    return SimpleNamespace(
+        n_shot=n_shot, n_way=n_way, mean=mean, ci95=ci95, n_query=15, n_episodes=100
+    )
+
+
+def scores_for(name, n_way=5):
+    return [point(k, m, c, n_way) for k, m, c in zip(SHOTS, MEANS[name], CIS[name])]
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def band_bounds(band):
+    """(x, lower, upper) of a fill_between band, from its polygon's vertices."""
+    vertices = band.get_paths()[0].vertices
+    xs = np.unique(vertices[:, 0])
+    lower = np.array([vertices[vertices[:, 0] == x, 1].min() for x in xs])
+    upper = np.array([vertices[vertices[:, 0] == x, 1].max() for x in xs])
+    return xs, lower, upper
+
+
+def test_from_scores_lines_and_bands_match_means_and_cis():
+    scores = {name: scores_for(name) for name in MEANS}
+    display = FewShotCurveDisplay.from_scores(scores)
+
+    assert len(display.lines_) == len(display.bands_) == 2
+    for line, band, name in zip(display.lines_, display.bands_, MEANS):
+        mean, ci = np.array(MEANS[name]), np.array(CIS[name])
+        np.testing.assert_array_equal(line.get_xdata(), SHOTS)
+        np.testing.assert_allclose(line.get_ydata(), mean)
+        xs, lower, upper = band_bounds(band)
+        np.testing.assert_array_equal(xs, SHOTS)
+        np.testing.assert_allclose(lower, mean - ci)
+        np.testing.assert_allclose(upper, mean + ci)
+        # the band wears its line's colour
+        np.testing.assert_allclose(
+            band.get_facecolor()[0][:3], matplotlib.colors.to_rgb(line.get_color())
+        )
+        assert band.get_alpha() == 0.2
+    np.testing.assert_array_equal(display.shots, SHOTS)
+    np.testing.assert_allclose(display.mean, [MEANS[n] for n in MEANS])
+    np.testing.assert_allclose(display.ci95, [CIS[n] for n in CIS])
+    assert display.n_way == 5
+    assert display.scores is scores
+
+
+def test_labels_title_legend_and_ticks():
+    display = FewShotCurveDisplay.from_scores({n: scores_for(n) for n in MEANS})
+    ax = display.ax_
+    assert ax.get_xlabel() == "shots per class (K)"
+    assert ax.get_ylabel() == "accuracy"
+    assert ax.get_title() == "5-way"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(MEANS)
+    assert [line.get_label() for line in display.lines_] == list(MEANS)
+    assert ax.get_xscale() == "log"
+    np.testing.assert_array_equal(ax.get_xticks(), SHOTS)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "5", "10"]
+    assert display.figure_ is ax.figure
+    assert display.lines_[0].get_marker() == "o"
+
+
+def test_points_sorted_by_shot_and_names_override():
+    shuffled = scores_for("prototypes")[::-1]
+    display = FewShotCurveDisplay.from_scores(shuffled, names="ProtoNet")
+    np.testing.assert_array_equal(display.lines_[0].get_xdata(), SHOTS)
+    np.testing.assert_allclose(display.lines_[0].get_ydata(), MEANS["prototypes"])
+    assert display.estimator_names == ["ProtoNet"]
+    assert [t.get_text() for t in display.ax_.get_legend().get_texts()] == ["ProtoNet"]
+
+
+def test_single_list_without_name_draws_no_legend():
+    display = FewShotCurveDisplay.from_scores(scores_for("prototypes"))
+    assert display.ax_.get_legend() is None
+    assert len(display.lines_) == 1
+
+
+def test_constructor_and_plot_on_given_ax_with_kwargs():
+    fig, ax = plt.subplots()
+    display = FewShotCurveDisplay(
+        shots=[5, 1], mean=[0.8, 0.5], ci95=[0.01, 0.02], estimator_names=["a"]
+    )
+    assert display.plot(ax=ax, linewidth=3, band_alpha=0.5, ls="--") is display
+    assert display.ax_ is ax and display.figure_ is fig
+    # plot sorts by shot; the 1-D mean is one estimator
+    np.testing.assert_array_equal(display.lines_[0].get_xdata(), [1, 5])
+    np.testing.assert_allclose(display.lines_[0].get_ydata(), [0.5, 0.8])
+    assert display.lines_[0].get_linewidth() == 3
+    assert display.lines_[0].get_linestyle() == "--"
+    assert display.bands_[0].get_alpha() == 0.5
+    assert ax.get_title() == ""  # n_way unknown
+
+
+def test_ax_reuse_adds_lines_to_the_same_axes():
+    first = FewShotCurveDisplay.from_scores({"prototypes": scores_for("prototypes")})
+    second = FewShotCurveDisplay.from_scores(
+        {"fine-tuned": scores_for("fine-tuned")}, ax=first.ax_
+    )
+    assert second.ax_ is first.ax_
+    assert len(first.ax_.get_lines()) == 2
+    assert [t.get_text() for t in first.ax_.get_legend().get_texts()] == list(MEANS)
+    # re-plotting an existing display onto a new axes redraws it there
+    fig, ax = plt.subplots()
+    first.plot(ax=ax, names=["renamed"])
+    assert first.ax_ is ax and len(ax.get_lines()) == 1
+    assert first.lines_[0].get_label() == "renamed"
+
+
+def test_save_png(tmp_path):
+    display = FewShotCurveDisplay.from_scores({n: scores_for(n) for n in MEANS})
+    path = tmp_path / "curve.png"
+    display.figure_.savefig(path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"shots": [1, 5], "mean": [0.5, 0.6, 0.7], "ci95": [0, 0, 0]}, "shape"),
+        ({"shots": [1, 5], "mean": [[0.5, 0.6]], "ci95": [[0.1, 0.1]] * 2}, "ci95"),
+        ({"shots": [1, 1], "mean": [0.5, 0.6], "ci95": [0, 0]}, "distinct"),
+        ({"shots": [0, 1], "mean": [0.5, 0.6], "ci95": [0, 0]}, ">= 1"),
+        ({"shots": [1.5, 2], "mean": [0.5, 0.6], "ci95": [0, 0]}, "ints"),
+        ({"shots": [], "mean": [], "ci95": []}, "non-empty"),
+        ({"shots": [1, 5], "mean": [0.5, 0.6], "ci95": [0.1, -0.1]}, ">= 0"),
+        (
+            {"shots": [1], "mean": [0.5], "ci95": [0], "estimator_names": ["a", "b"]},
+            "2 estimator names",
+        ),
+    ],
+)
+def test_plot_rejects_bad_curves(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        FewShotCurveDisplay(**kwargs).plot()
+
+
+def test_from_scores_rejects_mismatched_inputs():
+    short = scores_for("fine-tuned")[:3]
+    with pytest.raises(ValueError, match=r"scores\['b'\] has shots \[1, 2, 5\]"):
+        FewShotCurveDisplay.from_scores({"a": scores_for("prototypes"), "b": short})
+    with pytest.raises(ValueError, match="mixes n_way=10 with n_way=5"):
+        FewShotCurveDisplay.from_scores(
+            {"a": scores_for("prototypes"), "b": scores_for("fine-tuned", n_way=10)}
+        )
+    with pytest.raises(ValueError, match="repeated shot counts"):
+        FewShotCurveDisplay.from_scores([point(1, 0.5, 0.1), point(1, 0.6, 0.1)])
+    with pytest.raises(ValueError, match="1 estimator names"):
+        FewShotCurveDisplay.from_scores(
+            {n: scores_for(n) for n in MEANS}, names=["only one"]
+        )
+    with pytest.raises(ValueError, match="scores is empty"):
+        FewShotCurveDisplay.from_scores({})
+    with pytest.raises(ValueError, match=r"scores\['a'\] is empty"):
+        FewShotCurveDisplay.from_scores({"a": []})
+    with pytest.raises(TypeError, match=r"without \['n_shot', 'n_way'\]"):
+        FewShotCurveDisplay.from_scores({"a": [SimpleNamespace(mean=0.5, ci95=0.1)]})
+    with pytest.raises(TypeError, match="got SimpleNamespace"):
+        FewShotCurveDisplay.from_scores(point(1, 0.5, 0.1))
+    with pytest.raises(TypeError, match=r"scores\['a'\] must be a list"):
+        FewShotCurveDisplay.from_scores({"a": point(1, 0.5, 0.1)})
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: FewShotCurveDisplay(shots=[1], mean=[0.5], ci95=[0.1]).plot(),
+        lambda: FewShotCurveDisplay.from_scores([point(1, 0.5, 0.1)]),
+        lambda: FewShotCurveDisplay.from_estimator(None, None, None),
+    ],
+    ids=["plot", "from_scores", "from_estimator"],
+)
+def test_missing_matplotlib_raises_a_clear_import_error(monkeypatch, call):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match=r"requires matplotlib; pip install "):
+        call()
+
+
+def test_import_does_not_need_matplotlib(monkeypatch):
+    for mod in [m for m in sys.modules if m.split(".")[0] == "matplotlib"]:
+        monkeypatch.setitem(sys.modules, mod, None)
+    monkeypatch.delitem(sys.modules, "skfewshot.plotting")
+    monkeypatch.delattr(skfewshot, "plotting", raising=False)
+    import skfewshot.plotting as reloaded
+
+    assert reloaded.FewShotCurveDisplay is not FewShotCurveDisplay
