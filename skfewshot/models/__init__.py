@@ -1,0 +1,10 @@
+"""Few-shot backbones as plain ``torch.nn.Module`` s (architectures, no weights).
+
+Train them with :mod:`skfewshot.training`, then wrap the trained module with
+:class:`skfewshot.BackboneTransformer`.
+"""
+
+from ._conv4 import Conv4
+from ._resnet12 import ResNet12
+
+__all__ = ["Conv4", "ResNet12"]

@@ -1,0 +1,142 @@
+import pickle
+
+import pytest
+import torch
+
+from skfewshot.models import Conv4, ResNet12
+
+
+def _n_params(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize(
+    "in_channels, size, hidden, expected",
+    [
+        (1, 28, 64, 64),  # 28 -> 14 -> 7 -> 3 -> 1
+        (3, 84, 64, 64 * 5 * 5),  # 84 -> 42 -> 21 -> 10 -> 5
+        (2, 16, 8, 8),
+        (1, 31, 8, 8),  # floors: 31 -> 15 -> 7 -> 3 -> 1
+        (1, 32, 4, 4 * 2 * 2),
+    ],
+)
+def test_conv4_output_shape(in_channels, size, hidden, expected):
+    net = Conv4(in_channels=in_channels, hidden=hidden)
+    out = net(torch.zeros(3, in_channels, size, size))
+    assert out.shape == (3, expected)
+    assert net.out_features((in_channels, size, size)) == expected
+    assert net.out_features((size, size)) == expected
+
+
+def test_conv4_rectangular_input():
+    net = Conv4(hidden=4)
+    assert net(torch.zeros(1, 1, 32, 64)).shape == (1, 4 * 2 * 4)
+    assert net.out_features((32, 64)) == 32
+
+
+def test_conv4_parameter_count():
+    # block 1: conv 1*64*9 weights + 64 bias, batch norm 2*64 -> 768
+    # blocks 2-4: conv 64*64*9 + 64, batch norm 128 -> 37056 each
+    assert _n_params(Conv4(in_channels=1)) == 768 + 3 * 37056 == 111936
+    # the 113,088 of the miniImageNet papers (3 input channels)
+    assert _n_params(Conv4(in_channels=3)) == 113088
+
+
+def _resnet12_n_params(in_channels, channels):
+    total = 0
+    for c_in, c_out in zip((in_channels,) + channels[:-1], channels):
+        convs = 9 * c_in * c_out + 2 * 9 * c_out * c_out  # bias-free conv3x3
+        shortcut = c_in * c_out  # bias-free conv1x1
+        batch_norms = 4 * 2 * c_out
+        total += convs + shortcut + batch_norms
+    return total
+
+
+@pytest.mark.parametrize(
+    "in_channels, channels", [(3, (64, 160, 320, 640)), (1, (4, 8, 8, 16))]
+)
+def test_resnet12_parameter_count(in_channels, channels):
+    net = ResNet12(in_channels=in_channels, channels=channels)
+    assert _n_params(net) == _resnet12_n_params(in_channels, channels)
+    if channels == (64, 160, 320, 640):
+        assert _n_params(net) == 12424320  # the "12.4M" of the literature
+
+
+@pytest.mark.parametrize("in_channels, size", [(1, 16), (3, 28), (2, 37)])
+def test_resnet12_output_shape(in_channels, size):
+    net = ResNet12(in_channels=in_channels, channels=(4, 8, 8, 12))
+    assert net.out_dim == 12
+    assert net(torch.zeros(2, in_channels, size, size)).shape == (2, 12)
+    assert net.out_features((in_channels, size, size)) == 12
+
+
+@pytest.mark.parametrize(
+    "net, shape, match",
+    [
+        (Conv4(hidden=4), (2, 1, 8, 8), r"at least 16x16; got input_shape=\(1, 8, 8\)"),
+        (Conv4(hidden=4), (2, 3, 28, 28), r"\(batch, 1, height, width\).*\(2, 3, 28"),
+        (Conv4(hidden=4), (2, 28, 28), r"got a tensor of shape \(2, 28, 28\)"),
+        (
+            ResNet12(1, (4, 4, 4, 4)),
+            (2, 1, 12, 12),
+            r"ResNet12 halves the image 4 times.*\(1, 12, 12\)",
+        ),
+    ],
+)
+def test_wrong_input_shape_is_a_clear_error(net, shape, match):
+    with pytest.raises(ValueError, match=match):
+        net(torch.zeros(shape))
+
+
+def test_out_features_rejects_small_or_malformed_shapes():
+    with pytest.raises(ValueError, match=r"at least 16x16; got input_shape=\(15, 40\)"):
+        Conv4().out_features((15, 40))
+    with pytest.raises(ValueError, match=r"\(height, width\) or"):
+        ResNet12().out_features((28,))
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: Conv4(in_channels=0), "in_channels must be an int >= 1, got 0"),
+        (lambda: Conv4(hidden=2.5), "hidden must be an int >= 1, got 2.5"),
+        (lambda: ResNet12(channels=(1, 2, 3)), r"4 ints, got \(1, 2, 3\)"),
+        (lambda: ResNet12(drop_rate=1.0), r"drop_rate must be in \[0, 1\), got 1.0"),
+    ],
+)
+def test_invalid_hyper_parameters(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: Conv4(hidden=8), lambda: ResNet12(1, (4, 8, 8, 16))]
+)
+def test_seeded_initialisation_is_deterministic(make):
+    torch.manual_seed(0)
+    a = make().state_dict()
+    torch.manual_seed(0)
+    b = make().state_dict()
+    c = make().state_dict()  # global state moved on: different weights
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_resnet12_dropout_only_in_training_mode():
+    torch.manual_seed(0)
+    net = ResNet12(1, (4, 4, 4, 4), drop_rate=0.5)
+    x = torch.randn(2, 1, 16, 16)
+    net.eval()
+    assert torch.equal(net(x), net(x))
+    net.train()
+    assert not torch.equal(net(x), net(x))
+
+
+def test_resnet12_init_and_pickle_round_trip():
+    net = ResNet12(1, (4, 4, 4, 4)).eval()
+    bn = net.blocks[0].body[1]
+    assert torch.equal(bn.weight, torch.ones(4))
+    assert torch.equal(bn.bias, torch.zeros(4))
+    x = torch.randn(2, 1, 16, 16)
+    assert torch.equal(pickle.loads(pickle.dumps(net))(x), net(x))
