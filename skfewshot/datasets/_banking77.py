@@ -1,0 +1,147 @@
+"""Banking77 intents (Casanueva et al., 2020) from its ``text,category`` CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from sklearn.utils import Bunch
+
+__all__ = ["load_banking77"]
+
+_HEADER = ["text", "category"]
+
+_DESCR = """\
+Banking77
+---------
+
+13,083 customer-service queries of an online bank labelled with 77 intents
+(Casanueva, Temcinas, Gerz, Henderson & Vulic, "Efficient Intent Detection
+with Dual Sentence Encoders", NLP4ConvAI 2020). CC BY 4.0,
+https://github.com/PolyAI-LDN/task-specific-datasets. The train split has
+10,003 queries, the test split 3,080. A standard few-shot text benchmark:
+K examples per intent (K = 5, 10, 30) as the support set.
+
+``data`` holds the texts, ``target`` the intent index into ``target_names``
+(the order of ``categories.json`` when it sits beside the CSV, else sorted).
+"""
+
+
+def _find_csv(path, subset):
+    path = Path(os.fspath(path)).expanduser()
+    if path.is_dir():
+        csv_path = path / f"{subset}.csv"
+    else:
+        csv_path = path
+    if not csv_path.is_file():
+        raise FileNotFoundError(
+            f"Banking77 CSV not found at {csv_path}; pass the CSV file or the "
+            f"folder holding {subset}.csv (text,category rows)."
+        )
+    return csv_path
+
+
+def _read_rows(csv_path):
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header] != _HEADER:
+            raise ValueError(
+                f"{csv_path}: expected the header 'text,category', got {header!r}."
+            )
+        texts, categories = [], []
+        for row in reader:
+            if not row:
+                continue
+            if len(row) != 2:
+                raise ValueError(
+                    f"{csv_path}, line {reader.line_num}: expected 2 fields "
+                    f"(text,category), got {len(row)}: {row!r}."
+                )
+            texts.append(row[0])
+            categories.append(row[1].strip())
+    if not texts:
+        raise ValueError(f"{csv_path} has a header but no rows.")
+    return texts, categories
+
+
+def load_banking77(path, *, subset="train", return_X_y=False):
+    """Load the Banking77 intent data set from its CSV file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The CSV file (``text,category`` with a header line, quoted as the
+        :mod:`csv` module does), or the folder holding ``<subset>.csv``.
+        A ``categories.json`` (a JSON list of intents) beside the CSV sets
+        the order of ``target_names``; without it they are sorted.
+    subset : {"train", "test"}, default="train"
+        Which CSV to read when ``path`` is a folder.
+    return_X_y : bool, default=False
+        Return ``(data, target)`` instead of a Bunch.
+
+    Returns
+    -------
+    data : :class:`~sklearn.utils.Bunch`
+        Dictionary-like object with attributes:
+
+        data : list of str
+            The customer queries.
+        target : ndarray of shape (n_samples,)
+            Intent index into ``target_names``.
+        target_names : ndarray of str
+            The intents.
+        filename : str
+            The CSV read.
+        DESCR : str
+            Description of the data set.
+
+    (data, target) : tuple if ``return_X_y`` is True
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from skfewshot.datasets import load_banking77
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     with open(os.path.join(tmp, "train.csv"), "w") as fh:
+    ...         _ = fh.write('text,category\\n"Hi, where is my card?",card_arrival\\n'
+    ...                      'Is there a fee?,top_up_fee\\n')
+    ...     bunch = load_banking77(tmp)
+    >>> bunch.data
+    ['Hi, where is my card?', 'Is there a fee?']
+    >>> bunch.target, bunch.target_names
+    (array([0, 1]), array(['card_arrival', 'top_up_fee'], dtype='<U12'))
+    """
+    if subset not in ("train", "test"):
+        raise ValueError(f"subset must be 'train' or 'test', got {subset!r}.")
+    csv_path = _find_csv(path, subset)
+    texts, categories = _read_rows(csv_path)
+
+    names_path = csv_path.parent / "categories.json"
+    if names_path.is_file():
+        with open(names_path, encoding="utf-8") as fh:
+            names = json.load(fh)
+        if not isinstance(names, list) or len(set(names)) != len(names):
+            raise ValueError(f"{names_path} must be a JSON list of distinct intents.")
+        unknown = sorted(set(categories) - set(names))
+        if unknown:
+            raise ValueError(
+                f"{csv_path} has categories missing from {names_path}: {unknown}."
+            )
+        target_names = np.array(names)
+    else:
+        target_names = np.unique(categories)
+    index = {name: i for i, name in enumerate(target_names.tolist())}
+    target = np.array([index[c] for c in categories])
+    if return_X_y:
+        return texts, target
+    return Bunch(
+        data=texts,
+        target=target,
+        target_names=target_names,
+        filename=str(csv_path),
+        DESCR=_DESCR,
+    )

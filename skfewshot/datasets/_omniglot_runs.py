@@ -1,0 +1,239 @@
+"""The 20 one-shot classification runs of the Omniglot paper."""
+
+from __future__ import annotations
+
+import os
+import re
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from sklearn.utils import Bunch
+
+from ._images import check_image_size, pngs_to_images
+
+__all__ = ["load_omniglot_runs"]
+
+_RUN = re.compile(r"^run\d+$")
+_NUMBER = re.compile(r"(\d+)\.png$", re.IGNORECASE)
+
+_DESCR = """\
+Omniglot one-shot classification runs
+-------------------------------------
+
+The benchmark of Lake, Salakhutdinov & Tenenbaum (Science, 2015): 20 runs,
+each a 20-way 1-shot task within one alphabet of the evaluation set. A run
+folder ``runNN`` holds ``training/classNN.png`` (one support image per
+class), ``test/itemNN.png`` (20 queries) and ``class_labels.txt`` (one line
+per query: ``runNN/test/itemXX.png runNN/training/classYY.png``).
+
+Each run is a Bunch with ``X_support``, ``y_support`` (the NN of
+``classNN.png``), ``X_query``, ``y_query`` (from ``class_labels.txt``, in
+its line order), ``support_files``, ``query_files`` and ``name``. Images have
+the format of ``load_omniglot``: float32 (n, 1, s, s), strokes = 1.
+"""
+
+
+class _Folder:
+    """Files under a folder, by POSIX path relative to it."""
+
+    def __init__(self, root):
+        self.root = root
+        self.names = sorted(
+            p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()
+        )
+
+    def read(self, name):
+        return (self.root / name).read_bytes()
+
+    def close(self):
+        pass
+
+
+class _Zip:
+    """Members of a zip archive, read in memory."""
+
+    def __init__(self, path):
+        try:
+            self.archive = zipfile.ZipFile(path)
+        except zipfile.BadZipFile as exc:
+            raise OSError(f"{path} is not a readable zip archive ({exc}).") from exc
+        self.names = sorted(n for n in self.archive.namelist() if not n.endswith("/"))
+
+    def read(self, name):
+        return self.archive.read(name)
+
+    def close(self):
+        self.archive.close()
+
+
+def _number(name, where):
+    match = _NUMBER.search(name)
+    if match is None:
+        raise ValueError(f"{where}: cannot read a number from file name {name!r}.")
+    return int(match.group(1))
+
+
+def _parse_labels(text, where, queries, classes):
+    """Map each line of class_labels.txt to (query file, support class file)."""
+    pairs = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 2:
+            raise ValueError(
+                f"{where}, line {lineno}: expected 'runNN/test/itemXX.png "
+                f"runNN/training/classYY.png', got {line!r}."
+            )
+        query, support = (PurePosixPath(f.replace("\\", "/")).name for f in fields)
+        if query not in queries:
+            raise ValueError(
+                f"{where}, line {lineno}: query image {fields[0]!r} is not in "
+                "the run's test/ folder."
+            )
+        if support not in classes:
+            raise ValueError(
+                f"{where}, line {lineno}: class image {fields[1]!r} is not in "
+                "the run's training/ folder."
+            )
+        pairs.append((query, support))
+    labelled = [q for q, _ in pairs]
+    missing = sorted(set(queries) - set(labelled))
+    repeated = sorted({q for q in labelled if labelled.count(q) > 1})
+    if missing or repeated:
+        raise ValueError(
+            f"{where} must label every test image exactly once; unlabelled: "
+            f"{missing}, repeated: {repeated}."
+        )
+    return pairs
+
+
+def load_omniglot_runs(path, *, image_size=28):
+    """Load the 20-run one-shot classification benchmark of the Omniglot paper.
+
+    Each run is a 20-way 1-shot task: 20 support images (one per class) and
+    20 queries. The runs are found wherever a ``runNN/class_labels.txt`` sits
+    in ``path``, so ``path`` may be the folder holding the ``runNN`` folders, a
+    folder with one top folder above them, or a zip of either.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Folder or zip file with ``runNN/training/classNN.png``,
+        ``runNN/test/itemNN.png`` and ``runNN/class_labels.txt`` (one line
+        per query: ``runNN/test/itemXX.png runNN/training/classYY.png``).
+    image_size : int or None, default=28
+        Side of the returned square images, resized as in
+        :func:`load_omniglot`; None keeps 105.
+
+    Returns
+    -------
+    data : :class:`~sklearn.utils.Bunch`
+        Dictionary-like object with attributes:
+
+        runs : list of Bunch
+            One per run, sorted by name, each with ``X_support`` (20, 1, s, s),
+            ``y_support`` (the NN of ``classNN.png``), ``X_query`` (20, 1, s, s),
+            ``y_query`` (the NN of the class named for each query in
+            ``class_labels.txt``, in the file's line order), ``support_files``,
+            ``query_files`` and ``name`` (e.g. "run01").
+        DESCR : str
+            Description of the benchmark.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist or holds no run.
+    ValueError
+        When a run is malformed (e.g. a bad line in ``class_labels.txt``).
+
+    See Also
+    --------
+    load_omniglot : The Omniglot subsets, same image format.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from skfewshot.datasets import load_omniglot_runs
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     load_omniglot_runs(tmp)
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: no runNN/class_labels.txt found in ...
+
+    With the runs in place, ``[run.X_support.shape for run in
+    load_omniglot_runs("all_runs").runs]`` gives twenty ``(20, 1, 28, 28)``.
+    """
+    image_size = check_image_size(image_size)
+    root = Path(os.fspath(path)).expanduser()
+    if root.is_dir():
+        source = _Folder(root)
+    elif root.is_file():
+        source = _Zip(root)
+    else:
+        raise FileNotFoundError(f"{root} is neither a folder nor a zip file.")
+    try:
+        label_files = [
+            n
+            for n in source.names
+            if PurePosixPath(n).name == "class_labels.txt"
+            and _RUN.match(PurePosixPath(n).parent.name)
+            and PurePosixPath(n).parts[0] != "__MACOSX"
+        ]
+        if not label_files:
+            raise FileNotFoundError(
+                f"no runNN/class_labels.txt found in {root}; expected the "
+                "layout runNN/training/classNN.png, runNN/test/itemNN.png, "
+                "runNN/class_labels.txt."
+            )
+        runs = [_read_run(source, n, root, image_size) for n in label_files]
+    finally:
+        source.close()
+    runs.sort(key=lambda run: run.name)
+    return Bunch(runs=runs, DESCR=_DESCR)
+
+
+def _read_run(source, label_file, root, image_size):
+    folder = PurePosixPath(label_file).parent
+    where = f"{root}: {label_file}"
+
+    def pngs(sub):
+        prefix = f"{folder / sub}/"
+        return {
+            n[len(prefix) :]: n
+            for n in source.names
+            if n.startswith(prefix)
+            and n.lower().endswith(".png")
+            and "/" not in n[len(prefix) :]
+        }
+
+    classes, queries = pngs("training"), pngs("test")
+    if not classes or not queries:
+        raise ValueError(
+            f"{root}: run {folder.name} needs PNG files in both training/ and "
+            f"test/, found {len(classes)} and {len(queries)}."
+        )
+    text = source.read(label_file).decode("utf-8")
+    pairs = _parse_labels(text, where, queries, classes)
+
+    support_files = sorted(classes, key=lambda n: _number(n, where))
+    y_support = np.array([_number(n, where) for n in support_files])
+    if len(set(y_support.tolist())) != len(y_support):
+        raise ValueError(f"{root}: run {folder.name} repeats a class number.")
+    query_files = [q for q, _ in pairs]
+    y_query = np.array([_number(s, where) for _, s in pairs])
+
+    def images(files, lookup):
+        full = [lookup[f] for f in files]
+        return pngs_to_images([source.read(n) for n in full], full, image_size)
+
+    return Bunch(
+        X_support=images(support_files, classes),
+        y_support=y_support,
+        X_query=images(query_files, queries),
+        y_query=y_query,
+        support_files=[classes[f] for f in support_files],
+        query_files=[queries[f] for f in query_files],
+        name=folder.name,
+    )
