@@ -561,7 +561,7 @@ def evaluate_episodes(
     prefix, head = _split_frozen_prefix(estimator)
     for step in prefix:
         if step is not None and step != "passthrough":
-            X = clone(step).fit(X).transform(X)
+            X = clone(step).fit(X, y).transform(X)
 
     results = Parallel(n_jobs=n_jobs, return_as="generator")(
         delayed(_fit_and_score_episode)(

@@ -1,0 +1,438 @@
+"""Tests for skfewshot.model_selection: EpisodicSplit, evaluate_episodes and
+EpisodeScores."""
+
+import math
+import sys
+
+import numpy as np
+import pytest
+from sklearn import config_context
+from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.feature_extraction.text import CountVectorizer
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, cross_val_score, cross_validate
+from sklearn.neighbors import KNeighborsClassifier, NearestCentroid
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils._param_validation import InvalidParameterError
+
+from skfewshot.model_selection import EpisodeScores, EpisodicSplit, evaluate_episodes
+
+N_CLASSES, PER_CLASS, DIM = 8, 12, 4
+
+
+@pytest.fixture
+def blobs():
+    """8 classes x 12 samples of overlapping 4-d blobs; classes 0-3 in group 'a',
+    4-7 in group 'b'. Overlap keeps per-episode accuracies below 1, so equality
+    checks between code paths compare varied numbers."""
+    rng = np.random.RandomState(0)
+    centers = rng.normal(scale=1.5, size=(N_CLASSES, DIM))
+    y = np.repeat(np.arange(N_CLASSES), PER_CLASS)
+    X = centers[y] + rng.normal(size=(len(y), DIM))
+    groups = np.where(y < 4, "a", "b")
+    return X, y, groups
+
+
+def hand_accuracies(estimator, X, y, cv, groups=None):
+    """The protocol written out: fit a clone on the support, accuracy on queries."""
+    return np.array(
+        [
+            np.mean(clone(estimator).fit(X[s], y[s]).predict(X[q]) == y[q])
+            for s, q in cv.split(X, y, groups)
+        ]
+    )
+
+
+# --------------------------------------------------------------------- split
+
+
+@pytest.mark.parametrize("n_way, n_shot, n_query", [(5, 1, 15), (3, 4, 2), (8, 2, 3)])
+def test_split_sizes_disjoint_and_class_counts(n_way, n_shot, n_query):
+    y = np.repeat(np.arange(10), 20)
+    cv = EpisodicSplit(n_way, n_shot, n_query, n_episodes=25, random_state=0)
+    splits = list(cv.split(np.zeros(len(y)), y))
+    assert len(splits) == cv.get_n_splits() == 25
+    for support, query in splits:
+        assert support.shape == (n_way * n_shot,)
+        assert query.shape == (n_way * n_query,)
+        assert np.intersect1d(support, query).size == 0
+        assert len(np.unique(support)) == len(support)
+        classes, counts = np.unique(y[support], return_counts=True)
+        assert len(classes) == n_way and set(counts) == {n_shot}
+        q_classes, q_counts = np.unique(y[query], return_counts=True)
+        np.testing.assert_array_equal(q_classes, classes)
+        assert set(q_counts) == {n_query}
+
+
+def test_split_skips_classes_too_small():
+    # class 2 has 3 samples < n_shot + n_query = 4: never drawn
+    y = np.array([0] * 5 + [1] * 5 + [2] * 3 + [3] * 4)
+    cv = EpisodicSplit(n_way=3, n_shot=1, n_query=3, n_episodes=30, random_state=0)
+    drawn = np.concatenate([y[s] for s, _ in cv.split(y, y)])
+    assert set(drawn) == {0, 1, 3}
+
+
+def test_split_int_random_state_is_deterministic(blobs):
+    X, y, _ = blobs
+    cv = EpisodicSplit(3, 2, 4, n_episodes=10, random_state=42)
+    first, second = list(cv.split(X, y)), list(cv.split(X, y))
+    again = list(EpisodicSplit(3, 2, 4, n_episodes=10, random_state=42).split(X, y))
+    for (s1, q1), (s2, q2), (s3, q3) in zip(first, second, again):
+        np.testing.assert_array_equal(s1, s2)
+        np.testing.assert_array_equal(q1, q2)
+        np.testing.assert_array_equal(s1, s3)
+        np.testing.assert_array_equal(q1, q3)
+    other = list(EpisodicSplit(3, 2, 4, n_episodes=10, random_state=43).split(X, y))
+    assert any(not np.array_equal(a[0], b[0]) for a, b in zip(first, other))
+
+
+@pytest.mark.parametrize("random_state", [None, "instance"])
+def test_split_new_episodes_on_each_call(blobs, random_state):
+    X, y, _ = blobs
+    if random_state == "instance":
+        random_state = np.random.RandomState(0)
+    cv = EpisodicSplit(3, 2, 4, n_episodes=10, random_state=random_state)
+    first = np.concatenate([s for s, _ in cv.split(X, y)])
+    second = np.concatenate([s for s, _ in cv.split(X, y)])
+    assert not np.array_equal(first, second)
+
+
+def test_split_within_groups(blobs):
+    X, y, groups = blobs
+    cv = EpisodicSplit(3, 1, 2, n_episodes=40, within_groups=True, random_state=0)
+    seen = set()
+    for support, query in cv.split(X, y, groups):
+        (group,) = np.unique(groups[np.concatenate([support, query])])
+        seen.add(group)
+    assert seen == {"a", "b"}
+    # without within_groups, 3-way episodes over 8 classes mix the two groups
+    mixed = EpisodicSplit(3, 1, 2, n_episodes=40, random_state=0)
+    assert any(len(set(groups[s])) == 2 for s, _ in mixed.split(X, y))
+
+
+def test_split_groups_ignored_without_within_groups_warns(blobs):
+    X, y, groups = blobs
+    cv = EpisodicSplit(3, 1, 2, n_episodes=3, random_state=0)
+    with pytest.warns(UserWarning, match="groups is ignored by EpisodicSplit"):
+        with_groups = list(cv.split(X, y, groups))
+    without = list(cv.split(X, y))
+    for (s1, _), (s2, _) in zip(with_groups, without):
+        np.testing.assert_array_equal(s1, s2)
+
+
+def test_split_error_messages(blobs):
+    X, y, groups = blobs
+    with pytest.raises(ValueError, match=r"n_way=9 .* only 8 of 8 classes"):
+        next(EpisodicSplit(n_way=9, n_query=2).split(X, y))
+    with pytest.raises(ValueError, match=r"n_shot \+ n_query = 13 .* only 0 of 8"):
+        next(EpisodicSplit(n_way=2, n_shot=1, n_query=12).split(X, y))
+    with pytest.raises(ValueError, match="within_groups=True needs groups"):
+        next(EpisodicSplit(within_groups=True).split(X, y))
+    with pytest.raises(ValueError, match=r"n_way=5 within one group .* has 4\)"):
+        next(EpisodicSplit(5, 1, 2, within_groups=True).split(X, y, groups))
+    with pytest.raises(InvalidParameterError, match="'n_episodes' parameter"):
+        next(EpisodicSplit(n_episodes=0).split(X, y))
+    with pytest.raises(InvalidParameterError, match="'n_query' parameter"):
+        next(EpisodicSplit(n_query=0).split(X, y))
+
+
+def test_split_repr():
+    assert repr(EpisodicSplit(20, 1, n_episodes=100, random_state=3)) == (
+        "EpisodicSplit(n_episodes=100, n_query=15, n_shot=1, n_way=20, "
+        "random_state=3,\n       within_groups=False)"
+    )
+
+
+# ------------------------------------------------- sklearn model selection
+
+
+def test_cross_val_score_is_the_protocol(blobs):
+    X, y, _ = blobs
+    cv = EpisodicSplit(4, 2, 3, n_episodes=12, random_state=0)
+    scores = cross_val_score(NearestCentroid(), X, y, cv=cv)
+    expected = hand_accuracies(NearestCentroid(), X, y, cv)
+    np.testing.assert_allclose(scores, expected)
+    assert 0 < scores.min() < scores.max()  # varied, so the comparison means sth
+
+
+def test_cross_validate_parallel_with_groups(blobs):
+    X, y, groups = blobs
+    cv = EpisodicSplit(3, 2, 2, n_episodes=6, within_groups=True, random_state=1)
+    result = cross_validate(NearestCentroid(), X, y, groups=groups, cv=cv, n_jobs=2)
+    expected = hand_accuracies(NearestCentroid(), X, y, cv, groups)
+    np.testing.assert_allclose(result["test_score"], expected)
+
+
+def test_groups_routed_with_metadata_routing(blobs):
+    X, y, groups = blobs
+    cv = EpisodicSplit(3, 2, 2, n_episodes=6, within_groups=True, random_state=1)
+    with config_context(enable_metadata_routing=True):
+        result = cross_validate(
+            NearestCentroid(), X, y, params={"groups": groups}, cv=cv
+        )
+    expected = hand_accuracies(NearestCentroid(), X, y, cv, groups)
+    np.testing.assert_allclose(result["test_score"], expected)
+
+
+def test_grid_search_scores_queries(blobs):
+    X, y, _ = blobs
+    cv = EpisodicSplit(4, 2, 3, n_episodes=5, random_state=0)
+    grid = GridSearchCV(
+        LogisticRegression(), {"C": [0.01, 10.0]}, cv=cv, refit=False
+    ).fit(X, y)
+    assert grid.n_splits_ == 5
+    means = []
+    for i, C in enumerate([0.01, 10.0]):
+        expected = hand_accuracies(LogisticRegression(C=C), X, y, cv)
+        got = [grid.cv_results_[f"split{k}_test_score"][i] for k in range(5)]
+        np.testing.assert_allclose(got, expected)
+        means.append(expected.mean())
+    assert means[0] != means[1]
+    assert grid.best_params_ == {"C": [0.01, 10.0][int(np.argmax(means))]}
+
+
+# ------------------------------------------------------------ EpisodeScores
+
+
+def test_episode_scores_arithmetic_by_hand():
+    scores = EpisodeScores([1.0, 0.5, 0.75, 0.75], n_way=5, n_shot=1, n_query=2)
+    # deviations from 0.75: .25, -.25, 0, 0 -> population variance .125 / 4
+    std = math.sqrt(0.125 / 4)
+    assert scores.n_episodes == 4
+    assert scores.mean == pytest.approx(0.75)
+    assert scores.std == pytest.approx(std)
+    assert scores.ci95 == pytest.approx(1.96 * std / 2)
+    assert str(scores) == "75.0 ± 17.3 % (95% CI, 4 episodes, 5-way 1-shot)"
+
+
+def test_episode_scores_str_and_repr():
+    scores = EpisodeScores(
+        np.full(600, 0.973), n_way=20, n_shot=1, n_query=15, estimator_name="Proto"
+    )
+    assert str(scores) == "97.3 ± 0.0 % (95% CI, 600 episodes, 20-way 1-shot)"
+    assert repr(scores) == (
+        "EpisodeScores(mean=0.9730, ci95=0.0000, n_episodes=600, n_way=20, "
+        "n_shot=1, n_query=15, estimator_name='Proto')"
+    )
+    one = EpisodeScores([0.5], n_way=2, n_shot=5, n_query=1)
+    assert str(one) == "50.0 ± 0.0 % (95% CI, 1 episode, 2-way 5-shot)"
+
+
+def test_episode_scores_owns_a_read_only_copy():
+    raw = np.array([0.5, 1.0])
+    scores = EpisodeScores(raw, n_way=2, n_shot=1, n_query=1)
+    raw[0] = 0.0
+    assert scores.mean == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="read-only"):
+        scores.accuracies[0] = 1.0
+    with pytest.raises(AttributeError):
+        scores.n_way = 3
+
+
+def test_episode_scores_rejects_empty():
+    with pytest.raises(ValueError, match=r"non-empty 1-D array, got shape \(0,\)"):
+        EpisodeScores([], n_way=2, n_shot=1, n_query=1)
+
+
+def test_to_frame():
+    pd = pytest.importorskip("pandas")
+    scores = EpisodeScores(
+        [1.0, 0.5, 0.25], n_way=3, n_shot=5, n_query=4, estimator_name="X"
+    )
+    frame = scores.to_frame()
+    assert list(frame.columns) == [
+        "episode",
+        "accuracy",
+        "n_way",
+        "n_shot",
+        "n_query",
+        "estimator",
+    ]
+    np.testing.assert_array_equal(frame["episode"], [0, 1, 2])
+    np.testing.assert_array_equal(frame["accuracy"], [1.0, 0.5, 0.25])
+    assert (frame["n_shot"] == 5).all() and (frame["estimator"] == "X").all()
+    both = pd.concat([frame, scores.to_frame()], ignore_index=True)
+    assert both.groupby("n_shot")["accuracy"].mean().loc[5] == pytest.approx(
+        scores.mean
+    )
+
+
+def test_to_frame_without_pandas(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    scores = EpisodeScores([1.0], n_way=2, n_shot=1, n_query=1)
+    with pytest.raises(ImportError, match="to_frame needs pandas"):
+        scores.to_frame()
+
+
+# --------------------------------------------------------- evaluate_episodes
+
+
+def test_evaluate_episodes_is_the_protocol(blobs):
+    X, y, _ = blobs
+    scores = evaluate_episodes(
+        NearestCentroid(), X, y, n_way=4, n_shot=2, n_query=3, n_episodes=20,
+        random_state=0,
+    )  # fmt: skip
+    cv = EpisodicSplit(4, 2, 3, n_episodes=20, random_state=0)
+    expected = hand_accuracies(NearestCentroid(), X, y, cv)
+    np.testing.assert_allclose(scores.accuracies, expected)
+    assert scores.mean == pytest.approx(expected.mean())
+    assert (scores.n_way, scores.n_shot, scores.n_query) == (4, 2, 3)
+    assert scores.n_episodes == 20 and scores.random_state == 0
+    assert scores.estimator_name == "NearestCentroid"
+
+
+def test_evaluate_episodes_within_groups(blobs):
+    X, y, groups = blobs
+    kwargs = dict(n_way=3, n_shot=2, n_query=2, n_episodes=8, random_state=2)
+    scores = evaluate_episodes(
+        NearestCentroid(), X, y, groups=groups, within_groups=True, **kwargs
+    )
+    cv = EpisodicSplit(3, 2, 2, 8, within_groups=True, random_state=2)
+    expected = hand_accuracies(NearestCentroid(), X, y, cv, groups)
+    np.testing.assert_allclose(scores.accuracies, expected)
+
+
+def test_evaluate_episodes_n_jobs_does_not_change_the_result(blobs):
+    X, y, _ = blobs
+    kwargs = dict(n_way=3, n_shot=2, n_query=3, n_episodes=12, random_state=5)
+    head = LogisticRegression(C=0.5)
+    serial = evaluate_episodes(head, X, y, n_jobs=1, **kwargs)
+    parallel = evaluate_episodes(head, X, y, n_jobs=2, **kwargs)
+    np.testing.assert_array_equal(serial.accuracies, parallel.accuracies)
+    assert len(set(serial.accuracies)) > 1
+
+
+def test_evaluate_episodes_random_state_none_varies(blobs):
+    X, y, _ = blobs
+    kwargs = dict(n_way=3, n_shot=2, n_query=2, n_episodes=30)
+    first = evaluate_episodes(NearestCentroid(), X, y, **kwargs)
+    second = evaluate_episodes(NearestCentroid(), X, y, **kwargs)
+    assert not np.array_equal(first.accuracies, second.accuracies)
+
+
+def test_evaluate_episodes_does_not_touch_the_estimator(blobs):
+    X, y, _ = blobs
+    pipe = make_pipeline(StandardScaler(), NearestCentroid())
+    evaluate_episodes(pipe, X, y, n_way=2, n_shot=2, n_query=2, n_episodes=3)
+    assert not hasattr(pipe[-1], "classes_") and not hasattr(pipe[0], "mean_")
+
+
+def test_evaluate_episodes_on_texts():
+    # a list of strings is indexed like an array: texts go through the pipeline
+    words = ["card", "loan", "atm", "fee", "pin"]
+    y = np.repeat(np.arange(5), 6)
+    texts = [f"my {words[c]} problem number {i}" for i, c in enumerate(y)]
+    pipe = make_pipeline(CountVectorizer(), KNeighborsClassifier(n_neighbors=1))
+    scores = evaluate_episodes(
+        pipe, texts, y, n_way=5, n_shot=1, n_query=3, n_episodes=4, random_state=0
+    )
+    np.testing.assert_array_equal(scores.accuracies, np.ones(4))
+    assert scores.estimator_name == "CountVectorizer+KNeighborsClassifier"
+
+
+def test_evaluate_episodes_errors(blobs):
+    X, y, _ = blobs
+    with pytest.raises(ValueError, match=r"inconsistent numbers of samples: \[96, 95"):
+        evaluate_episodes(NearestCentroid(), X, y[:-1], n_way=2, n_shot=1)
+    with pytest.raises(ValueError, match=r"n_way=10 .* only 8 of 8 classes"):
+        evaluate_episodes(NearestCentroid(), X, y, n_way=10, n_shot=1, n_query=2)
+    with pytest.raises(ValueError, match=r"n_shot \+ n_query = 20 .* only 0 of 8"):
+        evaluate_episodes(NearestCentroid(), X, y, n_way=2, n_shot=5)
+    with pytest.raises(InvalidParameterError, match="'estimator' parameter"):
+        evaluate_episodes(StandardScaler(), X, y, n_way=2, n_shot=1)
+    with pytest.raises(InvalidParameterError, match="'n_episodes' parameter"):
+        evaluate_episodes(NearestCentroid(), X, y, n_way=2, n_shot=1, n_episodes=0)
+
+
+def test_evaluate_episodes_verbose_shows_running_accuracy(blobs, capsys):
+    X, y, _ = blobs
+    scores = evaluate_episodes(
+        NearestCentroid(), X, y, n_way=3, n_shot=2, n_query=2, n_episodes=7,
+        random_state=0, verbose=1,
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert "3-way 2-shot" in err and "7/7" in err
+    assert f"acc={100 * scores.mean:.1f}%" in err
+    evaluate_episodes(
+        NearestCentroid(), X, y, n_way=3, n_shot=2, n_query=2, n_episodes=7,
+        random_state=0,
+    )  # fmt: skip
+    assert capsys.readouterr().err == ""
+
+
+# ------------------------------------------------------------- feature reuse
+
+
+class CountingTransformer(TransformerMixin, BaseEstimator):
+    """A fixed row-wise map that counts the rows it transforms (across clones)."""
+
+    _skfewshot_frozen = True
+    rows = 0
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = np.asarray(X).shape[1]
+        return self
+
+    def transform(self, X):
+        X = np.asarray(X, dtype=float)
+        type(self).rows += len(X)
+        return np.tanh(X) * 2.0
+
+
+class NotFrozenCountingTransformer(CountingTransformer):
+    _skfewshot_frozen = False
+
+
+@pytest.fixture
+def reset_counts():
+    CountingTransformer.rows = NotFrozenCountingTransformer.rows = 0
+
+
+def test_frozen_features_computed_once(blobs, reset_counts):
+    X, y, _ = blobs
+    kwargs = dict(n_way=4, n_shot=2, n_query=3, n_episodes=50, random_state=0)
+    frozen = make_pipeline(CountingTransformer(), NearestCentroid())
+    reused = evaluate_episodes(frozen, X, y, **kwargs)
+    assert CountingTransformer.rows == len(X)
+
+    per_episode = make_pipeline(NotFrozenCountingTransformer(), NearestCentroid())
+    recomputed = evaluate_episodes(per_episode, X, y, **kwargs)
+    # support + query rows of every episode, transformed separately
+    assert NotFrozenCountingTransformer.rows == 50 * 4 * (2 + 3)
+    np.testing.assert_allclose(reused.accuracies, recomputed.accuracies)
+    assert reused.estimator_name == "CountingTransformer+NearestCentroid"
+    assert not hasattr(frozen[0], "n_features_in_")  # the user's step is untouched
+
+
+def test_frozen_prefix_stops_at_first_trainable_step(blobs, reset_counts):
+    X, y, _ = blobs
+    kwargs = dict(n_way=2, n_shot=2, n_query=2, n_episodes=5, random_state=0)
+    # frozen, passthrough, frozen: all three leading steps reused
+    pipe = make_pipeline(
+        CountingTransformer(), "passthrough", CountingTransformer(), NearestCentroid()
+    )
+    evaluate_episodes(pipe, X, y, **kwargs)
+    assert CountingTransformer.rows == 2 * len(X)
+    # a trainable step first: the frozen one after it runs per episode
+    CountingTransformer.rows = 0
+    pipe = make_pipeline(StandardScaler(), CountingTransformer(), NearestCentroid())
+    evaluate_episodes(pipe, X, y, **kwargs)
+    assert CountingTransformer.rows == 5 * 2 * (2 + 2)
+
+
+def test_frozen_estimator_is_reused(blobs, reset_counts):
+    X, y, _ = blobs
+    fitted = NotFrozenCountingTransformer().fit(X)
+    pipe = make_pipeline(FrozenEstimator(fitted), KNeighborsClassifier(1))
+    scores = evaluate_episodes(
+        pipe, X, y, n_way=3, n_shot=2, n_query=2, n_episodes=10, random_state=0
+    )
+    assert NotFrozenCountingTransformer.rows == len(X)
+    expected = evaluate_episodes(
+        KNeighborsClassifier(1), np.tanh(X) * 2.0, y,
+        n_way=3, n_shot=2, n_query=2, n_episodes=10, random_state=0,
+    )  # fmt: skip
+    np.testing.assert_allclose(scores.accuracies, expected.accuracies)
