@@ -7,6 +7,7 @@ module never needs it; drawing does, and says so clearly when it is missing.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 from sklearn.utils import check_random_state
@@ -248,7 +249,8 @@ class FewShotCurveDisplay:
             does not matter (points are sorted by ``n_shot``).
 
         names : str or list of str, default=None
-            Legend labels; default the dict keys (no legend for a plain list).
+            Legend labels; default the dict keys, or for a plain list the
+            ``estimator_name`` of its scores (no legend when that is empty).
 
         ax : matplotlib Axes, default=None
             Axes to draw on; ``None`` creates a new figure and axes.
@@ -287,6 +289,8 @@ class FewShotCurveDisplay:
             keys, per_estimator = list(scores), list(scores.values())
         elif isinstance(scores, Sequence) and not isinstance(scores, str):
             keys, per_estimator = [None], [scores]
+            if names is None and scores:
+                names = getattr(scores[0], "estimator_name", None) or None
         else:
             raise TypeError(
                 "scores must be a dict of name -> list of EpisodeScores, or a list "
@@ -340,6 +344,8 @@ class FewShotCurveDisplay:
         n_way=5,
         n_query=15,
         n_episodes=100,
+        groups=None,
+        within_groups=False,
         random_state=None,
         n_jobs=None,
         name=None,
@@ -353,7 +359,10 @@ class FewShotCurveDisplay:
         Calls :func:`~skfewshot.model_selection.evaluate_episodes` once per
         estimator and shot count. Every estimator is evaluated on the same
         episodes (one seed per shot count, drawn from ``random_state``), so the
-        lines compare like with like.
+        lines compare like with like. The frozen feature extractors leading a
+        pipeline (e.g. a :class:`~skfewshot.backbone.BackboneTransformer`) run
+        once per estimator for all shot counts, as ``evaluate_episodes`` does
+        for the episodes of one shot count.
 
         Parameters
         ----------
@@ -369,7 +378,8 @@ class FewShotCurveDisplay:
             Class labels of ``X``.
 
         shots : sequence of int, default=(1, 5)
-            Shots per class (K) to evaluate.
+            Shots per class (K) to evaluate, in any order (evaluated and stored
+            in increasing order).
 
         n_way : int, default=5
             Classes per episode.
@@ -380,6 +390,13 @@ class FewShotCurveDisplay:
         n_episodes : int, default=100
             Episodes per shot count and estimator.
 
+        groups : array-like of shape (n_samples,), default=None
+            Group of each sample (e.g. the Omniglot alphabet), used with
+            ``within_groups=True``.
+
+        within_groups : bool, default=False
+            Draw all classes of an episode from one group.
+
         random_state : int, RandomState instance or None, default=None
             Seeds the episodes; an int gives the same figure every time.
 
@@ -387,8 +404,9 @@ class FewShotCurveDisplay:
             Parallel jobs for the episodes (see ``evaluate_episodes``).
 
         name : str, default=None
-            Legend label of a single estimator; default its class name. Not
-            allowed with a dict (its keys are the names).
+            Legend label of a single estimator; default its class name (a
+            pipeline's step class names joined by ``+``). Not allowed with a dict
+            (its keys are the names).
 
         ax : matplotlib Axes, default=None
             Axes to draw on; ``None`` creates a new figure and axes.
@@ -414,19 +432,28 @@ class FewShotCurveDisplay:
         >>> from sklearn.datasets import make_blobs
         >>> from sklearn.neighbors import NearestCentroid
         >>> from skfewshot.plotting import FewShotCurveDisplay
-        >>> X, y = make_blobs(n_samples=300, centers=10, random_state=0)
+        >>> from sklearn.neighbors import KNeighborsClassifier
+        >>> X, y = make_blobs(n_samples=300, centers=10, cluster_std=3, random_state=0)
         >>> display = FewShotCurveDisplay.from_estimator(
-        ...     NearestCentroid(), X, y, shots=[1, 5], n_way=5, n_episodes=10,
-        ...     random_state=0,
+        ...     {"centroid": NearestCentroid(), "3-NN": KNeighborsClassifier(3)},
+        ...     X, y, shots=[3, 5, 10], n_way=5, n_episodes=20, random_state=0,
         ... )
         >>> display.mean.shape
-        (1, 2)
+        (2, 3)
+        >>> print(display.scores["centroid"][0])
+        61.7 ± 5.8 % (95% CI, 20 episodes, 5-way 3-shot)
         >>> display.ax_.get_xlabel()
         'shots per class (K)'
         """
         _check_matplotlib(f"{cls.__name__}.from_estimator")
+        from sklearn.base import clone
+
         from skfewshot._torch_utils import seed_from
-        from skfewshot.model_selection import evaluate_episodes
+        from skfewshot.model_selection import (
+            _estimator_name,
+            _split_frozen_prefix,
+            evaluate_episodes,
+        )
 
         if isinstance(estimator, Mapping):
             if name is not None:
@@ -438,29 +465,42 @@ class FewShotCurveDisplay:
                 raise ValueError("estimator is an empty dict; give at least one.")
             estimators = dict(estimator)
         else:
-            estimators = {type(estimator).__name__ if name is None else name: estimator}
-        shots = _check_shots(shots)
-
+            estimators = {
+                _estimator_name(estimator) if name is None else name: estimator
+            }
+        shots = np.sort(_check_shots(shots))
+        # one seed per shot count, shared by every estimator: the same episodes
         rng = check_random_state(random_state)
         seeds = [seed_from(rng) for _ in shots]
-        scores = {
-            label: [
-                evaluate_episodes(
-                    est,
-                    X,
-                    y,
-                    n_way=n_way,
-                    n_shot=int(k),
-                    n_query=n_query,
-                    n_episodes=n_episodes,
-                    random_state=seed,
-                    n_jobs=n_jobs,
-                    verbose=verbose,
+
+        scores = {}
+        for label, est in estimators.items():
+            # a frozen backbone runs once per estimator, not once per shot count
+            prefix, head = _split_frozen_prefix(est)
+            X_head = X
+            for step in prefix:
+                if step is not None and step != "passthrough":
+                    X_head = clone(step).fit(X_head).transform(X_head)
+            scores[label] = [
+                replace(
+                    evaluate_episodes(
+                        head,
+                        X_head,
+                        y,
+                        n_way=n_way,
+                        n_shot=int(k),
+                        n_query=n_query,
+                        n_episodes=n_episodes,
+                        groups=groups,
+                        within_groups=within_groups,
+                        random_state=seed,
+                        n_jobs=n_jobs,
+                        verbose=verbose,
+                    ),
+                    estimator_name=_estimator_name(est),
                 )
                 for k, seed in zip(shots, seeds)
             ]
-            for label, est in estimators.items()
-        }
         return cls.from_scores(scores, ax=ax, band_alpha=band_alpha, **kwargs)
 
 

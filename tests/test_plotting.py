@@ -12,7 +12,15 @@ import skfewshot
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+from sklearn.base import BaseEstimator, TransformerMixin  # noqa: E402
+from sklearn.datasets import make_blobs  # noqa: E402
+from sklearn.neighbors import KNeighborsClassifier, NearestCentroid  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils import check_random_state  # noqa: E402
 
+from skfewshot._torch_utils import seed_from  # noqa: E402
+from skfewshot.model_selection import evaluate_episodes  # noqa: E402
 from skfewshot.plotting import FewShotCurveDisplay  # noqa: E402
 
 SHOTS = [1, 2, 5, 10]
@@ -215,3 +223,134 @@ def test_import_does_not_need_matplotlib(monkeypatch):
     import skfewshot.plotting as reloaded
 
     assert reloaded.FewShotCurveDisplay is not FewShotCurveDisplay
+
+
+# --- from_estimator: real episodes through evaluate_episodes ---------------------
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    """10 overlapping Gaussian classes, 40 samples each."""
+    return make_blobs(n_samples=400, centers=10, cluster_std=3.0, random_state=0)
+
+
+EPISODES = dict(n_way=4, n_query=5, n_episodes=8)
+
+
+def test_from_estimator_end_to_end_matches_evaluate_episodes(blobs):
+    X, y = blobs
+    estimators = {"centroid": NearestCentroid(), "1-NN": KNeighborsClassifier(1)}
+    shots = (5, 2)
+    display = FewShotCurveDisplay.from_estimator(
+        estimators, X, y, shots=shots, random_state=0, **EPISODES
+    )
+    # by hand: one seed per shot count drawn from random_state, in increasing
+    # K, shared by every estimator so the lines compare the same episodes
+    rng = check_random_state(0)
+    seeds = {k: seed_from(rng) for k in sorted(shots)}
+    np.testing.assert_array_equal(display.shots, [2, 5])
+    for i, (label, est) in enumerate(estimators.items()):
+        for j, k in enumerate([2, 5]):
+            expected = evaluate_episodes(
+                est, X, y, n_shot=k, random_state=seeds[k], **EPISODES
+            )
+            got = display.scores[label][j]
+            np.testing.assert_array_equal(got.accuracies, expected.accuracies)
+            assert (got.n_shot, got.n_way, got.n_episodes) == (k, 4, 8)
+            assert got.random_state == seeds[k]
+            assert display.mean[i, j] == pytest.approx(expected.mean)
+            assert display.ci95[i, j] == pytest.approx(expected.ci95)
+        np.testing.assert_allclose(display.lines_[i].get_ydata(), display.mean[i])
+        _, lower, upper = band_bounds(display.bands_[i])
+        np.testing.assert_allclose(lower, display.mean[i] - display.ci95[i])
+        np.testing.assert_allclose(upper, display.mean[i] + display.ci95[i])
+    assert display.ax_.get_title() == "4-way"
+    assert [t.get_text() for t in display.ax_.get_legend().get_texts()] == [
+        "centroid",
+        "1-NN",
+    ]
+    # not a degenerate curve: every band has width
+    assert np.all(display.ci95 > 0)
+
+
+def test_from_estimator_same_seed_same_figure(blobs):
+    X, y = blobs
+
+    def curve(seed):
+        return FewShotCurveDisplay.from_estimator(
+            KNeighborsClassifier(1), X, y, shots=(1, 3), random_state=seed, **EPISODES
+        )
+
+    a, b, c = curve(1), curve(1), curve(2)
+    np.testing.assert_array_equal(a.mean, b.mean)
+    assert not np.array_equal(a.mean, c.mean)
+
+
+def test_from_estimator_names_and_ax(blobs):
+    X, y = blobs
+    pipe = make_pipeline(StandardScaler(), NearestCentroid())
+    display = FewShotCurveDisplay.from_estimator(
+        pipe, X, y, shots=(2,), random_state=0, **EPISODES
+    )
+    assert display.lines_[0].get_label() == "StandardScaler+NearestCentroid"
+    fig, ax = plt.subplots()
+    named = FewShotCurveDisplay.from_estimator(
+        pipe, X, y, shots=(2,), name="scaled", ax=ax, random_state=0, **EPISODES
+    )
+    assert named.ax_ is ax and named.figure_ is fig
+    assert list(named.scores) == ["scaled"]
+    # a plain list of real EpisodeScores is labelled by its estimator_name
+    again = FewShotCurveDisplay.from_scores(
+        display.scores["StandardScaler+NearestCentroid"]
+    )
+    assert [t.get_text() for t in again.ax_.get_legend().get_texts()] == [
+        "StandardScaler+NearestCentroid"
+    ]
+
+
+class CountingFrozen(TransformerMixin, BaseEstimator):
+    """A frozen feature extractor that counts how often it transforms."""
+
+    _skfewshot_frozen = True
+    n_transform = 0
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        type(self).n_transform += 1
+        return np.asarray(X) * 2.0
+
+
+def test_from_estimator_runs_a_frozen_backbone_once_for_all_shots(blobs, monkeypatch):
+    X, y = blobs
+    monkeypatch.setattr(CountingFrozen, "n_transform", 0)
+    pipe = make_pipeline(CountingFrozen(), NearestCentroid())
+    display = FewShotCurveDisplay.from_estimator(
+        pipe, X, y, shots=(2, 3, 5), random_state=0, **EPISODES
+    )
+    assert CountingFrozen.n_transform == 1
+    assert display.lines_[0].get_label() == "CountingFrozen+NearestCentroid"
+    # the reuse changes nothing: the same numbers as the whole pipeline per episode
+    seed = seed_from(check_random_state(0))
+    expected = evaluate_episodes(pipe, X, y, n_shot=2, random_state=seed, **EPISODES)
+    np.testing.assert_array_equal(
+        display.scores["CountingFrozen+NearestCentroid"][0].accuracies,
+        expected.accuracies,
+    )
+    assert display.scores["CountingFrozen+NearestCentroid"][0].estimator_name == (
+        "CountingFrozen+NearestCentroid"
+    )
+
+
+def test_from_estimator_rejects_bad_inputs(blobs):
+    X, y = blobs
+    est = NearestCentroid()
+    with pytest.raises(ValueError, match="keys are the names"):
+        FewShotCurveDisplay.from_estimator({"a": est}, X, y, name="b")
+    with pytest.raises(ValueError, match="empty dict"):
+        FewShotCurveDisplay.from_estimator({}, X, y)
+    with pytest.raises(ValueError, match="shots must be distinct"):
+        FewShotCurveDisplay.from_estimator(est, X, y, shots=(2, 2))
+    with pytest.raises(ValueError, match="n_way=11"):
+        FewShotCurveDisplay.from_estimator(est, X, y, shots=(2,), n_way=11)
