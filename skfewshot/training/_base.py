@@ -1,0 +1,268 @@
+"""What both trainers share (private): seeding, devices, input checks, the
+backbone copy and extraction, and the skorch net built around them.
+
+A trainer is a scikit-learn estimator whose ``fit`` builds a skorch net around
+a *copy* of the user's module plus a training head, trains it, and keeps the
+trained copy as ``backbone_``. The subclasses say only what differs: the head,
+the skorch net class, the loss and how batches are drawn.
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import validate_data
+from skorch.callbacks import LRScheduler, PassthroughScoring, ProgressBar
+from skorch.dataset import unpack_data
+from skorch.utils import to_device
+from skorch.utils import to_tensor as _skorch_to_tensor
+
+from .._torch_utils import iter_batches, resolve_device, seed_from, to_numpy, to_tensor
+
+_OPTIMIZERS = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+}
+
+#: Name of the per-epoch training accuracy in ``history_``.
+TRAIN_ACC = "train_acc"
+
+
+def embed(backbone, X, device, batch_size=256):
+    """Features of ``X`` (numpy) through ``backbone`` in eval mode, batched.
+
+    The module's training mode is restored afterwards, so this can run in the
+    middle of training (the episodic validation callback does).
+    """
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.inference_mode():
+            parts = [
+                to_numpy(backbone(to_tensor(X[sl], device=device)))
+                for sl in iter_batches(len(X), batch_size)
+            ]
+    finally:
+        backbone.train(was_training)
+    return np.concatenate(parts)
+
+
+def _probe_backbone(backbone, X, device):
+    """Run the backbone once on two samples; return its feature count.
+
+    Turns the module's own failure on a wrong input shape into a ValueError
+    that names the shape, before any training starts.
+    """
+    backbone.to(device)
+    was_training = backbone.training
+    backbone.eval()  # no batch-norm statistics are updated by the probe
+    try:
+        with torch.no_grad():
+            out = backbone(to_tensor(X[:2], device=device))
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ValueError(
+            f"The module rejected inputs of shape {X.shape[1:]} (a batch of shape "
+            f"{(min(len(X), 2),) + X.shape[1:]}): {exc}"
+        ) from exc
+    finally:
+        backbone.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out)
+        raise ValueError(
+            "The module must map a batch to a 2-D tensor (batch, n_features); "
+            f"on inputs of shape {X.shape[1:]} it returned {shape}."
+        )
+    return int(out.shape[1])
+
+
+@contextmanager
+def _seeded_torch(seed, device):
+    """Seed torch for the duration of ``fit`` without touching the caller's state."""
+    devices = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+class _TrainerNetMixin:
+    """skorch net additions both trainers use.
+
+    - ``augment``: a callable applied to each *training* batch (already on the
+      net's device) before the forward pass; validation and inference see the
+      raw inputs.
+    - ``get_loss`` computes cross-entropy on the logits that
+      :meth:`logits_and_targets` returns (the identity for plain classification,
+      prototypes for episodes) and records the batch accuracy as
+      ``"train_acc"``, averaged per epoch by a ``PassthroughScoring``.
+    """
+
+    def __init__(self, *args, augment=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.augment = augment
+
+    def train_step_single(self, batch, **fit_params):
+        if self.augment is not None:
+            Xi, yi = unpack_data(batch)
+            batch = (self.augment(to_device(Xi, self.device)), yi)
+        return super().train_step_single(batch, **fit_params)
+
+    def logits_and_targets(self, y_pred, y_true):
+        return y_pred, y_true
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        y_true = _skorch_to_tensor(y_true, device=self.device)
+        logits, targets = self.logits_and_targets(y_pred, y_true)
+        loss = self.criterion_(logits, targets)
+        if training:
+            correct = (logits.argmax(dim=1) == targets).float().mean()
+            self.history.record_batch(TRAIN_ACC, correct.item())
+        return loss
+
+
+class _BaseTrainer(BaseEstimator):
+    """Fit = copy the module, wrap it with a head, train it with skorch."""
+
+    _parameter_constraints: dict = {
+        "module": [torch.nn.Module],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "optimizer": [StrOptions(set(_OPTIMIZERS)), callable],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "lr_schedule": [StrOptions({"cosine"}), None],
+        "augment": [callable, None],
+        "device": [str, torch.device],
+        "callbacks": [list, tuple, None],
+        "verbose": ["verbose"],
+        "random_state": ["random_state"],
+    }
+
+    # -- hooks for the subclasses -------------------------------------------
+
+    def _check_targets(self, y_encoded):
+        """Raise ValueError when the encoded labels cannot be trained on."""
+
+    def _make_module(self, backbone, n_features, n_classes):
+        """The ``nn.Module`` the net trains; its ``backbone`` is ``backbone``."""
+        raise NotImplementedError
+
+    def _make_net(self, module, y_encoded, seed, common):
+        """The skorch net, given the keyword arguments both trainers share.
+
+        ``seed`` (an int drawn from ``random_state``) seeds any extra sampler.
+        """
+        raise NotImplementedError
+
+    def _batches_per_epoch(self):
+        """For the progress bar: an int, or ``"auto"`` (skorch computes it)."""
+        return "auto"
+
+    # -- shared machinery ---------------------------------------------------
+
+    def _default_callbacks(self):
+        callbacks = [
+            (
+                TRAIN_ACC,
+                PassthroughScoring(
+                    name=TRAIN_ACC, lower_is_better=False, on_train=True
+                ),
+            )
+        ]
+        if self.lr_schedule == "cosine":
+            callbacks.append(
+                (
+                    "lr_scheduler",
+                    LRScheduler(
+                        policy=torch.optim.lr_scheduler.CosineAnnealingLR,
+                        T_max=self.max_epochs,
+                    ),
+                )
+            )
+        if self.verbose >= 2:
+            callbacks.append(
+                (
+                    "progress_bar",
+                    ProgressBar(batches_per_epoch=self._batches_per_epoch()),
+                )
+            )
+        return callbacks
+
+    def _common_net_kwargs(self, device, seed):
+        optimizer = (
+            _OPTIMIZERS[self.optimizer]
+            if isinstance(self.optimizer, str)
+            else self.optimizer
+        )
+        kwargs = {
+            "criterion": torch.nn.CrossEntropyLoss,
+            "optimizer": optimizer,
+            "optimizer__weight_decay": self.weight_decay,
+            "lr": self.lr,
+            "max_epochs": self.max_epochs,
+            # the user's callbacks are copied: fit must not change its params
+            "callbacks": self._default_callbacks()
+            + copy.deepcopy(list(self.callbacks or [])),
+            "device": str(device),
+            "verbose": int(self.verbose),
+            "augment": self.augment,
+            "iterator_train__generator": torch.Generator().manual_seed(seed),
+        }
+        if self.optimizer == "sgd":
+            kwargs["optimizer__momentum"] = 0.9
+            kwargs["optimizer__nesterov"] = True
+        return kwargs
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Train a copy of ``module`` on the base classes.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Inputs the module accepts, e.g. images ``(n, channels, H, W)``.
+        y : array-like of shape (n_samples,)
+            Base-class labels (any hashable type), at least two classes.
+
+        Returns
+        -------
+        self : object
+            The fitted trainer; the trained module is ``backbone_``.
+        """
+        X, y = validate_data(self, X, y, allow_nd=True, dtype=np.float32)
+        check_classification_targets(y)
+        classes, y_encoded = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs at least 2 base classes; y has 1 "
+                f"class: {classes[0]!r}."
+            )
+        y_encoded = y_encoded.astype(np.int64)
+        self._check_targets(y_encoded)
+        device = resolve_device(self.device)
+        seed = seed_from(self.random_state)
+        with _seeded_torch(seed, device):
+            backbone = copy.deepcopy(self.module)
+            n_features = _probe_backbone(backbone, X, device)
+            module = self._make_module(backbone, n_features, len(classes))
+            common = self._common_net_kwargs(device, seed)
+            net = self._make_net(module, y_encoded, seed, common)
+            net.fit(X, y_encoded)
+        self.classes_ = classes
+        self.n_features_out_ = n_features
+        self.net_ = net
+        self.history_ = net.history
+        self.backbone_ = copy.deepcopy(net.module_.backbone).to("cpu").eval()
+        return self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        tags.input_tags.three_d_array = True  # images: (n, channels, H, W)
+        return tags

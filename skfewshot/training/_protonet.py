@@ -1,0 +1,242 @@
+"""Episodic meta-training with the prototypical-network loss."""
+
+from __future__ import annotations
+
+from numbers import Integral
+
+import numpy as np
+import torch
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from skorch import NeuralNet
+from torch.nn import functional as F
+
+from .._episodes import EpisodeSampler
+from ._base import _BaseTrainer, _TrainerNetMixin
+from ._heads import BackboneWithHead, PrototypeHead
+
+__all__ = ["ProtoNetMetaTrainer"]
+
+
+class _EpisodeBatchSampler(torch.utils.data.Sampler):
+    """A DataLoader batch sampler whose every batch is one N-way K-shot episode.
+
+    Each batch is the support indices followed by the query indices, as
+    :class:`~skfewshot._episodes.EpisodeSampler` draws them; ``n_episodes``
+    batches per pass. The random state advances from one pass (epoch) to the
+    next, so every epoch sees new episodes, reproducibly.
+    """
+
+    def __init__(self, y, n_way, n_shot, n_query, n_episodes, random_state):
+        self.sampler = EpisodeSampler(y, n_way, n_shot, n_query)
+        self.n_episodes = n_episodes
+        self.rng = check_random_state(random_state)
+
+    def __len__(self):
+        return self.n_episodes
+
+    def __iter__(self):
+        for _ in range(self.n_episodes):
+            support, query = self.sampler.sample(self.rng)
+            yield np.concatenate([support, query]).tolist()
+
+
+class _EpisodicNet(_TrainerNetMixin, NeuralNet):
+    """A skorch net whose batches are episodes and whose loss is ProtoNet's.
+
+    The module returns features; the first ``n_support`` rows of a batch are
+    the support set. ``logits_and_targets`` averages the support features of
+    each class into prototypes, asks the module's head for the query logits
+    against them, and maps the query labels to episode-local targets.
+    """
+
+    def __init__(self, *args, n_support, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.n_support = n_support
+
+    def logits_and_targets(self, y_pred, y_true):
+        s = self.n_support
+        classes, codes = torch.unique(y_true[:s], return_inverse=True)
+        one_hot = F.one_hot(codes, len(classes)).T.to(y_pred.dtype)
+        prototypes = (one_hot @ y_pred[:s]) / one_hot.sum(dim=1, keepdim=True)
+        logits = self.module_.head(y_pred[s:], prototypes)
+        return logits, torch.searchsorted(classes, y_true[s:])
+
+
+class ProtoNetMetaTrainer(_BaseTrainer):
+    """Meta-train a backbone with prototypical networks on base-class episodes.
+
+    Every training batch is one N-way K-shot episode drawn from ``(X, y)``: the
+    support features of each class are averaged into a prototype, and the
+    queries are classified by a softmax over their distances to the prototypes
+    (Snell et al., 2017), with cross-entropy on the queries. The training loop
+    is a skorch :class:`~skorch.NeuralNet` whose ``iterator_train__batch_sampler``
+    yields the episodes; the trained copy of ``module`` is ``backbone_``.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The backbone, mapping a batch of inputs to ``(batch, n_features)``.
+        It is copied, never modified; training starts from its current weights.
+    n_way : int, default=5
+        Classes per training episode. Training with more ways than the test
+        episodes often helps (Snell et al. trained 60-way for Omniglot).
+    n_shot : int, default=5
+        Support samples per class per episode.
+    n_query : int, default=15
+        Query samples per class per episode.
+    episodes_per_epoch : int, default=100
+        Episodes (optimizer steps) per epoch.
+    max_epochs : int, default=100
+        Epochs.
+    lr : float, default=1e-3
+        Initial learning rate (Adam's, as in the original paper).
+    optimizer : {"adam", "adamw", "sgd"} or torch optimizer class, default="adam"
+        ``"sgd"`` uses Nesterov momentum 0.9. A class gets ``lr`` and
+        ``weight_decay`` only.
+    weight_decay : float, default=0.0
+        L2 penalty of the optimizer.
+    lr_schedule : {"cosine"} or None, default="cosine"
+        ``"cosine"`` anneals the learning rate to 0 over ``max_epochs`` (a
+        skorch ``LRScheduler`` named ``"lr_scheduler"``). Use ``None`` when
+        passing your own scheduler in ``callbacks``.
+    distance : {"euclidean", "cosine"}, default="euclidean"
+        ``"euclidean"``: logits are minus the squared Euclidean distances to
+        the prototypes. ``"cosine"``: a learnt scale (starting at 10) times the
+        cosine similarities.
+    augment : callable or None, default=None
+        ``augment(X_batch) -> X_batch`` applied to every training episode (a
+        float tensor already on the training device). Draw its randomness from
+        torch's global generator: ``fit`` seeds it from ``random_state``.
+    device : str or torch.device, default="auto"
+        ``"auto"``: CUDA, then Apple MPS, then CPU.
+    callbacks : list or None, default=None
+        skorch callbacks (or ``(name, callback)`` pairs) added to the defaults,
+        e.g. ``EpisodicValidation``, ``EarlyStopping``, ``Checkpoint``. They are
+        copied at ``fit``; the fitted copies are in ``net_.callbacks_``.
+    verbose : int, default=0
+        1 prints one line per epoch; 2 adds a progress bar per epoch.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the episodes, dropout and ``augment``. An int gives identical
+        results on the CPU (GPU kernels may not be bitwise deterministic).
+
+    Attributes
+    ----------
+    backbone_ : torch.nn.Module
+        The trained copy of ``module``, on the CPU, in eval mode. Save it with
+        ``torch.save(backbone_.state_dict(), path)``.
+    classes_ : ndarray of shape (n_classes,)
+        The base classes.
+    n_features_out_ : int
+        Features the backbone produces per sample.
+    history_ : skorch.history.History
+        Per-epoch records: ``train_loss`` and ``train_acc`` (query loss and
+        accuracy averaged over the epoch's episodes), ``dur``, and whatever the
+        callbacks add.
+    net_ : skorch.NeuralNet
+        The trained net; ``net_.module_.backbone`` is the backbone it trained.
+    n_features_in_ : int
+        Size of the second axis of ``X`` (the channels for images).
+
+    See Also
+    --------
+    SupervisedPretrainer : Plain classification pretraining instead.
+    EpisodicValidation : Few-shot accuracy on held-out classes at every epoch.
+
+    References
+    ----------
+    .. [1] J. Snell, K. Swersky, R. Zemel, "Prototypical Networks for Few-shot
+       Learning", NeurIPS 2017.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfewshot.models import Conv4
+    >>> from skfewshot.training import ProtoNetMetaTrainer
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.rand(60, 1, 16, 16).astype(np.float32)
+    >>> y = np.repeat(np.arange(6), 10)
+    >>> trainer = ProtoNetMetaTrainer(
+    ...     Conv4(hidden=8), n_way=3, n_shot=2, n_query=3, episodes_per_epoch=5,
+    ...     max_epochs=2, random_state=0).fit(X, y)
+    >>> trainer.net_.history[-1, "train_batch_count"]
+    5
+    >>> trainer.backbone_.training
+    False
+    """
+
+    _parameter_constraints: dict = {
+        **_BaseTrainer._parameter_constraints,
+        "n_way": [Interval(Integral, 2, None, closed="left")],
+        "n_shot": [Interval(Integral, 1, None, closed="left")],
+        "n_query": [Interval(Integral, 1, None, closed="left")],
+        "episodes_per_epoch": [Interval(Integral, 1, None, closed="left")],
+        "distance": [StrOptions({"euclidean", "cosine"})],
+    }
+
+    def __init__(
+        self,
+        module,
+        *,
+        n_way=5,
+        n_shot=5,
+        n_query=15,
+        episodes_per_epoch=100,
+        max_epochs=100,
+        lr=1e-3,
+        optimizer="adam",
+        weight_decay=0.0,
+        lr_schedule="cosine",
+        distance="euclidean",
+        augment=None,
+        device="auto",
+        callbacks=None,
+        verbose=0,
+        random_state=None,
+    ):
+        self.module = module
+        self.n_way = n_way
+        self.n_shot = n_shot
+        self.n_query = n_query
+        self.episodes_per_epoch = episodes_per_epoch
+        self.max_epochs = max_epochs
+        self.lr = lr
+        self.optimizer = optimizer
+        self.weight_decay = weight_decay
+        self.lr_schedule = lr_schedule
+        self.distance = distance
+        self.augment = augment
+        self.device = device
+        self.callbacks = callbacks
+        self.verbose = verbose
+        self.random_state = random_state
+
+    def _check_targets(self, y_encoded):
+        # fails early, naming how many classes have enough samples
+        EpisodeSampler(y_encoded, self.n_way, self.n_shot, self.n_query)
+
+    def _batches_per_epoch(self):
+        return self.episodes_per_epoch
+
+    def _make_module(self, backbone, n_features, n_classes):
+        head = PrototypeHead(self.distance)
+        return BackboneWithHead(backbone, head, apply_head=False)
+
+    def _make_net(self, module, y_encoded, seed, common):
+        episodes = _EpisodeBatchSampler(
+            y_encoded,
+            self.n_way,
+            self.n_shot,
+            self.n_query,
+            self.episodes_per_epoch,
+            seed,
+        )
+        return _EpisodicNet(
+            module,
+            n_support=self.n_way * self.n_shot,
+            train_split=None,  # validation is episodic: see EpisodicValidation
+            iterator_train__batch_sampler=episodes,
+            # DataLoader accepts a batch_sampler only with its default batch_size
+            iterator_train__batch_size=1,
+            **common,
+        )
