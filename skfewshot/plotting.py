@@ -476,11 +476,12 @@ class FewShotCurveDisplay:
         scores = {}
         for label, est in estimators.items():
             # a frozen backbone runs once per estimator, not once per shot count
+            # (the same reuse evaluate_episodes does within one shot count)
             prefix, head = _split_frozen_prefix(est)
             X_head = X
             for step in prefix:
                 if step is not None and step != "passthrough":
-                    X_head = clone(step).fit(X_head).transform(X_head)
+                    X_head = clone(step).fit(X_head, y).transform(X_head)
             scores[label] = [
                 replace(
                     evaluate_episodes(

@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from sklearn.base import BaseEstimator, TransformerMixin  # noqa: E402
 from sklearn.datasets import make_blobs  # noqa: E402
+from sklearn.frozen import FrozenEstimator  # noqa: E402
 from sklearn.neighbors import KNeighborsClassifier, NearestCentroid  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
@@ -340,6 +341,22 @@ def test_from_estimator_runs_a_frozen_backbone_once_for_all_shots(blobs, monkeyp
     )
     assert display.scores["CountingFrozen+NearestCentroid"][0].estimator_name == (
         "CountingFrozen+NearestCentroid"
+    )
+
+
+def test_from_estimator_with_a_fitted_frozen_estimator(blobs):
+    # FrozenEstimator.fit needs y: the reused prefix is fitted like a pipeline step
+    X, y = blobs
+    scaler = FrozenEstimator(StandardScaler().fit(X))
+    pipe = make_pipeline(scaler, NearestCentroid())
+    display = FewShotCurveDisplay.from_estimator(
+        pipe, X, y, shots=(2,), random_state=0, **EPISODES
+    )
+    seed = seed_from(check_random_state(0))
+    expected = evaluate_episodes(pipe, X, y, n_shot=2, random_state=seed, **EPISODES)
+    np.testing.assert_array_equal(
+        display.scores["FrozenEstimator+NearestCentroid"][0].accuracies,
+        expected.accuracies,
     )
 
 
