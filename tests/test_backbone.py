@@ -1,0 +1,469 @@
+"""Tests for skfewshot.backbone.BackboneTransformer."""
+
+import copy
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.utils._param_validation import InvalidParameterError
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from skfewshot import backbone as backbone_mod
+from skfewshot.backbone import BackboneTransformer
+
+
+class RowStats(torch.nn.Module):
+    """Parameter-free backbone mapping rows of any width to 4 features."""
+
+    def forward(self, x):
+        x = x.reshape(len(x), -1)
+        return torch.stack([x.mean(1), x.amax(1), x.amin(1), x.tanh().sum(1)], 1)
+
+
+class Counting(torch.nn.Module):
+    """Linear backbone that counts the rows it sees (class-level, shared by copies)."""
+
+    rows = 0
+
+    def __init__(self, d_in=6, d_out=3):
+        super().__init__()
+        self.linear = torch.nn.Linear(d_in, d_out)
+
+    def forward(self, x):
+        type(self).rows += len(x)
+        return self.linear(x)
+
+
+class Probe(torch.nn.Module):
+    """Records the grad / inference mode it ran under."""
+
+    seen = []
+
+    def forward(self, x):
+        type(self).seen.append(
+            (torch.is_grad_enabled(), torch.is_inference_mode_enabled())
+        )
+        return x * 2
+
+
+def text_to_array(s):
+    """Per-sample preprocess: a string -> (length, number of 'a')."""
+    return np.array([len(s), s.count("a")], dtype=np.float32)
+
+
+def seeded(module_fn, seed=0):
+    torch.manual_seed(seed)
+    return module_fn()
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    BackboneTransformer.clear_cache()
+    Counting.rows = 0
+    yield
+    BackboneTransformer.clear_cache()
+
+
+@pytest.fixture
+def rng():
+    return np.random.RandomState(0)
+
+
+@parametrize_with_checks([BackboneTransformer(RowStats(), device="cpu", batch_size=7)])
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
+
+
+# -- shapes and values ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "shape, make",
+    [
+        (
+            (5, 3, 8, 8),
+            lambda: torch.nn.Sequential(
+                torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten()
+            ),
+        ),
+        (
+            (5, 8, 8),
+            lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 7)),
+        ),
+        ((5, 6), lambda: torch.nn.Linear(6, 7)),
+    ],
+)
+def test_transform_equals_direct_forward(shape, make, rng):
+    net = seeded(make)
+    X = rng.normal(size=shape)
+    bt = BackboneTransformer(net, device="cpu", batch_size=2)
+    Xt = bt.fit_transform(X)
+    with torch.no_grad():
+        expected = net(torch.as_tensor(X, dtype=torch.float32)).reshape(shape[0], -1)
+    assert Xt.dtype == np.float32
+    assert Xt.shape == (shape[0], expected.shape[1])
+    assert bt.n_features_out_ == expected.shape[1]
+    assert bt.input_shape_ == shape[1:]
+    assert hasattr(bt, "n_features_in_") == (len(shape) == 2)
+    assert_allclose(Xt, expected.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_tensor_input_matches_numpy(rng):
+    net = seeded(lambda: torch.nn.Linear(6, 3))
+    X = rng.normal(size=(9, 6)).astype(np.float32)
+    bt = BackboneTransformer(net, device="cpu", cache=False).fit(X)
+    from_tensor = bt.transform(torch.from_numpy(X).requires_grad_())
+    assert_array_equal(from_tensor, bt.transform(X))
+
+
+def test_batching_does_not_change_result(rng):
+    net = seeded(lambda: torch.nn.Linear(6, 3))
+    X = rng.normal(size=(23, 6))
+    small = BackboneTransformer(net, device="cpu", batch_size=4, cache=False)
+    big = BackboneTransformer(net, device="cpu", batch_size=100, cache=False)
+    assert_allclose(small.fit_transform(X), big.fit_transform(X), rtol=1e-6)
+
+
+def test_float64_dtype_with_double_module(rng):
+    net = seeded(lambda: torch.nn.Linear(6, 3).double())
+    X = rng.normal(size=(4, 6))
+    Xt = BackboneTransformer(net, device="cpu", dtype="float64").fit_transform(X)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(X)).numpy()
+    assert Xt.dtype == np.float32
+    assert_allclose(Xt, expected.astype(np.float32))
+
+
+def test_amp_on_cpu_is_close_to_full_precision(rng):
+    net = seeded(lambda: torch.nn.Linear(6, 3))
+    X = rng.normal(size=(8, 6))
+    full = BackboneTransformer(net, device="cpu").fit_transform(X)
+    mixed = BackboneTransformer(net, device="cpu", amp=True).fit_transform(X)
+    assert mixed.dtype == np.float32
+    assert not np.array_equal(full, mixed)  # bfloat16 really ran (distinct cache key)
+    assert_allclose(mixed, full, atol=5e-2)
+
+
+# -- frozen backbone: eval mode, inference mode, weights untouched --------------
+
+
+def test_eval_mode_and_restored_flags(rng):
+    net = seeded(
+        lambda: torch.nn.Sequential(
+            torch.nn.Linear(6, 8), torch.nn.BatchNorm1d(8), torch.nn.Dropout(0.5)
+        )
+    )
+    net.train()
+    net[1].eval()  # a mixed state must come back exactly as it was
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    grads = [p.requires_grad for p in net.parameters()]
+    X = rng.normal(size=(16, 6))
+    bt = BackboneTransformer(net, device="cpu", batch_size=5, cache=False)
+    first = bt.fit_transform(X)
+    second = bt.transform(X)
+    assert_array_equal(first, second)  # no dropout noise
+    assert [m.training for m in net.modules()] == [True, True, False, True]
+    assert [p.requires_grad for p in net.parameters()] == grads
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k  # BatchNorm running stats included
+    net.eval()
+    with torch.no_grad():
+        expected = net(torch.as_tensor(X, dtype=torch.float32)).numpy()
+    assert_allclose(first, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_forward_runs_under_inference_mode(rng):
+    Probe.seen = []
+    BackboneTransformer(Probe(), device="cpu").fit(rng.normal(size=(3, 2)))
+    assert Probe.seen == [(False, True)]
+
+
+# -- preprocess -----------------------------------------------------------------
+
+
+def test_preprocess_per_sample_strings():
+    texts = ["banana", "kiwi", "apple", "a"]
+    bt = BackboneTransformer(
+        torch.nn.Identity(), device="cpu", preprocess=text_to_array
+    )
+    Xt = bt.fit_transform(texts)
+    assert_array_equal(Xt, [[6, 3], [4, 0], [5, 1], [1, 1]])
+    assert bt.input_shape_ == (2,)
+    assert not hasattr(bt, "n_features_in_")
+    assert bt.__sklearn_tags__().input_tags.string
+
+
+def test_preprocess_integer_output_stays_int64():
+    emb = seeded(lambda: torch.nn.Embedding(10, 3))
+    bt = BackboneTransformer(
+        torch.nn.Sequential(emb, torch.nn.Flatten()),
+        device="cpu",
+        preprocess=lambda s: np.array([int(c) for c in s]),
+    )
+    Xt = bt.fit_transform(["12", "90"])
+    with torch.no_grad():
+        expected = emb(torch.tensor([[1, 2], [9, 0]])).reshape(2, -1).numpy()
+    assert_array_equal(Xt, expected)
+
+
+def test_preprocess_shape_mismatch():
+    bt = BackboneTransformer(
+        torch.nn.Identity(), device="cpu", preprocess=lambda s: np.ones(len(s))
+    )
+    with pytest.raises(ValueError, match=r"shape \(3,\) for sample 1 but \(2,\)"):
+        bt.fit(["ab", "abc"])
+
+
+# -- errors -----------------------------------------------------------------------
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_fails_at_fit(rng):
+    bt = BackboneTransformer(torch.nn.Identity(), device="cuda")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        bt.fit(rng.normal(size=(3, 2)))
+
+
+def test_rejected_shape_names_per_sample_shape(rng):
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten())
+    bt = BackboneTransformer(net, device="cpu")
+    with pytest.raises(
+        ValueError,
+        match=r"rejected input of shape \(3, 28, 28\) per sample "
+        r"\(batch \(5, 3, 28, 28\)\): .*channels",
+    ):
+        bt.fit(rng.normal(size=(5, 3, 28, 28)))
+
+
+def test_transform_rejects_other_rank_and_width(rng):
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
+    bt = BackboneTransformer(net, device="cpu").fit(rng.normal(size=(3, 4, 4)))
+    with pytest.raises(ValueError, match=r"per-sample shape \(16,\) but .* \(4, 4\)"):
+        bt.transform(rng.normal(size=(3, 16)))
+    with pytest.raises(ValueError, match=r"rejected input of shape \(5, 5\)"):
+        bt.transform(rng.normal(size=(3, 5, 5)))
+    tab = BackboneTransformer(torch.nn.Identity(), device="cpu").fit(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="X has 4 features, but .* expecting 3"):
+        tab.transform(np.ones((2, 4)))
+
+
+def test_output_width_change_is_an_error(rng):
+    # Flatten alone accepts any image size but then gives another width.
+    bt = BackboneTransformer(torch.nn.Flatten(), device="cpu").fit(np.ones((2, 3, 3)))
+    with pytest.raises(ValueError, match="returned 16 features .* but 9 during fit"):
+        bt.transform(np.ones((2, 4, 4)))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_input(bad):
+    X = np.ones((3, 2))
+    X[1, 0] = bad
+    with pytest.raises(ValueError, match="Input X contains (NaN|infinity)"):
+        BackboneTransformer(torch.nn.Identity(), device="cpu").fit(X)
+
+
+def test_empty_and_1d_input():
+    bt = BackboneTransformer(torch.nn.Identity(), device="cpu")
+    with pytest.raises(ValueError, match="0 sample"):
+        bt.fit(np.empty((0, 3)))
+    with pytest.raises(ValueError, match="Expected 2D array, got 1D array"):
+        bt.fit(np.ones(3))
+    with pytest.raises(ValueError, match="X is empty"):
+        bt.set_params(preprocess=text_to_array).fit([])
+
+
+def test_strings_without_preprocess():
+    with pytest.raises(ValueError, match="preprocess=None"):
+        BackboneTransformer(torch.nn.Identity(), device="cpu").fit(["a", "b"])
+
+
+@pytest.mark.parametrize("param", ["batch_size", "cache_size"])
+@pytest.mark.parametrize("value", [0, -1])
+def test_invalid_sizes(param, value):
+    bt = BackboneTransformer(torch.nn.Identity(), **{param: value})
+    with pytest.raises(InvalidParameterError, match=param):
+        bt.fit(np.ones((2, 2)))
+
+
+def test_lazy_module_and_non_tensor_output():
+    with pytest.raises(ValueError, match="lazy"):
+        BackboneTransformer(torch.nn.LazyLinear(2), device="cpu").fit(np.ones((2, 2)))
+
+    class Pair(torch.nn.Module):
+        def forward(self, x):
+            return x, x
+
+    with pytest.raises(TypeError, match="returned tuple; expected a tensor"):
+        BackboneTransformer(Pair(), device="cpu").fit(np.ones((2, 2)))
+
+
+# -- feature cache ----------------------------------------------------------------
+
+
+def test_one_forward_per_row_across_transforms_and_clones(rng):
+    net = seeded(Counting)
+    X = rng.normal(size=(20, 6))
+    bt = BackboneTransformer(net, device="cpu", batch_size=8)
+    first = bt.fit_transform(X)
+    assert Counting.rows == 20
+    assert_array_equal(bt.transform(X), first)
+    assert_array_equal(bt.transform(X[15:3:-1]), first[15:3:-1])
+    twin = clone(bt)
+    assert twin.module is not net  # clone deep-copies the module ...
+    assert_array_equal(twin.fit(X[:4]).transform(X), first)
+    assert Counting.rows == 20  # ... yet reuses the features of equal weights
+    X_more = np.vstack([X, rng.normal(size=(5, 6))])
+    assert_array_equal(bt.transform(X_more)[:20], first)
+    assert Counting.rows == 25  # only the new rows went through the backbone
+
+
+def test_grid_search_forwards_each_row_once(rng):
+    X = rng.normal(size=(30, 6))
+    y = np.arange(30) % 2
+    pipe = make_pipeline(
+        BackboneTransformer(seeded(Counting), device="cpu"), LogisticRegression()
+    )
+    GridSearchCV(pipe, {"logisticregression__C": [0.1, 1.0]}, cv=3).fit(X, y)
+    assert Counting.rows == 30
+
+
+def test_changed_weights_are_not_served_from_cache(rng):
+    net = seeded(Counting)
+    X = rng.normal(size=(5, 6)).astype(np.float32)
+    bt = BackboneTransformer(net, device="cpu")
+    old = bt.fit_transform(X)
+    with torch.no_grad():
+        net.linear.bias.add_(1.0)
+    new = bt.transform(X)
+    assert Counting.rows == 10
+    assert_allclose(new, old + 1.0, rtol=1e-6)
+
+
+def test_cache_disabled_runs_every_time(rng):
+    X = rng.normal(size=(5, 6))
+    bt = BackboneTransformer(seeded(Counting), device="cpu", cache=False)
+    bt.fit_transform(X)
+    bt.transform(X)
+    assert Counting.rows == 15  # fit's batch + two transforms
+    assert len(backbone_mod._CACHE) == 0
+
+
+def test_cache_is_lru_with_a_cap(rng):
+    X = rng.normal(size=(6, 6))
+    bt = BackboneTransformer(seeded(Counting), device="cpu", cache_size=4)
+    bt.fit(X[:4])
+    assert (Counting.rows, len(backbone_mod._CACHE)) == (4, 4)
+    bt.transform(X[[0]])  # hit: row 0 becomes the most recently used
+    bt.transform(X[[4]])  # miss: evicts row 1, the least recently used
+    assert (Counting.rows, len(backbone_mod._CACHE)) == (5, 4)
+    bt.transform(X[[0, 2, 3, 4]])
+    assert Counting.rows == 5
+    bt.transform(X[[1]])
+    assert Counting.rows == 6
+    assert BackboneTransformer.clear_cache() == 4
+
+
+# -- persistence, clone, output containers ----------------------------------------
+
+
+def test_pickle_round_trip(rng):
+    X = rng.normal(size=(7, 6))
+    bt = BackboneTransformer(seeded(Counting), device="cpu").fit(X)
+    loaded = pickle.loads(pickle.dumps(bt))
+    assert loaded.module_ is loaded.module
+    BackboneTransformer.clear_cache()
+    assert_array_equal(loaded.transform(X), bt.transform(X))
+
+
+def test_pickled_state_moves_accelerator_modules_to_cpu(rng, monkeypatch):
+    bt = BackboneTransformer(seeded(Counting), device="cpu").fit(
+        rng.normal(size=(3, 6))
+    )
+    # Pretend the module sits on an accelerator: __getstate__ must copy it to the CPU.
+    monkeypatch.setattr(backbone_mod, "_on_cpu", lambda module: False)
+    state = bt.__getstate__()
+    assert state["module"] is not bt.module  # the live module is left alone
+    assert state["module_"] is state["module"]  # one copy, identity kept
+    for name, tensor in state["module"].state_dict().items():
+        assert tensor.device.type == "cpu"
+        assert torch.equal(tensor, bt.module.state_dict()[name])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_pickle_loads_and_transforms_on_cpu_only_process(rng, tmp_path):
+    X = rng.normal(size=(6, 6)).astype(np.float32)
+    bt = BackboneTransformer(seeded(Counting), device="auto").fit(X)
+    assert next(bt.module_.parameters()).device.type == "cuda"
+    expected = bt.transform(X)
+    path = tmp_path / "bt.pkl"
+    path.write_bytes(pickle.dumps(bt))
+    np.save(tmp_path / "X.npy", X)
+    script = tmp_path / "load.py"
+    script.write_text(
+        "import pickle, sys\n"
+        "import numpy as np, torch\n"
+        "sys.path.insert(0, sys.argv[2])\n"
+        "assert not torch.cuda.is_available()\n"
+        "folder = sys.argv[1]\n"
+        "bt = pickle.loads(open(folder + '/bt.pkl', 'rb').read())\n"
+        "np.save(folder + '/out.npy', bt.transform(np.load(folder + '/X.npy')))\n"
+    )
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    subprocess.run(
+        [sys.executable, str(script), str(tmp_path), str(Path(__file__).parent)],
+        check=True,
+        env=env,
+    )
+    assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_clone_is_unfitted_with_equal_params():
+    bt = BackboneTransformer(RowStats(), device="cpu", batch_size=3, cache_size=9)
+    bt.fit(np.ones((2, 5)))
+    twin = clone(bt)
+    assert not hasattr(twin, "module_")
+    params = twin.get_params()
+    assert params.pop("module") is not bt.module
+    assert params == {k: v for k, v in bt.get_params().items() if k != "module"}
+
+
+def test_deepcopy_keeps_working(rng):
+    X = rng.normal(size=(3, 6))
+    bt = BackboneTransformer(seeded(Counting), device="cpu").fit(X)
+    assert_array_equal(copy.deepcopy(bt).transform(X), bt.transform(X))
+
+
+def test_feature_names_and_pandas_output(rng):
+    pd = pytest.importorskip("pandas")
+    X = pd.DataFrame(
+        rng.normal(size=(4, 6)), columns=list("abcdef"), index=list("wxyz")
+    )
+    bt = BackboneTransformer(seeded(Counting), device="cpu").set_output(
+        transform="pandas"
+    )
+    out = bt.fit_transform(X)
+    names = ["backbonetransformer0", "backbonetransformer1", "backbonetransformer2"]
+    assert_array_equal(bt.get_feature_names_out(), names)
+    assert list(out.columns) == names
+    assert list(out.index) == list("wxyz")
+    assert_array_equal(bt.feature_names_in_, list("abcdef"))
+    assert_allclose(out.to_numpy(), bt.set_output(transform="default").transform(X))
+
+
+def test_verbose_shows_progress(rng, capsys):
+    X = rng.normal(size=(6, 6))
+    BackboneTransformer(seeded(Counting), device="cpu", verbose=0).fit(X)
+    assert capsys.readouterr().err == ""
+    bt = BackboneTransformer(seeded(Counting), device="cpu", batch_size=2, verbose=1)
+    bt.fit(X).transform(X[::-1] + 1)
+    assert "3/3" in capsys.readouterr().err
