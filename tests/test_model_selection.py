@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from sklearn import config_context
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.feature_extraction.text import CountVectorizer
@@ -436,3 +437,123 @@ def test_frozen_estimator_is_reused(blobs, reset_counts):
         n_way=3, n_shot=2, n_query=2, n_episodes=10, random_state=0,
     )  # fmt: skip
     np.testing.assert_allclose(scores.accuracies, expected.accuracies)
+
+
+# ------------------------------------------ with skfewshot's own estimators
+
+
+class CountingNet(torch.nn.Module):
+    """A fixed random projection that counts forward calls and rows (class-wide,
+    since cloning a BackboneTransformer deep-copies its module)."""
+
+    calls = 0
+    rows = 0
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = torch.nn.Linear(DIM, 6)
+
+    def forward(self, x):
+        type(self).calls += 1
+        type(self).rows += x.shape[0]
+        return torch.tanh(self.proj(x))
+
+
+@pytest.fixture
+def counting_net():
+    from skfewshot.backbone import BackboneTransformer
+
+    BackboneTransformer.clear_cache()
+    CountingNet.calls = CountingNet.rows = 0
+    yield CountingNet()
+    BackboneTransformer.clear_cache()
+
+
+def test_backbone_forward_once_per_input(blobs, counting_net):
+    from skfewshot.backbone import BackboneTransformer
+    from skfewshot.prototype import PrototypeClassifier
+
+    X, y, _ = blobs
+    X = X.astype(np.float32)
+    kwargs = dict(n_way=4, n_shot=1, n_query=5, n_episodes=50, random_state=0)
+    pipe = make_pipeline(
+        BackboneTransformer(counting_net, device="cpu", batch_size=32),
+        PrototypeClassifier(),
+    )
+    scores = evaluate_episodes(pipe, X, y, **kwargs)
+    assert CountingNet.rows == len(X)  # 96 rows, not 50 * 4 * (1 + 5)
+
+    # the same numbers as features computed by hand, then episodes on them
+    with torch.no_grad():
+        features = counting_net(torch.from_numpy(X)).numpy()
+    expected = evaluate_episodes(PrototypeClassifier(), features, y, **kwargs)
+    np.testing.assert_allclose(scores.accuracies, expected.accuracies)
+    assert scores.estimator_name == "BackboneTransformer+PrototypeClassifier"
+
+
+def test_backbone_reuse_without_its_cache(blobs, counting_net):
+    from skfewshot.backbone import BackboneTransformer
+    from skfewshot.prototype import PrototypeClassifier
+
+    X, y, _ = blobs
+    X = X.astype(np.float32)
+    kwargs = dict(n_way=4, n_shot=1, n_query=5, n_episodes=50, random_state=0)
+    backbone = BackboneTransformer(
+        counting_net, device="cpu", batch_size=32, cache=False
+    )
+    evaluate_episodes(make_pipeline(backbone, PrototypeClassifier()), X, y, **kwargs)
+    # fit probes one batch for the output width, then 3 batches transform X
+    assert (CountingNet.calls, CountingNet.rows) == (1 + 3, 32 + len(X))
+
+    # behind a trainable step the backbone runs on every episode's rows
+    CountingNet.calls = CountingNet.rows = 0
+    per_episode = make_pipeline(StandardScaler(), backbone, PrototypeClassifier())
+    evaluate_episodes(per_episode, X, y, **kwargs)
+    # per episode: fit probe + transform on 4 support rows, transform 20 queries
+    assert CountingNet.rows == 50 * (4 + 4 + 20)
+
+
+def test_transductive_classifier_adapts_to_each_episode_queries(blobs):
+    from skfewshot.finetune import FineTunedCosineClassifier
+
+    X, y, _ = blobs
+    kwargs = dict(n_way=3, n_shot=1, n_query=4, n_episodes=4, random_state=0)
+    transductive = FineTunedCosineClassifier(
+        transductive=True, entropy_weight=1.0, max_iter=20, device="cpu"
+    )
+    scores = evaluate_episodes(transductive, X, y, **kwargs)
+    # one predict call on the whole query set of each episode
+    cv = EpisodicSplit(3, 1, 4, n_episodes=4, random_state=0)
+    np.testing.assert_allclose(
+        scores.accuracies, hand_accuracies(transductive, X, y, cv)
+    )
+    inductive = evaluate_episodes(
+        clone(transductive).set_params(transductive=False), X, y, **kwargs
+    )
+    assert not np.array_equal(scores.accuracies, inductive.accuracies)
+
+
+def test_grid_search_over_a_backbone_pipeline(blobs, counting_net):
+    from skfewshot.backbone import BackboneTransformer
+    from skfewshot.finetune import FineTunedCosineClassifier
+
+    X, y, _ = blobs
+    X = X.astype(np.float32)
+    pipe = make_pipeline(
+        BackboneTransformer(counting_net, device="cpu"),
+        FineTunedCosineClassifier(max_iter=10, device="cpu"),
+    )
+    cv = EpisodicSplit(n_way=3, n_shot=2, n_query=3, n_episodes=4, random_state=0)
+    alphas = [1e-3, 1e-1]
+    grid = GridSearchCV(
+        pipe, {"finetunedcosineclassifier__alpha": alphas}, cv=cv, refit=False
+    ).fit(X, y)
+    with torch.no_grad():
+        features = counting_net(torch.from_numpy(X)).numpy()
+    for i, alpha in enumerate(alphas):
+        head = FineTunedCosineClassifier(alpha=alpha, max_iter=10, device="cpu")
+        np.testing.assert_allclose(
+            [grid.cv_results_[f"split{k}_test_score"][i] for k in range(4)],
+            hand_accuracies(head, features, y, cv),
+        )
