@@ -265,7 +265,9 @@ class BackboneTransformer(
 
     ``sklearn.base.clone`` deep-copies ``module`` like any other parameter;
     clones recompute nothing thanks to the weight-keyed cache, but each holds
-    its own copy of the weights while it lives.
+    its own copy of the weights while it lives. The cache is per process: with
+    ``n_jobs`` worker processes (joblib's loky backend) each worker computes a
+    row's features once and reuses them for every later task it runs.
 
     Examples
     --------

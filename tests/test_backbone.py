@@ -234,6 +234,15 @@ def test_cuda_without_cuda_fails_at_fit(rng):
         bt.fit(rng.normal(size=(3, 2)))
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_fails_at_transform(rng):
+    # As after unpickling a transformer fitted with device="cuda" on a GPU machine.
+    bt = BackboneTransformer(torch.nn.Identity(), device="cpu").fit(np.ones((2, 2)))
+    bt.device = "cuda"
+    with pytest.raises(ValueError, match="device='cuda' was requested but CUDA"):
+        bt.transform(np.ones((2, 2)))
+
+
 def test_rejected_shape_names_per_sample_shape(rng):
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten())
     bt = BackboneTransformer(net, device="cpu")
