@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import tempfile
@@ -115,7 +116,7 @@ def _fetch_file(url, target, *, md5=None, check=None, timeout=60):
             raise OSError(
                 f"could not download {url}: HTTP {exc.code} {exc.reason}"
             ) from exc
-        except (urllib.error.URLError, OSError) as exc:
+        except (OSError, http.client.HTTPException) as exc:
             raise OSError(f"could not download {url}: {exc}") from exc
         if expected_size is not None and size != int(expected_size):
             raise OSError(

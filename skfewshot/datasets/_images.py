@@ -54,8 +54,10 @@ def area_resize(images, size):
     """Resize a stack of images (n, h, w) to (n, size, size) by area averaging.
 
     Each output pixel is the mean of the input over its exact (fractional)
-    box, as Pillow's ``BOX`` filter or OpenCV's ``INTER_AREA``: a stroke keeps
-    its total ink, and 105 -> 28 needs no padding or cropping.
+    box, boundary pixels weighted by their covered fraction (OpenCV's
+    ``INTER_AREA``; Pillow's ``BOX`` instead gives whole pixels weight 0 or 1).
+    The mean ink is preserved exactly, and 105 -> 28 needs no padding or
+    cropping.
     """
     images = np.asarray(images, dtype=np.float64)
     _, height, width = images.shape
