@@ -406,6 +406,21 @@ def _split_frozen_prefix(estimator):
     return prefix, estimator[n_frozen:]
 
 
+def _reuse_frozen_features(estimator, X, y):
+    """Run the frozen prefix of ``estimator`` on ``X`` once.
+
+    Returns ``(Xt, head)``: the features of ``X`` after the leading frozen
+    steps (``X`` itself when there are none) and the part of ``estimator`` to
+    fit per episode on them. The frozen steps are cloned, so ``estimator`` is
+    left untouched.
+    """
+    prefix, head = _split_frozen_prefix(estimator)
+    for step in prefix:
+        if step is not None and step != "passthrough":
+            X = clone(step).fit(X, y).transform(X)
+    return X, head
+
+
 def _estimator_name(estimator) -> str:
     if isinstance(estimator, Pipeline):
         return "+".join(
@@ -558,11 +573,7 @@ def evaluate_episodes(
     )
     episodes = list(cv.split(X, y, groups))
 
-    prefix, head = _split_frozen_prefix(estimator)
-    for step in prefix:
-        if step is not None and step != "passthrough":
-            X = clone(step).fit(X, y).transform(X)
-
+    X, head = _reuse_frozen_features(estimator, X, y)
     results = Parallel(n_jobs=n_jobs, return_as="generator")(
         delayed(_fit_and_score_episode)(
             clone(head),
