@@ -680,6 +680,9 @@ def test_load_omniglot_runs_not_found(tmp_path):
         load_omniglot_runs(tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match="no runNN/class_labels.txt"):
         load_omniglot_runs(tmp_path)
+    (tmp_path / "runs.zip").write_bytes(b"not a zip")
+    with pytest.raises(OSError, match="runs.zip is not a readable zip archive"):
+        load_omniglot_runs(tmp_path / "runs.zip")
 
 
 # --------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 
 __all__ = ["get_data_home", "clear_data_home"]
@@ -75,6 +76,22 @@ def clear_data_home(data_home=None):
     False
     """
     shutil.rmtree(get_data_home(data_home))
+
+
+def _open_zip(path):
+    """Open a zip archive, or raise ``OSError`` naming the unreadable file."""
+    try:
+        return zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise OSError(
+            f"{path} is not a readable zip archive ({exc}); if it was "
+            "downloaded, delete it and fetch it again."
+        ) from exc
+
+
+def _check_zip(path):
+    """Raise ``OSError`` unless ``path`` is a zip archive whose index reads."""
+    _open_zip(path).close()
 
 
 def _md5(path):

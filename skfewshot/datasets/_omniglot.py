@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-import zipfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 from sklearn.utils import Bunch
 
-from ._base import _fetch_file, get_data_home
+from ._base import _check_zip, _fetch_file, _open_zip, get_data_home
 from ._images import check_image_size, pngs_to_images
 
 __all__ = ["load_omniglot"]
@@ -53,15 +52,6 @@ resized to ``image_size`` by exact area averaging, so values lie in [0, 1].
 def _check_subset(subset):
     if subset not in _SUBSETS:
         raise ValueError(f"subset must be one of {list(_SUBSETS)}, got {subset!r}.")
-
-
-def _check_zip(path):
-    """Raise ``OSError`` unless ``path`` is a zip archive whose index reads."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            archive.namelist()
-    except zipfile.BadZipFile as exc:
-        raise OSError(f"{path} is not a readable zip archive ({exc}).") from exc
 
 
 def _locate(subset, data_home, path):
@@ -197,14 +187,7 @@ def load_omniglot(
 
 def _read_omniglot_zip(zip_path, image_size):
     """Read ``<top>/<Alphabet>/<characterNN>/<file>.png`` members of a zip."""
-    try:
-        archive = zipfile.ZipFile(zip_path)
-    except zipfile.BadZipFile as exc:
-        raise OSError(
-            f"{zip_path} is not a readable zip archive ({exc}); delete it and "
-            "load again (download=True fetches a fresh copy)."
-        ) from exc
-    with archive:
+    with _open_zip(zip_path) as archive:
         entries = []
         for name in archive.namelist():
             parts = PurePosixPath(name).parts

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-import zipfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 from sklearn.utils import Bunch
 
+from ._base import _open_zip
 from ._images import check_image_size, pngs_to_images
 
 __all__ = ["load_omniglot_runs"]
@@ -54,10 +54,7 @@ class _Zip:
     """Members of a zip archive, read in memory."""
 
     def __init__(self, path):
-        try:
-            self.archive = zipfile.ZipFile(path)
-        except zipfile.BadZipFile as exc:
-            raise OSError(f"{path} is not a readable zip archive ({exc}).") from exc
+        self.archive = _open_zip(path)
         self.names = sorted(n for n in self.archive.namelist() if not n.endswith("/"))
 
     def read(self, name):
