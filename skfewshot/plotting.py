@@ -446,12 +446,10 @@ class FewShotCurveDisplay:
         'shots per class (K)'
         """
         _check_matplotlib(f"{cls.__name__}.from_estimator")
-        from sklearn.base import clone
-
         from skfewshot._torch_utils import seed_from
         from skfewshot.model_selection import (
             _estimator_name,
-            _split_frozen_prefix,
+            _reuse_frozen_features,
             evaluate_episodes,
         )
 
@@ -477,11 +475,7 @@ class FewShotCurveDisplay:
         for label, est in estimators.items():
             # a frozen backbone runs once per estimator, not once per shot count
             # (the same reuse evaluate_episodes does within one shot count)
-            prefix, head = _split_frozen_prefix(est)
-            X_head = X
-            for step in prefix:
-                if step is not None and step != "passthrough":
-                    X_head = clone(step).fit(X_head, y).transform(X_head)
+            X_head, head = _reuse_frozen_features(est, X, y)
             scores[label] = [
                 replace(
                     evaluate_episodes(
