@@ -1,6 +1,7 @@
 """Shared fixtures: tiny episodes and where the real data (../shared/data) is."""
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -46,3 +47,43 @@ def episode():
     Xs, ys = draw(n_shot)
     Xq, yq = draw(n_query)
     return Xs, ys, Xq, yq
+
+
+def build_omniglot_runs(shared_data, root, n_runs=2, n_way=20):
+    """Write Omniglot one-shot runs in the published layout from small2 images.
+
+    Returns ``{run: (support files, query files, query classes)}``.
+    """
+    zip_path = shared_data / "omniglot" / "images_background_small2.zip"
+    rng = np.random.RandomState(0)
+    expected = {}
+    with zipfile.ZipFile(zip_path) as archive:
+        names = sorted(n for n in archive.namelist() if n.endswith(".png"))
+        by_char = {}
+        for name in names:
+            by_char.setdefault(name.rsplit("/", 1)[0], []).append(name)
+        chars = [c for c in by_char if c.split("/")[1] == "Japanese_(katakana)"]
+        for r in range(1, n_runs + 1):
+            run = f"run{r:02d}"
+            (root / run / "training").mkdir(parents=True)
+            (root / run / "test").mkdir()
+            picked = rng.choice(len(chars), n_way, replace=False)
+            query_class = rng.permutation(n_way) + 1  # item k shows class query_class
+            lines, support, query = [], {}, []
+            for c, index in enumerate(picked, start=1):
+                support[c] = by_char[chars[index]][0]
+                (root / run / "training" / f"class{c:02d}.png").write_bytes(
+                    archive.read(support[c])
+                )
+            for k, c in enumerate(query_class, start=1):
+                source = by_char[chars[picked[c - 1]]][1]
+                query.append(source)
+                (root / run / "test" / f"item{k:02d}.png").write_bytes(
+                    archive.read(source)
+                )
+                lines.append(
+                    f"{run}/test/item{k:02d}.png {run}/training/class{c:02d}.png"
+                )
+            (root / run / "class_labels.txt").write_text("\n".join(lines) + "\n")
+            expected[run] = (support, query, query_class)
+    return expected

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import build_omniglot_runs
 from sklearn.datasets import load_digits
 
 from skfewshot.datasets import (
@@ -562,43 +563,6 @@ def test_augment_rotations_errors():
 # --------------------------------------------------------------------------
 
 
-def _build_runs(shared_data, root, n_runs=2, n_way=20):
-    """Write runs in the published layout from small2; return the expectation."""
-    zip_path = shared_data / "omniglot" / "images_background_small2.zip"
-    rng = np.random.RandomState(0)
-    expected = {}
-    with zipfile.ZipFile(zip_path) as archive:
-        names = sorted(n for n in archive.namelist() if n.endswith(".png"))
-        by_char = {}
-        for name in names:
-            by_char.setdefault(name.rsplit("/", 1)[0], []).append(name)
-        chars = [c for c in by_char if c.split("/")[1] == "Japanese_(katakana)"]
-        for r in range(1, n_runs + 1):
-            run = f"run{r:02d}"
-            (root / run / "training").mkdir(parents=True)
-            (root / run / "test").mkdir()
-            picked = rng.choice(len(chars), n_way, replace=False)
-            query_class = rng.permutation(n_way) + 1  # item k shows class query_class
-            lines, support, query = [], {}, []
-            for c, index in enumerate(picked, start=1):
-                support[c] = by_char[chars[index]][0]
-                (root / run / "training" / f"class{c:02d}.png").write_bytes(
-                    archive.read(support[c])
-                )
-            for k, c in enumerate(query_class, start=1):
-                source = by_char[chars[picked[c - 1]]][1]
-                query.append(source)
-                (root / run / "test" / f"item{k:02d}.png").write_bytes(
-                    archive.read(source)
-                )
-                lines.append(
-                    f"{run}/test/item{k:02d}.png {run}/training/class{c:02d}.png"
-                )
-            (root / run / "class_labels.txt").write_text("\n".join(lines) + "\n")
-            expected[run] = (support, query, query_class)
-    return expected
-
-
 def _zip_folder(folder, zip_path, prefix=""):
     with zipfile.ZipFile(zip_path, "w") as archive:
         for path in sorted(folder.rglob("*")):
@@ -610,7 +574,7 @@ def _zip_folder(folder, zip_path, prefix=""):
 @pytest.mark.shared_data
 def test_load_omniglot_runs_folder_and_zip(shared_data, tmp_path):
     runs_dir = tmp_path / "all_runs"
-    expected = _build_runs(shared_data, runs_dir)
+    expected = build_omniglot_runs(shared_data, runs_dir)
     omniglot = _real(shared_data, "images_background_small2")
     row = {name: i for i, name in enumerate(omniglot.filenames)}
 
