@@ -1,0 +1,409 @@
+"""Cosine classifier initialised with class prototypes and fine-tuned on the support."""
+
+from __future__ import annotations
+
+import functools
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import minimize
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    validate_data,
+)
+from threadpoolctl import ThreadpoolController
+
+from skfewshot._heads import (
+    _class_means,
+    _cosine_logits,
+    _encode_labels,
+    _l2_normalize,
+    _LogitClassifierMixin,
+)
+from skfewshot._torch_utils import resolve_device, to_numpy, to_tensor
+
+__all__ = ["FineTunedCosineClassifier"]
+
+
+@functools.cache
+def _threadpool_controller():
+    """One :class:`threadpoolctl.ThreadpoolController`, built on first use."""
+    return ThreadpoolController()
+
+
+def _single_blas_thread(method):
+    """Run ``method`` with one BLAS thread.
+
+    The arrays are tiny, and BLAS threads left spinning beside torch's OpenMP
+    threads made a fit 10 to 100 times slower on a busy 2-core machine.
+    """
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with _threadpool_controller().limit(limits=1, user_api="blas"):
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
+class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEstimator):
+    """Cosine classifier initialised with the prototypes, fine-tuned on the support.
+
+    The logits of a query ``q`` are ``s * cos(w_c, q) + b_c``. ``fit`` starts
+    from ``W = W0``, the L2-normalised class prototypes (weighted class means
+    of the support features), and ``b = 0``, then minimises, full batch with
+    L-BFGS,
+
+    .. math::
+
+        L(W, b, s) = \\frac{\\sum_{i \\in S} v_i \\, CE_i}{\\sum_{i \\in S} v_i}
+        + \\alpha \\left(\\lVert W - W_0 \\rVert_F^2
+        + \\lVert b \\rVert_2^2\\right)
+        + \\lambda \\frac{\\sum_{u \\in U} v_u H(p_u)}{\\sum_{u \\in U} v_u}
+
+    where ``S`` are the labelled rows, ``CE_i`` the cross-entropy of row ``i``,
+    ``v`` the sample weights, ``U`` the unlabelled rows (``y == -1``), ``H(p_u)``
+    the entropy of the predicted distribution of row ``u`` and
+    ``lambda = entropy_weight``; ``s`` is ``scale``, learned only if
+    ``learn_scale=True``. This is the fine-tuning baseline of few-shot learning
+    (Chen et al. [1]_) with the transductive entropy term of Dhillon et al. [2]_.
+
+    Parameters
+    ----------
+    alpha : float, default=0.01
+        Strength of the pull toward the initialisation (``W0``, ``b = 0``).
+        Cosine logits do not depend on the norm of ``w_c`` and ``W0`` has unit
+        rows, so ``alpha`` does not depend on the scale of the features. Large
+        values keep the prototype classifier (``alpha -> inf`` gives exactly
+        :class:`PrototypeClassifier` with ``metric="cosine"``). The default
+        lets the head fit the support set while staying near the prototypes:
+        in a sweep over ``{1e-3, 1e-2, 1e-1, 1, 10}`` on 100 5-way 5-shot
+        episodes of scikit-learn's digits (pixels as features) it was the most
+        accurate (91.2% against 89.4% for the prototypes; 1e-3 tied but
+        converges more slowly, 1 and 10 drift back to the prototypes).
+
+    entropy_weight : float, default=0.0
+        Weight ``lambda`` of the mean prediction entropy of the unlabelled rows
+        (rows of ``fit`` with ``y == -1``, or the queries when
+        ``transductive=True``). Zero ignores unlabelled rows.
+
+    scale : float, default=10.0
+        Scale ``s`` (inverse temperature) of the cosine logits, and its
+        starting value when ``learn_scale=True``.
+
+    learn_scale : bool, default=False
+        If True, ``s`` is fitted too (parametrised as ``exp(log s)`` and not
+        regularised). On a support set it separates perfectly, the learned
+        scale keeps growing, which makes :meth:`predict_proba` overconfident;
+        hence the fixed default.
+
+    max_iter : int, default=100
+        Maximum number of L-BFGS iterations. ``0`` skips fine-tuning: the
+        classifier is then the cosine prototype classifier.
+
+    tol : float, default=1e-6
+        Stop when the largest absolute gradient entry falls below ``tol``
+        (or the loss stops changing).
+
+    transductive : bool, default=False
+        If True, :meth:`predict`, :meth:`predict_proba`,
+        :meth:`predict_log_proba` and :meth:`decision_function` adapt to the
+        queries ``X`` they are given: starting from the fitted state, they
+        minimise the objective above with ``X`` as the unlabelled rows (the
+        labelled support from ``fit`` still enters through the cross-entropy),
+        then score ``X``. The fitted state is not changed, so the same ``X``
+        gives the same result every time and later calls are unaffected. With
+        ``entropy_weight=0`` this objective is the one ``fit`` already
+        minimised, so ``transductive=True`` changes nothing.
+
+    device : str or torch.device, default="auto"
+        Where the optimisation runs: ``"auto"`` picks CUDA, then Apple MPS,
+        then the CPU. Computation is in float64 (float32 on MPS, which has no
+        float64); the fitted state is numpy either way.
+
+    random_state : int, RandomState instance or None, default=None
+        Accepted for API compatibility with tools that set ``random_state``.
+        The fit draws no random numbers (prototype initialisation, full-batch
+        L-BFGS), so results are deterministic whatever its value.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_classes, n_features)
+        Class weight vectors ``W`` (only their direction matters).
+
+    intercept_ : ndarray of shape (n_classes,)
+        Class biases ``b``.
+
+    scale_ : float
+        Scale ``s`` of the logits: ``scale``, or the learned value when
+        ``learn_scale=True``.
+
+    classes_ : ndarray of shape (n_classes,)
+        Class labels, sorted as :func:`numpy.unique` sorts them.
+
+    n_iter_ : int
+        Number of L-BFGS iterations run by ``fit``.
+
+    n_features_in_ : int
+        Number of features seen during :meth:`fit`.
+
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during :meth:`fit`. Defined only when ``X`` has
+        feature names that are all strings.
+
+    See Also
+    --------
+    PrototypeClassifier : The classifier this one starts from.
+
+    Notes
+    -----
+    Rows with ``y == -1`` are unlabelled (scikit-learn's semi-supervised
+    convention): they enter only the entropy term, so numeric ``y`` cannot use
+    ``-1`` as a class. The labelled support rows are kept (privately) after
+    ``fit`` because ``transductive=True`` needs them at prediction time.
+
+    With two classes, :meth:`decision_function` returns the 1-D logit
+    difference ``logits[:, 1] - logits[:, 0]``, as scikit-learn's binary
+    classifiers do.
+
+    References
+    ----------
+    .. [1] W.-Y. Chen, Y.-C. Liu, Z. Kira, Y.-C. F. Wang and J.-B. Huang,
+       "A Closer Look at Few-shot Classification", ICLR 2019.
+    .. [2] G. S. Dhillon, P. Chaudhari, A. Ravichandran and S. Soatto,
+       "A Baseline for Few-Shot Image Classification", ICLR 2020.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfewshot import FineTunedCosineClassifier
+    >>> X = np.array([[1.0, 0.2], [0.9, -0.1], [0.1, 1.0], [-0.2, 0.8]])
+    >>> y = np.array([0, 0, 1, 1])
+    >>> clf = FineTunedCosineClassifier().fit(X, y)
+    >>> clf.coef_.shape, clf.intercept_.shape, clf.scale_
+    ((2, 2), (2,), 10.0)
+    >>> clf.predict([[2.0, 0.5], [0.0, 3.0]])
+    array([0, 1])
+    """
+
+    _parameter_constraints: dict = {
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "entropy_weight": [Interval(Real, 0, None, closed="left")],
+        "scale": [Interval(Real, 0, None, closed="neither")],
+        "learn_scale": ["boolean"],
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "transductive": ["boolean"],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self,
+        *,
+        alpha=1e-2,
+        entropy_weight=0.0,
+        scale=10.0,
+        learn_scale=False,
+        max_iter=100,
+        tol=1e-6,
+        transductive=False,
+        device="auto",
+        random_state=None,
+    ):
+        self.alpha = alpha
+        self.entropy_weight = entropy_weight
+        self.scale = scale
+        self.learn_scale = learn_scale
+        self.max_iter = max_iter
+        self.tol = tol
+        self.transductive = transductive
+        self.device = device
+        self.random_state = random_state
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    @_single_blas_thread
+    def fit(self, X, y, sample_weight=None):
+        """Fine-tune the cosine classifier on the support set.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Support features (and unlabelled rows).
+        y : array-like of shape (n_samples,)
+            Support labels; ``-1`` marks an unlabelled row, which only enters
+            the entropy term.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative row weights for the prototypes and the weighted
+            means of the loss; an integer weight acts as repeating the row.
+
+        Returns
+        -------
+        self : FineTunedCosineClassifier
+            The fitted classifier.
+        """
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        sample_weight = _check_sample_weight(
+            sample_weight, X, dtype=np.float64, ensure_non_negative=True
+        )
+        self.classes_, codes = _encode_labels(y)
+        labelled = codes >= 0
+        self._support = (X[labelled], codes[labelled], sample_weight[labelled])
+        W0 = self._initial_coef()
+        start = (W0, np.zeros(W0.shape[0]), float(self.scale))
+        unlabelled = (X[~labelled], sample_weight[~labelled])
+        coef, intercept, scale, self.n_iter_ = self._fine_tune(start, W0, unlabelled)
+        self.coef_, self.intercept_, self.scale_ = coef, intercept, scale
+        return self
+
+    def _initial_coef(self):
+        """``W0``: the L2-normalised weighted class means of the support."""
+        X, codes, weight = self._support
+        return _l2_normalize(_class_means(X, codes, self.classes_, weight))
+
+    def _fine_tune(self, start, W0, unlabelled):
+        """Minimise the objective from ``start = (W, b, s)`` with L-BFGS-B.
+
+        ``unlabelled = (X_u, weights_u)`` are the rows of the entropy term.
+        SciPy's L-BFGS-B drives the search; every objective and gradient
+        evaluation (:func:`_objective`) runs in torch on the resolved device.
+        Returns numpy ``(coef, intercept, scale, n_iter)``.
+        """
+        coef, intercept, scale = start
+        if self.max_iter == 0:
+            return coef.copy(), intercept.copy(), scale, 0
+        device = resolve_device(self.device)
+        dtype = torch.float32 if device.type == "mps" else torch.float64
+
+        def tensor(a):
+            return to_tensor(a, device=device, dtype=dtype)
+
+        X_s, codes, weight_s = self._support
+        n_classes, n_features = coef.shape
+        targets = np.zeros((X_s.shape[0], n_classes))
+        targets[np.arange(X_s.shape[0]), codes] = weight_s / weight_s.sum()
+        support = (F.normalize(tensor(X_s), dim=1), tensor(targets))
+        X_u, weight_u = unlabelled
+        if self.entropy_weight > 0 and weight_u.sum() > 0:
+            unlabelled = (F.normalize(tensor(X_u), dim=1), tensor(weight_u))
+            unlabelled = (unlabelled[0], unlabelled[1] / unlabelled[1].sum())
+        else:
+            unlabelled = None
+        W_init = tensor(W0)
+        n_coef = n_classes * n_features
+        log_scale = np.log(scale)
+
+        def loss_and_grad(x):
+            params = tensor(x)
+            W = params[:n_coef].view(n_classes, n_features)
+            b = params[n_coef : n_coef + n_classes]
+            log_s = params[-1] if self.learn_scale else tensor(log_scale)
+            loss, grad_W, grad_b, grad_log_s = _objective(
+                W,
+                b,
+                log_s,
+                support,
+                unlabelled,
+                W_init,
+                self.alpha,
+                self.entropy_weight,
+            )
+            grads = [grad_W.reshape(-1), grad_b]
+            if self.learn_scale:
+                grads.append(grad_log_s.reshape(1))
+            return loss.item(), to_numpy(torch.cat(grads), dtype=np.float64)
+
+        x0 = [coef.ravel(), intercept] + ([[log_scale]] if self.learn_scale else [])
+        result = minimize(
+            loss_and_grad,
+            np.concatenate(x0).astype(np.float64),
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": 0.0},
+        )
+        x = result.x
+        if self.learn_scale:
+            scale = float(np.exp(x[-1]))
+        return (
+            x[:n_coef].reshape(n_classes, n_features),
+            x[n_coef : n_coef + n_classes].copy(),
+            scale,
+            int(result.nit),
+        )
+
+    @_single_blas_thread
+    def _logits(self, X):
+        """Validated ``X`` -> logits, adapted to ``X`` when transductive."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        coef, intercept, scale = self.coef_, self.intercept_, self.scale_
+        if self.transductive and self.entropy_weight > 0 and X.shape[0] > 0:
+            start = (coef, intercept, scale)
+            unlabelled = (X, np.ones(X.shape[0]))
+            coef, intercept, scale, _ = self._fine_tune(
+                start, self._initial_coef(), unlabelled
+            )
+        return _cosine_logits(X, coef, scale) + intercept
+
+
+def _objective(W, b, log_s, support, unlabelled, W0, alpha, entropy_weight):
+    """The fine-tuning objective and its gradient, in closed form.
+
+    Parameters
+    ----------
+    W, b, log_s : tensor
+        Weights (n_classes, n_features), biases (n_classes,), log of the scale.
+    support : tuple of tensor
+        ``(Q, T)``: L2-normalised labelled rows (n, n_features) and targets
+        (n, n_classes), one-hot rows times the row weights (summing to 1).
+    unlabelled : tuple of tensor or None
+        ``(Q_u, v_u)``: L2-normalised unlabelled rows and their weights
+        (summing to 1); ``None`` when the entropy term is off.
+    W0 : tensor
+        The initialisation that ``alpha`` pulls ``W`` toward.
+    alpha, entropy_weight : float
+        Weights of the penalty and of the entropy term.
+
+    Returns
+    -------
+    loss, grad_W, grad_b, grad_log_s : tensor
+        The objective documented in :class:`FineTunedCosineClassifier` and its
+        partial derivatives. Closed form instead of autograd: the problem is
+        tiny, so the autograd graph would cost more than the arithmetic.
+    """
+    norms = torch.linalg.vector_norm(W, dim=1, keepdim=True).clamp_min(1e-12)
+    W_n = W / norms
+    s = torch.exp(log_s)
+    Q, T = support
+    cos = Q @ W_n.T
+    log_p = torch.log_softmax(s * cos + b, dim=1)
+    loss = -(T * log_p).sum()
+    # d loss / d logits of a weighted cross-entropy: v_i (p_i - onehot_i).
+    grad_logits = T.sum(dim=1, keepdim=True) * log_p.exp() - T
+    grad_W_n = s * (grad_logits.T @ Q)
+    grad_b = grad_logits.sum(dim=0)
+    grad_s = (grad_logits * cos).sum()
+    if unlabelled is not None:
+        Q_u, v_u = unlabelled
+        cos_u = Q_u @ W_n.T
+        log_p_u = torch.log_softmax(s * cos_u + b, dim=1)
+        p_u = log_p_u.exp()
+        entropy = -(p_u * log_p_u).sum(dim=1, keepdim=True)
+        loss = loss + entropy_weight * (v_u[:, None] * entropy).sum()
+        # d H / d logits = -p (log p + H), row by row.
+        grad_logits_u = -entropy_weight * v_u[:, None] * p_u * (log_p_u + entropy)
+        grad_W_n = grad_W_n + s * (grad_logits_u.T @ Q_u)
+        grad_b = grad_b + grad_logits_u.sum(dim=0)
+        grad_s = grad_s + (grad_logits_u * cos_u).sum()
+    # Through the normalisation w / |w|: remove the radial part, divide by |w|.
+    grad_W = (grad_W_n - W_n * (W_n * grad_W_n).sum(dim=1, keepdim=True)) / norms
+    delta = W - W0
+    loss = loss + alpha * (delta.square().sum() + b.square().sum())
+    grad_W = grad_W + 2 * alpha * delta
+    grad_b = grad_b + 2 * alpha * b
+    return loss, grad_W, grad_b, s * grad_s

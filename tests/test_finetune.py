@@ -1,0 +1,266 @@
+"""Tests for skfewshot.finetune.FineTunedCosineClassifier."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from numpy.testing import assert_allclose, assert_array_equal
+from scipy.special import softmax
+from sklearn.base import clone
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from skfewshot._heads import _expected_failed_checks, _l2_normalize
+from skfewshot.finetune import FineTunedCosineClassifier, _objective
+from skfewshot.prototype import PrototypeClassifier
+
+
+def _blobs(n_classes=3, n_per_class=6, dim=5, seed=0, noise=1.5):
+    """Overlapping class blobs, so fine-tuning has something to change."""
+    rng = np.random.RandomState(seed)
+    centers = rng.normal(size=(n_classes, dim))
+    X = np.concatenate(
+        [c + noise * rng.normal(size=(n_per_class, dim)) for c in centers]
+    )
+    y = np.repeat(np.arange(n_classes), n_per_class)
+    return X, y
+
+
+X, Y = _blobs()
+X_NEW, _ = _blobs(seed=1)
+
+
+@parametrize_with_checks(
+    [
+        FineTunedCosineClassifier(),
+        FineTunedCosineClassifier(learn_scale=True, entropy_weight=0.5),
+    ],
+    expected_failed_checks=_expected_failed_checks,
+)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+def test_objective_gradient_matches_autograd():
+    gen = torch.Generator().manual_seed(0)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+    W, b, log_s, W0 = (
+        randn(3, 7),
+        randn(3),
+        torch.tensor(1.3, dtype=torch.float64),
+        randn(3, 7),
+    )
+    Q, Q_u = F.normalize(randn(9, 7), dim=1), F.normalize(randn(5, 7), dim=1)
+    v = torch.rand(9, generator=gen, dtype=torch.float64)
+    T = F.one_hot(torch.arange(9) % 3, 3).double() * (v / v.sum())[:, None]
+    v_u = torch.rand(5, generator=gen, dtype=torch.float64)
+    v_u = v_u / v_u.sum()
+    loss, grad_W, grad_b, grad_log_s = _objective(
+        W, b, log_s, (Q, T), (Q_u, v_u), W0, 0.3, 0.7
+    )
+    params = [p.clone().requires_grad_(True) for p in (W, b, log_s)]
+    Wa, ba, la = params
+    W_n = F.normalize(Wa, dim=1)
+    log_p = torch.log_softmax(la.exp() * Q @ W_n.T + ba, dim=1)
+    log_p_u = torch.log_softmax(la.exp() * Q_u @ W_n.T + ba, dim=1)
+    entropy = -(log_p_u.exp() * log_p_u).sum(dim=1)
+    reference = (
+        -(T * log_p).sum()
+        + 0.7 * (v_u * entropy).sum()
+        + 0.3 * ((Wa - W0).square().sum() + ba.square().sum())
+    )
+    reference.backward()
+    assert_allclose(loss.item(), reference.item(), rtol=1e-12)
+    for ours, param in zip([grad_W, grad_b, grad_log_s], params):
+        assert_allclose(ours.numpy(), param.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_max_iter_zero_is_the_cosine_prototype_classifier():
+    ft = FineTunedCosineClassifier(max_iter=0, scale=7.0).fit(X, Y)
+    proto = PrototypeClassifier(metric="cosine", scale=7.0).fit(X, Y)
+    assert ft.n_iter_ == 0
+    assert_allclose(ft.coef_, _l2_normalize(proto.prototypes_))
+    assert_array_equal(ft.intercept_, np.zeros(3))
+    assert_allclose(ft.predict_proba(X_NEW), proto.predict_proba(X_NEW))
+    assert_array_equal(ft.predict(X_NEW), proto.predict(X_NEW))
+
+
+def test_huge_alpha_keeps_the_prototypes():
+    ft = FineTunedCosineClassifier(alpha=1e6).fit(X, Y)
+    proto = PrototypeClassifier(metric="cosine").fit(X, Y)
+    assert_allclose(ft.predict_proba(X_NEW), proto.predict_proba(X_NEW), atol=1e-4)
+
+
+def test_fit_minimises_the_documented_objective():
+    clf = FineTunedCosineClassifier(alpha=0.05).fit(X, Y)
+    W0 = torch.as_tensor(_l2_normalize(PrototypeClassifier().fit(X, Y).prototypes_))
+    Q = F.normalize(torch.as_tensor(X), dim=1)
+    T = F.one_hot(torch.as_tensor(Y), 3).double() / len(Y)
+
+    def objective(W, b):
+        loss, grad_W, grad_b, _ = _objective(
+            torch.as_tensor(W),
+            torch.as_tensor(b),
+            torch.tensor(np.log(10.0)),
+            (Q, T),
+            None,
+            W0,
+            0.05,
+            0.0,
+        )
+        return loss.item(), np.abs(grad_W.numpy()).max(), np.abs(grad_b.numpy()).max()
+
+    loss_start, *_ = objective(W0.numpy(), np.zeros(3))
+    loss_end, grad_W_max, grad_b_max = objective(clf.coef_, clf.intercept_)
+    assert loss_end < loss_start
+    assert 0 < clf.n_iter_ <= clf.max_iter
+    assert max(grad_W_max, grad_b_max) < 1e-5  # a stationary point
+    # Fitting the support set beats the prototypes on that support set.
+    proto = PrototypeClassifier().fit(X, Y)
+    assert clf.score(X, Y) >= proto.score(X, Y)
+
+
+def test_deterministic():
+    first = FineTunedCosineClassifier(random_state=0).fit(X, Y)
+    second = FineTunedCosineClassifier(random_state=0).fit(X, Y)
+    assert_array_equal(first.coef_, second.coef_)
+    assert_array_equal(first.intercept_, second.intercept_)
+
+
+def test_integer_sample_weight_equals_repetition():
+    # Equal objectives; the two fits agree up to the optimiser tolerance.
+    weight = np.tile([0, 1, 2], 6)
+    clf = FineTunedCosineClassifier(tol=1e-8, max_iter=500)
+    weighted = clone(clf).fit(X, Y, sample_weight=weight)
+    repeated = clone(clf).fit(np.repeat(X, weight, 0), np.repeat(Y, weight))
+    assert_allclose(weighted.coef_, repeated.coef_, atol=1e-6)
+    assert_allclose(weighted.intercept_, repeated.intercept_, atol=1e-6)
+    assert_allclose(
+        weighted.predict_proba(X_NEW), repeated.predict_proba(X_NEW), atol=1e-6
+    )
+
+
+def test_unlabelled_rows_only_enter_the_entropy_term():
+    X_u = np.vstack([X, X_NEW])
+    y_u = np.concatenate([Y, -np.ones(len(X_NEW), dtype=int)])
+    plain = FineTunedCosineClassifier().fit(X, Y)
+    ignored = FineTunedCosineClassifier(entropy_weight=0.0).fit(X_u, y_u)
+    assert_array_equal(ignored.classes_, [0, 1, 2])
+    assert_array_equal(ignored.coef_, plain.coef_)
+    used = FineTunedCosineClassifier(entropy_weight=1.0).fit(X_u, y_u)
+    assert not np.allclose(used.coef_, plain.coef_)
+    # Entropy minimisation makes the unlabelled rows' predictions more confident.
+    entropy = [
+        -(p * np.log(p)).sum(axis=1).mean()
+        for p in (plain.predict_proba(X_NEW), used.predict_proba(X_NEW))
+    ]
+    assert entropy[1] < entropy[0]
+
+
+def test_transductive_leaves_the_fitted_state_alone():
+    clf = FineTunedCosineClassifier(transductive=True, entropy_weight=1.0).fit(X, Y)
+    coef, intercept = clf.coef_.copy(), clf.intercept_.copy()
+    first = clf.predict_proba(X_NEW)
+    other = clf.predict_proba(X)
+    second = clf.predict_proba(X_NEW)
+    assert_array_equal(first, second)
+    assert_array_equal(clf.coef_, coef)
+    assert_array_equal(clf.intercept_, intercept)
+    fresh = FineTunedCosineClassifier(transductive=True, entropy_weight=1.0).fit(X, Y)
+    assert_array_equal(fresh.predict_proba(X), other)
+    # The queries moved the classifier: probabilities differ from inductive ones.
+    inductive = FineTunedCosineClassifier(entropy_weight=1.0).fit(X, Y)
+    assert not np.allclose(first, inductive.predict_proba(X_NEW))
+    # All prediction methods see the same adapted classifier.
+    assert_array_equal(clf.predict(X_NEW), clf.classes_[first.argmax(axis=1)])
+    assert_allclose(clf.predict_log_proba(X_NEW), np.log(first))
+    assert_allclose(softmax(clf.decision_function(X_NEW), axis=1), first)
+
+
+def test_transductive_without_entropy_changes_nothing():
+    inductive = FineTunedCosineClassifier().fit(X, Y)
+    transductive = FineTunedCosineClassifier(transductive=True).fit(X, Y)
+    assert_array_equal(
+        transductive.predict_proba(X_NEW), inductive.predict_proba(X_NEW)
+    )
+
+
+def test_learn_scale_fits_the_scale():
+    clf = FineTunedCosineClassifier(learn_scale=True, scale=2.0).fit(X, Y)
+    assert clf.scale_ != 2.0
+    assert FineTunedCosineClassifier(scale=2.0).fit(X, Y).scale_ == 2.0
+    # Predictions use the learned scale.
+    logits = clf.scale_ * _l2_normalize(X_NEW) @ _l2_normalize(clf.coef_).T
+    assert_allclose(clf.decision_function(X_NEW), logits + clf.intercept_)
+
+
+def test_string_labels_and_pickle():
+    labels = np.array(["cat", "dog", "emu"])[Y]
+    clf = FineTunedCosineClassifier().fit(X, labels)
+    assert_array_equal(clf.classes_, ["cat", "dog", "emu"])
+    loaded = pickle.loads(pickle.dumps(clf))
+    assert_array_equal(loaded.predict(X_NEW), clf.predict(X_NEW))
+    assert_array_equal(loaded.predict_proba(X_NEW), clf.predict_proba(X_NEW))
+    assert set(loaded.predict(X_NEW)) <= {"cat", "dog", "emu"}
+
+
+def test_episode_is_classified_well(episode):
+    X_support, y_support, X_query, y_query = episode
+    clf = FineTunedCosineClassifier().fit(X_support, y_support)
+    assert clf.score(X_query, y_query) >= 0.9
+    assert isinstance(clf.coef_, np.ndarray) and clf.coef_.shape == (5, 16)
+
+
+@pytest.mark.parametrize(
+    "X_bad, y_bad, match",
+    [
+        (X, np.zeros(len(X)), "at least 2 classes"),
+        (X, -np.ones(len(X)), "All 18 labels are -1"),
+        (np.where(X > 1, np.nan, X), Y, "NaN"),
+        (np.where(X > 1, np.inf, X), Y, "infinity"),
+        (np.empty((0, 5)), [], "0 sample"),
+        (X[:, 0], Y, "Expected 2D array"),
+    ],
+)
+def test_bad_input_in_fit(X_bad, y_bad, match):
+    with pytest.raises(ValueError, match=match):
+        FineTunedCosineClassifier().fit(X_bad, y_bad)
+
+
+def test_wrong_number_of_features_at_predict():
+    clf = FineTunedCosineClassifier().fit(X, Y)
+    with pytest.raises(ValueError, match="4 features, but FineTunedCosineClassifier"):
+        clf.predict_proba(X[:, :4])
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"scale": 0.0}, "'scale' parameter"),
+        ({"max_iter": -1}, "'max_iter' parameter"),
+        ({"alpha": -0.1}, "'alpha' parameter"),
+        ({"entropy_weight": -1.0}, "'entropy_weight' parameter"),
+        ({"device": "not-a-device"}, "not a valid torch device"),
+    ],
+)
+def test_invalid_parameters(params, match):
+    with pytest.raises(ValueError, match=match):
+        FineTunedCosineClassifier(**params).fit(X, Y)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
+def test_cuda_without_cuda_is_a_clear_error():
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        FineTunedCosineClassifier(device="cuda").fit(X, Y)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    cpu = FineTunedCosineClassifier(device="cpu").fit(X, Y)
+    cuda = FineTunedCosineClassifier(device="cuda").fit(X, Y)
+    assert isinstance(cuda.coef_, np.ndarray)
+    assert_allclose(cuda.predict_proba(X_NEW), cpu.predict_proba(X_NEW), atol=1e-6)
