@@ -6,11 +6,14 @@ re-implements device resolution or numpy <-> tensor conversion.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
 
 __all__ = [
+    "single_thread",
     "resolve_device",
     "make_generator",
     "seed_from",
@@ -123,3 +126,22 @@ def iter_batches(n: int, batch_size: int):
     """Yield ``slice`` objects covering ``range(n)`` in chunks of ``batch_size``."""
     for start in range(0, n, batch_size):
         yield slice(start, min(start + batch_size, n))
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Run torch's CPU ops on one thread inside the block, then restore the count.
+
+    For tiny problems (a few-shot head on one episode) thread start-up and
+    spin-waiting cost more than the arithmetic, and on a busy machine torch's
+    OpenMP threads make each small op 10 to 100 times slower.
+    """
+    previous = torch.get_num_threads()
+    if previous == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import minimize
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import (
     _check_sample_weight,
@@ -25,7 +27,12 @@ from skfewshot._heads import (
     _l2_normalize,
     _LogitClassifierMixin,
 )
-from skfewshot._torch_utils import resolve_device, to_numpy, to_tensor
+from skfewshot._torch_utils import (
+    resolve_device,
+    single_thread,
+    to_numpy,
+    to_tensor,
+)
 
 __all__ = ["FineTunedCosineClassifier"]
 
@@ -37,7 +44,7 @@ def _threadpool_controller():
 
 
 def _single_blas_thread(method):
-    """Run ``method`` with one BLAS thread.
+    """Run ``method`` with one BLAS thread and one torch CPU thread.
 
     The arrays are tiny, and BLAS threads left spinning beside torch's OpenMP
     threads made a fit 10 to 100 times slower on a busy 2-core machine.
@@ -45,7 +52,10 @@ def _single_blas_thread(method):
 
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
-        with _threadpool_controller().limit(limits=1, user_api="blas"):
+        with (
+            _threadpool_controller().limit(limits=1, user_api="blas"),
+            single_thread(),
+        ):
             return method(*args, **kwargs)
 
     return wrapper
@@ -57,16 +67,19 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
     The logits of a query ``q`` are ``s * cos(w_c, q) + b_c``. ``fit`` starts
     from ``W = W0``, the L2-normalised class prototypes (weighted class means
     of the support features), and ``b = 0``, then minimises, full batch with
-    L-BFGS,
+    SciPy's L-BFGS-B (objective and gradient computed in torch on ``device``),
 
     .. math::
 
         L(W, b, s) = \\frac{\\sum_{i \\in S} v_i \\, CE_i}{\\sum_{i \\in S} v_i}
-        + \\alpha \\left(\\lVert W - W_0 \\rVert_F^2
+        + \\alpha \\left(\\lVert \\hat W - W_0 \\rVert_F^2
         + \\lVert b \\rVert_2^2\\right)
         + \\lambda \\frac{\\sum_{u \\in U} v_u H(p_u)}{\\sum_{u \\in U} v_u}
 
-    where ``S`` are the labelled rows, ``CE_i`` the cross-entropy of row ``i``,
+    where ``W_hat`` is ``W`` with its rows L2-normalised (so the penalty is
+    ``2 alpha sum_c (1 - cos(w_c, w0_c)) + alpha ||b||^2``: it pulls the class
+    directions, the only part of ``W`` the logits depend on, toward the
+    prototypes), ``S`` are the labelled rows, ``CE_i`` the cross-entropy of row ``i``,
     ``v`` the sample weights, ``U`` the unlabelled rows (``y == -1``), ``H(p_u)``
     the entropy of the predicted distribution of row ``u`` and
     ``lambda = entropy_weight``; ``s`` is ``scale``, learned only if
@@ -77,10 +90,11 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
     ----------
     alpha : float, default=0.01
         Strength of the pull toward the initialisation (``W0``, ``b = 0``).
-        Cosine logits do not depend on the norm of ``w_c`` and ``W0`` has unit
-        rows, so ``alpha`` does not depend on the scale of the features. Large
-        values keep the prototype classifier (``alpha -> inf`` gives exactly
-        :class:`PrototypeClassifier` with ``metric="cosine"``). The default
+        The penalty compares unit vectors, so ``alpha`` does not depend on the
+        scale of the features or of ``W``. Large
+        values keep the prototype classifier (as ``alpha`` grows, predictions
+        approach those of :class:`PrototypeClassifier` with
+        ``metric="cosine"``). The default
         lets the head fit the support set while staying near the prototypes:
         in a sweep over ``{1e-3, 1e-2, 1e-1, 1, 10}`` on 100 5-way 5-shot
         episodes of scikit-learn's digits (pixels as features) it was the most
@@ -98,17 +112,20 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
 
     learn_scale : bool, default=False
         If True, ``s`` is fitted too (parametrised as ``exp(log s)`` and not
-        regularised). On a support set it separates perfectly, the learned
-        scale keeps growing, which makes :meth:`predict_proba` overconfident;
+        regularised). On a support set that the head separates perfectly, the
+        learned scale keeps growing, which makes :meth:`predict_proba` overconfident;
         hence the fixed default.
 
     max_iter : int, default=100
-        Maximum number of L-BFGS iterations. ``0`` skips fine-tuning: the
-        classifier is then the cosine prototype classifier.
+        Maximum number of L-BFGS-B iterations (a
+        :class:`~sklearn.exceptions.ConvergenceWarning` says when they run
+        out). ``0`` skips fine-tuning: the classifier is then exactly the
+        cosine prototype classifier. There is no learning rate: L-BFGS-B picks
+        its step lengths by line search.
 
     tol : float, default=1e-6
-        Stop when the largest absolute gradient entry falls below ``tol``
-        (or the loss stops changing).
+        Stop when the largest absolute entry of the gradient falls below
+        ``tol`` (L-BFGS-B's ``gtol``).
 
     transductive : bool, default=False
         If True, :meth:`predict`, :meth:`predict_proba`,
@@ -129,12 +146,13 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
     random_state : int, RandomState instance or None, default=None
         Accepted for API compatibility with tools that set ``random_state``.
         The fit draws no random numbers (prototype initialisation, full-batch
-        L-BFGS), so results are deterministic whatever its value.
+        L-BFGS-B), so results are deterministic whatever its value.
 
     Attributes
     ----------
     coef_ : ndarray of shape (n_classes, n_features)
-        Class weight vectors ``W`` (only their direction matters).
+        Class weight vectors ``W``; only their directions enter the logits and
+        the objective, so their norms are whatever the optimiser left.
 
     intercept_ : ndarray of shape (n_classes,)
         Class biases ``b``.
@@ -147,7 +165,7 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
         Class labels, sorted as :func:`numpy.unique` sorts them.
 
     n_iter_ : int
-        Number of L-BFGS iterations run by ``fit``.
+        Number of L-BFGS-B iterations run by ``fit``.
 
     n_features_in_ : int
         Number of features seen during :meth:`fit`.
@@ -240,7 +258,8 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
             the entropy term.
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative row weights for the prototypes and the weighted
-            means of the loss; an integer weight acts as repeating the row.
+            means of the loss; an integer weight acts as repeating the row
+            (up to the optimiser's ``tol``).
 
         Returns
         -------
@@ -326,6 +345,14 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
             method="L-BFGS-B",
             options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": 0.0},
         )
+        if result.status == 1:  # the iteration limit was reached
+            warnings.warn(
+                f"FineTunedCosineClassifier stopped after max_iter={self.max_iter} "
+                f"L-BFGS-B iterations with the largest gradient entry above "
+                f"tol={self.tol}; increase max_iter or tol.",
+                ConvergenceWarning,
+                stacklevel=5,  # the caller of fit / predict*, past the wrappers
+            )
         x = result.x
         if self.learn_scale:
             scale = float(np.exp(x[-1]))
@@ -400,10 +427,10 @@ def _objective(W, b, log_s, support, unlabelled, W0, alpha, entropy_weight):
         grad_W_n = grad_W_n + s * (grad_logits_u.T @ Q_u)
         grad_b = grad_b + grad_logits_u.sum(dim=0)
         grad_s = grad_s + (grad_logits_u * cos_u).sum()
+    delta = W_n - W0
+    loss = loss + alpha * (delta.square().sum() + b.square().sum())
+    grad_W_n = grad_W_n + 2 * alpha * delta
+    grad_b = grad_b + 2 * alpha * b
     # Through the normalisation w / |w|: remove the radial part, divide by |w|.
     grad_W = (grad_W_n - W_n * (W_n * grad_W_n).sum(dim=1, keepdim=True)) / norms
-    delta = W - W0
-    loss = loss + alpha * (delta.square().sum() + b.square().sum())
-    grad_W = grad_W + 2 * alpha * delta
-    grad_b = grad_b + 2 * alpha * b
     return loss, grad_W, grad_b, s * grad_s
