@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy.special import softmax
 from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skfewshot._heads import _expected_failed_checks, _l2_normalize
@@ -71,7 +72,7 @@ def test_objective_gradient_matches_autograd():
     reference = (
         -(T * log_p).sum()
         + 0.7 * (v_u * entropy).sum()
-        + 0.3 * ((Wa - W0).square().sum() + ba.square().sum())
+        + 0.3 * ((W_n - W0).square().sum() + ba.square().sum())
     )
     reference.backward()
     assert_allclose(loss.item(), reference.item(), rtol=1e-12)
@@ -122,6 +123,13 @@ def test_fit_minimises_the_documented_objective():
     # Fitting the support set beats the prototypes on that support set.
     proto = PrototypeClassifier().fit(X, Y)
     assert clf.score(X, Y) >= proto.score(X, Y)
+
+
+def test_iteration_limit_warns():
+    with pytest.warns(ConvergenceWarning, match="stopped after max_iter=2") as record:
+        clf = FineTunedCosineClassifier(max_iter=2).fit(X, Y)
+    assert clf.n_iter_ == 2
+    assert record[0].filename == __file__
 
 
 def test_deterministic():
