@@ -172,7 +172,7 @@ class BackboneTransformer(
     Parameters
     ----------
     module : torch.nn.Module
-        The backbone. It receives a tensor of shape (batch, *per_sample_shape)
+        The backbone. It receives a tensor of shape ``(batch, *per_sample_shape)``
         and returns a tensor whose first dimension is the batch. It is used in
         place, not copied: ``fit`` and ``transform`` move it to the resolved
         device (as skorch does), switch it (and every submodule) to eval mode
@@ -244,7 +244,7 @@ class BackboneTransformer(
         Number of features seen during ``fit``; only defined when ``X`` was a
         2-D array without ``preprocess``.
 
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (n_features,)
         Names of features seen during ``fit``; only defined when ``X`` has
         string column names.
 
@@ -365,7 +365,7 @@ class BackboneTransformer(
 
         Returns
         -------
-        features : ndarray of shape (n_samples, n_features_out_), dtype float32
+        features : ndarray of shape (n_samples, n_features_out), dtype float32
             The backbone outputs, trailing dimensions flattened.
         """
         check_is_fitted(self)

@@ -84,7 +84,8 @@ class EpisodicSplit(BaseShuffleSplit):
     random_state : int, RandomState instance or None, default=None
         Controls which episodes are drawn. Pass an int for the same episodes on
         every call of :meth:`split`; with None or a RandomState instance each
-        call draws new episodes. See :term:`Glossary <random_state>`.
+        call draws new episodes (see ``random_state`` in scikit-learn's
+        glossary).
 
     See Also
     --------
