@@ -276,16 +276,14 @@ def _load_dataset(args, meta):
     return np.asarray(bunch.data, dtype=object), bunch.target, None
 
 
-def _text_features():
-    """Unsupervised LSA features for texts (TF-IDF + truncated SVD, 256-d)."""
+def _lsa_features(texts):
+    """Unsupervised LSA features of texts: TF-IDF, then truncated SVD (<= 256-d)."""
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.pipeline import make_pipeline
 
-    return make_pipeline(
-        TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2),
-        TruncatedSVD(n_components=256, random_state=0),
-    )
+    tfidf = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2)).fit_transform(texts)
+    svd = TruncatedSVD(n_components=min(256, tfidf.shape[1] - 1), random_state=0)
+    return svd.fit_transform(tfidf).astype(np.float32)
 
 
 def _cmd_evaluate(args):
@@ -312,9 +310,16 @@ def _cmd_evaluate(args):
             )
         module, meta = _load_backbone(args.backbone)
     X, y, groups = _load_dataset(args, meta)
-    if args.dataset == "banking77":
+    if args.dataset == "banking77" and args.text_encoder:
+        from .text import SentenceEncoder
+
+        pipe = make_pipeline(
+            SentenceEncoder(args.text_encoder), make_head(args.head, args.seed)
+        )
+        meta["architecture"] = f"SentenceEncoder({args.text_encoder})"
+    elif args.dataset == "banking77":
         # Unsupervised features fitted on the pool texts (no labels), once.
-        X = _text_features().fit_transform(X).astype(np.float32)
+        X = _lsa_features(X)
         pipe = make_head(args.head, args.seed)
     else:
         pipe = make_pipeline(
@@ -501,6 +506,12 @@ def build_parser():
         metavar="FILE",
         help="backbone file written by skfewshot.models.save_backbone (image data); "
         "banking77 uses built-in LSA text features instead",
+    )
+    ev.add_argument(
+        "--text-encoder",
+        metavar="NAME",
+        help="banking77: a sentence-transformers model name or path to embed the "
+        "texts (needs the text extra); default: built-in LSA features",
     )
     ev.add_argument(
         "--head",

@@ -184,3 +184,19 @@ def test_runs_on_runs_built_from_small2(shared_data, tmp_path, capsys):
         capsys, "runs", "--runs", str(tmp_path / "runs"), "--backbone", str(backbone)
     )
     assert "overall error rate" in out and "run02" in out
+
+
+def test_evaluate_banking77_on_lsa_features(tmp_path, capsys):
+    words = ["card", "transfer", "refund", "pin", "atm", "fee"]
+    rows = ["text,category"]
+    for c, word in enumerate(words):
+        for i in range(6):
+            rows.append(f'"my {word} issue number {i}, please help",intent_{c}')
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    argv = ["evaluate", "--dataset", "banking77", "--data-dir", str(tmp_path)]
+    argv += ["--n-way", "5", "--n-shot", "1", "--n-query", "3", "--episodes", "5"]
+    status, out, _ = run_cli(capsys, *argv, "--json", "--quiet")
+    assert status == 0
+    result = json.loads(out)
+    assert result["architecture"].startswith("LSA")
+    assert result["mean"] == 1.0  # each intent has its own keyword
