@@ -7,8 +7,9 @@ from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.utils._param_validation import InvalidParameterError
 from skorch import NeuralNetClassifier
-from skorch.callbacks import Checkpoint, EarlyStopping
+from skorch.callbacks import Callback, Checkpoint, EarlyStopping
 
+from skfewshot.backbone import _CACHE, BackboneTransformer
 from skfewshot.model_selection import evaluate_episodes
 from skfewshot.models import Conv4
 from skfewshot.prototype import PrototypeClassifier
@@ -17,7 +18,6 @@ from skfewshot.training import (
     ProtoNetMetaTrainer,
     SupervisedPretrainer,
 )
-from skfewshot.training._base import embed
 from skfewshot.training._heads import BackboneWithHead, CosineHead, PrototypeHead
 from skfewshot.training._protonet import _EpisodeBatchSampler, _EpisodicNet
 
@@ -353,7 +353,9 @@ def test_episodic_validation_records_the_few_shot_accuracy(make, base, novel):
     assert history[0, "valid_fsl_acc_best"] is True
     assert history[1, "valid_fsl_acc_best"] == (scores[1] > scores[0])
     # the recorded number is evaluate_episodes on the final backbone's features
-    features = embed(trainer.backbone_, novel[0], "cpu")
+    features = BackboneTransformer(trainer.backbone_, device="cpu").fit_transform(
+        novel[0]
+    )
     expected = evaluate_episodes(
         PrototypeClassifier(),
         features,
@@ -367,6 +369,25 @@ def test_episodic_validation_records_the_few_shot_accuracy(make, base, novel):
     assert scores[-1] == pytest.approx(expected.mean)
     assert history[-1, "valid_fsl_acc_ci95"] == pytest.approx(expected.ci95)
     assert trainer.backbone_.training is False
+
+
+class _RecordTrainingFlags(Callback):
+    """Records, after the validation callback, which backbone modules train."""
+
+    def on_epoch_end(self, net, **kwargs):
+        flags = [m.training for m in net.module_.backbone.modules()]
+        net.history.record("backbone_training", flags)
+
+
+def test_episodic_validation_restores_train_mode_and_skips_the_cache(base, novel):
+    n_cached = len(_CACHE)
+    callbacks = [_validation(novel), _RecordTrainingFlags()]
+    trainer = _pretrainer(max_epochs=2, callbacks=callbacks).fit(*base)
+    # skorch trains in train mode; the validation pass must hand it back so
+    flags = trainer.history_[:, "backbone_training"]
+    n_modules = len(list(trainer.backbone_.modules()))
+    assert flags == [[True] * n_modules] * 2
+    assert len(_CACHE) == n_cached  # validation features are not cached
 
 
 def test_episodic_validation_drives_early_stopping_and_checkpoint(

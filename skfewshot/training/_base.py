@@ -24,7 +24,7 @@ from skorch.dataset import unpack_data
 from skorch.utils import to_device
 from skorch.utils import to_tensor as _skorch_to_tensor
 
-from .._torch_utils import iter_batches, resolve_device, seed_from, to_numpy, to_tensor
+from .._torch_utils import resolve_device, seed_from, to_tensor
 
 _OPTIMIZERS = {
     "sgd": torch.optim.SGD,
@@ -34,25 +34,6 @@ _OPTIMIZERS = {
 
 #: Name of the per-epoch training accuracy in ``history_``.
 TRAIN_ACC = "train_acc"
-
-
-def embed(backbone, X, device, batch_size=256):
-    """Features of ``X`` (numpy) through ``backbone`` in eval mode, batched.
-
-    The module's training mode is restored afterwards, so this can run in the
-    middle of training (the episodic validation callback does).
-    """
-    was_training = backbone.training
-    backbone.eval()
-    try:
-        with torch.inference_mode():
-            parts = [
-                to_numpy(backbone(to_tensor(X[sl], device=device)))
-                for sl in iter_batches(len(X), batch_size)
-            ]
-    finally:
-        backbone.train(was_training)
-    return np.concatenate(parts)
 
 
 def _probe_backbone(backbone, X, device):

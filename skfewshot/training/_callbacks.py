@@ -10,7 +10,7 @@ from sklearn.utils import check_array, column_or_1d
 from skorch.callbacks import Callback
 
 from .._episodes import EpisodeSampler
-from ._base import embed
+from ..backbone import BackboneTransformer
 
 __all__ = ["EpisodicValidation"]
 
@@ -18,8 +18,9 @@ __all__ = ["EpisodicValidation"]
 class EpisodicValidation(Callback):
     """Record few-shot accuracy on held-out classes at the end of every epoch.
 
-    The net's current backbone embeds ``X_val`` once per epoch (eval mode, no
-    gradients, batched on the net's device); then
+    The net's current backbone embeds ``X_val`` once per epoch through a
+    :class:`~skfewshot.BackboneTransformer` (eval mode, no gradients, batched on
+    the net's device, training flags restored, feature cache off); then
     :func:`~skfewshot.model_selection.evaluate_episodes` fits ``head`` on the
     support features of ``n_episodes`` N-way K-shot episodes and scores it on
     their queries. The mean accuracy goes to the history as ``name``, its 95%
@@ -170,7 +171,18 @@ class EpisodicValidation(Callback):
         from ..model_selection import evaluate_episodes
         from ..prototype import PrototypeClassifier
 
-        features = embed(net.module_.backbone, self.X_val_, net.device, self.batch_size)
+        # The one place that embeds with a frozen module: eval mode, inference
+        # mode, batches, and every submodule's training flag restored after.
+        # cache=False: weights change every epoch, so caching these rows would
+        # only evict other transformers' features from the shared cache.
+        embedder = BackboneTransformer(
+            net.module_.backbone,
+            device="cpu" if net.device is None else net.device,
+            batch_size=self.batch_size,
+            cache=False,
+        )
+        # fit on one row (it records the output width); transform does the rest
+        features = embedder.fit(self.X_val_[:1]).transform(self.X_val_)
         head = PrototypeClassifier() if self.head is None else clone(self.head)
         scores = evaluate_episodes(
             head,
