@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 
 import numpy as np
-from sklearn.utils import Bunch
+
+from ._base import _bunch_or_X_y
 
 __all__ = ["load_banking77"]
 
@@ -136,9 +137,8 @@ def load_banking77(path, *, subset="train", return_X_y=False):
         target_names = np.unique(categories)
     index = {name: i for i, name in enumerate(target_names.tolist())}
     target = np.array([index[c] for c in categories])
-    if return_X_y:
-        return texts, target
-    return Bunch(
+    return _bunch_or_X_y(
+        return_X_y,
         data=texts,
         target=target,
         target_names=target_names,

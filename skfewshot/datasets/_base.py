@@ -1,4 +1,5 @@
-"""Data home and the one checksummed download helper every downloader uses."""
+"""Data home, the one checksummed download helper every downloader uses, and the
+return convention (Bunch or ``(data, target)``) every loader follows."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
+
+from sklearn.utils import Bunch
 
 __all__ = ["get_data_home", "clear_data_home"]
 
@@ -76,6 +79,16 @@ def clear_data_home(data_home=None):
     False
     """
     shutil.rmtree(get_data_home(data_home))
+
+
+def _bunch_or_X_y(return_X_y, **fields):
+    """What a loader returns: ``Bunch(**fields)``, or ``(data, target)`` of it.
+
+    The convention of scikit-learn's loaders, shared by every skfewshot loader.
+    """
+    if return_X_y:
+        return fields["data"], fields["target"]
+    return Bunch(**fields)
 
 
 def _open_zip(path):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.datasets import load_digits
-from sklearn.utils import Bunch
+
+from ._base import _bunch_or_X_y
 
 __all__ = ["load_digits_images"]
 
@@ -57,9 +58,8 @@ def load_digits_images(*, return_X_y=False):
     """
     digits = load_digits()
     data = (digits.images / 16.0).astype(np.float32)[:, None]
-    if return_X_y:
-        return data, digits.target
-    return Bunch(
+    return _bunch_or_X_y(
+        return_X_y,
         data=data,
         images=data[:, 0],
         target=digits.target,

@@ -7,9 +7,8 @@ import re
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from sklearn.utils import Bunch
 
-from ._base import _check_zip, _fetch_file, _open_zip, get_data_home
+from ._base import _bunch_or_X_y, _check_zip, _fetch_file, _open_zip, get_data_home
 from ._images import check_image_size, pngs_to_images
 
 __all__ = ["load_omniglot"]
@@ -179,14 +178,11 @@ def load_omniglot(
             md5=_OMNIGLOT_MD5.get(subset),
             check=_check_zip,
         )
-    bunch = _read_omniglot_zip(zip_path, image_size)
-    if return_X_y:
-        return bunch.data, bunch.target
-    return bunch
+    return _bunch_or_X_y(return_X_y, **_read_omniglot_zip(zip_path, image_size))
 
 
 def _read_omniglot_zip(zip_path, image_size):
-    """Read ``<top>/<Alphabet>/<characterNN>/<file>.png`` members of a zip."""
+    """Bunch fields (a dict) from the ``<top>/<Alphabet>/<char>/*.png`` members."""
     with _open_zip(zip_path) as archive:
         entries = []
         for name in archive.namelist():
@@ -215,7 +211,7 @@ def _read_omniglot_zip(zip_path, image_size):
     drawers = np.array(
         [int(m.group(1)) if (m := _DRAWER.search(n)) else -1 for n in names]
     )
-    return Bunch(
+    return dict(
         data=data,
         images=data[:, 0],
         target=target,
