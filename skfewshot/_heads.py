@@ -1,10 +1,10 @@
 """Pieces shared by the few-shot heads (prototype and fine-tuned cosine).
 
-Private module: label handling with scikit-learn's ``y == -1`` convention for
-unlabelled rows, weighted class means, L2 normalisation, cosine logits, and a
-mixin that derives ``predict`` / ``predict_proba`` / ``predict_log_proba`` /
-``decision_function`` from one ``_logits`` method, so both classifiers follow
-the same conventions.
+Private module: input validation of the support and query sets, label
+handling with scikit-learn's ``y == -1`` convention for unlabelled rows,
+weighted class means, L2 normalisation, cosine logits, and a mixin that derives
+``predict`` / ``predict_proba`` / ``predict_log_proba`` / ``decision_function``
+from one ``_logits`` method, so both classifiers follow the same conventions.
 """
 
 from __future__ import annotations
@@ -12,9 +12,17 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_softmax, softmax
 from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    validate_data,
+)
 
 #: Label that marks an unlabelled row (scikit-learn's semi-supervised convention).
 UNLABELLED = -1
+
+#: Feature dtypes the heads accept: float32 stays float32, the rest -> float64.
+_FLOAT_DTYPES = [np.float64, np.float32]
 
 
 def _unlabelled_mask(y) -> np.ndarray:
@@ -76,6 +84,31 @@ def _encode_labels(y):
     return classes, codes
 
 
+def _validate_support(estimator, X, y, sample_weight, weight_dtype=None):
+    """Validate the support set that a head's ``fit`` receives.
+
+    ``X`` and ``y`` go through ``validate_data`` (which records
+    ``n_features_in_``), the weights through ``_check_sample_weight`` (non-
+    negative, in ``weight_dtype``, or the dtype of ``X`` when None), the labels
+    through :func:`_encode_labels`.
+
+    Returns
+    -------
+    X, classes, codes, sample_weight
+        The validated features, the classes, the per-row codes (``-1`` for
+        unlabelled rows) and the row weights.
+    """
+    X, y = validate_data(estimator, X, y, dtype=_FLOAT_DTYPES)
+    sample_weight = _check_sample_weight(
+        sample_weight,
+        X,
+        dtype=X.dtype if weight_dtype is None else weight_dtype,
+        ensure_non_negative=True,
+    )
+    classes, codes = _encode_labels(y)
+    return X, classes, codes, sample_weight
+
+
 def _class_means(X, codes, classes, sample_weight):
     """Weighted mean of the rows of each class (unlabelled rows ignored).
 
@@ -117,6 +150,11 @@ class _LogitClassifierMixin:
     (positive means ``classes_[1]``, and ``predict_proba[:, 1]`` is its
     sigmoid).
     """
+
+    def _validate_queries(self, X):
+        """Check the head is fitted; ``X`` validated against the fitted shape."""
+        check_is_fitted(self)
+        return validate_data(self, X, dtype=_FLOAT_DTYPES, reset=False)
 
     def decision_function(self, X):
         """Class scores (logits) of the rows of ``X``.

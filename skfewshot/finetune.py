@@ -13,19 +13,14 @@ from scipy.optimize import minimize
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval
-from sklearn.utils.validation import (
-    _check_sample_weight,
-    check_is_fitted,
-    validate_data,
-)
 from threadpoolctl import ThreadpoolController
 
 from skfewshot._heads import (
     _class_means,
     _cosine_logits,
-    _encode_labels,
     _l2_normalize,
     _LogitClassifierMixin,
+    _validate_support,
 )
 from skfewshot._torch_utils import (
     resolve_device,
@@ -266,11 +261,9 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
         self : FineTunedCosineClassifier
             The fitted classifier.
         """
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
-        sample_weight = _check_sample_weight(
-            sample_weight, X, dtype=np.float64, ensure_non_negative=True
+        X, self.classes_, codes, sample_weight = _validate_support(
+            self, X, y, sample_weight, weight_dtype=np.float64
         )
-        self.classes_, codes = _encode_labels(y)
         labelled = codes >= 0
         self._support = (X[labelled], codes[labelled], sample_weight[labelled])
         W0 = self._initial_coef()
@@ -366,8 +359,7 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
     @_single_blas_thread
     def _logits(self, X):
         """Validated ``X`` -> logits, adapted to ``X`` when transductive."""
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        X = self._validate_queries(X)
         coef, intercept, scale = self.coef_, self.intercept_, self.scale_
         if self.transductive and self.entropy_weight > 0 and X.shape[0] > 0:
             start = (coef, intercept, scale)

@@ -7,17 +7,12 @@ from numbers import Real
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import (
-    _check_sample_weight,
-    check_is_fitted,
-    validate_data,
-)
 
 from skfewshot._heads import (
     _class_means,
     _cosine_logits,
-    _encode_labels,
     _LogitClassifierMixin,
+    _validate_support,
 )
 
 __all__ = ["PrototypeClassifier"]
@@ -146,11 +141,9 @@ class PrototypeClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEstimator)
         self : PrototypeClassifier
             The fitted classifier.
         """
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
-        sample_weight = _check_sample_weight(
-            sample_weight, X, dtype=X.dtype, ensure_non_negative=True
+        X, self.classes_, codes, sample_weight = _validate_support(
+            self, X, y, sample_weight
         )
-        self.classes_, codes = _encode_labels(y)
         self.prototypes_ = _class_means(X, codes, self.classes_, sample_weight)
         if self.center:
             self.mean_ = np.average(X, axis=0, weights=sample_weight).astype(X.dtype)
@@ -160,8 +153,7 @@ class PrototypeClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEstimator)
 
     def _logits(self, X):
         """Validated ``X`` -> (n_samples, n_classes) logits for ``metric``."""
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        X = self._validate_queries(X)
         M = self.prototypes_
         if self.center:
             X = X - self.mean_
