@@ -36,7 +36,8 @@ with ``--reuse``), ``docs/benchmarks_omniglot.rst`` and
     skfewshot runs --runs PATH/TO/runs --backbone \
         benchmarks/_artifacts/conv4_small12_<recipe>.pt
 
-Run from the repository root (under 30 minutes on a 2-core CPU)::
+Run from the repository root (9 minutes on an idle 2-core CPU; 3-5x more when
+the machine is shared: lower ``--epochs`` there)::
 
     PYTHONUNBUFFERED=1 python benchmarks/omniglot_meta_vs_finetune.py
 """
