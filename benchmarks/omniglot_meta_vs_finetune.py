@@ -701,7 +701,7 @@ def main(argv=None):
     parser.add_argument(
         "--epochs",
         type=int,
-        default=16,
+        default=40,
         help="training budget: epochs' worth of images per backbone",
     )
     parser.add_argument("--episodes", type=int, default=600)
