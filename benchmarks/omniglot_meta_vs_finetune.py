@@ -62,6 +62,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import Normalizer
 
+from skfewshot.backbone import BackboneTransformer
 from skfewshot.datasets import augment_rotations, load_omniglot
 from skfewshot.finetune import FineTunedCosineClassifier
 from skfewshot.model_selection import EpisodicSplit, evaluate_episodes
@@ -208,14 +209,9 @@ def train_or_load(recipe, X, y, path, args):
 
 
 def embed(backbone, X, batch_size=512):
-    backbone.eval()
-    with torch.inference_mode():
-        return np.concatenate(
-            [
-                backbone(torch.as_tensor(X[i : i + batch_size])).numpy()
-                for i in range(0, len(X), batch_size)
-            ]
-        )
+    """Features of X: the package's BackboneTransformer, without the cache."""
+    features = BackboneTransformer(backbone, batch_size=batch_size, cache=False)
+    return features.fit(X[:1]).transform(X)
 
 
 def choose_head_params(F_val, y_val, args):
