@@ -207,6 +207,10 @@ def run_demo(
 
 
 def _cmd_demo(args):
+    if args.plot:  # fail before training, not after
+        from .plotting import _check_matplotlib
+
+        _check_matplotlib("skfewshot demo --plot")
     shots = tuple(args.shots)
     results, info = run_demo(
         seed=args.seed,

@@ -93,6 +93,16 @@ def test_demo_table_and_plot(tmp_path, capsys):
     assert "5-way 1-shot" in err  # progress bars go to stderr
 
 
+def test_demo_plot_without_matplotlib_fails_before_training(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setattr(
+        "skfewshot.cli.run_demo", lambda **kw: pytest.fail("trained anyway")
+    )
+    status, _, err = run_cli(capsys, "demo", "--plot", "x.png")
+    assert status == 1
+    assert "requires matplotlib; pip install 'skfewshot[plot]'" in err
+
+
 def test_format_table_hand_values():
     s = EpisodeScores(np.array([0.5, 1.0]), n_way=5, n_shot=1, n_query=15)
     table = format_table({"prototype": [s]}, (1,))
