@@ -15,7 +15,6 @@ from sklearn.utils import check_random_state
 __all__ = [
     "single_thread",
     "resolve_device",
-    "make_generator",
     "seed_from",
     "to_tensor",
     "to_numpy",
@@ -85,13 +84,6 @@ def seed_from(random_state) -> int:
     time, a ``RandomState`` advances (scikit-learn's conventions).
     """
     return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-
-
-def make_generator(random_state, device="cpu") -> torch.Generator:
-    """A ``torch.Generator`` seeded from a scikit-learn ``random_state``."""
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed_from(random_state))
-    return gen
 
 
 def torch_dtype(dtype) -> torch.dtype:

@@ -1,0 +1,64 @@
+"""The shared torch plumbing: devices, seeds, conversion, batches, threads."""
+
+import numpy as np
+import pytest
+import torch
+
+from skfewshot._torch_utils import (
+    iter_batches,
+    resolve_device,
+    seed_from,
+    single_thread,
+    to_numpy,
+    to_tensor,
+    torch_dtype,
+)
+
+
+def test_resolve_device_auto_and_cpu():
+    expected = "cuda" if torch.cuda.is_available() else None
+    assert resolve_device("cpu") == torch.device("cpu")
+    if expected:
+        assert resolve_device("auto").type == expected
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_resolve_device_missing_cuda_is_a_clear_error():
+    with pytest.raises(ValueError, match="CUDA is not available on this machine"):
+        resolve_device("cuda:0")
+
+
+def test_resolve_device_rejects_nonsense():
+    with pytest.raises(ValueError, match="is not a valid torch device"):
+        resolve_device("gpu please")
+
+
+def test_seed_from_follows_sklearn_random_state():
+    assert seed_from(3) == seed_from(3)
+    rng = np.random.RandomState(0)
+    assert seed_from(rng) != seed_from(rng)  # a RandomState advances
+
+
+def test_conversions_round_trip():
+    X = np.arange(6, dtype=np.float64).reshape(2, 3)
+    t = to_tensor(X, dtype=torch.float32)
+    assert t.dtype == torch.float32
+    out = to_numpy(t.to(torch.bfloat16))
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, X)
+    assert torch_dtype("float64") is torch.float64
+    assert torch_dtype(np.float32) is torch.float32
+    with pytest.raises(ValueError, match="dtype='int8' is not supported"):
+        torch_dtype("int8")
+
+
+def test_iter_batches_cover_every_row_once():
+    assert [(s.start, s.stop) for s in iter_batches(5, 2)] == [(0, 2), (2, 4), (4, 5)]
+    assert list(iter_batches(0, 3)) == []
+
+
+def test_single_thread_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with single_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
