@@ -1,0 +1,70 @@
+"""EpisodeSampler: the one N-way K-shot sampler every episodic caller uses."""
+
+import numpy as np
+import pytest
+
+from skfewshot._episodes import EpisodeSampler
+
+
+def test_episode_is_class_major_and_disjoint():
+    y = np.repeat(np.arange(6), 10)
+    sampler = EpisodeSampler(y, n_way=3, n_shot=2, n_query=4)
+    support, query = sampler.sample(np.random.RandomState(0))
+    assert support.shape == (6,) and query.shape == (12,)
+    assert not set(support) & set(query)
+    # class-major: shots of one class, then the next, in the same class order
+    support_classes = y[support].reshape(3, 2)
+    query_classes = y[query].reshape(3, 4)
+    assert (support_classes == support_classes[:, :1]).all()
+    assert (query_classes == query_classes[:, :1]).all()
+    np.testing.assert_array_equal(support_classes[:, 0], query_classes[:, 0])
+    assert len(set(support_classes[:, 0])) == 3
+
+
+def test_same_rng_same_episode():
+    y = np.repeat(np.arange(6), 10)
+    sampler = EpisodeSampler(y, 3, 1, 2)
+    a = sampler.sample(np.random.RandomState(7))
+    b = sampler.sample(np.random.RandomState(7))
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_only_classes_with_enough_samples_are_drawn():
+    y = np.array([0] * 3 + [1] * 3 + [2] * 2)  # class 2 has too few for 1 + 2
+    sampler = EpisodeSampler(y, n_way=2, n_shot=1, n_query=2)
+    np.testing.assert_array_equal(sampler.eligible_classes_, [0, 1])
+    for seed in range(5):
+        support, query = sampler.sample(np.random.RandomState(seed))
+        assert 2 not in y[np.concatenate([support, query])]
+
+
+def test_within_groups_draws_one_group():
+    y = np.repeat(np.arange(8), 5)
+    groups = np.repeat([0, 1], 20)
+    sampler = EpisodeSampler(y, 4, 1, 1, groups=groups, within_groups=True)
+    for seed in range(5):
+        support, _ = sampler.sample(np.random.RandomState(seed))
+        assert len(set(groups[support])) == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(n_way=5, n_shot=1, n_query=4), "only 4 of 4 classes have that many"),
+        (dict(n_way=2, n_shot=0, n_query=1), "n_shot must be an int >= 1, got 0"),
+        (
+            dict(n_way=2, n_shot=1, n_query=1, within_groups=True),
+            "within_groups=True needs groups",
+        ),
+    ],
+)
+def test_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        EpisodeSampler(np.repeat(np.arange(4), 5), **kwargs)
+
+
+def test_class_spanning_groups_is_rejected():
+    y = np.array([0, 0, 1, 1])
+    with pytest.raises(ValueError, match="spans several groups"):
+        EpisodeSampler(y, 1, 1, 1, groups=[0, 1, 1, 1], within_groups=True)
