@@ -91,12 +91,9 @@ def _upsample(images, size):
 
 def _progress(verbose):
     """Context that sends library chatter (skorch's epoch table) to stderr."""
-    return contextlib.redirect_stdout(sys.stderr) if verbose else _quiet()
-
-
-@contextlib.contextmanager
-def _quiet():
-    yield
+    return (
+        contextlib.redirect_stdout(sys.stderr) if verbose else contextlib.nullcontext()
+    )
 
 
 def _scores_to_records(results):
@@ -253,13 +250,6 @@ def _cmd_demo(args):
 # --------------------------------------------------------------------------
 
 
-def _load_backbone(path):
-    from .models import load_backbone
-
-    module, meta = load_backbone(path)
-    return module, meta
-
-
 def _image_size(meta, default=28):
     shape = meta.get("input_shape")
     return int(shape[-1]) if shape else default
@@ -295,6 +285,7 @@ def _cmd_evaluate(args):
 
     from .backbone import BackboneTransformer
     from .model_selection import evaluate_episodes
+    from .models import load_backbone
 
     if args.dataset == "banking77":
         if args.backbone:
@@ -312,7 +303,7 @@ def _cmd_evaluate(args):
             raise _CLIError(
                 "omniglot needs --data-dir (the folder with the Omniglot zips)"
             )
-        module, meta = _load_backbone(args.backbone)
+        module, meta = load_backbone(args.backbone)
     X, y, groups = _load_dataset(args, meta)
     if args.dataset == "banking77" and args.text_encoder:
         from .text import SentenceEncoder
@@ -371,8 +362,9 @@ def _cmd_runs(args):
 
     from .backbone import BackboneTransformer
     from .datasets import load_omniglot_runs
+    from .models import load_backbone
 
-    module, meta = _load_backbone(args.backbone)
+    module, meta = load_backbone(args.backbone)
     runs = load_omniglot_runs(args.runs, image_size=_image_size(meta)).runs
     if not runs:
         raise _CLIError(f"no runs found under {args.runs}")
