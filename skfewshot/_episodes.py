@@ -127,3 +127,25 @@ class EpisodeSampler:
             support.append(picks[: self.n_shot])
             query.append(picks[self.n_shot :])
         return np.concatenate(support), np.concatenate(query)
+
+    def episodes(self, rng, n_episodes):
+        """Draw ``n_episodes`` episodes lazily, one per iteration.
+
+        Each episode is drawn only when the caller asks for the next one, so
+        memory does not grow with ``n_episodes``; the episodes are those of
+        ``n_episodes`` successive calls to :meth:`sample` with ``rng``.
+
+        Parameters
+        ----------
+        rng : numpy.random.RandomState
+            Source of randomness, advanced by each episode drawn.
+        n_episodes : int
+            Number of episodes.
+
+        Yields
+        ------
+        support_idx, query_idx : ndarray
+            One episode, as returned by :meth:`sample`.
+        """
+        for _ in range(n_episodes):
+            yield self.sample(rng)

@@ -173,6 +173,15 @@ class EpisodicSplit(BaseShuffleSplit):
             ``within_groups=True``) have ``n_shot + n_query`` samples; the
             message says how many do.
         """
+        yield from self._episodes(X, y, groups)
+
+    def _episodes(self, X, y, groups):
+        """Validate now, then return an iterator that draws the episodes lazily.
+
+        Errors (parameters, too few classes) are raised by this call; each
+        episode is drawn only when the iterator is advanced, so nothing grows
+        with ``n_episodes``.
+        """
         validate_parameter_constraints(
             self._parameter_constraints,
             {name: getattr(self, name) for name in self._parameter_constraints},
@@ -186,7 +195,7 @@ class EpisodicSplit(BaseShuffleSplit):
                 "within_groups=False; set within_groups=True to draw the classes "
                 "of each episode from one group.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
             groups = None
         sampler = EpisodeSampler(
@@ -197,9 +206,7 @@ class EpisodicSplit(BaseShuffleSplit):
             groups=groups,
             within_groups=self.within_groups,
         )
-        rng = check_random_state(self.random_state)
-        for _ in range(self.n_episodes):
-            yield sampler.sample(rng)
+        return sampler.episodes(check_random_state(self.random_state), self.n_episodes)
 
     def get_n_splits(self, X=None, y=None, groups=None):
         """Return the number of episodes, ``n_episodes``.
@@ -519,9 +526,11 @@ def evaluate_episodes(
         alphabet).
 
     random_state : int, RandomState instance or None, default=None
-        Controls which episodes are drawn (all of them up front, so the result
-        does not depend on ``n_jobs``). Randomness inside the estimator is
-        controlled by the estimator's own ``random_state``.
+        Controls which episodes are drawn. They are drawn one at a time, in
+        order, as the episodes are dispatched (so memory does not grow with
+        ``n_episodes``), from one generator: the result does not depend on
+        ``n_jobs``. Randomness inside the estimator is controlled by the
+        estimator's own ``random_state``.
 
     n_jobs : int, default=None
         Episodes evaluated in parallel with joblib. ``None`` means 1 unless in a
@@ -572,7 +581,9 @@ def evaluate_episodes(
         within_groups=within_groups,
         random_state=random_state,
     )
-    episodes = list(cv.split(X, y, groups))
+    # validated now (before the backbone runs); each episode is drawn only
+    # when joblib dispatches it, in order, whatever n_jobs
+    episodes = cv._episodes(X, y, groups)
 
     X, head = _reuse_frozen_features(estimator, X, y)
     results = Parallel(n_jobs=n_jobs, return_as="generator")(
@@ -586,13 +597,15 @@ def evaluate_episodes(
         for support, query in episodes
     )
     accuracies = np.empty(n_episodes)
+    total = 0.0  # running sum: the bar's mean costs O(1) per episode
     with tqdm(
         total=n_episodes, desc=f"{n_way}-way {n_shot}-shot", disable=not verbose
     ) as bar:
         for i, accuracy in enumerate(results):
             accuracies[i] = accuracy
+            total += accuracy
             bar.update()
-            bar.set_postfix(acc=f"{100 * accuracies[: i + 1].mean():.1f}%")
+            bar.set_postfix(acc=f"{100 * total / (i + 1):.1f}%")
     return EpisodeScores(
         accuracies,
         n_way=n_way,

@@ -68,3 +68,20 @@ def test_class_spanning_groups_is_rejected():
     y = np.array([0, 0, 1, 1])
     with pytest.raises(ValueError, match="spans several groups"):
         EpisodeSampler(y, 1, 1, 1, groups=[0, 1, 1, 1], within_groups=True)
+
+
+def test_episodes_are_successive_samples_drawn_lazily():
+    y = np.repeat(np.arange(6), 10)
+    sampler = EpisodeSampler(y, 3, 1, 2)
+    rng = np.random.RandomState(3)
+    episodes = sampler.episodes(rng, 1_000_000)
+    # nothing drawn until asked: rng is still where RandomState(3) starts
+    assert rng.randint(2**31) == np.random.RandomState(3).randint(2**31)
+    rng.seed(3)
+    eager = np.random.RandomState(3)
+    for _ in range(4):
+        support, query = next(episodes)
+        expected = sampler.sample(eager)
+        np.testing.assert_array_equal(support, expected[0])
+        np.testing.assert_array_equal(query, expected[1])
+    assert len(list(sampler.episodes(np.random.RandomState(0), 5))) == 5

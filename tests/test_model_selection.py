@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn import config_context
-from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
@@ -557,3 +557,162 @@ def test_grid_search_over_a_backbone_pipeline(blobs, counting_net):
             [grid.cv_results_[f"split{k}_test_score"][i] for k in range(4)],
             hand_accuracies(head, features, y, cv),
         )
+
+
+# ------------------------------------------------------ episodes drawn lazily
+
+# The first episodes of a fixed seed, recorded from the code that drew every
+# episode up front (before episodes were drawn lazily): the lazy draw must give
+# exactly these, so results for a given random_state never change.
+PINNED_Y = np.repeat(np.arange(8), 12)
+PINNED = [
+    (
+        [75, 83, 26, 27, 21, 19],
+        [73, 82, 81, 80, 28, 30, 24, 34, 16, 18, 13, 20],
+    ),
+    (
+        [61, 69, 26, 27, 89, 84],
+        [71, 65, 62, 68, 31, 25, 33, 34, 88, 86, 87, 90],
+    ),
+    (
+        [61, 62, 74, 83, 35, 33],
+        [65, 60, 69, 63, 78, 82, 81, 73, 31, 30, 27, 34],
+    ),
+]
+PINNED_WITHIN_GROUPS = [
+    ([25, 2, 23], [30, 32, 3, 8, 13, 19]),
+    ([56, 95, 77], [58, 53, 87, 90, 72, 76]),
+    ([85, 70, 83], [86, 95, 62, 69, 81, 79]),
+]
+
+
+def as_lists(episodes):
+    return [(s.tolist(), q.tolist()) for s, q in episodes]
+
+
+def test_split_draws_the_pinned_episodes():
+    y = PINNED_Y
+    cv = EpisodicSplit(3, 2, 4, n_episodes=3, random_state=0)
+    assert as_lists(cv.split(y, y)) == PINNED
+    groups = np.where(y < 4, "a", "b")
+    cv = EpisodicSplit(3, 1, 2, n_episodes=3, within_groups=True, random_state=0)
+    assert as_lists(cv.split(y, y, groups)) == PINNED_WITHIN_GROUPS
+
+
+class IndexRecorder(ClassifierMixin, BaseEstimator):
+    """Records the row indices it is fitted on and asked about (X holds each
+    row's index), class-wide since evaluate_episodes fits clones."""
+
+    episodes = []
+
+    def fit(self, X, y):
+        self.support_ = X[:, 0].astype(int).tolist()
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict(self, X):
+        type(self).episodes.append((self.support_, X[:, 0].astype(int).tolist()))
+        return np.full(len(X), self.classes_[0])
+
+
+def test_evaluate_episodes_draws_the_pinned_episodes(monkeypatch):
+    monkeypatch.setattr(IndexRecorder, "episodes", [])
+    y = PINNED_Y
+    X = np.arange(len(y), dtype=float)[:, None]
+    evaluate_episodes(
+        IndexRecorder(), X, y, n_way=3, n_shot=2, n_query=4, n_episodes=3,
+        random_state=0,
+    )  # fmt: skip
+    assert IndexRecorder.episodes == PINNED
+
+
+class StopEpisodes(Exception):
+    """Raised by FitOnce to stop an evaluation at its first fit."""
+
+
+class FitOnce(ClassifierMixin, BaseEstimator):
+    """Stops the evaluation at its first fit."""
+
+    def fit(self, X, y):
+        raise StopEpisodes
+
+    def predict(self, X):
+        raise AssertionError("never fitted, never asked to predict")
+
+
+@pytest.fixture
+def count_draws(monkeypatch):
+    """Count the episodes drawn (in this process, where they are drawn)."""
+    from skfewshot._episodes import EpisodeSampler
+
+    draws = []
+    sample = EpisodeSampler.sample
+
+    def counting_sample(self, rng):
+        draws.append(1)
+        return sample(self, rng)
+
+    monkeypatch.setattr(EpisodeSampler, "sample", counting_sample)
+    return draws
+
+
+def test_evaluate_episodes_draws_one_episode_before_the_first_fit(blobs, count_draws):
+    X, y, _ = blobs
+    with pytest.raises(StopEpisodes):
+        evaluate_episodes(
+            FitOnce(), X, y, n_way=3, n_shot=1, n_query=2, n_episodes=100_000
+        )
+    assert len(count_draws) == 1
+
+
+def test_evaluate_episodes_draws_lazily_in_parallel(blobs, count_draws):
+    # an invalid parameter makes every fit fail in the workers; joblib
+    # dispatches a few tasks ahead (pre_dispatch="2*n_jobs"), never all of them
+    X, y, _ = blobs
+    with pytest.raises(InvalidParameterError, match="'metric' parameter"):
+        evaluate_episodes(
+            NearestCentroid(metric="no-such-metric"), X, y, n_way=3, n_shot=1,
+            n_query=2, n_episodes=100_000, n_jobs=2,
+        )  # fmt: skip
+    assert 1 <= len(count_draws) < 100
+
+
+def test_evaluate_episodes_memory_does_not_grow_with_n_episodes(blobs):
+    import tracemalloc
+
+    X, y, _ = blobs
+    tracemalloc.start()
+    try:
+        with pytest.raises(StopEpisodes):
+            evaluate_episodes(
+                FitOnce(), X, y, n_way=5, n_shot=1, n_query=5, n_episodes=100_000
+            )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # drawing the 100,000 episodes up front took ~100 MiB
+    assert peak < 4 * 2**20
+
+
+def test_evaluate_episodes_results_independent_of_draw_order_with_jobs(blobs):
+    # lazily drawn episodes are the ones the splitter gives, serial or parallel
+    X, y, _ = blobs
+    kwargs = dict(n_way=3, n_shot=2, n_query=3, n_episodes=40, random_state=3)
+    cv = EpisodicSplit(3, 2, 3, n_episodes=40, random_state=3)
+    expected = hand_accuracies(NearestCentroid(), X, y, cv)
+    for n_jobs in (1, 2):
+        scores = evaluate_episodes(NearestCentroid(), X, y, n_jobs=n_jobs, **kwargs)
+        np.testing.assert_array_equal(scores.accuracies, expected)
+
+
+def test_label_minus_one_is_an_ordinary_class(blobs):
+    # episodes draw -1 like any class, and scores do not depend on the values
+    # of the labels (here 0..7 shifted to -1..6)
+    X, y, _ = blobs
+    kwargs = dict(n_way=4, n_shot=2, n_query=3, n_episodes=30, random_state=0)
+    cv = EpisodicSplit(4, 2, 3, n_episodes=30, random_state=0)
+    drawn = np.concatenate([y[s] for s, _ in cv.split(X, y - 1)]) - 1
+    assert -1 in drawn
+    shifted = evaluate_episodes(NearestCentroid(), X, y - 1, **kwargs)
+    plain = evaluate_episodes(NearestCentroid(), X, y, **kwargs)
+    np.testing.assert_array_equal(shifted.accuracies, plain.accuracies)
