@@ -128,9 +128,11 @@ def test_resnet12_dropout_only_in_training_mode():
     net = ResNet12(1, (4, 4, 4, 4), drop_rate=0.5)
     x = torch.randn(2, 1, 16, 16)
     net.eval()
-    assert torch.equal(net(x), net(x))
+    # float32 tolerance: kernels may differ with memory layout from call to call
+    torch.testing.assert_close(net(x), net(x), rtol=1e-5, atol=1e-6)
     net.train()
-    assert not torch.equal(net(x), net(x))
+    # dropout zeroes different halves of the maps: far beyond any rounding
+    assert not torch.allclose(net(x), net(x), rtol=1e-3, atol=1e-3)
 
 
 def test_resnet12_init_and_pickle_round_trip():
@@ -139,4 +141,8 @@ def test_resnet12_init_and_pickle_round_trip():
     assert torch.equal(bn.weight, torch.ones(4))
     assert torch.equal(bn.bias, torch.zeros(4))
     x = torch.randn(2, 1, 16, 16)
-    assert torch.equal(pickle.loads(pickle.dumps(net))(x), net(x))
+    again = pickle.loads(pickle.dumps(net))
+    # the weights are bit for bit the same; the outputs within float32 rounding
+    assert all(torch.equal(a, b) for a, b in zip(again.parameters(), net.parameters()))
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), net(x), rtol=1e-5, atol=1e-6)

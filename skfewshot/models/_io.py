@@ -1,16 +1,36 @@
-"""Save and load trained backbones as one self-describing, weights-only file."""
+"""Save and load trained backbones as one self-describing, weights-only file.
+
+``load_backbone`` trusts nothing in the file: it checks the keys, types,
+version and configuration, builds the declared architecture on the ``meta``
+device (no memory) and compares its parameter names, shapes and dtypes with the
+file's tensors before any real module exists. The loaded module's parameters
+are the file's own tensors (``load_state_dict(..., assign=True)``), so loading
+takes about the file's size in memory, whatever the file claims.
+"""
 
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
+
+from .._fileio import atomic_path
 
 __all__ = ["save_backbone", "load_backbone"]
 
 _FORMAT = "skfewshot.backbone"
 _VERSION = 1
+_REQUIRED_KEYS = ("format", "version", "architecture", "config", "state_dict")
+_OPTIONAL_KEYS = ("input_shape", "trained_on")  # absent in older files
+
+# bounds on ``trained_on``: a few hundred class names, not a data set
+_MAX_DEPTH = 16
+_MAX_ITEMS = 100_000
 
 
 def _architectures():
@@ -20,19 +40,96 @@ def _architectures():
     return {"Conv4": Conv4, "ResNet12": ResNet12}
 
 
+def _init_params(cls):
+    """Names of the constructor arguments of a skfewshot model class."""
+    params = inspect.signature(cls.__init__).parameters
+    return [name for name in params if name != "self"]
+
+
 def _config(module):
     """Constructor arguments of a skfewshot model, read back from its attributes."""
-    params = inspect.signature(type(module).__init__).parameters
     config = {}
-    for name in params:
-        if name == "self":
-            continue
+    for name in _init_params(type(module)):
         value = getattr(module, name)
         config[name] = list(value) if isinstance(value, tuple) else value
     return config
 
 
-def save_backbone(module, path, *, input_shape=None):
+def _plain(value, where, counter, depth=0):
+    """``value`` as JSON-like plain data (dict, list, str, int, float, bool, None).
+
+    Tuples become lists and numpy scalars and arrays their Python values.
+    Raises TypeError naming the offending entry (``where``), or ValueError for
+    a non-finite float or data too deeply nested or too large.
+    """
+    counter[0] += 1
+    if counter[0] > _MAX_ITEMS or depth > _MAX_DEPTH:
+        raise ValueError(
+            f"{where} is too large or too deeply nested for a description of "
+            f"training data (at most {_MAX_ITEMS} values, {_MAX_DEPTH} levels)."
+        )
+    if isinstance(value, (np.generic, np.ndarray)):
+        value = value.tolist()
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where} must be a finite number, got {value!r}.")
+        return value
+    if isinstance(value, (list, tuple)):
+        return [
+            _plain(v, f"{where}[{i}]", counter, depth + 1) for i, v in enumerate(value)
+        ]
+    if isinstance(value, dict):
+        out = {}
+        for key, v in value.items():
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"{where}[{key!r}]: keys must be str, got {type(key).__name__}."
+                )
+            out[key] = _plain(v, f"{where}[{key!r}]", counter, depth + 1)
+        return out
+    raise TypeError(
+        f"{where} must be plain data (dict, list, str, int, float, bool or None), "
+        f"got {type(value).__name__}."
+    )
+
+
+def _check_trained_on(trained_on):
+    """``trained_on`` as plain data; TypeError/ValueError naming what is wrong."""
+    if trained_on is None:
+        return None
+    if not isinstance(trained_on, dict):
+        raise TypeError(
+            f"trained_on must be a dict or None, got {type(trained_on).__name__}."
+        )
+    return _plain(trained_on, "trained_on", [0])
+
+
+def _check_input_shape(input_shape):
+    """``input_shape`` as a list of 2 or 3 ints >= 1 (or None); else ValueError."""
+    if input_shape is None:
+        return None
+    try:
+        shape = [v for v in input_shape if isinstance(v, numbers.Integral)]
+        ok = len(shape) == len(input_shape) in (2, 3) and min(shape) >= 1
+    except TypeError:
+        ok = False
+    if (
+        not ok
+        or isinstance(input_shape, (str, bytes))
+        or any(isinstance(v, bool) for v in input_shape)
+    ):
+        raise ValueError(
+            "input_shape must be None or 2 or 3 ints >= 1 ((height, width) or "
+            f"(channels, height, width)), got {input_shape!r}."
+        )
+    return [int(v) for v in shape]
+
+
+def save_backbone(module, path, *, input_shape=None, trained_on=None):
     """Save a :mod:`skfewshot.models` backbone with its architecture and weights.
 
     The file holds only tensors and plain Python values, so
@@ -41,25 +138,51 @@ def save_backbone(module, path, *, input_shape=None):
     ``module.state_dict()`` with :func:`torch.save` and load it into a module you
     build yourself.
 
+    The write is atomic: the file is written beside ``path`` under a temporary
+    name, then renamed onto ``path``. An interrupted or failed save leaves an
+    existing ``path`` exactly as it was, and a reader never sees a half-written
+    file.
+
     Parameters
     ----------
     module : Conv4 or ResNet12
         The trained backbone (e.g. a trainer's ``backbone_``).
     path : str or path-like
-        Where to write the file (conventionally ``*.pt``).
+        Where to write the file (conventionally ``*.pt``). Its folder must
+        exist.
     input_shape : tuple of int, default=None
         Per-sample input shape the backbone was trained on, e.g. ``(1, 28, 28)``;
         stored so that tools (the ``skfewshot`` command) can prepare data to match.
+    trained_on : dict or None, default=None
+        What the backbone was trained on, as plain data (str keys; str, int,
+        float, bool, None, lists and dicts as values; tuples and numpy values
+        are stored as lists and Python numbers), e.g. ``{"dataset": "digits",
+        "classes": [0, 1, 2, 3, 4]}`` or ``{"dataset": "omniglot", "subset":
+        "images_background_small1", "alphabets": [...]}``. Returned by
+        :func:`load_backbone` as ``meta["trained_on"]``, so that tools can
+        refuse to evaluate the backbone on classes it has seen.
+
+    Raises
+    ------
+    TypeError
+        When ``module`` is not a :mod:`skfewshot.models` backbone, or
+        ``trained_on`` is not plain data.
+    ValueError
+        When ``input_shape`` is not 2 or 3 positive ints, or ``trained_on``
+        holds a non-finite float.
 
     Examples
     --------
     >>> import tempfile, os
     >>> from skfewshot.models import Conv4, save_backbone, load_backbone
     >>> path = os.path.join(tempfile.mkdtemp(), "conv4.pt")
-    >>> save_backbone(Conv4(hidden=8), path, input_shape=(1, 28, 28))
+    >>> save_backbone(Conv4(hidden=8), path, input_shape=(1, 28, 28),
+    ...               trained_on={"dataset": "digits", "classes": [0, 1, 2, 3, 4]})
     >>> net, meta = load_backbone(path)
     >>> type(net).__name__, net.hidden, meta["input_shape"]
     ('Conv4', 8, (1, 28, 28))
+    >>> meta["trained_on"]
+    {'dataset': 'digits', 'classes': [0, 1, 2, 3, 4]}
     """
     archs = _architectures()
     name = type(module).__name__
@@ -68,22 +191,177 @@ def save_backbone(module, path, *, input_shape=None):
             f"save_backbone saves skfewshot.models backbones ({', '.join(archs)}), "
             f"got {name}; save module.state_dict() with torch.save instead."
         )
-    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-    torch.save(
-        {
-            "format": _FORMAT,
-            "version": _VERSION,
-            "architecture": name,
-            "config": _config(module),
-            "input_shape": None if input_shape is None else list(input_shape),
-            "state_dict": state,
+    blob = {
+        "format": _FORMAT,
+        "version": _VERSION,
+        "architecture": name,
+        "config": _config(module),
+        "input_shape": _check_input_shape(input_shape),
+        "trained_on": _check_trained_on(trained_on),
+        "state_dict": {
+            k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()
         },
-        Path(path),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+
+
+def _read(path):
+    """The file's object, read by torch's weights-only loader, or ValueError.
+
+    Only the zip format that :func:`torch.save` writes is accepted, with its
+    members stored uncompressed (as ``torch.save`` writes them): a compressed
+    member, or the legacy format whose storages are allocated at the size the
+    file declares, could cost any amount of memory.
+    """
+    problem = None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if any(i.compress_type != zipfile.ZIP_STORED for i in archive.infolist()):
+                problem = "it has a compressed member, which torch.save never writes"
+    except zipfile.BadZipFile:
+        problem = "it is not the zip archive that torch.save writes"
+    if problem is None:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except OSError:
+            raise
+        except Exception as exc:  # pickle errors, truncated files, foreign formats
+            problem = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            problem = f"{type(exc).__name__}: {problem}"
+    raise ValueError(
+        f"{str(path)!r} is not a readable skfewshot backbone file ({problem})."
     )
+
+
+def _check_keys(what, found, required, optional=()):
+    """ValueError text for missing / unexpected keys, or None."""
+    missing = [k for k in required if k not in found]
+    unexpected = [k for k in found if k not in required and k not in optional]
+    if missing:
+        return f"{what}: missing {missing[0]!r}" + (
+            f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        )
+    if unexpected:
+        return f"{what}: unexpected {unexpected[0]!r}" + (
+            f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
+        )
+    return None
+
+
+def _str_keyed_dict(value):
+    return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+
+
+def _check_tensor(key, value, expected, name):
+    """Problem with one state-dict entry against the meta model's, or None."""
+    if not isinstance(value, torch.Tensor):
+        return f"{key!r} is a {type(value).__name__}, not a tensor"
+    if value.shape != expected.shape:
+        return (
+            f"{key!r} has shape {tuple(value.shape)}; {name} needs "
+            f"{tuple(expected.shape)}"
+        )
+    if value.dtype != expected.dtype and not (
+        value.is_floating_point() and expected.is_floating_point()
+    ):
+        return f"{key!r} has dtype {value.dtype}; {name} needs {expected.dtype}"
+    # a tensor whose strides reuse a few stored values (e.g. expand) claims
+    # more data than the file holds
+    needed = value.numel() * value.element_size()
+    held = value.untyped_storage().nbytes() - value.storage_offset() * (
+        value.element_size()
+    )
+    dense = value.layout == torch.strided and (
+        value.is_contiguous()
+        or (value.ndim == 4 and value.is_contiguous(memory_format=torch.channels_last))
+    )
+    if not dense or needed > held:
+        return f"{key!r} does not hold its {value.numel()} values (overlapping strides)"
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        return f"{key!r} holds non-finite values (NaN or inf)"
+    return None
+
+
+def _validated(path, blob):
+    """Check everything in ``blob`` and build the module; ValueError otherwise."""
+
+    def fail(message):
+        raise ValueError(f"{str(path)!r}: {message}.")
+
+    if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
+        raise ValueError(
+            f"{str(path)!r} is not a skfewshot backbone file (write one with "
+            "skfewshot.models.save_backbone)."
+        )
+    version = blob.get("version")
+    if type(version) is not int or version != _VERSION:
+        fail(
+            f"the file has format version {version!r}; this skfewshot reads "
+            f"version {_VERSION}"
+        )
+    problem = _check_keys("the file", blob, _REQUIRED_KEYS, _OPTIONAL_KEYS)
+    if problem:
+        fail(problem.replace("unexpected", "unexpected key", 1))
+    archs = _architectures()
+    name = blob["architecture"]
+    if not isinstance(name, str) or name not in archs:
+        fail(f"unknown architecture {name!r} (known: {', '.join(archs)})")
+    cls = archs[name]
+    config, state = blob["config"], blob["state_dict"]
+    for key, value in (("config", config), ("state_dict", state)):
+        if not _str_keyed_dict(value):
+            fail(f"{key!r} must be a dict with str keys, got {type(value).__name__}")
+    params = _init_params(cls)
+    problem = _check_keys(
+        f"config does not match {name}({', '.join(params)})", config, params
+    )
+    if problem:
+        fail(problem)
+    try:
+        input_shape = _check_input_shape(blob.get("input_shape"))
+        trained_on = _check_trained_on(blob.get("trained_on"))
+    except (TypeError, ValueError) as exc:
+        fail(str(exc).rstrip("."))
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    # the declared model, without memory: its parameter names, shapes, dtypes
+    try:
+        with torch.device("meta"):
+            skeleton = cls(**config)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        fail(f"invalid config {config!r}: {exc}".rstrip("."))
+    expected = skeleton.state_dict()
+    problem = _check_keys(f"state_dict does not match {name}", state, expected)
+    if problem:
+        fail(problem)
+    for key, value in expected.items():
+        problem = _check_tensor(key, state[key], value, name)
+        if problem:
+            fail(f"state_dict entry {problem}")
+    # the skeleton takes the file's tensors as its own (dtypes made to match)
+    skeleton.load_state_dict(
+        {k: state[k].to(v.dtype) for k, v in expected.items()}, strict=True, assign=True
+    )
+    skeleton.eval()
+    meta = {
+        "architecture": name,
+        "config": config,
+        "input_shape": None if input_shape is None else tuple(input_shape),
+        "trained_on": trained_on,
+    }
+    return skeleton, meta
 
 
 def load_backbone(path):
     """Load a backbone written by :func:`save_backbone`, in eval mode on the CPU.
+
+    Nothing in the file is trusted: it is read with torch's weights-only loader
+    (no code runs), and its keys, format version, architecture, configuration
+    and every tensor's name, shape, dtype and values are checked against the
+    declared architecture built on the ``meta`` device (which allocates
+    nothing) before the module is assembled from the file's own tensors. So
+    loading costs about the file's size in memory, and a file that declares a
+    huge model it does not hold is rejected.
 
     Parameters
     ----------
@@ -95,15 +373,24 @@ def load_backbone(path):
     module : torch.nn.Module
         The backbone with its trained weights.
     meta : dict
-        ``architecture``, ``config`` (constructor arguments) and ``input_shape``
-        (a tuple, or None when it was not recorded).
+        ``architecture``, ``config`` (constructor arguments), ``input_shape``
+        (a tuple, or None when it was not recorded) and ``trained_on`` (the
+        plain-data description given to :func:`save_backbone`, or None when it
+        was not recorded).
 
     Raises
     ------
     FileNotFoundError
         When ``path`` does not exist.
+    IsADirectoryError
+        When ``path`` is a directory.
     ValueError
-        When the file is not a skfewshot backbone file.
+        When the file is not a valid skfewshot backbone file: not the zip
+        archive ``torch.save`` writes, truncated, another format version,
+        missing or unexpected keys, an unknown architecture, an invalid
+        configuration, or tensors that do not match the architecture (names,
+        shapes, dtypes, non-finite values). The message names the file and the
+        problem.
 
     Examples
     --------
@@ -115,33 +402,11 @@ def load_backbone(path):
     'Conv4'
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"backbone file {str(path)!r} does not exist.")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncated files, foreign formats
-        raise ValueError(
-            f"{str(path)!r} is not a readable skfewshot backbone file ({exc})."
-        ) from exc
-    if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
-        raise ValueError(
-            f"{str(path)!r} is not a skfewshot backbone file (write one with "
-            "skfewshot.models.save_backbone)."
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{str(path)!r} is a directory, not a backbone file (give the .pt "
+            "file written by skfewshot.models.save_backbone)."
         )
-    archs = _architectures()
-    name = blob["architecture"]
-    if name not in archs:
-        raise ValueError(f"{str(path)!r} holds an unknown architecture {name!r}.")
-    config = {
-        k: tuple(v) if isinstance(v, list) else v for k, v in blob["config"].items()
-    }
-    module = archs[name](**config)
-    module.load_state_dict(blob["state_dict"])
-    module.eval()
-    shape = blob.get("input_shape")
-    meta = {
-        "architecture": name,
-        "config": config,
-        "input_shape": None if shape is None else tuple(shape),
-    }
-    return module, meta
+    if not path.exists():
+        raise FileNotFoundError(f"backbone file {str(path)!r} does not exist.")
+    return _validated(path, _read(path))
