@@ -4,8 +4,10 @@ import hashlib
 import http.server
 import io
 import json
+import os
 import struct
 import threading
+import tracemalloc
 import zipfile
 import zlib
 from pathlib import Path
@@ -16,6 +18,7 @@ from conftest import build_omniglot_runs
 from sklearn.datasets import load_digits
 
 from skfewshot.datasets import (
+    _base,
     _omniglot,
     augment_rotations,
     clear_data_home,
@@ -24,6 +27,7 @@ from skfewshot.datasets import (
     load_digits_images,
     load_omniglot,
     load_omniglot_runs,
+    omniglot_shared_alphabets,
 )
 from skfewshot.datasets._images import area_resize
 from skfewshot.datasets._png import decode_png
@@ -201,11 +205,11 @@ def test_area_resize_hand_computed():
     # 3 -> 2: output pixel 0 covers [0, 1.5): weights 2/3, 1/3, 0
     image = np.array([[3.0, 6.0, 9.0]] * 3)
     out = area_resize(image[None], 2)[0]
-    np.testing.assert_allclose(out, [[4.0, 8.0], [4.0, 8.0]], rtol=1e-6)
+    np.testing.assert_allclose(out, [[4.0, 8.0], [4.0, 8.0]], rtol=1e-6, atol=1e-6)
     # integer ratio: the block mean
     image = np.arange(16.0).reshape(4, 4)
     out = area_resize(image[None], 2)[0]
-    np.testing.assert_allclose(out, [[2.5, 4.5], [10.5, 12.5]])
+    np.testing.assert_allclose(out, [[2.5, 4.5], [10.5, 12.5]], rtol=1e-6)
 
 
 def test_area_resize_105_to_28_keeps_mean_ink():
@@ -213,7 +217,10 @@ def test_area_resize_105_to_28_keeps_mean_ink():
     images = (rng.rand(3, 105, 105) > 0.9).astype(float)
     out = area_resize(images, 28)
     assert out.shape == (3, 28, 28) and out.dtype == np.float32
-    np.testing.assert_allclose(out.mean(axis=(1, 2)), images.mean(axis=(1, 2)))
+    # preserved up to float32 rounding (out is float32, images float64)
+    np.testing.assert_allclose(
+        out.mean(axis=(1, 2)), images.mean(axis=(1, 2)), rtol=1e-5, atol=1e-7
+    )
     assert out.min() >= 0 and out.max() <= 1
 
 
@@ -264,8 +271,15 @@ def test_get_data_home_precedence(tmp_path, monkeypatch):
 STROKE = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [1, 1, 1, 1], [1, 1, 1, 0]])
 
 
-def _fake_omniglot(path, subset="images_background_small1"):
-    """A zip in the published layout; alphabets written out of order."""
+def _fake_omniglot(
+    path, subset="images_background_small1", *, rename=None, flip_greek=False
+):
+    """A zip in the published layout; alphabets written out of order.
+
+    ``rename`` maps an alphabet to the folder name it is written under;
+    ``flip_greek`` alters one pixel of every Greek drawing.
+    """
+    rename = rename or {}
     layout = [("Latin", "character02", 3), ("Greek", "character01", 7)]
     layout += [("Latin", "character01", 0), ("Greek", "character02", 1)]
     with zipfile.ZipFile(path, "w") as archive:
@@ -274,7 +288,9 @@ def _fake_omniglot(path, subset="images_background_small1"):
             for drawer in (2, 1):
                 pixels = STROKE.copy()
                 pixels.flat[flips] ^= drawer == 2  # drawer 2 differs by one pixel
-                name = f"{subset}/{alphabet}/{character}/0{flips}01_0{drawer}.png"
+                pixels.flat[15] ^= flip_greek and alphabet == "Greek"
+                folder = rename.get(alphabet, alphabet)
+                name = f"{subset}/{folder}/{character}/0{flips}01_0{drawer}.png"
                 archive.writestr(name, encode_png(pixels, depth=1, filters=(0, 2)))
         archive.writestr("__MACOSX/junk.png", b"not a png")
     return Path(path)
@@ -308,7 +324,9 @@ def test_load_omniglot_fake_zip_labels_and_pixels(tmp_path):
     assert np.shares_memory(bunch.images, bunch.data)
 
     small = load_omniglot("images_background_small1", path=path, image_size=2)
-    np.testing.assert_allclose(small.data[0, 0], [[1.0, 0.0], [0.0, 0.25]])
+    np.testing.assert_allclose(
+        small.data[0, 0], [[1.0, 0.0], [0.0, 0.25]], rtol=0, atol=1e-6
+    )
     X, y = load_omniglot(
         "images_background_small1", path=tmp_path, image_size=2, return_X_y=True
     )
@@ -593,12 +611,16 @@ def test_load_omniglot_runs_folder_and_zip(shared_data, tmp_path):
             assert run.X_query.shape == (20, 1, 28, 28)
             np.testing.assert_array_equal(run.y_support, np.arange(1, 21))
             np.testing.assert_array_equal(run.y_query, query_class)
-            # same image format as load_omniglot, image for image
-            np.testing.assert_array_equal(
-                run.X_support, omniglot.data[[row[support[c]] for c in range(1, 21)]]
+            # same image format as load_omniglot, image for image (up to the
+            # float64 matrix products' rounding, which may depend on the BLAS)
+            np.testing.assert_allclose(
+                run.X_support,
+                omniglot.data[[row[support[c]] for c in range(1, 21)]],
+                rtol=0,
+                atol=1e-6,
             )
-            np.testing.assert_array_equal(
-                run.X_query, omniglot.data[[row[q] for q in query]]
+            np.testing.assert_allclose(
+                run.X_query, omniglot.data[[row[q] for q in query]], rtol=0, atol=1e-6
             )
             assert run.query_files[0].endswith(f"{run.name}/test/item01.png")
     assert "one-shot" in loaded[0].DESCR
@@ -619,7 +641,9 @@ def test_load_omniglot_runs_tiny_and_image_size(tmp_path):
     (run,) = load_omniglot_runs(tmp_path, image_size=2).runs
     np.testing.assert_array_equal(run.y_support, [1, 2])
     np.testing.assert_array_equal(run.y_query, [2])
-    np.testing.assert_allclose(run.X_query[0, 0], [[1.0, 0.0], [0.0, 0.25]])
+    np.testing.assert_allclose(
+        run.X_query[0, 0], [[1.0, 0.0], [0.0, 0.25]], rtol=0, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize(
@@ -730,3 +754,396 @@ def test_public_names_documented():
     for name in datasets.__all__:
         doc = getattr(datasets, name).__doc__
         assert "Examples\n    --------" in doc, name
+
+
+# --------------------------------------------------------------------------
+# data home: never delete more than data
+# --------------------------------------------------------------------------
+
+
+def test_empty_data_home_is_refused(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "keep.txt").write_text("user data")
+    monkeypatch.chdir(work)
+    for call in (get_data_home, clear_data_home):
+        for empty in ("", "  "):
+            with pytest.raises(ValueError, match="data_home must be a folder, got"):
+                call(empty)
+    assert (work / "keep.txt").read_text() == "user data"
+
+
+def test_clear_data_home_refuses_cwd_its_parents_and_home(tmp_path, monkeypatch):
+    cwd, home = tmp_path / "a" / "b", tmp_path / "home"
+    for folder in (cwd, home):
+        folder.mkdir(parents=True)
+        (folder / "keep.txt").write_text("user data")
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("HOME", str(home))
+    for folder in (".", cwd, "..", tmp_path):
+        with pytest.raises(ValueError, match="current working directory or a folder"):
+            clear_data_home(folder)
+    monkeypatch.setenv("SKFEWSHOT_DATA", ".")
+    with pytest.raises(ValueError, match="refusing to delete"):
+        clear_data_home()
+    with pytest.raises(ValueError, match="it is your home folder"):
+        clear_data_home("~")
+    link = tmp_path / "link"
+    link.symlink_to(home)
+    with pytest.raises(ValueError, match="it is your home folder"):
+        clear_data_home(link)
+    assert (cwd / "keep.txt").read_text() == "user data"
+    assert (home / "keep.txt").read_text() == "user data"
+    # a root is refused by the check itself (never call rmtree on "/" in a test)
+    with pytest.raises(ValueError, match="it is a filesystem root"):
+        _base._refuse_to_delete(os.path.abspath(os.sep))
+    # an ordinary data home is still deleted
+    clear_data_home(tmp_path / "data")
+    assert not (tmp_path / "data").exists()
+
+
+# --------------------------------------------------------------------------
+# decompression bombs and oversized files
+# --------------------------------------------------------------------------
+
+BOMB_BYTES = 64 << 20  # what the bomb's image data inflates to
+
+
+@pytest.fixture(scope="module")
+def bomb_png():
+    """A valid 105x105 one-bit PNG header whose data inflates to 64 MiB."""
+    row_bytes = (105 + 7) // 8
+    compressor = zlib.compressobj(9)
+    parts = [compressor.compress(bytes(105 * (row_bytes + 1)))]
+    block = bytes(1 << 20)
+    parts += [compressor.compress(block) for _ in range(BOMB_BYTES >> 20)]
+    idat = b"".join(parts) + compressor.flush()
+    header = struct.pack(">IIBBBBB", 105, 105, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", idat)
+        + _chunk(b"IEND", b"")
+    )
+
+
+def _peak_bytes(call):
+    tracemalloc.start()
+    try:
+        call()
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    return peak
+
+
+def _bomb_omniglot(tmp_path, bomb):
+    path = _fake_omniglot(tmp_path / "images_background_small1.zip")
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("images_background_small1/Latin/character03/bomb_01.png", bomb)
+    assert path.stat().st_size < 200_000
+    return lambda: load_omniglot("images_background_small1", path=path)
+
+
+def _bomb_runs(tmp_path, bomb):
+    _tiny_run(tmp_path, ["run01/test/item01.png run01/training/class02.png"])
+    (tmp_path / "run01" / "training" / "class02.png").write_bytes(bomb)
+    return lambda: load_omniglot_runs(tmp_path)
+
+
+def _bomb_runs_zip(tmp_path, bomb):
+    folder = tmp_path / "runs"
+    _bomb_runs(folder, bomb)
+    path = _zip_folder(folder, tmp_path / "runs.zip")
+    return lambda: load_omniglot_runs(path)
+
+
+@pytest.mark.parametrize(
+    "build, member",
+    [
+        (_bomb_omniglot, "Latin/character03/bomb_01.png"),
+        (_bomb_runs, "run01/training/class02.png"),
+        (_bomb_runs_zip, "run01/training/class02.png"),
+    ],
+)
+def test_png_bomb_is_refused_with_bounded_memory(tmp_path, bomb_png, build, member):
+    load = build(tmp_path, bomb_png)
+
+    def call():
+        with pytest.raises(
+            ValueError,
+            match=f"{member}: PNG image data inflates to more than the 1575 bytes",
+        ):
+            load()
+
+    assert _peak_bytes(call) < 4 << 20  # the bomb inflates to 64 MiB
+
+
+def test_png_header_bounds(tmp_path):
+    def png(width, height):
+        header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+        return (
+            b"\x89PNG\r\n\x1a\n"
+            + _chunk(b"IHDR", header)
+            + _chunk(b"IDAT", zlib.compress(b""))
+            + _chunk(b"IEND", b"")
+        )
+
+    for width, height in [(0, 0), (0, 5), (5, 0)]:
+        with pytest.raises(ValueError, match=f"x.png: PNG of {width}x{height} pixels"):
+            decode_png(png(width, height), name="x.png")
+    with pytest.raises(ValueError, match="4097x4096 pixels, more than the 16777216"):
+        decode_png(png(4097, 4096), name="x.png")
+    short_header = _chunk(b"IHDR", b"\x00" * 12) + _chunk(b"IEND", b"")
+    with pytest.raises(ValueError, match="x.png: corrupt PNG \\(IHDR chunk of 12"):
+        decode_png(b"\x89PNG\r\n\x1a\n" + short_header, name="x.png")
+    # a 0x0 drawing inside a runs folder names its file
+    _tiny_run(tmp_path, ["run01/test/item01.png run01/training/class02.png"])
+    (tmp_path / "run01" / "test" / "item01.png").write_bytes(png(0, 0))
+    with pytest.raises(ValueError, match="item01.png: PNG of 0x0 pixels"):
+        load_omniglot_runs(tmp_path)
+
+
+def test_palette_png_with_long_transparency_decodes():
+    palette = [(0, 0, 0), (255, 255, 255)]
+    good = encode_png(np.array([[0, 1]]), color_type=3, depth=1, palette=palette)
+    at = good.index(b"IDAT") - 4
+    trns = _chunk(b"tRNS", bytes([255, 255, 0, 0]))  # 4 entries for 2 colours
+    image = decode_png(good[:at] + trns + good[at:])
+    np.testing.assert_array_equal(image, [[0.0, 1.0]])
+
+
+def _zip_with_member(path, name, data, compression=zipfile.ZIP_DEFLATED):
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
+        archive.writestr(name, data)
+    return path
+
+
+def test_zip_member_over_the_size_cap(tmp_path, monkeypatch):
+    monkeypatch.setattr(_base, "_MAX_FILE_BYTES", 1000)
+    name = "images_background_small1/Greek/character01/01_01.png"
+    path = _zip_with_member(
+        tmp_path / "images_background_small1.zip", name, bytes(2000)
+    )
+    with pytest.raises(
+        ValueError, match=f"member {name} is larger \\(2000 bytes\\) than the 1000"
+    ):
+        load_omniglot("images_background_small1", path=path)
+
+
+def _set_declared_size(path, size):
+    """Make the central directory of a one-member zip declare ``size`` bytes."""
+    data = bytearray(path.read_bytes())
+    at = data.index(b"PK\x01\x02")
+    data[at + 24 : at + 28] = struct.pack("<I", size)
+    path.write_bytes(bytes(data))
+
+
+def test_zip_member_larger_than_declared_is_read_with_a_bound(tmp_path):
+    # declares 500 bytes but inflates to 64 MiB: reading stops at 500 bytes
+    name = "run01/training/class01.png"
+    path = _zip_with_member(tmp_path / "runs.zip", name, bytes(BOMB_BYTES))
+    _set_declared_size(path, 500)
+    with zipfile.ZipFile(path) as archive:
+
+        def call():
+            with pytest.raises(OSError, match=f"member {name} is corrupt"):
+                _base._read_member(archive, name, path)
+
+        assert _peak_bytes(call) < 4 << 20
+
+
+def test_runs_folder_file_over_the_size_cap(tmp_path, monkeypatch):
+    _tiny_run(tmp_path, ["run01/test/item01.png run01/training/class02.png"])
+    (tmp_path / "run01" / "test" / "item01.png").write_bytes(bytes(2000))
+    monkeypatch.setattr(_base, "_MAX_FILE_BYTES", 1000)
+    with pytest.raises(ValueError, match="item01.png is larger \\(2000 bytes\\)"):
+        load_omniglot_runs(tmp_path)
+
+
+# --------------------------------------------------------------------------
+# corrupt files: one documented error naming the file
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED])
+def test_corrupt_zip_member_names_zip_and_member(tmp_path, compression):
+    name = "images_background_small1/Greek/character01/01_01.png"
+    blob = encode_png(np.tile(STROKE, (8, 8)), depth=1)
+    path = _zip_with_member(
+        tmp_path / "images_background_small1.zip", name, blob, compression
+    )
+    data = bytearray(path.read_bytes())
+    start = data.index(name.encode()) + len(name)  # the member's data follows
+    data[start + 5 : start + 25] = bytes(range(20, 40))
+    path.write_bytes(bytes(data))
+    with pytest.raises(
+        OSError, match=f"images_background_small1.zip: member {name} is corrupt"
+    ):
+        load_omniglot("images_background_small1", path=path)
+
+
+def test_runs_class_labels_not_utf8(tmp_path):
+    _tiny_run(tmp_path, ["run01/test/item01.png run01/training/class02.png"])
+    (tmp_path / "run01" / "class_labels.txt").write_bytes(b"run01/test/\xe9.png x\n")
+    with pytest.raises(ValueError, match="class_labels.txt is not UTF-8"):
+        load_omniglot_runs(tmp_path)
+
+
+def test_load_banking77_csv_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,category\nhi,x\n" + "a" * 200_000 + ",y\n")
+    with pytest.raises(
+        ValueError, match="bad.csv, line 3: not a readable CSV row.*field limit"
+    ):
+        load_banking77(bad)
+    bad.write_bytes("text,category\ncafé au lait,x\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="bad.csv is not UTF-8 text"):
+        load_banking77(bad)
+
+
+def test_load_banking77_accepts_a_byte_order_mark(tmp_path):
+    (tmp_path / "train.csv").write_bytes(CSV.encode("utf-8-sig"))
+    (tmp_path / "categories.json").write_bytes(
+        json.dumps(["top_up_failed", "card_arrival", "atm_fee"]).encode("utf-8-sig")
+    )
+    bunch = load_banking77(tmp_path)
+    assert bunch.data[0] == "Hello, where is my card?"
+    np.testing.assert_array_equal(bunch.target, [1, 0, 2, 1])
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b'["card_arrival",', "categories.json is not a UTF-8 JSON file"),
+        (b'["caf\xe9"]', "categories.json is not a UTF-8 JSON file"),
+        (b'[1, {"a": 2}]', "categories.json must be a JSON list of distinct"),
+    ],
+)
+def test_load_banking77_broken_categories_json(tmp_path, content, match):
+    (tmp_path / "train.csv").write_text(CSV)
+    (tmp_path / "categories.json").write_bytes(content)
+    with pytest.raises(ValueError, match=match):
+        load_banking77(tmp_path)
+
+
+# --------------------------------------------------------------------------
+# load_omniglot_runs: every run, once
+# --------------------------------------------------------------------------
+
+GOOD_LINE = ["run01/test/item01.png run01/training/class02.png"]
+
+
+def test_load_omniglot_runs_run_without_labels_is_an_error(tmp_path):
+    _tiny_run(tmp_path, GOOD_LINE)
+    _tiny_run(tmp_path / "more", GOOD_LINE)
+    (tmp_path / "more" / "run01").rename(tmp_path / "run02")
+    (tmp_path / "run02" / "class_labels.txt").unlink()
+    with pytest.raises(
+        ValueError, match="run folder\\(s\\) \\['run02'\\] have no class_labels.txt"
+    ):
+        load_omniglot_runs(tmp_path)
+
+
+def test_load_omniglot_runs_run_found_twice_is_an_error(tmp_path):
+    _tiny_run(tmp_path / "copy1", GOOD_LINE)
+    _tiny_run(tmp_path / "copy2", GOOD_LINE)
+    with pytest.raises(
+        ValueError,
+        match="found more than once: \\{'run01': \\['copy1/run01', 'copy2/run01'\\]",
+    ):
+        load_omniglot_runs(tmp_path)
+    path = _zip_folder(tmp_path, tmp_path / "runs.zip")
+    with pytest.raises(ValueError, match="runs.zip: run\\(s\\) found more than once"):
+        load_omniglot_runs(path)
+
+
+# --------------------------------------------------------------------------
+# Omniglot alphabets: choose them, and know which two subsets share
+# --------------------------------------------------------------------------
+
+
+def test_load_omniglot_alphabets_and_exclude(tmp_path):
+    path = _fake_omniglot(tmp_path / "images_background_small1.zip")
+    greek = load_omniglot("images_background_small1", path=path, alphabets=["Greek"])
+    np.testing.assert_array_equal(greek.group_names, ["Greek"])
+    np.testing.assert_array_equal(
+        greek.target_names, ["Greek/character01", "Greek/character02"]
+    )
+    np.testing.assert_array_equal(greek.target, [0, 0, 1, 1])
+    latin = load_omniglot(
+        "images_background_small1", path=path, exclude_alphabets=["Greek"]
+    )
+    np.testing.assert_array_equal(latin.group_names, ["Latin"])
+    assert all(
+        name.startswith("images_background_small1/Latin/") for name in latin.filenames
+    )
+
+    with pytest.raises(ValueError, match="has no alphabet \\['Cyrillic'\\]; its alph"):
+        load_omniglot("images_background_small1", path=path, alphabets=["Cyrillic"])
+    with pytest.raises(ValueError, match="has no alphabet \\['greek'\\]"):
+        load_omniglot(
+            "images_background_small1", path=path, exclude_alphabets=["greek"]
+        )
+    with pytest.raises(ValueError, match="no alphabet of .* is left"):
+        load_omniglot(
+            "images_background_small1",
+            path=path,
+            alphabets=["Greek"],
+            exclude_alphabets=["Greek"],
+        )
+    with pytest.raises(TypeError, match="alphabets must be a list of alphabet names"):
+        load_omniglot("images_background_small1", path=path, alphabets="Greek")
+
+
+def test_omniglot_shared_alphabets_by_name_and_by_image(tmp_path):
+    _fake_omniglot(tmp_path / "images_background_small1.zip")
+    # small2: Greek by name (other drawings), Latin's images under another name
+    _fake_omniglot(
+        tmp_path / "images_background_small2.zip",
+        "images_background_small2",
+        rename={"Latin": "Roman"},
+        flip_greek=True,
+    )
+    _fake_omniglot(
+        tmp_path / "images_evaluation.zip",
+        "images_evaluation",
+        rename={"Latin": "Runic", "Greek": "Tifinagh"},
+        flip_greek=True,
+    )
+    shared = omniglot_shared_alphabets(
+        "images_background_small1", "images_background_small2", path=tmp_path
+    )
+    assert shared == ["Greek", "Latin"]
+    assert omniglot_shared_alphabets(
+        "images_background_small2",
+        "images_background_small1",
+        path=tmp_path / "images_background_small2.zip",  # the other zip beside it
+    ) == ["Greek", "Roman"]
+    # Tifinagh holds altered drawings, Runic Latin's very images
+    assert omniglot_shared_alphabets(
+        "images_evaluation", "images_background_small1", path=tmp_path
+    ) == ["Runic"]
+    with pytest.raises(FileNotFoundError, match="'images_background' not found"):
+        omniglot_shared_alphabets(
+            "images_evaluation", "images_background", path=tmp_path
+        )
+
+
+@pytest.mark.shared_data
+def test_omniglot_small_subsets_share_greek_and_latin(shared_data):
+    folder = shared_data / "omniglot"
+    small1, small2 = "images_background_small1", "images_background_small2"
+    assert omniglot_shared_alphabets(small2, small1, path=folder) == ["Greek", "Latin"]
+    assert omniglot_shared_alphabets(small1, small2, path=folder) == ["Greek", "Latin"]
+    train = {image.tobytes() for image in _real(shared_data, small1).data}
+    full = _real(shared_data, small2)
+    leaked = [image.tobytes() in train for image in full.data]
+    assert sum(leaked) == 480 + 520  # every Greek and Latin image, no other
+    novel = load_omniglot(small2, path=folder, exclude_alphabets=["Greek", "Latin"])
+    np.testing.assert_array_equal(
+        novel.group_names, ["Japanese_(katakana)", "Sanskrit", "Tagalog"]
+    )
+    assert novel.data.shape == (3120 - 1000, 1, 28, 28)
+    assert not any(image.tobytes() in train for image in novel.data)
+    assert "share two alphabets" in novel.DESCR

@@ -10,7 +10,7 @@ from ._augment import augment_rotations
 from ._banking77 import load_banking77
 from ._base import clear_data_home, get_data_home
 from ._digits import load_digits_images
-from ._omniglot import load_omniglot
+from ._omniglot import load_omniglot, omniglot_shared_alphabets
 from ._omniglot_runs import load_omniglot_runs
 
 __all__ = [
@@ -21,4 +21,5 @@ __all__ = [
     "load_digits_images",
     "load_omniglot",
     "load_omniglot_runs",
+    "omniglot_shared_alphabets",
 ]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._base import _bunch_or_X_y
+from ._base import _bunch_or_X_y, _read_file
 
 __all__ = ["load_banking77"]
 
@@ -46,8 +46,21 @@ def _find_csv(path, subset):
 
 
 def _read_rows(csv_path):
-    with open(csv_path, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
+    """Texts and categories of the CSV; ``ValueError`` naming the file if bad.
+
+    UTF-8 with or without a byte-order mark (as spreadsheets save it).
+    """
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            return _parse_rows(csv.reader(fh), csv_path)
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{csv_path} is not UTF-8 text ({exc}); save it as UTF-8."
+        ) from exc
+
+
+def _parse_rows(reader, csv_path):
+    try:
         header = next(reader, None)
         if header is None or [h.strip() for h in header] != _HEADER:
             raise ValueError(
@@ -64,9 +77,28 @@ def _read_rows(csv_path):
                 )
             texts.append(row[0])
             categories.append(row[1].strip())
+    except csv.Error as exc:
+        raise ValueError(
+            f"{csv_path}, line {reader.line_num}: not a readable CSV row ({exc})."
+        ) from exc
     if not texts:
         raise ValueError(f"{csv_path} has a header but no rows.")
     return texts, categories
+
+
+def _read_categories(names_path):
+    """The intents listed in ``categories.json``; ``ValueError`` naming it if bad."""
+    try:
+        names = json.loads(_read_file(names_path).decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{names_path} is not a UTF-8 JSON file ({exc}).") from exc
+    if (
+        not isinstance(names, list)
+        or not all(isinstance(name, str) for name in names)
+        or len(set(names)) != len(names)
+    ):
+        raise ValueError(f"{names_path} must be a JSON list of distinct intents.")
+    return names
 
 
 def load_banking77(path, *, subset="train", return_X_y=False):
@@ -76,7 +108,8 @@ def load_banking77(path, *, subset="train", return_X_y=False):
     ----------
     path : str or path-like
         The CSV file (``text,category`` with a header line, quoted as the
-        :mod:`csv` module does), or the folder holding ``<subset>.csv``.
+        :mod:`csv` module does, UTF-8 with or without a byte-order mark), or
+        the folder holding ``<subset>.csv``.
         A ``categories.json`` (a JSON list of intents) beside the CSV sets
         the order of ``target_names``; without it they are sorted.
     subset : {"train", "test"}, default="train"
@@ -102,6 +135,19 @@ def load_banking77(path, *, subset="train", return_X_y=False):
 
     (data, target) : tuple if ``return_X_y`` is True
 
+    Raises
+    ------
+    FileNotFoundError
+        When the CSV is absent.
+    ValueError
+        When the CSV is not UTF-8, has another header, a row without exactly
+        two fields, a field over the :mod:`csv` module's limit (128 KiB) or
+        no rows, or ``categories.json`` is not UTF-8 JSON listing distinct
+        intents (every category of the CSV among them); the message names the
+        file (and the line).
+    OSError
+        When a file cannot be read.
+
     Examples
     --------
     >>> import os, tempfile
@@ -123,10 +169,7 @@ def load_banking77(path, *, subset="train", return_X_y=False):
 
     names_path = csv_path.parent / "categories.json"
     if names_path.is_file():
-        with open(names_path, encoding="utf-8") as fh:
-            names = json.load(fh)
-        if not isinstance(names, list) or len(set(names)) != len(names):
-            raise ValueError(f"{names_path} must be a JSON list of distinct intents.")
+        names = _read_categories(names_path)
         unknown = sorted(set(categories) - set(names))
         if unknown:
             raise ValueError(

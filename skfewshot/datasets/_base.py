@@ -7,19 +7,36 @@ import hashlib
 import http.client
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 
 from sklearn.utils import Bunch
+
+from .._fileio import atomic_path
 
 __all__ = ["get_data_home", "clear_data_home"]
 
 _ENV_VAR = "SKFEWSHOT_DATA"
 _DEFAULT_HOME = os.path.join("~", "skfewshot_data")
 _CHUNK_BYTES = 1 << 16
+# The most bytes a loader reads from one file or zip member (a PNG drawing, a
+# class_labels.txt, a categories.json): far above any real one, low enough
+# that a crafted archive cannot make a loader hold gigabytes.
+_MAX_FILE_BYTES = 64 << 20
+_BLOCK_BYTES = 1 << 20
+# What a corrupt zip member raises while it is read (bad deflate data, CRC
+# mismatch, truncated member, unsupported compression or encryption).
+_ZIP_READ_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    NotImplementedError,
+    RuntimeError,
+    OSError,
+)
 
 
 def get_data_home(data_home=None):
@@ -33,12 +50,18 @@ def get_data_home(data_home=None):
     Parameters
     ----------
     data_home : str or path-like, default=None
-        An explicit folder; overrides the environment variable.
+        An explicit folder; overrides the environment variable. An empty
+        path is refused (it would mean the current working directory).
 
     Returns
     -------
     data_home : str
         The absolute path of the data folder.
+
+    Raises
+    ------
+    ValueError
+        When ``data_home`` is an empty path.
 
     See Also
     --------
@@ -53,20 +76,65 @@ def get_data_home(data_home=None):
     ...     print(os.path.isdir(home), os.path.basename(home))
     True data
     """
-    if data_home is None:
-        data_home = os.environ.get(_ENV_VAR) or _DEFAULT_HOME
-    home = os.path.abspath(os.path.expanduser(os.fspath(data_home)))
+    home = _resolve_data_home(data_home)
     os.makedirs(home, exist_ok=True)
     return home
+
+
+def _resolve_data_home(data_home):
+    """The absolute data home for ``data_home``, refusing an empty path."""
+    if data_home is None:
+        data_home = os.environ.get(_ENV_VAR) or _DEFAULT_HOME
+    data_home = os.fspath(data_home)
+    if not str(data_home).strip():
+        raise ValueError(
+            f"data_home must be a folder, got the empty path {data_home!r} "
+            "(it would mean the current working directory); pass None for "
+            f"the default (${_ENV_VAR} or {_DEFAULT_HOME})."
+        )
+    return os.path.abspath(os.path.expanduser(data_home))
+
+
+def _refuse_to_delete(home):
+    """Raise ``ValueError`` if deleting ``home`` would delete more than data.
+
+    Refused: a filesystem root, the user's home folder, the current working
+    directory and any folder above it (symbolic links resolved).
+    """
+    real = Path(os.path.realpath(home))
+    cwd = Path(os.path.realpath(os.getcwd()))
+    user_home = Path(os.path.realpath(os.path.expanduser("~")))
+    if real.parent == real:
+        reason = "a filesystem root"
+    elif real == user_home:
+        reason = "your home folder"
+    elif cwd == real or real in cwd.parents:
+        reason = "the current working directory or a folder above it"
+    else:
+        return
+    raise ValueError(
+        f"refusing to delete {home}: it is {reason}, not a data home; pass "
+        "the folder that holds the downloaded data sets."
+    )
 
 
 def clear_data_home(data_home=None):
     """Delete the data home and everything in it.
 
+    As a safety net it refuses to delete a filesystem root, your home folder,
+    the current working directory or a folder above it, whatever
+    ``data_home`` or ``$SKFEWSHOT_DATA`` says.
+
     Parameters
     ----------
     data_home : str or path-like, default=None
         The folder to delete; resolved as in :func:`get_data_home`.
+
+    Raises
+    ------
+    ValueError
+        When ``data_home`` is an empty path, or names a folder that must not
+        be deleted (see above); nothing is deleted then.
 
     Examples
     --------
@@ -78,7 +146,9 @@ def clear_data_home(data_home=None):
     ...     print(os.path.exists(home))
     False
     """
-    shutil.rmtree(get_data_home(data_home))
+    home = _resolve_data_home(data_home)
+    _refuse_to_delete(home)
+    shutil.rmtree(get_data_home(home))
 
 
 def _bunch_or_X_y(return_X_y, **fields):
@@ -107,6 +177,68 @@ def _check_zip(path):
     _open_zip(path).close()
 
 
+def _too_large(what, limit, size=None):
+    declared = "" if size is None else f" ({size} bytes)"
+    return ValueError(
+        f"{what} is larger{declared} than the {limit} bytes a skfewshot loader "
+        "reads from one file (a decompression bomb, or not a data file?)."
+    )
+
+
+def _read_at_most(fh, limit):
+    """Up to ``limit + 1`` bytes of ``fh``, read in blocks.
+
+    ``fh.read(limit + 1)`` would allocate ``limit`` bytes up front (and a zip
+    member would inflate that much at once) even for a small file.
+    """
+    blocks, size = [], 0
+    while size <= limit:
+        block = fh.read(min(_BLOCK_BYTES, limit + 1 - size))
+        if not block:
+            break
+        blocks.append(block)
+        size += len(block)
+    return b"".join(blocks)
+
+
+def _read_member(archive, name, zip_path):
+    """The bytes of zip member ``name``, at most ``_MAX_FILE_BYTES`` of them.
+
+    Neither the declared size nor the actual one may pass the limit: the
+    member is read with a bound, whatever its header says. A larger member
+    raises ``ValueError``; a corrupt one ``OSError``; both name the zip and
+    the member.
+    """
+    what, limit = f"{zip_path}: member {name}", _MAX_FILE_BYTES
+    info = archive.getinfo(name)
+    if info.file_size > limit:
+        raise _too_large(what, limit, info.file_size)
+    try:
+        with archive.open(info) as member:
+            data = _read_at_most(member, limit)
+    except _ZIP_READ_ERRORS as exc:
+        raise OSError(
+            f"{what} is corrupt or unreadable ({type(exc).__name__}: {exc}); "
+            "if the zip was downloaded, delete it and fetch it again."
+        ) from exc
+    if len(data) > limit:
+        raise _too_large(what, limit)
+    return data
+
+
+def _read_file(path):
+    """The bytes of file ``path``, at most ``_MAX_FILE_BYTES`` (else ``ValueError``)."""
+    limit = _MAX_FILE_BYTES
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > limit:
+            raise _too_large(path, limit, size)
+        data = _read_at_most(fh, limit)
+    if len(data) > limit:
+        raise _too_large(path, limit)
+    return data
+
+
 def _md5(path):
     digest = hashlib.md5()
     with open(path, "rb") as fh:
@@ -118,8 +250,9 @@ def _md5(path):
 def _fetch_file(url, target, *, md5=None, check=None, timeout=60):
     """Download ``url`` to ``target`` safely; return ``target`` as a Path.
 
-    The bytes go to a temporary file beside ``target``, which is renamed onto
-    ``target`` only once the download is complete (the advertised length) and
+    The bytes go to a temporary file beside ``target`` (through
+    :func:`skfewshot._fileio.atomic_path`), which is renamed onto ``target``
+    only once the download is complete (the advertised length) and
     verified: against ``md5`` when known, then with ``check(path)``, a callable
     raising on a bad file (e.g. "is this a readable zip"). On any failure the
     temporary file is removed and an ``OSError`` says what went wrong, so a
@@ -127,14 +260,11 @@ def _fetch_file(url, target, *, md5=None, check=None, timeout=60):
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".part", dir=target.parent
-    )
-    try:
+    with atomic_path(target) as tmp:
         digest, size = hashlib.md5(), 0
         try:
             with (
-                os.fdopen(fd, "wb") as out,
+                open(tmp, "wb") as out,
                 urllib.request.urlopen(url, timeout=timeout) as response,
             ):
                 expected_size = response.headers.get("Content-Length")
@@ -162,9 +292,4 @@ def _fetch_file(url, target, *, md5=None, check=None, timeout=60):
             )
         if check is not None:
             check(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return target

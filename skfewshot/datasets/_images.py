@@ -15,8 +15,6 @@ from ._png import decode_png
 
 __all__ = ["area_resize", "check_image_size", "pngs_to_images"]
 
-_CHUNK = 512
-
 
 def check_image_size(image_size):
     """Validate ``image_size``: None (keep the original size) or an int >= 1."""
@@ -67,43 +65,43 @@ def area_resize(images, size):
     return (rows @ images @ cols.T).astype(np.float32)
 
 
-def pngs_to_images(blobs, names, image_size):
+def pngs_to_images(names, read, image_size, where):
     """Decode PNG drawings, invert them (strokes = 1) and resize to ``image_size``.
+
+    The files are read, decoded and resized one at a time, so memory holds the
+    result and a single file (each bounded by the readers and the decoder),
+    whatever the number of files.
 
     Parameters
     ----------
-    blobs : list of bytes
-        PNG file contents.
     names : list of str
-        The file names, for error messages.
+        The files, in the order of the result.
+    read : callable
+        ``read(name)`` returns the bytes of a file (a bounded reader).
     image_size : int or None
         Side of the square output; None keeps the original size (then all
         images must share it).
+    where : str
+        The folder or archive the names are in, for error messages.
 
     Returns
     -------
     images : ndarray of shape (n, 1, s, s), dtype float32, values in [0, 1]
     """
-    decoded = [1.0 - decode_png(blob, name=name) for blob, name in zip(blobs, names)]
-    if image_size is None:
-        for image, name in zip(decoded, names):
-            if image.shape != decoded[0].shape:
-                raise ValueError(
-                    f"{name} is {image.shape[0]}x{image.shape[1]} but "
-                    f"{names[0]} is {decoded[0].shape[0]}x{decoded[0].shape[1]}; "
-                    "pass image_size=<int> to resize them to one size."
-                )
-        if not decoded:
-            return np.zeros((0, 1, 0, 0), dtype=np.float32)
-        return np.stack(decoded)[:, None].astype(np.float32)
-    result = np.empty((len(decoded), 1, image_size, image_size), dtype=np.float32)
-    by_shape = {}
-    for i, image in enumerate(decoded):
-        by_shape.setdefault(image.shape, []).append(i)
-    # one pair of matrix products per shape and chunk (bounded memory)
-    for index in by_shape.values():
-        for start in range(0, len(index), _CHUNK):
-            part = index[start : start + _CHUNK]
-            stack = np.stack([decoded[i] for i in part])
-            result[part, 0] = area_resize(stack, image_size)
+    side = 0 if image_size is None else image_size
+    result = np.empty((len(names), 1, side, side), dtype=np.float32)
+    for i, name in enumerate(names):
+        image = 1.0 - decode_png(read(name), name=f"{where}: {name}")
+        if image_size is not None:
+            result[i, 0] = area_resize(image[None], image_size)[0]
+            continue
+        if i == 0:
+            result = np.empty((len(names), 1, *image.shape), dtype=np.float32)
+        elif image.shape != result.shape[2:]:
+            raise ValueError(
+                f"{where}: {name} is {image.shape[0]}x{image.shape[1]} but "
+                f"{names[0]} is {result.shape[2]}x{result.shape[3]}; "
+                "pass image_size=<int> to resize them to one size."
+            )
+        result[i, 0] = image
     return result

@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from sklearn.utils import Bunch
 
-from ._base import _open_zip
+from ._base import _open_zip, _read_file, _read_member
 from ._images import check_image_size, pngs_to_images
 
 __all__ = ["load_omniglot_runs"]
@@ -44,7 +44,7 @@ class _Folder:
         )
 
     def read(self, name):
-        return (self.root / name).read_bytes()
+        return _read_file(self.root / name)
 
     def close(self):
         pass
@@ -54,11 +54,12 @@ class _Zip:
     """Members of a zip archive, read in memory."""
 
     def __init__(self, path):
+        self.path = path
         self.archive = _open_zip(path)
         self.names = sorted(n for n in self.archive.namelist() if not n.endswith("/"))
 
     def read(self, name):
-        return self.archive.read(name)
+        return _read_member(self.archive, name, self.path)
 
     def close(self):
         self.archive.close()
@@ -110,9 +111,10 @@ def load_omniglot_runs(path, *, image_size=28):
     """Load the 20-run one-shot classification benchmark of the Omniglot paper.
 
     Each run is a 20-way 1-shot task: 20 support images (one per class) and
-    20 queries. The runs are found wherever a ``runNN/class_labels.txt`` sits
-    in ``path``, so ``path`` may be the folder holding the ``runNN`` folders, a
-    folder with one top folder above them, or a zip of either.
+    20 queries. The runs are the ``runNN`` folders anywhere in ``path``, so
+    ``path`` may be the folder holding the ``runNN`` folders, a folder with one
+    top folder above them, or a zip of either; each must hold a
+    ``class_labels.txt``, and each run name may appear once.
 
     Parameters
     ----------
@@ -143,7 +145,14 @@ def load_omniglot_runs(path, *, image_size=28):
     FileNotFoundError
         When ``path`` does not exist or holds no run.
     ValueError
-        When a run is malformed (e.g. a bad line in ``class_labels.txt``).
+        When a run is malformed (e.g. a bad line in ``class_labels.txt``, a
+        PNG that does not decode, a file over 64 MiB), a ``runNN`` folder has
+        no ``class_labels.txt``, or a run name is found twice (e.g.
+        ``a/run01`` and ``b/run01``): the runs read are always all the runs
+        there, each once. The message names the file or the runs.
+    OSError
+        When the zip or one of its members is unreadable (corrupt data, bad
+        CRC), naming the zip and the member.
 
     See Also
     --------
@@ -171,24 +180,51 @@ def load_omniglot_runs(path, *, image_size=28):
     else:
         raise FileNotFoundError(f"{root} is neither a folder nor a zip file.")
     try:
-        label_files = [
-            n
-            for n in source.names
-            if PurePosixPath(n).name == "class_labels.txt"
-            and _RUN.match(PurePosixPath(n).parent.name)
-            and PurePosixPath(n).parts[0] != "__MACOSX"
-        ]
-        if not label_files:
-            raise FileNotFoundError(
-                f"no runNN/class_labels.txt found in {root}; expected the "
-                "layout runNN/training/classNN.png, runNN/test/itemNN.png, "
-                "runNN/class_labels.txt."
-            )
+        label_files = _find_runs(source.names, root)
         runs = [_read_run(source, n, root, image_size) for n in label_files]
     finally:
         source.close()
     runs.sort(key=lambda run: run.name)
     return Bunch(runs=runs, DESCR=_DESCR)
+
+
+def _find_runs(names, root):
+    """The ``runNN/class_labels.txt`` files, one per run folder.
+
+    Every ``runNN`` folder must hold a ``class_labels.txt``, and no run name
+    may appear twice (e.g. ``a/run01`` and ``b/run01``): a run left out or
+    counted twice would change the benchmark's figures without a word.
+    """
+    run_folders, label_files = set(), {}
+    for name in names:
+        path = PurePosixPath(name)
+        if path.parts[0] == "__MACOSX":
+            continue
+        run_folders.update(p for p in path.parents if _RUN.match(p.name))
+        if path.name == "class_labels.txt" and _RUN.match(path.parent.name):
+            label_files[path.parent] = name
+    if not run_folders:
+        raise FileNotFoundError(
+            f"no runNN/class_labels.txt found in {root}; expected the "
+            "layout runNN/training/classNN.png, runNN/test/itemNN.png, "
+            "runNN/class_labels.txt."
+        )
+    unlabelled = sorted(str(f) for f in run_folders if f not in label_files)
+    if unlabelled:
+        raise ValueError(
+            f"{root}: run folder(s) {unlabelled} have no class_labels.txt; "
+            "every run needs one (its queries' classes), or remove the folder."
+        )
+    by_run = {}
+    for folder in sorted(label_files):
+        by_run.setdefault(folder.name, []).append(str(folder))
+    repeated = {run: found for run, found in by_run.items() if len(found) > 1}
+    if repeated:
+        raise ValueError(
+            f"{root}: run(s) found more than once: {repeated}; point path at "
+            "the folder (or zip) holding one copy of the runs."
+        )
+    return [label_files[folder] for folder in sorted(label_files)]
 
 
 def _read_run(source, label_file, root, image_size):
@@ -211,7 +247,10 @@ def _read_run(source, label_file, root, image_size):
             f"{root}: run {folder.name} needs PNG files in both training/ and "
             f"test/, found {len(classes)} and {len(queries)}."
         )
-    text = source.read(label_file).decode("utf-8")
+    try:
+        text = source.read(label_file).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{where} is not UTF-8 text ({exc}).") from exc
     pairs = _parse_labels(text, where, queries, classes)
 
     support_files = sorted(classes, key=lambda n: _number(n, where))
@@ -222,8 +261,7 @@ def _read_run(source, label_file, root, image_size):
     y_query = np.array([_number(s, where) for _, s in pairs])
 
     def images(files, lookup):
-        full = [lookup[f] for f in files]
-        return pngs_to_images([source.read(n) for n in full], full, image_size)
+        return pngs_to_images([lookup[f] for f in files], source.read, image_size, root)
 
     return Bunch(
         X_support=images(support_files, classes),

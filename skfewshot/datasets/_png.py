@@ -4,6 +4,11 @@ Private module. It reads what image datasets ship in practice: every colour type
 (greyscale, RGB, palette, with or without alpha), every bit depth the format
 allows, all five row filters, chunk CRCs checked. Adam7-interlaced files are
 refused with a clear error rather than decoded wrongly.
+
+Memory is bounded by the header: an image may have at most ``_MAX_PIXELS``
+pixels, and its compressed data is inflated only up to the size its header
+implies, so a small file whose data inflates to gigabytes (a decompression
+bomb) is refused after inflating one byte past that size.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ _COLOR_TYPES = {
     6: (4, (8, 16)),  # RGB + alpha
 }
 _LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, as Pillow's "L" mode
+# At most 4096 x 4096 pixels per image: Omniglot drawings are 105 x 105.
+_MAX_PIXELS = 1 << 24
 
 
 def _chunks(data, name):
@@ -47,6 +54,29 @@ def _chunks(data, name):
             return
         pos = end + 4
     raise ValueError(f"{name}: truncated PNG (no IEND chunk)")
+
+
+def _inflate(compressed, size, name):
+    """Inflate the zlib stream of the image data to exactly ``size`` bytes.
+
+    At most ``size`` bytes, plus one to detect a stream that inflates to
+    more than the header implies (refused: a decompression bomb, or a
+    corrupt file); fewer is left to :func:`_unfilter` to report.
+    """
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(compressed, size)
+        extra = b""
+        if not inflater.eof:
+            extra = inflater.decompress(inflater.unconsumed_tail, 1)
+    except zlib.error as exc:
+        raise ValueError(f"{name}: corrupt PNG image data ({exc})") from exc
+    if extra:
+        raise ValueError(
+            f"{name}: PNG image data inflates to more than the {size} bytes "
+            "its header implies (a decompression bomb, or a corrupt file)."
+        )
+    return raw
 
 
 def _unfilter(raw, height, row_bytes, bpp, name):
@@ -127,6 +157,14 @@ def decode_png(data, *, name="PNG"):
     -------
     image : ndarray of shape (height, width), dtype float32
         0 is black, 1 is white.
+
+    Raises
+    ------
+    ValueError
+        When ``data`` is not a PNG file this decoder reads (corrupt, truncated,
+        interlaced, 0 pixels wide or high, more than ``_MAX_PIXELS`` pixels,
+        or image data inflating past the size its header implies), naming
+        ``name``.
     """
     data = bytes(data)
     if not data.startswith(_SIGNATURE):
@@ -134,8 +172,18 @@ def decode_png(data, *, name="PNG"):
     header, palette, transparency, idat = None, None, None, []
     for kind, payload in _chunks(data, name):
         if kind == b"IHDR":
+            if len(payload) != 13:
+                raise ValueError(
+                    f"{name}: corrupt PNG (IHDR chunk of {len(payload)} bytes, "
+                    "expected 13)"
+                )
             header = struct.unpack(">IIBBBBB", payload)
         elif kind == b"PLTE":
+            if not payload or len(payload) % 3:
+                raise ValueError(
+                    f"{name}: corrupt PNG (PLTE chunk of {len(payload)} bytes, "
+                    "expected a positive multiple of 3)"
+                )
             palette = np.frombuffer(payload, dtype=np.uint8).reshape(-1, 3)
         elif kind == b"tRNS":
             transparency = payload
@@ -150,13 +198,19 @@ def decode_png(data, *, name="PNG"):
         )
     if interlace:
         raise ValueError(f"{name}: Adam7-interlaced PNG files are not supported")
+    if width == 0 or height == 0:
+        raise ValueError(
+            f"{name}: PNG of {width}x{height} pixels; width and height must be >= 1"
+        )
+    if width * height > _MAX_PIXELS:
+        raise ValueError(
+            f"{name}: PNG of {width}x{height} pixels, more than the {_MAX_PIXELS} "
+            "pixels an image may have (a decompression bomb, or not a drawing?)"
+        )
     channels = _COLOR_TYPES[color][0]
     row_bytes = (width * channels * depth + 7) // 8
     bpp = max(1, channels * depth // 8)
-    try:
-        raw = zlib.decompress(b"".join(idat))
-    except zlib.error as exc:
-        raise ValueError(f"{name}: corrupt PNG image data ({exc})") from exc
+    raw = _inflate(b"".join(idat), height * (row_bytes + 1), name)
     rows = _unfilter(raw, height, row_bytes, bpp, name)
     values = _samples(rows, width, channels, depth)
 
@@ -168,7 +222,8 @@ def decode_png(data, *, name="PNG"):
             raise ValueError(f"{name}: palette index out of range")
         alpha = np.full(len(palette), 255, dtype=np.uint8)
         if transparency is not None:
-            alpha[: len(transparency)] = np.frombuffer(transparency, dtype=np.uint8)
+            entries = np.frombuffer(transparency, dtype=np.uint8)[: len(palette)]
+            alpha[: len(entries)] = entries
         rgb = palette[index] / 255.0
         alpha = (alpha[index] / 255.0)[..., None]
     else:
