@@ -665,6 +665,14 @@ def test_evaluate_episodes_draws_one_episode_before_the_first_fit(blobs, count_d
     assert len(count_draws) == 1
 
 
+def test_split_draws_lazily(blobs, count_draws):
+    X, y, _ = blobs
+    splits = EpisodicSplit(3, 1, 2, n_episodes=10**9, random_state=0).split(X, y)
+    assert count_draws == []
+    next(splits), next(splits)
+    assert len(count_draws) == 2
+
+
 def test_evaluate_episodes_draws_lazily_in_parallel(blobs, count_draws):
     # an invalid parameter makes every fit fail in the workers; joblib
     # dispatches a few tasks ahead (pre_dispatch="2*n_jobs"), never all of them
@@ -692,17 +700,6 @@ def test_evaluate_episodes_memory_does_not_grow_with_n_episodes(blobs):
         tracemalloc.stop()
     # drawing the 100,000 episodes up front took ~100 MiB
     assert peak < 4 * 2**20
-
-
-def test_evaluate_episodes_results_independent_of_draw_order_with_jobs(blobs):
-    # lazily drawn episodes are the ones the splitter gives, serial or parallel
-    X, y, _ = blobs
-    kwargs = dict(n_way=3, n_shot=2, n_query=3, n_episodes=40, random_state=3)
-    cv = EpisodicSplit(3, 2, 3, n_episodes=40, random_state=3)
-    expected = hand_accuracies(NearestCentroid(), X, y, cv)
-    for n_jobs in (1, 2):
-        scores = evaluate_episodes(NearestCentroid(), X, y, n_jobs=n_jobs, **kwargs)
-        np.testing.assert_array_equal(scores.accuracies, expected)
 
 
 def test_label_minus_one_is_an_ordinary_class(blobs):
