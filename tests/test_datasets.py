@@ -1092,8 +1092,14 @@ def test_load_omniglot_alphabets_and_exclude(tmp_path):
             alphabets=["Greek"],
             exclude_alphabets=["Greek"],
         )
-    with pytest.raises(TypeError, match="alphabets must be a list of alphabet names"):
-        load_omniglot("images_background_small1", path=path, alphabets="Greek")
+    for bad in ("Greek", 3, ["Greek", 3]):
+        with pytest.raises(TypeError, match="alphabets must be a list of alphabet"):
+            load_omniglot("images_background_small1", path=path, alphabets=bad)
+    # any iterable of names, a generator included
+    again = load_omniglot(
+        "images_background_small1", path=path, alphabets=(a for a in ["Greek"])
+    )
+    np.testing.assert_array_equal(again.group_names, ["Greek"])
 
 
 def test_omniglot_shared_alphabets_by_name_and_by_image(tmp_path):

@@ -81,11 +81,19 @@ def _check_names(value, name):
     """``alphabets`` / ``exclude_alphabets``: None or a collection of str."""
     if value is None:
         return None
-    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+    names = None if isinstance(value, str) else _as_list(value)
+    if names is None or not all(isinstance(v, str) for v in names):
         raise TypeError(
             f"{name} must be a list of alphabet names (str) or None, got {value!r}."
         )
-    return set(value)
+    return set(names)
+
+
+def _as_list(value):
+    try:
+        return list(value)
+    except TypeError:
+        return None
 
 
 def _select_alphabets(entries, zip_path, alphabets, exclude_alphabets):
