@@ -7,6 +7,7 @@ re-implements device resolution or numpy <-> tensor conversion.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 
 import numpy as np
 import torch
@@ -35,12 +36,36 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
+def _backend_available(device_type: str) -> bool:
+    """Whether torch can run on ``device_type`` here (CUDA, MPS, XPU, XLA, ...)."""
+    if device_type == "mps":
+        return _mps_available()
+    if device_type == "xla":  # registered by the torch_xla package, if installed
+        return importlib.util.find_spec("torch_xla") is not None
+    backend = getattr(torch, device_type, None)
+    available = getattr(backend, "is_available", None)
+    return bool(callable(available) and available())
+
+
 def resolve_device(device="auto") -> torch.device:
     """Turn a device spec into a ``torch.device``, failing early and clearly.
 
     ``"auto"`` picks CUDA, then Apple MPS, then CPU. An explicit device that
-    this machine does not have raises ``ValueError`` naming it, instead of a
-    crash deep inside torch at the first tensor transfer.
+    this machine cannot run on raises ``ValueError`` naming it, before any
+    tensor moves there: a backend that is absent or unavailable (``"cuda"``
+    without CUDA, ``"xpu"``, ``"xla"`` without ``torch_xla``...), an index
+    beyond the devices present, or ``"meta"`` (which holds no data: moving a
+    module there discards its weights).
+
+    Examples
+    --------
+    >>> from skfewshot._torch_utils import resolve_device
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    >>> resolve_device("meta")
+    Traceback (most recent call last):
+    ...
+    ValueError: device='meta' holds no data: ...
     """
     if isinstance(device, torch.device):
         spec = device
@@ -58,21 +83,26 @@ def resolve_device(device="auto") -> torch.device:
                 f"device={device!r} is not a valid torch device; use 'auto', "
                 "'cpu', 'cuda', 'cuda:N' or 'mps'."
             ) from exc
-    if spec.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"device={str(device)!r} was requested but CUDA is not available "
-                "on this machine; use device='auto' or device='cpu'."
-            )
-        if spec.index is not None and spec.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device={str(device)!r} was requested but only "
-                f"{torch.cuda.device_count()} CUDA device(s) are present."
-            )
-    elif spec.type == "mps" and not _mps_available():
+    name = str(device)
+    if spec.type == "cpu":
+        return spec
+    if spec.type == "meta":
         raise ValueError(
-            f"device={str(device)!r} was requested but Apple MPS is not available "
-            "on this machine; use device='auto' or device='cpu'."
+            f"device={name!r} holds no data: a module moved there loses its "
+            "weights and computes nothing; use 'auto', 'cpu', 'cuda' or 'mps'."
+        )
+    if not _backend_available(spec.type):
+        what = {"cuda": "CUDA", "mps": "Apple MPS"}.get(spec.type, spec.type)
+        raise ValueError(
+            f"device={name!r} was requested but {what} is not available on this "
+            "machine (torch has no working backend for it); use device='auto' "
+            "or device='cpu'."
+        )
+    count = getattr(getattr(torch, spec.type, None), "device_count", None)
+    if spec.index is not None and callable(count) and spec.index >= count():
+        raise ValueError(
+            f"device={name!r} was requested but only {count()} "
+            f"{spec.type.upper()} device(s) are present."
         )
     return spec
 

@@ -4,17 +4,24 @@ The backbone turns raw inputs (images, token ids, rows) into feature vectors; as
 a transformer step it composes with ``Pipeline``, ``GridSearchCV`` and
 ``clone``. Features are computed in eval mode under ``torch.inference_mode``,
 in batches, on the resolved device, and kept in a process-wide feature cache
-keyed by the backbone's weights and each row's content, so grid-search folds
+keyed by the backbone's whole state and each row's content, so grid-search folds
 and evaluation episodes over one data set cost one forward per row.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import enum
+import functools
+import hashlib
 import io
+import itertools
 import os
 import threading
+import types
+import warnings
 import weakref
-from collections import OrderedDict
 from hashlib import blake2b
 from numbers import Integral
 
@@ -44,53 +51,193 @@ _HOST_DTYPES = {
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
+class _Block:
+    """Cached rows of one backbone key: contiguous float32 storage and an index.
+
+    ``rows[slot]`` holds a feature row, ``ticks[slot]`` when it was last used
+    (-1: a free slot), ``keys[slot]`` its row key and ``index`` maps a row key
+    to its slot. Per row this costs the row itself plus the 16-byte key, its
+    index entry and the tick (about 150 bytes together, measured).
+    """
+
+    def __init__(self, width):
+        self.rows = np.empty((0, width), dtype=np.float32)
+        self.ticks = np.empty(0, dtype=np.int64)
+        self.keys = []
+        self.index = {}
+
+    @property
+    def capacity(self):
+        return len(self.keys)
+
+    def resize(self, capacity):
+        """Move the live rows to the front, then grow or shrink to ``capacity``."""
+        live = np.flatnonzero(self.ticks >= 0)
+        n = live.size
+        if n and live[-1] != n - 1:  # holes before the last live row: compact
+            for start in range(0, n, _COPY_CHUNK):
+                part = live[start : start + _COPY_CHUNK]
+                self.rows[start : start + part.size] = self.rows[part]
+            self.ticks[:n] = self.ticks[live]
+            self.keys = [self.keys[s] for s in live]
+            self.index = {key: slot for slot, key in enumerate(self.keys)}
+        else:
+            self.keys = self.keys[:n]
+        width = self.rows.shape[1]
+        # In place (realloc): no second copy of the block is ever held.
+        self.rows.resize((capacity, width), refcheck=False)
+        self.ticks.resize(capacity, refcheck=False)
+        self.ticks[n:] = -1
+        self.keys.extend([None] * (capacity - n))
+
+    def evict(self, slots):
+        for slot in slots:
+            del self.index[self.keys[slot]]
+            self.keys[slot] = None
+        self.ticks[slots] = -1
+
+
 class _FeatureCache:
-    """Process-wide LRU map ``(backbone key, row key) -> float32 feature row``.
+    """Process-wide LRU store ``(backbone key, row key) -> float32 feature row``.
 
     One store for every transformer in the process, so the clones that
     ``GridSearchCV`` or episodic evaluation make of one frozen backbone reuse
-    each other's features. The number of rows it holds is capped by the
-    ``cache_size`` of the transformer that writes to it.
+    each other's features. Rows live in one :class:`_Block` per backbone key;
+    after a transformer writes, the blocks hold at most its ``cache_size``
+    rows and have room (capacity) for at most that many, so the storage is
+    bounded by ``cache_size * n_features * 4`` bytes plus the per-row index.
     """
 
     def __init__(self):
-        self._rows = OrderedDict()
+        self._blocks = {}
         self._lock = threading.Lock()
+        self._tick = 0
 
     def __len__(self):
-        return len(self._rows)
-
-    def get(self, keys):
-        """Cached rows for ``keys`` (``None`` where absent), marked recently used."""
-        found = []
         with self._lock:
-            for key in keys:
-                row = self._rows.get(key)
-                if row is not None:
-                    self._rows.move_to_end(key)
-                found.append(row)
-        return found
+            return sum(len(block.index) for block in self._blocks.values())
 
-    def put(self, keys, rows, max_rows):
-        """Store ``rows`` under ``keys``, then evict the oldest beyond ``max_rows``."""
+    def nbytes(self):
+        """Bytes of row storage and ticks held (the index is extra)."""
         with self._lock:
-            for key, row in zip(keys, rows):
-                self._rows[key] = row
-                self._rows.move_to_end(key)
-            while len(self._rows) > max_rows:
-                self._rows.popitem(last=False)
+            return sum(b.rows.nbytes + b.ticks.nbytes for b in self._blocks.values())
 
     def clear(self):
         with self._lock:
-            self._rows.clear()
+            self._blocks.clear()
+
+    def width(self, key):
+        """Feature width of the rows cached under backbone ``key`` (None: none)."""
+        with self._lock:
+            block = self._blocks.get(key)
+            return None if block is None else block.rows.shape[1]
+
+    def read(self, key, row_keys, out, offset):
+        """Copy cached rows into ``out[offset + i]``; return the hit mask.
+
+        Hits are marked as used now, in the order of ``row_keys``.
+        """
+        hits = np.zeros(len(row_keys), dtype=bool)
+        with self._lock:
+            block = self._blocks.get(key)
+            if block is None:
+                return hits
+            slots = np.fromiter(
+                (block.index.get(k, -1) for k in row_keys), np.int64, len(row_keys)
+            )
+            hits = slots >= 0
+            found = np.flatnonzero(hits)
+            if found.size:
+                out[offset + found] = block.rows[slots[found]]
+                block.ticks[slots[found]] = self._next_ticks(found.size)
+        return hits
+
+    def put(self, key, row_keys, out, positions, max_rows):
+        """Store ``out[positions]`` under ``row_keys``; keep at most ``max_rows``.
+
+        Only the last ``max_rows`` rows are stored (the others would be
+        evicted at once); the least recently used rows of any backbone are
+        evicted to make room, and blocks are compacted so that their total
+        capacity never exceeds ``max_rows``.
+        """
+        row_keys, positions = row_keys[-max_rows:], positions[-max_rows:]
+        with self._lock:
+            block = self._blocks.get(key)
+            if block is None:
+                block = self._blocks[key] = _Block(out.shape[1])
+            known = np.fromiter(
+                (block.index.get(k, -1) for k in row_keys), np.int64, len(row_keys)
+            )
+            old = np.flatnonzero(known >= 0)  # written by another thread meanwhile
+            block.rows[known[old]] = out[positions[old]]
+            block.ticks[known[old]] = self._next_ticks(old.size)
+            new = np.flatnonzero(known < 0)
+            n_live = sum(len(b.index) for b in self._blocks.values())
+            self._evict_oldest(n_live + new.size - max_rows)
+            self._make_room(block, new.size, max_rows)
+            free = np.flatnonzero(block.ticks < 0)[: new.size]
+            for start in range(0, new.size, _COPY_CHUNK):
+                part = slice(start, start + _COPY_CHUNK)
+                block.rows[free[part]] = out[positions[new[part]]]
+            block.ticks[free] = self._next_ticks(new.size)
+            for slot, i in zip(free.tolist(), new.tolist()):
+                block.keys[slot] = row_keys[i]
+                block.index[row_keys[i]] = slot
+
+    def _next_ticks(self, n):
+        ticks = np.arange(self._tick, self._tick + n, dtype=np.int64)
+        self._tick += n
+        return ticks
+
+    def _evict_oldest(self, n):
+        """Drop the ``n`` least recently used rows over every block."""
+        if n <= 0:
+            return
+        blocks = list(self._blocks.items())
+        ticks = np.concatenate([b.ticks for _, b in blocks])
+        owner = np.repeat(np.arange(len(blocks)), [b.capacity for _, b in blocks])
+        starts = np.cumsum([0] + [b.capacity for _, b in blocks])
+        live = np.flatnonzero(ticks >= 0)
+        oldest = (
+            live[np.argpartition(ticks[live], n - 1)[:n]] if n < live.size else live
+        )
+        for j, (_, block) in enumerate(blocks):
+            mine = oldest[owner[oldest] == j]
+            if mine.size:
+                block.evict(mine - starts[j])
+
+    def _make_room(self, block, n_new, max_rows):
+        """Give ``block`` ``n_new`` free slots; keep total capacity <= ``max_rows``."""
+        for other_key, other in list(self._blocks.items()):
+            if other is not block and not other.index:
+                del self._blocks[other_key]
+        others = [b for b in self._blocks.values() if b is not block]
+        needed = len(block.index) + n_new
+        room = max_rows - sum(b.capacity for b in others)
+        if room < needed or block.capacity > room:
+            for other in others:  # give back the holes eviction left
+                if other.capacity > len(other.index):
+                    other.resize(len(other.index))
+            room = max_rows - sum(b.capacity for b in others)
+        if block.capacity - len(block.index) < n_new or block.capacity > room:
+            block.resize(min(room, max(needed, 2 * block.capacity)))
 
 
 _CACHE = _FeatureCache()
-# module -> (cheap stamp of its tensors, digest of their bytes); see _weights_digest.
-_WEIGHT_DIGESTS = weakref.WeakKeyDictionary()
+# Rows copied at once between the cache and an output array (bounds temporaries).
+_COPY_CHUNK = 1024
+# Rows whose keys are computed and looked up at once.
+_KEY_CHUNK = 4096
+# class or function -> serial number, never reused in the process (see _identity).
+_IDENTITIES = weakref.WeakKeyDictionary()
+_SERIALS = itertools.count()
 # module -> lock held while the module is switched to eval mode and run.
 _MODULE_LOCKS = weakref.WeakKeyDictionary()
 _LOCKS_LOCK = threading.Lock()
+# Attributes every nn.Module has, encoded (or checked) explicitly by _StateHash.
+_MODULE_INTERNALS = frozenset(vars(torch.nn.Module()))
+_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class defined in Python
+_PLAIN_TYPES = (type(None), bool, int, float, complex, str, bytes)
 
 
 def _module_lock(module):
@@ -101,43 +248,216 @@ def _module_lock(module):
         return lock
 
 
-def _weights_digest(module) -> bytes:
-    """Digest of every parameter and buffer (names, dtypes, shapes, bytes).
+class _Uncacheable(Exception):
+    """The module holds state the cache key cannot capture (the message says which)."""
 
-    Memoised per module object under a stamp of (storage pointer, version
-    counter, device) of each tensor: an optimiser step, ``load_state_dict`` or
-    a device move changes the stamp, so the weights are hashed again.
+
+def _identity(obj) -> int:
+    """A serial number for a class or function object, never reused in the process.
+
+    Unlike ``id``, a class redefined under the same name (as in a notebook) or
+    created after another was freed gets a new number.
     """
-    tensors = list(module.state_dict(keep_vars=True).items())
-    stamp = tuple(
-        (name, t.data_ptr(), t._version, str(t.device), t.dtype, tuple(t.shape))
-        for name, t in tensors
+    with _LOCKS_LOCK:
+        serial = _IDENTITIES.get(obj)
+        if serial is None:
+            serial = _IDENTITIES[obj] = next(_SERIALS)
+        return serial
+
+
+def _is_plain_object(value) -> bool:
+    """Whether ``value``'s whole state is its ``__dict__`` (a pure-Python class)."""
+    mro = type(value).__mro__[:-1]
+    return (
+        hasattr(value, "__dict__")
+        and all(c.__flags__ & _HEAP_TYPE and "__slots__" not in vars(c) for c in mro)
+        and not isinstance(value, type)
     )
-    memo = _WEIGHT_DIGESTS.get(module)
-    if memo is not None and memo[0] == stamp:
-        return memo[1]
-    h = blake2b(digest_size=16)
-    for name, t in tensors:
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        data = t.detach().reshape(-1).contiguous().view(torch.uint8).cpu()
-        h.update(data.numpy().tobytes())
-    digest = h.digest()
-    _WEIGHT_DIGESTS[module] = (stamp, digest)
-    return digest
 
 
-def _config_repr(module) -> str:
-    """The module's structure and plain attributes (what weights do not show)."""
-    parts = [f"{type(module).__module__}.{type(module).__qualname__}", repr(module)]
-    plain = (bool, int, float, str, type(None))
-    for name, sub in module.named_modules():
-        attrs = sorted(
-            (k, repr(v))
-            for k, v in vars(sub).items()
-            if not k.startswith("_") and k != "training" and isinstance(v, plain)
+class _StateHash:
+    """SHA-256 of everything a module's forward may read: its whole object graph.
+
+    Parameters, buffers (persistent or not) and tensor attributes by dtype,
+    shape, stride and bytes; numpy arrays and scalars by dtype, shape and
+    bytes; containers recursively; plain scalars by type and ``repr``; classes
+    and functions by identity (:func:`_identity`) and their defaults and
+    ``functools.partial`` arguments; instances of pure-Python classes by class
+    and attribute dict. Anything else, a forward hook on any submodule, or a
+    closure raises :class:`_Uncacheable` naming it. Shared objects and cycles
+    are encoded once, then referred to by position.
+    """
+
+    def __init__(self):
+        self._hash = hashlib.sha256()
+        self._seen = {}
+        self._keep = []  # objects seen, alive so that their ids stay unique
+
+    def digest(self) -> bytes:
+        return self._hash.digest()[:16]
+
+    def _text(self, text):
+        self._hash.update(text.encode())
+
+    def add(self, value):
+        if type(value) in _PLAIN_TYPES or isinstance(
+            value, (torch.dtype, torch.device, enum.Enum)
+        ):
+            self._text(f"{type(value).__qualname__}:{value!r};")
+            return
+        if id(value) in self._seen:
+            self._text(f"ref:{self._seen[id(value)]};")
+            return
+        self._seen[id(value)] = len(self._seen)
+        self._keep.append(value)
+        if isinstance(value, torch.nn.Module):
+            self._module(value)
+        elif isinstance(value, torch.Tensor):
+            self._tensor(value)
+        elif isinstance(value, (np.ndarray, np.generic)):
+            self._array(value)
+        elif type(value) in (list, tuple, torch.Size) or (
+            isinstance(value, tuple) and hasattr(type(value), "_fields")
+        ):
+            self._text(f"{type(value).__qualname__}#{_identity(type(value))}[")
+            for item in value:
+                self.add(item)
+            self._text("]")
+        elif type(value) in (dict, collections.OrderedDict):
+            self._text(f"{type(value).__qualname__}{{")
+            for k, v in value.items():
+                self.add(k)
+                self.add(v)
+            self._text("}")
+        elif type(value) in (set, frozenset):
+            if not all(type(v) in _PLAIN_TYPES for v in value):
+                raise _Uncacheable("a set of non-scalar items")
+            self._text(f"{type(value).__qualname__}{sorted(map(repr, value))};")
+        else:
+            self._callable_or_object(value)
+
+    def _module(self, module):
+        if module._forward_hooks or module._forward_pre_hooks:
+            raise _Uncacheable(f"{type(module).__name__} has forward hooks")
+        self._text(f"module:{type(module).__qualname__}#{_identity(type(module))}(")
+        for group in ("_parameters", "_buffers", "_modules"):
+            self._text(f"{group}:")
+            for name, value in getattr(module, group).items():
+                self._text(f"{name}=")
+                self.add(value)
+        for name, value in vars(module).items():
+            if name in _MODULE_INTERNALS:
+                continue
+            self._text(f"{name}=")
+            try:
+                self.add(value)
+            except _Uncacheable as exc:
+                raise _Uncacheable(
+                    f"attribute {name!r} of {type(module).__name__}: {exc}"
+                ) from None
+        self._text(")")
+
+    def _tensor(self, tensor):
+        t = tensor.detach()
+        if t.layout != torch.strided or t.is_meta or t.is_quantized:
+            raise _Uncacheable(f"a {t.layout} / {t.device.type} tensor")
+        t = t.resolve_conj().resolve_neg()
+        self._text(f"tensor:{t.dtype}{tuple(t.shape)}{t.stride()}:")
+        data = t.reshape(-1).contiguous().view(torch.uint8).cpu()
+        self._hash.update(memoryview(data.numpy()))
+
+    def _array(self, array):
+        if array.dtype.hasobject:
+            raise _Uncacheable("a numpy array of Python objects")
+        array = np.ascontiguousarray(array)
+        self._text(f"ndarray:{array.dtype.str}{array.shape}:")
+        self._hash.update(memoryview(array.reshape(-1).view(np.uint8)))
+
+    def _callable_or_object(self, value):
+        if isinstance(value, types.FunctionType):
+            if value.__closure__:
+                raise _Uncacheable(f"the closure {value.__qualname__}")
+            self._text(f"function:{value.__qualname__}#{_identity(value)}(")
+            self.add(value.__defaults__)
+            self.add(value.__kwdefaults__)
+            self._text(")")
+        elif isinstance(value, types.BuiltinFunctionType) and (
+            value.__self__ is None or isinstance(value.__self__, types.ModuleType)
+        ):
+            self._text(f"builtin:{value.__module__}.{value.__qualname__};")
+        elif isinstance(value, types.MethodType):
+            self._text("method:")
+            self.add(value.__func__)
+            self.add(value.__self__)
+        elif isinstance(value, functools.partial):
+            self._text("partial:")
+            self.add(value.func)
+            self.add(value.args)
+            self.add(value.keywords)
+        elif isinstance(value, type):
+            self._text(f"class:{value.__qualname__}#{_identity(value)};")
+        elif _is_plain_object(value):
+            self._text(f"object:{type(value).__qualname__}#{_identity(type(value))}:")
+            self.add(vars(value))
+        else:
+            raise _Uncacheable(f"a {type(value).__name__} object")
+
+
+def _global_forward_hooks() -> bool:
+    """Whether hooks registered for every module's forward are present."""
+    hooks = torch.nn.modules.module
+    return any(
+        getattr(hooks, name, None)
+        for name in ("_global_forward_hooks", "_global_forward_pre_hooks")
+    )
+
+
+def _module_digest(module) -> bytes:
+    """Digest of the module's whole state (see :class:`_StateHash`); may raise."""
+    if _global_forward_hooks():
+        raise _Uncacheable("global module forward hooks are registered")
+    state = _StateHash()
+    state.add(module)
+    return state.digest()
+
+
+def _row_keys(X) -> list:
+    """One 16-byte blake2b digest of each row's bytes."""
+    base = blake2b(digest_size=16)
+    keys = []
+    for row in X:
+        h = base.copy()
+        h.update(row.data)
+        keys.append(h.digest())
+    return keys
+
+
+@contextlib.contextmanager
+def _restored_on_error(module):
+    """Put every parameter, gradient and buffer of ``module`` back if the block raises.
+
+    The original tensor objects are kept (not copied) during the block, so a
+    move to a device that loses the data (``meta``) or a forward that fails
+    after ``module.to(device)`` leaves the caller's module as it was.
+    """
+    saved = [
+        (
+            m,
+            [(n, p, p.data, p.grad) for n, p in m._parameters.items() if p is not None],
+            dict(m._buffers),
         )
-        parts.append(f"{name}:{attrs}")
-    return "\n".join(parts)
+        for m in module.modules()
+    ]
+    try:
+        yield
+    except BaseException:
+        for m, params, buffers in saved:
+            for name, param, data, grad in params:
+                m._parameters[name] = param
+                param.data = data
+                param.grad = grad
+            m._buffers.update(buffers)
+        raise
 
 
 def _has_lazy_parameters(module) -> bool:
@@ -177,15 +497,22 @@ class BackboneTransformer(
         place, not copied: ``fit`` and ``transform`` move it to the resolved
         device (as skorch does), switch it (and every submodule) to eval mode
         for the forward passes and then restore each submodule's previous
-        train/eval flag. ``requires_grad`` flags are never touched. Lazy
-        modules must be materialised (called once) before they are wrapped.
+        train/eval flag. ``requires_grad`` flags are never touched. If
+        ``fit`` or ``transform`` fails, the module is left as it was: the
+        device is checked before the module moves, and after a move every
+        parameter, gradient and buffer is put back (the original tensors are
+        kept during the call). Lazy modules must be materialised (called
+        once) before they are wrapped. A backbone that returns NaN or inf
+        for a finite input raises ``ValueError`` naming it and the row.
 
     device : str or torch.device, default="auto"
         ``"auto"`` picks CUDA, then Apple MPS, then CPU. An explicit device
-        this machine lacks (``"cuda"`` without CUDA) raises ``ValueError`` at
-        ``fit`` or ``transform``. The device is resolved again at every
-        ``transform``, so an estimator pickled on a GPU machine transforms on
-        a CPU-only one with ``device="auto"``.
+        this machine cannot run on (``"cuda"`` without CUDA, ``"xpu"`` or
+        ``"xla"`` without their backend, ``"meta"``) raises ``ValueError``
+        naming it at ``fit`` or ``transform``, before the module moves. The
+        device is resolved again at every ``transform``, so an estimator
+        pickled on a GPU machine transforms on a CPU-only one with
+        ``device="auto"``.
 
     batch_size : int, default=256
         Rows per forward pass. Results do not depend on it (up to the
@@ -209,22 +536,23 @@ class BackboneTransformer(
         (float16 on CUDA, bfloat16 on CPU).
 
     cache : bool, default=True
-        Reuse features: rows already transformed by a backbone with the same
-        weights and settings are read back from a process-wide cache instead
-        of going through the backbone again. Keys are a blake2b digest of the
-        backbone (class, ``repr``, plain attributes, every parameter and
-        buffer), ``dtype``, ``amp`` and device type, and of each row's bytes,
-        dtype and shape (after ``preprocess``). Because the key is the
-        backbone's content, clones (as made by ``GridSearchCV`` and episodic
-        evaluation) share features, and changing the weights gives new keys.
-        The cache lives in the process, is never pickled, and can be emptied
-        with :meth:`clear_cache`.
+        Reuse features: rows already transformed by a backbone in the same
+        state are read back from a process-wide cache instead of going
+        through the backbone again, so clones (as made by ``GridSearchCV``
+        and episodic evaluation) share features. A row is served from the
+        cache only when the backbone's whole state and the settings equal
+        those it was computed with; see Notes for exactly what the key holds
+        and what it assumes. The cache lives in the process, is never
+        pickled, and can be emptied with :meth:`clear_cache`.
 
     cache_size : int, default=100_000
         Most rows the process-wide cache keeps after this transformer writes
-        to it; the least recently used rows are evicted first. Memory is about
-        ``cache_size * n_features * 4`` bytes (100,000 rows of 640 features:
-        256 MB).
+        to it; the least recently used rows are evicted first, and a call
+        that computes more rows than that stores only its last
+        ``cache_size``. The cache then holds at most ``cache_size * n_features
+        * 4`` bytes of rows (100,000 rows of 640 features: 256 MB) plus about
+        130 bytes per row for its index. A ``transform`` of ``n`` rows needs,
+        besides its output, about 24 bytes per row while it runs.
 
     verbose : int, default=0
         Show a tqdm progress bar over batches when > 0.
@@ -263,8 +591,40 @@ class BackboneTransformer(
     where it is), so a file written on a GPU machine loads on a CPU-only one;
     the next ``transform`` resolves ``device`` again and moves it there.
 
+    **The feature cache.** A cached row is keyed by (1) a SHA-256 digest of
+    the backbone's state, computed afresh at every ``fit`` and ``transform``
+    (never memoised: an edit through ``p.data`` or of a plain tensor
+    attribute is seen at the next call; hashing costs about 1 ms for a
+    :class:`~skfewshot.models.Conv4` and 45 ms for a
+    :class:`~skfewshot.models.ResNet12`, 47 MiB, per call on a CPU core);
+    (2) ``dtype``, ``amp``, the device type, the float32 matmul precision
+    and the input's dtype and per-sample shape; (3) a blake2b digest of the
+    row's bytes (after ``preprocess``). The state digest covers the module
+    and every submodule: the class (its identity in the process, so a class
+    redefined under the same name is another backbone), every parameter and
+    buffer (persistent or not) by dtype, shape and bytes, and every other
+    instance attribute, private ones included: tensors and numpy arrays by
+    bytes, containers recursively, scalars and strings by type and ``repr``,
+    functions and classes by identity, instances of pure-Python classes by
+    their attribute dict. Changing any of these invalidates the rows of the
+    old state (they stay until evicted, and are served again if the old
+    state comes back). The train/eval flags are not part of the key:
+    features are always computed in eval mode.
+
+    The cache assumes that ``forward`` is a deterministic function of the
+    module's parameters, buffers and instance attributes and of the input:
+    it does not read class attributes, global variables, random numbers or
+    files, nor state hidden in closures. Where a module holds state the key
+    cannot capture (a closure, an object of a compiled class such as a
+    tokenizer, a non-strided tensor) or forward or forward-pre hooks are
+    registered on any submodule or globally, the cache is bypassed for that
+    call: every row is computed afresh, nothing is stored, and a
+    ``UserWarning`` says why (once per message, under Python's default
+    warning filter; ``cache=False`` silences it). Rows of non-finite
+    features are never stored.
+
     ``sklearn.base.clone`` deep-copies ``module`` like any other parameter;
-    clones recompute nothing thanks to the weight-keyed cache, but each holds
+    clones recompute nothing thanks to the state-keyed cache, but each holds
     its own copy of the weights while it lives. The cache is per process: with
     ``n_jobs`` worker processes (joblib's loky backend) each worker computes a
     row's features once and reuses them for every later task it runs.
@@ -349,9 +709,11 @@ class BackboneTransformer(
             if hasattr(self, stale):
                 delattr(self, stale)
         X = self._validate_input(X, reset=True)
-        self.module_ = self.module.to(device)
+        with _restored_on_error(self.module):
+            module = self.module.to(device)
+            features = self._embed(module, X[: self.batch_size], device, None)
+        self.module_ = module
         self.input_shape_ = tuple(int(s) for s in X.shape[1:])
-        features = self._embed(X[: self.batch_size], device, expected=None)
         self.n_features_out_ = int(features.shape[1])
         return self
 
@@ -377,8 +739,9 @@ class BackboneTransformer(
                 f"{type(self).__name__} was fitted on per-sample shape "
                 f"{self.input_shape_}."
             )
-        self.module_.to(device)
-        return self._embed(X, device, expected=self.n_features_out_)
+        with _restored_on_error(self.module_):
+            self.module_.to(device)
+            return self._embed(self.module_, X, device, self.n_features_out_)
 
     @staticmethod
     def clear_cache():
@@ -485,52 +848,75 @@ class BackboneTransformer(
 
     # -- features ----------------------------------------------------------
 
-    def _embed(self, X, device, expected):
-        """Features of the host array ``X``: cached rows read back, others computed."""
+    def _embed(self, module, X, device, expected):
+        """Features of the host array ``X``: cached rows read back, others computed.
+
+        Keys are computed and looked up ``_KEY_CHUNK`` rows at a time; besides
+        the output, a call holds 24 bytes per row to compute (its index and
+        key) and the cache at most ``cache_size`` rows.
+        """
+        key = self._backbone_key(module, X, device) if self.cache else None
+        if key is None:
+            return self._forward(module, X, None, device, expected)
         n = X.shape[0]
-        if not self.cache:
-            return self._forward(X, device, expected)
-        keys = self._row_keys(X, device)
-        found = _CACHE.get(keys)
-        missing = np.array([i for i, row in enumerate(found) if row is None], int)
-        computed = self._forward(X[missing], device, expected) if missing.size else None
-        width = computed.shape[1] if computed is not None else found[0].shape[0]
-        out = np.empty((n, width), dtype=np.float32)
-        for i, row in enumerate(found):
-            if row is not None:
-                out[i] = row
-        if computed is not None:
-            out[missing] = computed
-            _CACHE.put(
-                [keys[i] for i in missing],
-                [row.copy() for row in computed],
-                self.cache_size,
-            )
+        width = _CACHE.width(key)
+        if width is not None and expected is not None and width != expected:
+            raise _width_error(width, expected, X.shape[1:])
+        out = None if width is None else np.empty((n, width), dtype=np.float32)
+        missing, missing_keys = [], []
+        for chunk in iter_batches(n, _KEY_CHUNK):
+            keys = _row_keys(X[chunk])
+            if out is None:
+                hits = np.zeros(len(keys), dtype=bool)
+            else:
+                hits = _CACHE.read(key, keys, out, chunk.start)
+            misses = np.flatnonzero(~hits)
+            missing.append(misses + chunk.start)
+            missing_keys.append(b"".join(keys[i] for i in misses))
+        missing = np.concatenate(missing)
+        if not missing.size:
+            return out
+        missing_keys = b"".join(missing_keys)
+        out = self._forward(module, X, missing, device, expected, out)
+        keep = missing[-self.cache_size :]
+        first = (missing.size - keep.size) * 16
+        row_keys = [
+            missing_keys[i : i + 16] for i in range(first, len(missing_keys), 16)
+        ]
+        del missing_keys
+        _CACHE.put(key, row_keys, out, keep, self.cache_size)
         return out
 
-    def _row_keys(self, X, device):
-        """One 32-byte key per row: backbone digest + row digest."""
-        model = blake2b(digest_size=16)
-        model.update(_config_repr(self.module_).encode())
-        model.update(_weights_digest(self.module_))
-        model.update(f"|{self.dtype}|{self.amp}|{device.type}".encode())
-        prefix = model.digest()
-        base = blake2b(digest_size=16)
-        base.update(f"{X.dtype.str}|{X.shape[1:]}|".encode())
-        keys = []
-        for row in X:
-            h = base.copy()
-            h.update(row.data)
-            keys.append(prefix + h.digest())
-        return keys
+    def _backbone_key(self, module, X, device):
+        """Digest of the module's state and of the settings (None: do not cache)."""
+        try:
+            digest = _module_digest(module)
+        except _Uncacheable as exc:
+            warnings.warn(
+                f"the feature cache is off for this {type(module).__name__} "
+                f"backbone: {exc}, whose effect on the output the cache key cannot "
+                "capture, so every row is computed afresh. Pass cache=False to "
+                "silence this warning.",
+                UserWarning,
+                stacklevel=4,
+            )
+            return None
+        settings = (
+            f"|{self.dtype}|{self.amp}|{device.type}|{X.dtype.str}|{X.shape[1:]}"
+            f"|{torch.get_float32_matmul_precision()}"
+        )
+        return digest + settings.encode()
 
-    def _forward(self, X, device, expected):
-        """Run the module on ``X`` batch by batch: eval mode, inference mode."""
-        module = self.module_
+    def _forward(self, module, X, rows, device, expected, out=None):
+        """Run ``module`` on ``X[rows]`` (all rows if None) batch by batch.
+
+        Eval mode, inference mode; results go to ``out[rows]`` (allocated
+        here when None) and non-finite outputs raise ``ValueError``.
+        """
+        n_rows = X.shape[0] if rows is None else rows.size
         in_dtype = torch.int64 if X.dtype == np.int64 else torch_dtype(self.dtype)
-        chunks = []
         batches = tqdm(
-            list(iter_batches(X.shape[0], self.batch_size)),
+            list(iter_batches(n_rows, self.batch_size)),
             desc=type(self).__name__,
             unit="batch",
             disable=self.verbose <= 0,
@@ -541,27 +927,47 @@ class BackboneTransformer(
             try:
                 with (
                     torch.inference_mode(),
-                    torch.autocast(device.type, enabled=self.amp),
+                    torch.autocast(device.type)
+                    if self.amp
+                    else contextlib.nullcontext(),
                 ):
                     for batch in batches:
-                        xb = torch.from_numpy(np.ascontiguousarray(X[batch]))
-                        out = self._call_module(xb.to(device, in_dtype))
-                        out = out.reshape(out.shape[0], -1)
-                        if expected is not None and out.shape[1] != expected:
-                            raise ValueError(
-                                f"the backbone returned {out.shape[1]} features per "
-                                f"sample for input of per-sample shape {X.shape[1:]}, "
-                                f"but {expected} during fit."
-                            )
-                        chunks.append(to_numpy(out))
+                        index = batch if rows is None else rows[batch]
+                        xb = torch.from_numpy(np.ascontiguousarray(X[index]))
+                        result = self._call_module(module, xb.to(device, in_dtype))
+                        result = to_numpy(result.reshape(result.shape[0], -1))
+                        if expected is not None and result.shape[1] != expected:
+                            raise _width_error(result.shape[1], expected, X.shape[1:])
+                        self._check_finite(module, result, index)
+                        if out is None:
+                            out = np.empty((X.shape[0], result.shape[1]), np.float32)
+                        out[index] = result
             finally:
                 for m, training in modes:
                     m.training = training
-        return np.concatenate(chunks)
+        return out
 
-    def _call_module(self, xb):
+    @staticmethod
+    def _check_finite(module, result, index):
+        bad = np.flatnonzero(~np.isfinite(result).all(axis=1))
+        if bad.size:
+            rows = (
+                np.arange(index.start, index.stop)
+                if isinstance(index, slice)
+                else index
+            )
+            raise ValueError(
+                f"the backbone {type(module).__name__} returned non-finite features "
+                f"(NaN or inf) for {bad.size} of the {len(result)} rows of a batch, "
+                f"first for row {rows[bad[0]]} of X; the input is finite, so check "
+                "the backbone's weights (e.g. a diverged training) and the input's "
+                "scale (e.g. float16 overflow with amp=True)."
+            )
+
+    @staticmethod
+    def _call_module(module, xb):
         try:
-            out = self.module_(xb)
+            out = module(xb)
         except _OOM:
             raise
         except Exception as exc:
@@ -580,6 +986,13 @@ class BackboneTransformer(
                 f"{xb.shape[0]} samples; the first dimension must be the batch."
             )
         return out
+
+
+def _width_error(width, expected, sample_shape):
+    return ValueError(
+        f"the backbone returned {width} features per sample for input of "
+        f"per-sample shape {sample_shape}, but {expected} during fit."
+    )
 
 
 def _holds_text(X) -> bool:

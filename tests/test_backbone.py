@@ -1,10 +1,12 @@
 """Tests for skfewshot.backbone.BackboneTransformer."""
 
 import copy
+import gc
 import os
 import pickle
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -487,3 +489,279 @@ def test_verbose_shows_progress(rng, capsys):
     bt = BackboneTransformer(seeded(Counting), device="cpu", batch_size=2, verbose=1)
     bt.fit(X).transform(X[::-1] + 1)
     assert "3/3" in capsys.readouterr().err
+
+
+# -- the cache never answers with another module state's features --------------
+
+
+class Scaled(torch.nn.Module):
+    """Multiplies by a factor kept in a plain (unregistered) attribute ``name``."""
+
+    def __init__(self, factor, name="factor"):
+        super().__init__()
+        self.name = name
+        setattr(self, name, factor)
+
+    def forward(self, x):
+        factor = getattr(self, self.name)
+        factor = factor["f"] if isinstance(factor, dict) else factor
+        return x * float(np.asarray(factor).reshape(-1)[0])
+
+
+def test_weights_edited_through_data_are_seen(rng):
+    # p.data has its own version counter: a stamp of versions cannot see this.
+    net = seeded(Counting)
+    X = rng.normal(size=(5, 6)).astype(np.float32)
+    bt = BackboneTransformer(net, device="cpu")
+    old = bt.fit_transform(X)
+    for p in net.parameters():
+        p.data.mul_(2)
+    assert_allclose(bt.transform(X), 2 * old, rtol=RTOL, atol=ATOL)
+    assert_allclose(bt.fit(X).transform(X), 2 * old, rtol=RTOL, atol=ATOL)
+    for p in net.parameters():
+        p.data.div_(2)
+    assert_array_equal(bt.transform(X), old)  # the first state's rows, cached
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        torch.tensor,
+        np.float32,
+        lambda f: np.array([f]),
+        lambda f: [f],
+        float,
+        lambda f: {"f": f},
+    ],
+    ids=["tensor", "numpy-scalar", "numpy-array", "list", "float", "dict"],
+)
+@pytest.mark.parametrize("name", ["factor", "_factor"])
+def test_state_in_plain_attributes_is_part_of_the_key(make, name, rng):
+    X = rng.normal(size=(4, 3)).astype(np.float32)
+    two = BackboneTransformer(Scaled(make(2.0), name), device="cpu").fit_transform(X)
+    three = BackboneTransformer(Scaled(make(3.0), name), device="cpu").fit_transform(X)
+    assert_allclose(two, 2 * X, rtol=RTOL, atol=ATOL)
+    assert_allclose(three, 3 * X, rtol=RTOL, atol=ATOL)
+
+
+def test_tensor_attribute_edited_in_place_is_seen(rng):
+    X = rng.normal(size=(4, 3)).astype(np.float32)
+    net = Scaled(torch.tensor(2.0))
+    bt = BackboneTransformer(net, device="cpu")
+    bt.fit_transform(X)
+    net.factor.mul_(2)
+    assert_allclose(bt.transform(X), 4 * X, rtol=RTOL, atol=ATOL)
+
+
+def test_same_class_name_other_code_is_not_shared(rng):
+    def make_class(k):
+        class Times(torch.nn.Module):
+            def forward(self, x):
+                return x * k
+
+        return Times
+
+    X = rng.normal(size=(4, 3)).astype(np.float32)
+    for k in (2, 3):
+        out = BackboneTransformer(make_class(k)(), device="cpu").fit_transform(X)
+        assert_allclose(out, k * X, rtol=RTOL, atol=ATOL)
+
+
+def _add_hook(net, kind):
+    if kind == "forward":
+        return net.register_forward_hook(lambda m, i, o: o * 2)
+    if kind == "forward_pre":
+        return net.register_forward_pre_hook(lambda m, i: (i[0] * 2,))
+    return torch.nn.modules.module.register_module_forward_hook(lambda m, i, o: o * 2)
+
+
+@pytest.mark.parametrize("kind", ["forward", "forward_pre", "global"])
+def test_hooks_added_after_a_transform_take_effect(kind, rng):
+    net = seeded(Counting)
+    X = rng.normal(size=(5, 6)).astype(np.float32)
+    bt = BackboneTransformer(net, device="cpu")
+    first = bt.fit_transform(X)
+    handle = _add_hook(net, kind)
+    try:
+        with pytest.warns(UserWarning, match="feature cache is off .* hooks"):
+            hooked = bt.transform(X)
+        with torch.no_grad():
+            expected = net(torch.from_numpy(X)).numpy()
+    finally:
+        handle.remove()
+    assert not np.allclose(expected, first)
+    assert_allclose(hooked, expected, rtol=RTOL, atol=ATOL)
+    assert len(backbone_mod._CACHE) == 5  # hooked rows were not cached
+    rows = Counting.rows
+    assert_array_equal(bt.transform(X), first)  # hook gone: the cache answers again
+    assert Counting.rows == rows
+
+
+def test_state_the_key_cannot_capture_bypasses_the_cache(rng):
+    def offset_by(v):
+        return lambda x: x + v  # a closure: its cell is invisible to the key
+
+    class Offset(Counting):
+        def __init__(self, v):
+            super().__init__()
+            self.offset = offset_by(v)
+
+        def forward(self, x):
+            return self.offset(super().forward(x))
+
+    X = rng.normal(size=(5, 6)).astype(np.float32)
+    one, two = seeded(lambda: Offset(1.0)), seeded(lambda: Offset(2.0))
+    with pytest.warns(UserWarning, match="attribute 'offset' of Offset: the closure"):
+        out_one = BackboneTransformer(one, device="cpu").fit_transform(X)
+    with pytest.warns(UserWarning, match="cache is off for this Offset"):
+        out_two = BackboneTransformer(two, device="cpu").fit_transform(X)
+    assert_allclose(out_two, out_one + 1, rtol=RTOL, atol=ATOL)
+    assert Offset.rows == 20 and len(backbone_mod._CACHE) == 0  # fit + transform, x2
+
+
+# -- the cache's memory follows cache_size --------------------------------------
+
+
+def _traced(fn):
+    """Run ``fn``; return (its result, peak bytes, bytes still held but the result)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        result = fn()
+        peak = tracemalloc.get_traced_memory()[1] - base
+        size = result.nbytes
+        del result
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    return size, peak, held
+
+
+def test_cache_memory_follows_cache_size(rng):
+    n, d, k = 20_000, 64, 500
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    bt = BackboneTransformer(torch.nn.Identity(), device="cpu", cache_size=k)
+    bt.fit(X[:3])
+    BackboneTransformer.clear_cache()
+    out_bytes, peak, held = _traced(lambda: bt.transform(X))
+    assert len(backbone_mod._CACHE) == k
+    assert backbone_mod._CACHE.nbytes() == k * (d * 4 + 8)  # rows + last-use ticks
+    # Held: k rows and about 200 bytes of index per row; the peak: the output,
+    # the cache and 24 bytes per row (its index and key while it is computed).
+    assert held < k * (d * 4 + 200) + 64 * 1024
+    assert peak < out_bytes + k * (d * 4 + 200) + n * 24 + 256 * 1024
+    # The last rows transformed are the ones kept: they come back unchanged.
+    rows = bt.transform(X[-k:])
+    assert_array_equal(rows, X[-k:])
+
+
+def test_small_rows_cost_little_in_the_cache(rng):
+    n = 10_000
+    X = rng.normal(size=(n, 5)).astype(np.float32)
+    bt = BackboneTransformer(RowStats(), device="cpu", cache_size=n).fit(X[:2])
+    BackboneTransformer.clear_cache()
+    _, _, held = _traced(lambda: bt.transform(X))
+    assert len(backbone_mod._CACHE) == n
+    assert held / n < 4 * 4 + 200  # was about 750 bytes per 4-feature row
+
+
+def test_a_smaller_cache_size_shrinks_the_storage(rng):
+    X = rng.normal(size=(300, 6)).astype(np.float32)
+    big = BackboneTransformer(seeded(Counting), device="cpu", cache_size=1000)
+    big.fit_transform(X)
+    assert len(backbone_mod._CACHE) == 300
+    other = BackboneTransformer(RowStats(), device="cpu", cache_size=10)
+    other.fit_transform(X[:20])
+    assert len(backbone_mod._CACHE) == 10
+    assert backbone_mod._CACHE.nbytes() <= 10 * (4 * 4 + 8)
+    # only the 10 last rows of the RowStats call are kept; Counting's are evicted
+    Counting.rows = 0
+    big.transform(X[:5])
+    assert Counting.rows == 5
+
+
+# -- non-finite features ----------------------------------------------------------
+
+
+class Blows(torch.nn.Module):
+    """Returns NaN (or inf) for the rows whose first value exceeds 0.5."""
+
+    def __init__(self, bad=float("nan")):
+        super().__init__()
+        self.bad = bad
+
+    def forward(self, x):
+        out = x.clone()
+        out[x[:, 0] > 0.5] = self.bad
+        return out
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_features_name_the_backbone_and_row(bad):
+    X = np.zeros((6, 2), dtype=np.float32)
+    X[:, 1] = np.arange(6)  # distinct rows: none is a cache hit for another
+    X[[2, 4], 0] = 1
+    msg = (
+        r"backbone Blows returned non-finite features \(NaN or inf\) for 2 of the "
+        r"6 rows of a batch, first for row 2 of X"
+    )
+    with pytest.raises(ValueError, match=msg):
+        BackboneTransformer(Blows(bad), device="cpu").fit(X)
+    bt = BackboneTransformer(Blows(bad), device="cpu", batch_size=3).fit(X[:2])
+    with pytest.raises(
+        ValueError, match="for 2 of the 3 rows of a batch, first for row 2"
+    ):
+        bt.transform(X)  # rows 0 and 1 come from the cache
+    assert len(backbone_mod._CACHE) == 2  # nothing of the failed call was cached
+    with pytest.raises(ValueError, match="first for row 2 of X"):
+        bt.set_params(cache=False).transform(X)
+
+
+# -- a failure leaves the caller's module as it was -------------------------------
+
+
+def _snapshot(net):
+    return [(p, p.detach().clone()) for p in net.parameters()]
+
+
+def _assert_untouched(net, snapshot):
+    assert [p for p, _ in snapshot] == list(net.parameters())  # same objects
+    for p, before in snapshot:
+        assert p.device.type == "cpu"
+        assert torch.equal(p.detach(), before)
+
+
+def test_meta_device_leaves_the_module_untouched(rng):
+    net = seeded(Counting)
+    snapshot = _snapshot(net)
+    with pytest.raises(ValueError, match="device='meta' holds no data"):
+        BackboneTransformer(net, device="meta").fit(rng.normal(size=(3, 6)))
+    _assert_untouched(net, snapshot)
+
+
+class Fails(Counting):
+    fail = False
+
+    def forward(self, x):
+        if self.fail:
+            raise RuntimeError("boom")
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("stage", ["fit", "transform"])
+def test_failure_after_the_move_restores_the_module(stage, rng, monkeypatch):
+    # A device that loses the data, as a move to an accelerator followed by an
+    # error would leave the module there: the original tensors must come back.
+    net = seeded(Fails)
+    X = rng.normal(size=(3, 6))
+    bt = BackboneTransformer(net, device="cpu", cache=False)
+    if stage == "transform":
+        bt.fit(X)
+    snapshot = _snapshot(net)
+    monkeypatch.setattr(backbone_mod, "resolve_device", lambda d: torch.device("meta"))
+    net.fail = True
+    with pytest.raises(ValueError, match="rejected input .*: boom"):
+        bt.fit(X) if stage == "fit" else bt.transform(X)
+    _assert_untouched(net, snapshot)

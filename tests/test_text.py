@@ -80,3 +80,9 @@ def test_named_model_without_sentence_transformers(monkeypatch):
     monkeypatch.setitem(sys.modules, "sentence_transformers", None)
     with pytest.raises(ImportError, match=r"pip install 'skfewshot\[text\]'"):
         SentenceEncoder("all-MiniLM-L6-v2").fit(["a"])
+
+
+@pytest.mark.parametrize("device", ["meta", "xla"])
+def test_named_model_on_a_device_this_machine_lacks(device):
+    with pytest.raises(ValueError, match=f"device='{device}'"):
+        SentenceEncoder("all-MiniLM-L6-v2", device=device).fit(["a"])

@@ -62,3 +62,23 @@ def test_single_thread_restores_the_thread_count():
     with single_thread():
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize(
+    "device, match",
+    [
+        ("meta", "device='meta' holds no data"),
+        ("xla", "device='xla' was requested but xla is not available"),
+        ("hpu", "device='hpu' was requested but hpu is not available"),
+        (torch.device("meta"), "device='meta' holds no data"),
+    ],
+)
+def test_resolve_device_rejects_devices_this_machine_cannot_run(device, match):
+    with pytest.raises(ValueError, match=match):
+        resolve_device(device)
+
+
+@pytest.mark.skipif(torch.xpu.is_available(), reason="checks the no-XPU message")
+def test_resolve_device_missing_xpu_is_a_clear_error():
+    with pytest.raises(ValueError, match="device='xpu:0' was requested but xpu is"):
+        resolve_device("xpu:0")
