@@ -30,6 +30,10 @@ quick smoke run; its figures are not the issue's. Run on an otherwise idle
 machine with a few GiB free (the full run needs about 3 GiB):
 
     python benchmarks/bench_memory.py [--small]
+
+To measure another version of skfewshot (e.g. before a fix), put its source
+first on the path: ``PYTHONPATH=/path/to/old/checkout python
+benchmarks/bench_memory.py``; the header names the skfewshot measured.
 """
 
 from __future__ import annotations
@@ -91,6 +95,8 @@ def case_info(scale):
     import sklearn
     import torch
 
+    import skfewshot
+
     cpu = platform.processor() or platform.machine()
     with open("/proc/cpuinfo") as f:
         for line in f:
@@ -105,6 +111,7 @@ def case_info(scale):
         "numpy": np.__version__,
         "torch": torch.__version__,
         "sklearn": sklearn.__version__,
+        "skfewshot": os.path.dirname(os.path.abspath(skfewshot.__file__)),
     }
 
 
@@ -229,18 +236,18 @@ def _run_case(name, scale):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _commit():
+def _commit(path):
+    """``git describe`` of the checkout holding ``path``, or "no git"."""
     try:
-        head = subprocess.run(
+        return subprocess.run(
             ["git", "describe", "--always", "--dirty"],
             capture_output=True,
             text=True,
-            cwd=os.path.dirname(os.path.abspath(__file__)),
+            cwd=path,
             check=True,
         ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head
+    except (OSError, TypeError, subprocess.CalledProcessError):
+        return "no git"
 
 
 def _row(label, r, cells):
@@ -265,7 +272,8 @@ def main():
         f"# {info.get('cpu')}, {info.get('cores')} cores "
         f"({info.get('torch_threads')} torch threads); Python {info.get('python')}, "
         f"numpy {info.get('numpy')}, torch {info.get('torch')}, scikit-learn "
-        f"{info.get('sklearn')}; skfewshot at {_commit()}"
+        f"{info.get('sklearn')}; skfewshot {info.get('skfewshot')} "
+        f"({_commit(info.get('skfewshot'))})"
     )
     print(
         "# peak = ru_maxrss of a fresh process per case, minus its resident "
