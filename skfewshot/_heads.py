@@ -1,15 +1,19 @@
 """Pieces shared by the few-shot heads (prototype and fine-tuned cosine).
 
 Private module: input validation of the support and query sets, label
-handling with scikit-learn's ``y == -1`` convention for unlabelled rows,
-weighted class means, L2 normalisation, cosine logits, and a mixin that derives
-``predict`` / ``predict_proba`` / ``predict_log_proba`` / ``decision_function``
-from one ``_logits`` method, so both classifiers follow the same conventions.
+handling (every label is a class unless the head's ``unlabelled_label`` marks
+unlabelled rows), weighted class means, scale-safe L2 normalisation, cosine
+logits, and a mixin that derives ``predict`` / ``predict_proba`` /
+``predict_log_proba`` / ``decision_function`` from one ``_logits`` method, so
+both classifiers follow the same conventions.
 """
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import numpy as np
+import scipy.sparse
 from scipy.special import log_softmax, softmax
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
@@ -18,34 +22,40 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-#: Label that marks an unlabelled row (scikit-learn's semi-supervised convention).
-UNLABELLED = -1
-
 #: Feature dtypes the heads accept: float32 stays float32, the rest -> float64.
 _FLOAT_DTYPES = [np.float64, np.float32]
 
+#: ``_parameter_constraints`` entry of the heads' ``unlabelled_label``.
+_UNLABELLED_LABEL_CONSTRAINT = [None, Integral, str]
 
-def _unlabelled_mask(y) -> np.ndarray:
-    """Boolean mask of the rows whose label is ``-1`` (unlabelled).
 
-    String arrays cannot hold the integer ``-1``, so every row of a string ``y``
-    is labelled (the string ``"-1"`` is an ordinary class). Object arrays are
-    compared element by element, as in
+def _unlabelled_mask(y, unlabelled_label):
+    """Boolean mask of the rows of ``y`` equal to ``unlabelled_label``.
+
+    ``None`` when ``unlabelled_label`` is None (every row is labelled). A
+    string never matches a numeric ``y`` and a number never matches a string
+    ``y``; object arrays are compared element by element, as in
     :class:`~sklearn.semi_supervised.SelfTrainingClassifier`.
     """
-    y = np.asarray(y)
-    if y.dtype.kind in "USV":
+    if unlabelled_label is None:
+        return None
+    is_text = isinstance(unlabelled_label, str)
+    if y.dtype.kind in "USV" and not is_text:
         return np.zeros(y.shape[0], dtype=bool)
-    return np.asarray(y == UNLABELLED, dtype=bool)
+    if y.dtype.kind in "biuf" and is_text:
+        return np.zeros(y.shape[0], dtype=bool)
+    return np.asarray(y == unlabelled_label, dtype=bool)
 
 
-def _encode_labels(y):
+def _encode_labels(y, unlabelled_label=None):
     """Classes and integer codes of ``y``; unlabelled rows get code ``-1``.
 
     Parameters
     ----------
     y : ndarray of shape (n_samples,)
-        Targets, ``-1`` marking unlabelled rows.
+        Targets.
+    unlabelled_label : int, str or None, default=None
+        Label of the rows that carry no class; None makes every label a class.
 
     Returns
     -------
@@ -60,37 +70,43 @@ def _encode_labels(y):
         If every row is unlabelled, or the labelled rows hold fewer than two
         classes, or the targets are continuous.
     """
-    unlabelled = _unlabelled_mask(y)
-    if unlabelled.all():
+    unlabelled = _unlabelled_mask(y, unlabelled_label)
+    n_unlabelled = 0 if unlabelled is None else int(unlabelled.sum())
+    if n_unlabelled == y.shape[0]:
         raise ValueError(
-            f"All {y.shape[0]} labels are -1 (unlabelled); fit needs labelled rows "
+            f"All {y.shape[0]} labels are {unlabelled_label!r} (unlabelled_label="
+            f"{unlabelled_label!r} marks unlabelled rows); fit needs labelled rows "
             "of at least 2 classes."
         )
-    y_labelled = y[~unlabelled]
+    y_labelled = y if n_unlabelled == 0 else y[~unlabelled]
     check_classification_targets(y_labelled)
     classes, codes_labelled = np.unique(y_labelled, return_inverse=True)
     if classes.shape[0] < 2:
         note = (
-            f" ({unlabelled.sum()} rows with y == -1 are unlabelled and carry no class)"
-            if unlabelled.any()
+            f" ({n_unlabelled} rows with y == {unlabelled_label!r} are unlabelled "
+            "and carry no class)"
+            if n_unlabelled
             else ""
         )
         raise ValueError(
             "A few-shot classifier needs at least 2 classes in the labelled rows; "
             f"got 1 class: {classes.tolist()[0]!r}{note}."
         )
-    codes = np.full(y.shape[0], UNLABELLED, dtype=np.intp)
+    if n_unlabelled == 0:
+        return classes, codes_labelled.astype(np.intp, copy=False)
+    codes = np.full(y.shape[0], -1, dtype=np.intp)
     codes[~unlabelled] = codes_labelled
     return classes, codes
 
 
-def _validate_support(estimator, X, y, sample_weight, weight_dtype=None):
+def _validate_support(estimator, X, y, sample_weight):
     """Validate the support set that a head's ``fit`` receives.
 
     ``X`` and ``y`` go through ``validate_data`` (which records
-    ``n_features_in_``), the weights through ``_check_sample_weight`` (non-
-    negative, in ``weight_dtype``, or the dtype of ``X`` when None), the labels
-    through :func:`_encode_labels`.
+    ``n_features_in_``), the weights through ``_check_sample_weight`` (finite,
+    non-negative, float64 whatever the dtype of ``X``, so that huge weights do
+    not overflow float32), the labels through :func:`_encode_labels` with the
+    estimator's ``unlabelled_label``.
 
     Returns
     -------
@@ -100,44 +116,95 @@ def _validate_support(estimator, X, y, sample_weight, weight_dtype=None):
     """
     X, y = validate_data(estimator, X, y, dtype=_FLOAT_DTYPES)
     sample_weight = _check_sample_weight(
-        sample_weight,
-        X,
-        dtype=X.dtype if weight_dtype is None else weight_dtype,
-        ensure_non_negative=True,
+        sample_weight, X, dtype=np.float64, ensure_non_negative=True
     )
-    classes, codes = _encode_labels(y)
+    classes, codes = _encode_labels(y, estimator.unlabelled_label)
     return X, classes, codes, sample_weight
+
+
+def _rescaled_weights(sample_weight):
+    """``sample_weight`` divided by its largest entry (float64, max 1, or zeros).
+
+    Sums of the result stay below the number of rows, so weights as large as
+    float64 allows (``1e300``) neither overflow nor change any weighted mean.
+    """
+    peak = sample_weight.max(initial=0.0)
+    return sample_weight / peak if peak > 0 else sample_weight
 
 
 def _class_means(X, codes, classes, sample_weight):
     """Weighted mean of the rows of each class (unlabelled rows ignored).
 
+    Each mean is a convex combination of rows (weights normalised per class
+    first), so it cannot overflow whatever the scale of ``X`` or of the
+    weights, and it is computed as one sparse (classes x rows) matrix product:
+    the extra memory is a few arrays of one entry per row, never a dense
+    classes x rows matrix or a copy of ``X``.
+
     Returns an array of shape (n_classes, n_features) in the dtype of ``X``.
     Raises ``ValueError`` naming a class whose rows all have zero weight.
     """
     n_classes = classes.shape[0]
-    labelled = codes >= 0
-    onehot = np.zeros((n_classes, X.shape[0]), dtype=X.dtype)
-    onehot[codes[labelled], np.flatnonzero(labelled)] = sample_weight[labelled]
-    totals = onehot.sum(axis=1)
+    weight = _rescaled_weights(sample_weight)
+    rows = np.flatnonzero(codes >= 0)
+    codes, weight = codes[rows], weight[rows]
+    totals = np.bincount(codes, weights=weight, minlength=n_classes)
     empty = totals <= 0
     if empty.any():
         raise ValueError(
             f"The rows of class {classes[empty].tolist()[0]!r} all have zero "
             "sample_weight, so the mean (prototype) of that class is undefined."
         )
-    return (onehot @ X) / totals[:, None]
+    coefficients = (weight / totals[codes]).astype(X.dtype, copy=False)
+    averaging = scipy.sparse.csr_array(
+        (coefficients, (codes, rows)), shape=(n_classes, X.shape[0])
+    )
+    return np.asarray(averaging @ np.ascontiguousarray(X))
 
 
-def _l2_normalize(A) -> np.ndarray:
-    """Rows of ``A`` scaled to unit Euclidean norm; all-zero rows stay zero."""
-    norms = np.linalg.norm(A, axis=1, keepdims=True)
-    return A / np.where(norms > 0, norms, 1)
+def _weighted_mean(X, sample_weight):
+    """Weighted mean of all rows of ``X`` (in its dtype), without copying ``X``."""
+    weight = _rescaled_weights(sample_weight)
+    return (weight / weight.sum()).astype(X.dtype, copy=False) @ X
+
+
+def _l2_normalize(A, *, copy=True) -> np.ndarray:
+    """Rows of ``A`` scaled to unit Euclidean norm; all-zero rows stay zero.
+
+    Each row is first multiplied by the power of two that brings its largest
+    absolute entry into [0.5, 1): exact in floating point, and the squared
+    norm can then neither overflow (float32 rows around 1e20) nor underflow
+    (rows around 1e-30), so the result does not depend on the scale of the
+    rows. ``copy=False`` normalises a float array in place.
+    """
+    dtype = np.result_type(A, np.float32)
+    A = np.array(A, dtype=dtype) if copy else np.asarray(A, dtype=dtype)
+    if A.size == 0:
+        return A
+    peak = np.maximum(A.max(axis=1), -A.min(axis=1))  # no |A| temporary
+    _, exponent = np.frexp(peak)
+    np.ldexp(A, -exponent[:, None], out=A)
+    norms = np.sqrt(np.einsum("ij,ij->i", A, A))
+    A /= np.where(norms > 0, norms, 1)[:, None]
+    return A
+
+
+def _scaled(cosines, scale):
+    """``scale * cosines`` without overflow, in place when the dtype allows.
+
+    A scale that could overflow the dtype of ``cosines`` (float32 beyond
+    about 1.7e38) multiplies float64 cosines clipped to [-1, 1] instead, so
+    every finite scale gives finite logits.
+    """
+    if 2 * abs(scale) > float(np.finfo(cosines.dtype).max):
+        cosines = np.clip(cosines, -1.0, 1.0, dtype=np.float64)
+    cosines *= scale
+    return cosines
 
 
 def _cosine_logits(X, M, scale):
     """``scale * cos(x_i, m_c)``: an (n_samples, n_classes) array."""
-    return scale * (_l2_normalize(X) @ _l2_normalize(M).T)
+    return _scaled(_l2_normalize(X) @ _l2_normalize(M).T, scale)
 
 
 class _LogitClassifierMixin:
@@ -220,20 +287,3 @@ class _LogitClassifierMixin:
             Columns follow ``classes_``.
         """
         return log_softmax(self._logits(X), axis=1)
-
-
-def _expected_failed_checks(estimator) -> dict:
-    """Estimator checks that cannot pass by design, with the reason.
-
-    For ``parametrize_with_checks(..., expected_failed_checks=...)``: the heads
-    follow scikit-learn's semi-supervised convention, so the integer label -1
-    means "unlabelled" and cannot be a class.
-    """
-    return {
-        "check_classifiers_classes": (
-            "y == -1 marks unlabelled rows (scikit-learn's semi-supervised "
-            "convention), so the binary labels [-1, 1] this check uses leave a "
-            "single class; scikit-learn exempts its own semi-supervised "
-            "estimators from these labels the same way."
-        ),
-    }

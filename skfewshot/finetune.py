@@ -8,7 +8,6 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.optimize import minimize
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
@@ -16,13 +15,16 @@ from sklearn.utils._param_validation import Interval
 from threadpoolctl import ThreadpoolController
 
 from skfewshot._heads import (
+    _UNLABELLED_LABEL_CONSTRAINT,
     _class_means,
     _cosine_logits,
     _l2_normalize,
     _LogitClassifierMixin,
+    _rescaled_weights,
     _validate_support,
 )
 from skfewshot._torch_utils import (
+    iter_batches,
     resolve_device,
     single_thread,
     to_numpy,
@@ -30,6 +32,10 @@ from skfewshot._torch_utils import (
 )
 
 __all__ = ["FineTunedCosineClassifier"]
+
+#: Rows per block of the objective: a block's float64 temporaries hold about
+#: this many entries (4 MiB each), whatever the number of rows of the support.
+_BLOCK_ENTRIES = 1 << 19
 
 
 @functools.cache
@@ -75,7 +81,8 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
     ``2 alpha sum_c (1 - cos(w_c, w0_c)) + alpha ||b||^2``: it pulls the class
     directions, the only part of ``W`` the logits depend on, toward the
     prototypes), ``S`` are the labelled rows, ``CE_i`` the cross-entropy of row ``i``,
-    ``v`` the sample weights, ``U`` the unlabelled rows (``y == -1``), ``H(p_u)``
+    ``v`` the sample weights, ``U`` the unlabelled rows (``y ==
+    unlabelled_label``, see below), ``H(p_u)``
     the entropy of the predicted distribution of row ``u`` and
     ``lambda = entropy_weight``; ``s`` is ``scale``, learned only if
     ``learn_scale=True``. This is the fine-tuning baseline of few-shot learning
@@ -98,7 +105,7 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
 
     entropy_weight : float, default=0.0
         Weight ``lambda`` of the mean prediction entropy of the unlabelled rows
-        (rows of ``fit`` with ``y == -1``, or the queries when
+        (rows of ``fit`` labelled ``unlabelled_label``, or the queries when
         ``transductive=True``). Zero ignores unlabelled rows.
 
     scale : float, default=10.0
@@ -110,6 +117,13 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
         regularised). On a support set that the head separates perfectly, the
         learned scale keeps growing, which makes :meth:`predict_proba` overconfident;
         hence the fixed default.
+
+    unlabelled_label : int, str or None, default=None
+        Label that marks the unlabelled rows of ``y`` in :meth:`fit`. With
+        None every label, ``-1`` included, is a class. Set it to ``-1`` for
+        scikit-learn's semi-supervised convention (or to any label that
+        cannot be a class): those rows carry no class and enter only the
+        entropy term (so they are ignored when ``entropy_weight=0``).
 
     max_iter : int, default=100
         Maximum number of L-BFGS-B iterations (a
@@ -175,10 +189,13 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
 
     Notes
     -----
-    Rows with ``y == -1`` are unlabelled (scikit-learn's semi-supervised
-    convention): they enter only the entropy term, so numeric ``y`` cannot use
-    ``-1`` as a class. The labelled support rows are kept (privately) after
-    ``fit`` because ``transductive=True`` needs them at prediction time.
+    The labelled support rows are kept (privately, L2-normalised, in the
+    dtype of ``X``) after ``fit`` because ``transductive=True`` needs them at
+    prediction time. The normalisation rescales each row by a power of two
+    first, so the head does not depend on the scale of the features (float32
+    features around ``1e20`` give the same classifier as unscaled ones).
+    The objective is evaluated in blocks of rows, so :meth:`fit` needs about
+    one copy of ``X`` of extra memory, plus a bounded working space.
 
     With two classes, :meth:`decision_function` returns the 1-D logit
     difference ``logits[:, 1] - logits[:, 0]``, as scikit-learn's binary
@@ -202,6 +219,16 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
     ((2, 2), (2,), 10.0)
     >>> clf.predict([[2.0, 0.5], [0.0, 3.0]])
     array([0, 1])
+
+    Every label is a class, ``-1`` included; rows labelled
+    ``unlabelled_label`` only enter the entropy term:
+
+    >>> FineTunedCosineClassifier().fit(X, [-1, -1, 1, 1]).classes_
+    array([-1,  1])
+    >>> X_u = np.vstack([X, [[1.0, 1.0]]])
+    >>> semi = FineTunedCosineClassifier(unlabelled_label=-1, entropy_weight=0.1)
+    >>> semi.fit(X_u, [0, 0, 1, 1, -1]).classes_
+    array([0, 1])
     """
 
     _parameter_constraints: dict = {
@@ -214,6 +241,7 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
         "transductive": ["boolean"],
         "device": [str, torch.device],
         "random_state": ["random_state"],
+        "unlabelled_label": _UNLABELLED_LABEL_CONSTRAINT,
     }
 
     def __init__(
@@ -228,6 +256,7 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
         transductive=False,
         device="auto",
         random_state=None,
+        unlabelled_label=None,
     ):
         self.alpha = alpha
         self.entropy_weight = entropy_weight
@@ -238,6 +267,7 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
         self.transductive = transductive
         self.device = device
         self.random_state = random_state
+        self.unlabelled_label = unlabelled_label
 
     @_fit_context(prefer_skip_nested_validation=True)
     @_single_blas_thread
@@ -249,8 +279,8 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
         X : array-like of shape (n_samples, n_features)
             Support features (and unlabelled rows).
         y : array-like of shape (n_samples,)
-            Support labels; ``-1`` marks an unlabelled row, which only enters
-            the entropy term.
+            Support labels; rows labelled ``unlabelled_label`` (when it is not
+            None) are unlabelled and only enter the entropy term.
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative row weights for the prototypes and the weighted
             means of the loss; an integer weight acts as repeating the row
@@ -262,29 +292,42 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
             The fitted classifier.
         """
         X, self.classes_, codes, sample_weight = _validate_support(
-            self, X, y, sample_weight, weight_dtype=np.float64
+            self, X, y, sample_weight
         )
+        # W0: the L2-normalised weighted class means of the support.
+        W0 = _l2_normalize(_class_means(X, codes, self.classes_, sample_weight))
+        self._coef_init = W0.astype(np.float64, copy=False)
+        weight = _rescaled_weights(sample_weight)
         labelled = codes >= 0
-        self._support = (X[labelled], codes[labelled], sample_weight[labelled])
-        W0 = self._initial_coef()
-        start = (W0, np.zeros(W0.shape[0]), float(self.scale))
-        unlabelled = (X[~labelled], sample_weight[~labelled])
-        coef, intercept, scale, self.n_iter_ = self._fine_tune(start, W0, unlabelled)
+        if labelled.all():
+            self._support = (_l2_normalize(X), codes, weight)
+            unlabelled = None
+        else:
+            self._support = (
+                _l2_normalize(X[labelled], copy=False),
+                codes[labelled],
+                weight[labelled],
+            )
+            unlabelled = None
+            if self.entropy_weight > 0:
+                unlabelled = (
+                    _l2_normalize(X[~labelled], copy=False),
+                    weight[~labelled],
+                )
+        start = (self._coef_init, np.zeros(W0.shape[0]), float(self.scale))
+        coef, intercept, scale, self.n_iter_ = self._fine_tune(start, unlabelled)
         self.coef_, self.intercept_, self.scale_ = coef, intercept, scale
         return self
 
-    def _initial_coef(self):
-        """``W0``: the L2-normalised weighted class means of the support."""
-        X, codes, weight = self._support
-        return _l2_normalize(_class_means(X, codes, self.classes_, weight))
-
-    def _fine_tune(self, start, W0, unlabelled):
+    def _fine_tune(self, start, unlabelled):
         """Minimise the objective from ``start = (W, b, s)`` with L-BFGS-B.
 
-        ``unlabelled = (X_u, weights_u)`` are the rows of the entropy term.
-        SciPy's L-BFGS-B drives the search; every objective and gradient
-        evaluation (:func:`_objective`) runs in torch on the resolved device.
-        Returns numpy ``(coef, intercept, scale, n_iter)``.
+        ``unlabelled = (Q_u, weights_u)`` (L2-normalised rows) are the rows of
+        the entropy term, or None. SciPy's L-BFGS-B drives the search; every
+        objective and gradient evaluation (:func:`_objective`) runs in torch
+        on the resolved device, in float64 (float32 on MPS), over blocks of
+        the rows, which stay in their own dtype. Returns numpy
+        ``(coef, intercept, scale, n_iter)``.
         """
         coef, intercept, scale = start
         if self.max_iter == 0:
@@ -295,20 +338,35 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
         def tensor(a):
             return to_tensor(a, device=device, dtype=dtype)
 
-        X_s, codes, weight_s = self._support
-        n_classes, n_features = coef.shape
-        targets = np.zeros((X_s.shape[0], n_classes))
-        targets[np.arange(X_s.shape[0]), codes] = weight_s / weight_s.sum()
-        support = (F.normalize(tensor(X_s), dim=1), tensor(targets))
-        X_u, weight_u = unlabelled
-        if self.entropy_weight > 0 and weight_u.sum() > 0:
-            unlabelled = (F.normalize(tensor(X_u), dim=1), tensor(weight_u))
-            unlabelled = (unlabelled[0], unlabelled[1] / unlabelled[1].sum())
+        def rows(Q):  # float32 rows stay float32: no float64 copy of X
+            row_dtype = torch.float32 if Q.dtype == np.float32 else dtype
+            return to_tensor(Q, device=device, dtype=row_dtype)
+
+        def weights(v):
+            return tensor(v / v.sum())
+
+        Q_s, codes, weight_s = self._support
+        support = (
+            rows(Q_s),
+            torch.as_tensor(codes, device=device),
+            weights(weight_s),
+        )
+        if self.entropy_weight > 0 and unlabelled is not None:
+            Q_u, weight_u = unlabelled
+            if weight_u.sum() > 0:
+                unlabelled = (
+                    rows(Q_u),
+                    weights(weight_u),
+                )
+            else:
+                unlabelled = None
         else:
             unlabelled = None
-        W_init = tensor(W0)
+        W_init = tensor(self._coef_init)
+        n_classes, n_features = coef.shape
         n_coef = n_classes * n_features
         log_scale = np.log(scale)
+        block_rows = max(1, _BLOCK_ENTRIES // max(n_features, n_classes))
 
         def loss_and_grad(x):
             params = tensor(x)
@@ -324,6 +382,7 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
                 W_init,
                 self.alpha,
                 self.entropy_weight,
+                block_rows,
             )
             grads = [grad_W.reshape(-1), grad_b]
             if self.learn_scale:
@@ -363,14 +422,14 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
         coef, intercept, scale = self.coef_, self.intercept_, self.scale_
         if self.transductive and self.entropy_weight > 0 and X.shape[0] > 0:
             start = (coef, intercept, scale)
-            unlabelled = (X, np.ones(X.shape[0]))
-            coef, intercept, scale, _ = self._fine_tune(
-                start, self._initial_coef(), unlabelled
-            )
+            unlabelled = (_l2_normalize(X), np.ones(X.shape[0]))
+            coef, intercept, scale, _ = self._fine_tune(start, unlabelled)
         return _cosine_logits(X, coef, scale) + intercept
 
 
-def _objective(W, b, log_s, support, unlabelled, W0, alpha, entropy_weight):
+def _objective(
+    W, b, log_s, support, unlabelled, W0, alpha, entropy_weight, block_rows=None
+):
     """The fine-tuning objective and its gradient, in closed form.
 
     Parameters
@@ -378,8 +437,8 @@ def _objective(W, b, log_s, support, unlabelled, W0, alpha, entropy_weight):
     W, b, log_s : tensor
         Weights (n_classes, n_features), biases (n_classes,), log of the scale.
     support : tuple of tensor
-        ``(Q, T)``: L2-normalised labelled rows (n, n_features) and targets
-        (n, n_classes), one-hot rows times the row weights (summing to 1).
+        ``(Q, codes, v)``: L2-normalised labelled rows (n, n_features), their
+        class indices (n,) and their weights (n,), summing to 1.
     unlabelled : tuple of tensor or None
         ``(Q_u, v_u)``: L2-normalised unlabelled rows and their weights
         (summing to 1); ``None`` when the entropy term is off.
@@ -387,6 +446,10 @@ def _objective(W, b, log_s, support, unlabelled, W0, alpha, entropy_weight):
         The initialisation that ``alpha`` pulls ``W`` toward.
     alpha, entropy_weight : float
         Weights of the penalty and of the entropy term.
+    block_rows : int or None, default=None
+        Rows per block: every term is a sum over rows, evaluated block by
+        block, each block cast to the dtype of ``W``, so the working memory
+        is bounded by the block, not by the number of rows. None: one block.
 
     Returns
     -------
@@ -398,27 +461,41 @@ def _objective(W, b, log_s, support, unlabelled, W0, alpha, entropy_weight):
     norms = torch.linalg.vector_norm(W, dim=1, keepdim=True).clamp_min(1e-12)
     W_n = W / norms
     s = torch.exp(log_s)
-    Q, T = support
-    cos = Q @ W_n.T
-    log_p = torch.log_softmax(s * cos + b, dim=1)
-    loss = -(T * log_p).sum()
-    # d loss / d logits of a weighted cross-entropy: v_i (p_i - onehot_i).
-    grad_logits = T.sum(dim=1, keepdim=True) * log_p.exp() - T
-    grad_W_n = s * (grad_logits.T @ Q)
-    grad_b = grad_logits.sum(dim=0)
-    grad_s = (grad_logits * cos).sum()
+    loss = W.new_zeros(())
+    grad_W_n, grad_b, grad_s = (torch.zeros_like(t) for t in (W_n, b, s))
+
+    def blocks(Q):
+        """``(rows, Q_block, cos, log_p)`` for each block of the rows of ``Q``."""
+        for rows in iter_batches(Q.shape[0], block_rows or max(Q.shape[0], 1)):
+            Q_block = Q[rows].to(W.dtype)
+            cos = Q_block @ W_n.T
+            yield rows, Q_block, cos, torch.log_softmax(s * cos + b, dim=1)
+
+    def add_gradient(grad_logits, Q_block, cos):
+        """Chain rule from d loss / d logits to ``W_n``, ``b`` and ``s``."""
+        nonlocal grad_W_n, grad_b, grad_s
+        grad_W_n = grad_W_n + s * (grad_logits.T @ Q_block)
+        grad_b = grad_b + grad_logits.sum(dim=0)
+        grad_s = grad_s + (grad_logits * cos).sum()
+
+    Q, codes, v = support
+    for rows, Q_block, cos, log_p in blocks(Q):
+        v_block, codes_block = v[rows, None], codes[rows, None]
+        loss = loss - (v_block * log_p.gather(1, codes_block)).sum()
+        # d loss / d logits of a weighted cross-entropy: v_i (p_i - onehot_i).
+        grad_logits = v_block * log_p.exp()
+        grad_logits.scatter_add_(1, codes_block, -v_block)
+        add_gradient(grad_logits, Q_block, cos)
     if unlabelled is not None:
         Q_u, v_u = unlabelled
-        cos_u = Q_u @ W_n.T
-        log_p_u = torch.log_softmax(s * cos_u + b, dim=1)
-        p_u = log_p_u.exp()
-        entropy = -(p_u * log_p_u).sum(dim=1, keepdim=True)
-        loss = loss + entropy_weight * (v_u[:, None] * entropy).sum()
-        # d H / d logits = -p (log p + H), row by row.
-        grad_logits_u = -entropy_weight * v_u[:, None] * p_u * (log_p_u + entropy)
-        grad_W_n = grad_W_n + s * (grad_logits_u.T @ Q_u)
-        grad_b = grad_b + grad_logits_u.sum(dim=0)
-        grad_s = grad_s + (grad_logits_u * cos_u).sum()
+        for rows, Q_block, cos, log_p in blocks(Q_u):
+            p = log_p.exp()
+            entropy = -(p * log_p).sum(dim=1, keepdim=True)
+            v_block = v_u[rows, None]
+            loss = loss + entropy_weight * (v_block * entropy).sum()
+            # d H / d logits = -p (log p + H), row by row.
+            grad_logits = -entropy_weight * v_block * p * (log_p + entropy)
+            add_gradient(grad_logits, Q_block, cos)
     delta = W_n - W0
     loss = loss + alpha * (delta.square().sum() + b.square().sum())
     grad_W_n = grad_W_n + 2 * alpha * delta

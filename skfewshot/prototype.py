@@ -9,10 +9,12 @@ from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from skfewshot._heads import (
+    _UNLABELLED_LABEL_CONSTRAINT,
     _class_means,
     _cosine_logits,
     _LogitClassifierMixin,
     _validate_support,
+    _weighted_mean,
 )
 
 __all__ = ["PrototypeClassifier"]
@@ -48,7 +50,15 @@ class PrototypeClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEstimator)
         only). Cosine similarities lie in [-1, 1]; ``scale=10`` turns them into
         logits whose softmax is neither flat nor one-hot, the value commonly
         used by cosine classifiers in few-shot learning. It changes
-        :meth:`predict_proba`, never :meth:`predict`.
+        :meth:`predict_proba`, never :meth:`predict`; any finite value gives
+        finite probabilities.
+
+    unlabelled_label : int, str or None, default=None
+        Label that marks the unlabelled rows of ``y`` in :meth:`fit`. With
+        None every label, ``-1`` included, is a class. Set it to ``-1`` for
+        scikit-learn's semi-supervised convention (or to any label that
+        cannot be a class): those rows belong to no prototype and count in
+        ``mean_`` only, because centring needs no labels.
 
     Attributes
     ----------
@@ -78,10 +88,15 @@ class PrototypeClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEstimator)
 
     Notes
     -----
-    Rows with ``y == -1`` are unlabelled (scikit-learn's semi-supervised
-    convention): they belong to no prototype, and they count in ``mean_``
-    only, because centring needs no labels. Numeric ``y`` therefore cannot use
-    ``-1`` as a class label; string labels are never treated as unlabelled.
+    Cosine scores do not depend on the scale of the features: each row is
+    normalised with a power-of-two rescaling first, so float32 features
+    around ``1e20`` (whose squared norm overflows float32) or ``1e-30`` score
+    as the unscaled ones do. Euclidean and dot scores do depend on it; when
+    they overflow the features' dtype they are computed in float64, and
+    features too large even for that raise a ``ValueError``.
+
+    :meth:`fit` needs memory for the prototypes and a few arrays of one entry
+    per row, never a classes x rows matrix or a copy of ``X``.
 
     With two classes, :meth:`decision_function` returns the 1-D difference of
     the logits ``logits[:, 1] - logits[:, 0]``, as scikit-learn's binary
@@ -109,18 +124,34 @@ class PrototypeClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEstimator)
     array(['cat', 'dog'], dtype='<U3')
     >>> clf.predict_proba([[1.0, 1.0]]).round(3)
     array([[0.5, 0.5]])
+
+    Every label is a class, ``-1`` included; ``unlabelled_label`` marks rows
+    that carry no class:
+
+    >>> PrototypeClassifier().fit(X, [-1, -1, 1, 1]).classes_
+    array([-1,  1])
+    >>> clf = PrototypeClassifier(unlabelled_label=-1, center=True)
+    >>> clf.fit(X, [0, 0, 1, -1]).prototypes_
+    array([[2., 0.],
+           [0., 2.]])
+    >>> clf.mean_
+    array([1. , 1.5])
     """
 
     _parameter_constraints: dict = {
         "metric": [StrOptions({"cosine", "euclidean", "dot"})],
         "center": ["boolean"],
         "scale": [Interval(Real, 0, None, closed="neither")],
+        "unlabelled_label": _UNLABELLED_LABEL_CONSTRAINT,
     }
 
-    def __init__(self, *, metric="cosine", center=False, scale=10.0):
+    def __init__(
+        self, *, metric="cosine", center=False, scale=10.0, unlabelled_label=None
+    ):
         self.metric = metric
         self.center = center
         self.scale = scale
+        self.unlabelled_label = unlabelled_label
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
@@ -131,7 +162,8 @@ class PrototypeClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEstimator)
         X : array-like of shape (n_samples, n_features)
             Support features.
         y : array-like of shape (n_samples,)
-            Support labels; ``-1`` marks an unlabelled row.
+            Support labels; rows labelled ``unlabelled_label`` (when it is
+            not None) are unlabelled.
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative row weights for the class means (and ``mean_``).
             ``None`` gives every row weight one.
@@ -146,7 +178,7 @@ class PrototypeClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEstimator)
         )
         self.prototypes_ = _class_means(X, codes, self.classes_, sample_weight)
         if self.center:
-            self.mean_ = np.average(X, axis=0, weights=sample_weight).astype(X.dtype)
+            self.mean_ = _weighted_mean(X, sample_weight)
         elif hasattr(self, "mean_"):
             del self.mean_
         return self
@@ -160,6 +192,25 @@ class PrototypeClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEstimator)
             M = M - self.mean_
         if self.metric == "cosine":
             return _cosine_logits(X, M, self.scale)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            logits = self._scale_dependent_logits(X, M)
+        if np.isfinite(logits).all():
+            return logits
+        if X.dtype != np.float64:  # float32 products of float32 rows always fit
+            logits = self._scale_dependent_logits(
+                X.astype(np.float64), M.astype(np.float64)
+            )
+            if np.isfinite(logits).all():
+                return logits
+        raise ValueError(
+            f"The {self.metric!r} logits of these features overflow float64 (the "
+            f"largest absolute feature or prototype entry is "
+            f"{max(np.abs(X).max(), np.abs(M).max()):.3g}); rescale the features, "
+            "or use metric='cosine', which does not depend on their scale."
+        )
+
+    def _scale_dependent_logits(self, X, M):
+        """Dot or negative squared Euclidean distance logits, in X's dtype."""
         if self.metric == "dot":
             return X @ M.T
         sq_dist = (

@@ -1,15 +1,16 @@
 """Tests for skfewshot.prototype.PrototypeClassifier."""
 
 import pickle
+import tracemalloc
 
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.base import clone
 from sklearn.datasets import make_blobs
 from sklearn.neighbors import NearestCentroid
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skfewshot._heads import _expected_failed_checks
 from skfewshot.prototype import PrototypeClassifier
 
 # Three classes in 2-D, small enough to compute everything by hand:
@@ -17,6 +18,11 @@ from skfewshot.prototype import PrototypeClassifier
 X_HAND = np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [0.0, 4.0], [-2.0, -2.0]])
 Y_HAND = np.array([0, 0, 1, 1, 2])
 Q_HAND = np.array([[3.0, 4.0]])  # norm 5
+# Its cosine logits at scale 10: cos(q, (2,0)) = 3/5, cos(q, (0,3)) = 4/5,
+# cos(q, (-2,-2)) = -7/(5 sqrt 2).
+COS_HAND = np.array([0.6, 0.8, -7.0 / (5.0 * np.sqrt(2.0))])
+# float32 results: a few float32 ulps, whatever the BLAS and thread count.
+F32 = {"rtol": 1e-5, "atol": 1e-6}
 
 
 def _softmax(z):
@@ -29,8 +35,7 @@ def _softmax(z):
         PrototypeClassifier(),
         PrototypeClassifier(metric="euclidean", center=True),
         PrototypeClassifier(metric="dot"),
-    ],
-    expected_failed_checks=_expected_failed_checks,
+    ]
 )
 def test_sklearn_compatible(estimator, check):
     check(estimator)
@@ -46,8 +51,7 @@ def test_prototypes_are_class_means():
 
 def test_cosine_logits_and_softmax_by_hand():
     clf = PrototypeClassifier(scale=10.0).fit(X_HAND, Y_HAND)
-    # cos(q, (2,0)) = 3/5, cos(q, (0,3)) = 4/5, cos(q, (-2,-2)) = -7/(5 sqrt 2).
-    logits = 10.0 * np.array([0.6, 0.8, -7.0 / (5.0 * np.sqrt(2.0))])
+    logits = 10.0 * COS_HAND
     assert_allclose(clf.decision_function(Q_HAND), [logits])
     assert_allclose(clf.predict_proba(Q_HAND), [_softmax(logits)])
     assert_allclose(clf.predict_log_proba(Q_HAND), [np.log(_softmax(logits))])
@@ -121,30 +125,78 @@ def test_zero_weight_class_is_an_error():
 def test_unlabelled_rows_only_enter_the_mean():
     X = np.vstack([X_HAND, [[10.0, 10.0]]])
     y = np.append(Y_HAND, -1)
-    clf = PrototypeClassifier(center=True).fit(X, y)
+    clf = PrototypeClassifier(center=True, unlabelled_label=-1).fit(X, y)
     assert_array_equal(clf.classes_, [0, 1, 2])
-    assert_allclose(
-        clf.prototypes_, PrototypeClassifier().fit(X_HAND, Y_HAND).prototypes_
-    )
-    assert_allclose(clf.mean_, X.mean(axis=0))
+    assert_array_equal(clf.prototypes_, [[2.0, 0.0], [0.0, 3.0], [-2.0, -2.0]])
+    assert_allclose(clf.mean_, [12.0 / 6, 14.0 / 6], rtol=1e-12)
 
 
-def test_string_labels_and_object_unlabelled():
+def test_minus_one_is_an_ordinary_class_by_default():
+    X = np.vstack([X_HAND, [[10.0, 10.0]]])
+    y = np.append(Y_HAND, -1)
+    clf = PrototypeClassifier().fit(X, y)
+    assert_array_equal(clf.classes_, [-1, 0, 1, 2])
+    assert_array_equal(clf.prototypes_[0], [10.0, 10.0])
+    assert_array_equal(clf.predict([[9.0, 9.5], [3.0, 0.0]]), [-1, 0])
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean", "dot"])
+def test_labels_minus_one_to_three_equal_labels_zero_to_four(episode, metric):
+    # Same data, classes relabelled 0 -> -1, 1 -> 0, ..., 4 -> 3 (same order).
+    X_support, y_support, X_query, _ = episode
+    relabel = np.array([-1, 0, 1, 2, 3])
+    clf = PrototypeClassifier(metric=metric)
+    shifted = clone(clf).fit(X_support, relabel[y_support])
+    plain = clone(clf).fit(X_support, y_support)
+    assert_array_equal(shifted.classes_, [-1, 0, 1, 2, 3])
+    assert_array_equal(shifted.predict(X_query), relabel[plain.predict(X_query)])
+    assert_array_equal(shifted.predict_proba(X_query), plain.predict_proba(X_query))
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean", "dot"])
+def test_binary_minus_one_plus_one_labels(metric):
+    # Tabular binary data is often labelled {-1, +1}: two ordinary classes.
+    X = np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [0.0, 4.0]])
+    y = np.array([-1, -1, 1, 1])
+    clf = PrototypeClassifier(metric=metric).fit(X, y)
+    assert_array_equal(clf.classes_, [-1, 1])
+    assert_array_equal(clf.prototypes_, [[2.0, 0.0], [0.0, 3.0]])
+    assert_array_equal(clf.predict([[5.0, 1.0], [1.0, 5.0]]), [-1, 1])
+    assert clf.score(X, y) == 1.0
+
+
+def test_string_unlabelled_label():
+    y = np.array(["b", "b", "a", "a", "?"])
+    # By default "?" is a class like any other...
+    assert_array_equal(PrototypeClassifier().fit(X_HAND, y).classes_, ["?", "a", "b"])
+    # ...and only unlabelled when asked for; the integer -1 never matches text.
+    clf = PrototypeClassifier(unlabelled_label="?").fit(X_HAND, y)
+    assert_array_equal(clf.classes_, ["a", "b"])
+    assert_array_equal(clf.prototypes_, [[0.0, 3.0], [2.0, 0.0]])
+    text = PrototypeClassifier(unlabelled_label=-1).fit(X_HAND, y)
+    assert_array_equal(text.classes_, ["?", "a", "b"])
+    # Object labels may mix strings with the integer -1.
+    y_obj = np.array(["b", "b", "a", "a", -1], dtype=object)
+    clf = PrototypeClassifier(unlabelled_label=-1).fit(X_HAND, y_obj)
+    assert_array_equal(clf.classes_, ["a", "b"])
+    # A text unlabelled_label never matches numeric labels.
+    numeric = PrototypeClassifier(unlabelled_label="-1").fit(X_HAND, Y_HAND - 1)
+    assert_array_equal(numeric.classes_, [-1, 0, 1])
+
+
+def test_string_labels():
     y = np.array(["b", "b", "a", "a", "c"])
     clf = PrototypeClassifier().fit(X_HAND, y)
     assert_array_equal(clf.classes_, ["a", "b", "c"])
     assert_array_equal(clf.predict([[5.0, 0.1], [0.1, 5.0]]), ["b", "a"])
-    # Object labels may mix strings with the integer -1 (unlabelled).
-    y_obj = np.array(["b", "b", "a", "a", -1], dtype=object)
-    clf = PrototypeClassifier().fit(X_HAND, y_obj)
-    assert_array_equal(clf.classes_, ["a", "b"])
 
 
 def test_pickle_round_trip():
     clf = PrototypeClassifier(center=True).fit(X_HAND, Y_HAND)
     loaded = pickle.loads(pickle.dumps(clf))
     assert_array_equal(loaded.prototypes_, clf.prototypes_)
-    assert_array_equal(loaded.predict_proba(Q_HAND), clf.predict_proba(Q_HAND))
+    # Same arithmetic on arrays at other addresses: equal up to rounding.
+    assert_allclose(loaded.predict_proba(Q_HAND), clf.predict_proba(Q_HAND), rtol=1e-12)
 
 
 def test_float32_is_preserved():
@@ -163,8 +215,7 @@ def test_episode_is_classified_well(episode):
     "X, y, match",
     [
         (X_HAND, np.zeros(5), "at least 2 classes.*got 1 class: 0"),
-        (X_HAND, np.array([0, 0, 0, -1, -1]), r"2 rows with y == -1 are unlabelled"),
-        (X_HAND, -np.ones(5), "All 5 labels are -1"),
+        (X_HAND, -np.ones(5), "at least 2 classes.*got 1 class: -1"),
         (np.array([[np.nan, 0.0], [1.0, 1.0]]), [0, 1], "NaN"),
         (np.array([[np.inf, 0.0], [1.0, 1.0]]), [0, 1], "infinity"),
         (np.empty((0, 2)), [], "0 sample"),
@@ -175,6 +226,20 @@ def test_episode_is_classified_well(episode):
 def test_bad_input_in_fit(X, y, match):
     with pytest.raises(ValueError, match=match):
         PrototypeClassifier().fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "y, unlabelled_label, match",
+    [
+        ([0, 0, 0, -1, -1], -1, r"got 1 class: 0 \(2 rows with y == -1 are unlab"),
+        (-np.ones(5), -1, "All 5 labels are -1 \\(unlabelled_label=-1 marks"),
+        (["?"] * 5, "?", "All 5 labels are '\\?' \\(unlabelled_label='\\?'"),
+    ],
+)
+def test_too_few_labelled_rows(y, unlabelled_label, match):
+    clf = PrototypeClassifier(unlabelled_label=unlabelled_label)
+    with pytest.raises(ValueError, match=match):
+        clf.fit(X_HAND, y)
 
 
 def test_wrong_number_of_features_at_predict():
@@ -189,8 +254,118 @@ def test_wrong_number_of_features_at_predict():
         ({"scale": 0.0}, "'scale' parameter"),
         ({"scale": -1.0}, "'scale' parameter"),
         ({"metric": "manhattan"}, "'metric' parameter"),
+        ({"scale": np.inf}, "'scale' parameter"),
+        ({"unlabelled_label": 1.5}, "'unlabelled_label' parameter.*int.*str"),
     ],
 )
 def test_invalid_parameters(params, match):
     with pytest.raises(ValueError, match=match):
         PrototypeClassifier(**params).fit(X_HAND, Y_HAND)
+
+
+# -- scale: cosine scores must not depend on the features' scale --------------
+
+
+@pytest.mark.parametrize(
+    "dtype, factor",
+    [
+        (np.float32, 1e20),  # squared norms overflow float32
+        (np.float32, 1e-30),  # squared norms underflow float32
+        (np.float64, 1e200),
+        (np.float64, 1e-200),
+    ],
+)
+@pytest.mark.parametrize("center", [False, True])
+def test_cosine_does_not_depend_on_the_feature_scale(dtype, factor, center):
+    X, Q = (X_HAND * factor).astype(dtype), (Q_HAND * factor).astype(dtype)
+    clf = PrototypeClassifier(center=center).fit(X, Y_HAND)
+    reference = PrototypeClassifier(center=center).fit(X_HAND, Y_HAND)
+    expected = reference.decision_function(Q_HAND)
+    if not center:
+        assert_allclose(expected, [10.0 * COS_HAND], rtol=1e-12)
+    assert_allclose(clf.decision_function(Q), expected, rtol=1e-5, atol=1e-5)
+    assert_allclose(clf.predict_proba(Q), reference.predict_proba(Q_HAND), **F32)
+    assert_array_equal(clf.predict(Q), [1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_huge_scale_gives_finite_probabilities(dtype):
+    X, Q = X_HAND.astype(dtype), Q_HAND.astype(dtype)
+    clf = PrototypeClassifier(scale=1e300).fit(X, Y_HAND)
+    logits = clf.decision_function(Q)
+    assert_allclose(logits, [1e300 * COS_HAND], rtol=1e-6)
+    # Logits 1e300 * (0.6, 0.8, -0.99): the softmax is one-hot on class 1.
+    assert_array_equal(clf.predict_proba(Q), [[0.0, 1.0, 0.0]])
+    log_proba = clf.predict_log_proba(Q)
+    assert_allclose(log_proba, [1e300 * (COS_HAND - 0.8)], rtol=1e-6)
+    assert np.isfinite(log_proba).all()
+    assert_array_equal(clf.predict(Q), [1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weight", [1e300, 1e-300])
+def test_uniform_extreme_sample_weight_equals_unweighted(dtype, weight):
+    X = X_HAND.astype(dtype)
+    weighted = PrototypeClassifier(center=True).fit(
+        X, Y_HAND, sample_weight=np.full(5, weight)
+    )
+    plain = PrototypeClassifier(center=True).fit(X, Y_HAND)
+    assert_array_equal(weighted.prototypes_, plain.prototypes_)
+    assert_array_equal(weighted.mean_, plain.mean_)
+    assert_allclose(weighted.mean_, [0.4, 0.8], **F32)
+    assert_array_equal(weighted.predict_proba(Q_HAND), plain.predict_proba(Q_HAND))
+    assert np.isfinite(weighted.predict_proba(Q_HAND)).all()
+
+
+def test_huge_unequal_sample_weight_on_float32_features():
+    clf = PrototypeClassifier().fit(
+        X_HAND.astype(np.float32), Y_HAND, sample_weight=[4e307, 3e307, 1, 1, 1]
+    )
+    # Class 0: (4 * 1 + 3 * 3) / 7 = 13/7.
+    assert_allclose(clf.prototypes_, [[13.0 / 7.0, 0.0], [0, 3], [-2, -2]], **F32)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "dot"])
+def test_scale_dependent_metrics_of_huge_float32_features(metric):
+    # 1e20-sized float32 features: the logits (about 1e40) overflow float32,
+    # so they are computed in float64.
+    clf = PrototypeClassifier(metric=metric).fit(
+        (X_HAND * 1e20).astype(np.float32), Y_HAND
+    )
+    Q = (Q_HAND * 1e20).astype(np.float32)
+    hand = [[-17.0, -10.0, -61.0]] if metric == "euclidean" else [[6.0, 12.0, -14.0]]
+    assert_allclose(clf.decision_function(Q), np.array(hand) * 1e40, rtol=1e-5)
+    assert_array_equal(clf.predict_proba(Q), [[0.0, 1.0, 0.0]])
+    assert_array_equal(clf.predict(Q), [1])
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "dot"])
+def test_scale_dependent_metrics_overflowing_float64_is_an_error(metric):
+    clf = PrototypeClassifier(metric=metric).fit(X_HAND * 1e200, Y_HAND)
+    with pytest.raises(ValueError, match=f"'{metric}' logits of these features "):
+        clf.predict_proba(Q_HAND * 1e200)
+    # Cosine scores of the same features are fine.
+    cosine = PrototypeClassifier().fit(X_HAND * 1e200, Y_HAND)
+    assert_array_equal(cosine.predict(Q_HAND * 1e200), [1])
+
+
+# -- memory -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_fit_memory_is_bounded_by_the_input_at_many_classes(center):
+    # 2000 classes of 10 rows: a dense classes x rows matrix would be 32x X.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20_000, 64), dtype=np.float32)
+    y = np.repeat(np.arange(2000), 10)
+    clf = PrototypeClassifier(center=center)
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        clf.fit(X, y)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - before <= 1.2 * X.nbytes, (peak - before) / X.nbytes
+    assert_allclose(clf.prototypes_[7], X[70:80].mean(axis=0), **F32)
