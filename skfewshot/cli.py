@@ -2,7 +2,13 @@
 
 Sits on top of the library; nothing imports it. Every user error (a wrong
 path, a missing file, an impossible episode) prints one line on stderr and
-exits with status 1; ``--help`` documents every option.
+exits with status 1; an interrupt (Ctrl-C) prints one line and exits with
+status 130, writing nothing; ``--help`` documents every option.
+
+Episodes are drawn from classes the backbone never saw: ``evaluate`` leaves out
+the classes (digits) or alphabets (Omniglot) that the backbone file records as
+its training data, and warns on stderr (and in ``--json``) when the file
+records none.
 """
 
 from __future__ import annotations
@@ -10,9 +16,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 import zipfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +44,14 @@ _USER_ERRORS = (
     zipfile.BadZipFile,
     OSError,
 )
+
+
+#: What the demo's backbone is trained on (its novel classes are the rest).
+_DEMO_TRAINED_ON = {"dataset": "digits", "classes": [0, 1, 2, 3, 4]}
+#: Exit status of an interrupted command (128 + SIGINT, the shell's convention).
+_INTERRUPTED = 130
+#: Omniglot subset ``evaluate`` reads by default.
+_OMNIGLOT_SUBSET = "images_background_small2"
 
 
 class _CLIError(Exception):
@@ -150,7 +167,9 @@ def run_demo(
 
     Returns ``(results, info)``: ``results`` maps each head name to a list of
     :class:`~skfewshot.model_selection.EpisodeScores`, one per shot count;
-    ``info`` holds the training time and sizes.
+    ``info`` holds the training time and sizes, what the backbone was trained
+    on (``trained_on``, as :func:`~skfewshot.models.save_backbone` records it),
+    the classes evaluated and the epochs actually trained.
     """
     import torch
     from sklearn.pipeline import make_pipeline
@@ -163,7 +182,9 @@ def run_demo(
 
     X, y = load_digits_images(return_X_y=True)
     X = _upsample(X, 32)  # Conv4 halves the size four times: 32 -> 2x2 maps
-    base, novel = y < 5, y >= 5
+    trained_on = {**_DEMO_TRAINED_ON, "classes": list(_DEMO_TRAINED_ON["classes"])}
+    base = np.isin(y, trained_on["classes"])
+    novel = ~base
     with torch.random.fork_rng():  # seeded initial weights, global RNG untouched
         torch.manual_seed(seed)
         net = Conv4(in_channels=1, hidden=32)
@@ -196,11 +217,55 @@ def run_demo(
         ]
     info = {
         "train_time_s": round(train_time, 2),
+        "trained_on": trained_on,
+        "classes": np.unique(y[novel]).tolist(),
         "n_base": int(base.sum()),
         "n_novel": int(novel.sum()),
         "max_epochs": max_epochs,
+        "epochs_trained": len(trainer.history_),
     }
     return results, info
+
+
+def _figure_format(path):
+    """The image format of ``path``: its suffix, or matplotlib's default without one."""
+    import matplotlib
+
+    suffix = Path(path).suffix
+    return suffix[1:].lower() if suffix else matplotlib.rcParams["savefig.format"]
+
+
+def _check_figure_path(path):
+    """Fail now, before any work, if a figure cannot be written to ``path``."""
+    from matplotlib.figure import Figure
+
+    target = Path(path)
+    folder = target.parent
+    if target.is_dir():
+        raise _CLIError(f"cannot write the figure {path}: it is a folder")
+    if not folder.is_dir():
+        raise _CLIError(
+            f"cannot write the figure {path}: folder {folder} does not exist"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise _CLIError(
+            f"cannot write the figure {path}: folder {folder} is not writable"
+        )
+    fmt = _figure_format(path)
+    supported = Figure().canvas.get_supported_filetypes()
+    if fmt not in supported:
+        raise _CLIError(
+            f"cannot write the figure {path}: matplotlib does not support the "
+            f"format {fmt!r}; use one of {', '.join(sorted(supported))}"
+        )
+
+
+def _save_figure(figure, path, **kwargs):
+    """Write ``figure`` to ``path`` atomically (the old file stays on failure)."""
+    from ._fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format=_figure_format(path), **kwargs)
 
 
 def _cmd_demo(args):
@@ -208,6 +273,7 @@ def _cmd_demo(args):
         from .plotting import _check_matplotlib
 
         _check_matplotlib("skfewshot demo --plot")
+        _check_figure_path(args.plot)
     shots = tuple(args.shots)
     results, info = run_demo(
         seed=args.seed,
@@ -216,6 +282,8 @@ def _cmd_demo(args):
         max_epochs=args.epochs,
         verbose=not args.quiet,
     )
+    base = _list_classes(info["trained_on"]["classes"])
+    novel = _list_classes(info["classes"])
     if args.plot:
         from .plotting import FewShotCurveDisplay
 
@@ -224,19 +292,22 @@ def _cmd_demo(args):
             {names[h]: s for h, s in results.items()}
         )
         display.ax_.set_title(
-            "Novel digits 5-9, 5-way (backbone pretrained on digits 0-4)"
+            f"Novel digits {novel}, 5-way (backbone pretrained on digits {base})"
         )
-        display.figure_.savefig(args.plot, dpi=120, bbox_inches="tight")
+        _save_figure(display.figure_, args.plot, dpi=120, bbox_inches="tight")
     payload = {
         "command": "demo",
         "seed": args.seed,
         **info,
         "results": _scores_to_records(results),
     }
+    epochs = info["epochs_trained"]
+    if epochs != info["max_epochs"]:
+        epochs = f"{epochs} of {info['max_epochs']}"
     text = (
-        f"Backbone: Conv4 pretrained on digits 0-4 ({info['n_base']} images, "
-        f"{info['max_epochs']} epochs, {info['train_time_s']:.1f} s)\n"
-        f"Novel digits 5-9 ({info['n_novel']} images), 5-way, 15 queries per "
+        f"Backbone: Conv4 pretrained on digits {base} ({info['n_base']} images, "
+        f"{epochs} epochs, {info['train_time_s']:.1f} s)\n"
+        f"Novel digits {novel} ({info['n_novel']} images), 5-way, 15 queries per "
         f"class, {args.episodes} episodes per cell, seed {args.seed}; "
         "accuracy % ± 95% CI\n\n" + format_table(results, shots)
     )
@@ -255,19 +326,171 @@ def _image_size(meta, default=28):
     return int(shape[-1]) if shape else default
 
 
+def _list_classes(classes):
+    return ", ".join(str(c) for c in classes)
+
+
+@dataclass
+class _Pool:
+    """The data episodes are drawn from, and what it is in words and in ``--json``."""
+
+    X: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray | None = None
+    what: str = ""  # e.g. "digits 5, 6, 7, 8, 9"
+    note: str = ""  # why some classes are left out
+    warning: str | None = None  # why the classes may not be novel to the backbone
+    record: dict = field(default_factory=dict)  # --json fields
+
+    def subset(self, keep):
+        """This pool restricted to the rows ``keep``."""
+        groups = None if self.groups is None else self.groups[keep]
+        return replace(self, X=self.X[keep], y=self.y[keep], groups=groups)
+
+
+def _digits_pool(meta, backbone):
+    """Digits the backbone never saw, by its ``trained_on`` record.
+
+    Without a record the demo's split is assumed (trained on 0-4, novel 5-9)
+    and a warning says so.
+    """
+    from .datasets import load_digits_images
+
+    X, y = load_digits_images(return_X_y=True)
+    X = _upsample(X, _image_size(meta, 16))
+    trained_on = meta.get("trained_on")
+    recorded = trained_on is not None and (
+        trained_on.get("dataset") != "digits" or "classes" in trained_on
+    )
+    if not recorded:
+        seen = _DEMO_TRAINED_ON["classes"]
+    elif trained_on.get("dataset") == "digits":
+        seen = trained_on["classes"]
+    else:
+        seen = []
+    try:
+        seen = np.asarray(seen, dtype=y.dtype).ravel()
+    except (TypeError, ValueError):
+        raise _CLIError(
+            f"backbone file {backbone} records training classes {seen!r}, "
+            "which are not digits"
+        ) from None
+    keep = ~np.isin(y, seen)
+    classes, excluded = np.unique(y[keep]).tolist(), np.unique(y[~keep]).tolist()
+    if not classes:
+        raise _CLIError(
+            f"the backbone was trained on every digit ({_list_classes(excluded)}); "
+            "no novel digits are left to evaluate on"
+        )
+    pool = _Pool(
+        X,
+        y,
+        what=f"digits {_list_classes(classes)}",
+        record={"classes": classes, "excluded_classes": excluded},
+    ).subset(keep)
+    if not recorded:
+        pool.warning = (
+            f"backbone file {backbone} does not record the data it was trained on, "
+            f"so the classes may not be novel to it; evaluating on {pool.what} "
+            "(the novel digits of 'skfewshot demo'); record it with "
+            "save_backbone(..., trained_on=...)"
+        )
+        pool.note = f"not {_list_classes(excluded)}: assumed seen in training"
+    elif excluded:
+        pool.note = f"not {_list_classes(excluded)}: the backbone was trained on them"
+    return pool
+
+
+def _omniglot_source(args):
+    """``(subset, path)`` to load: a ``--data-dir`` zip names the subset it holds."""
+    path = Path(args.data_dir).expanduser()
+    if not (path.is_file() or path.suffix.lower() == ".zip"):
+        return args.subset or _OMNIGLOT_SUBSET, path
+    if args.subset not in (None, path.stem):
+        raise _CLIError(
+            f"--subset {args.subset} does not match --data-dir {path}, which holds "
+            f"{path.stem}; leave --subset out or give the folder holding "
+            f"{args.subset}.zip"
+        )
+    return path.stem, path
+
+
+def _omniglot_seen_alphabets(subset, path, trained_on, backbone):
+    """``(alphabets to leave out, warning or None)`` for the backbone's record."""
+    from .datasets import omniglot_shared_alphabets
+
+    if trained_on is not None and trained_on.get("dataset") != "omniglot":
+        return [], None
+    seen = (trained_on or {}).get("subset")
+    seen = [seen] if isinstance(seen, str) else list(seen or [])
+    if not seen:
+        return [], (
+            f"backbone file {backbone} does not record the Omniglot subset it was "
+            f"trained on, so the alphabets of {subset} may not be novel to it "
+            "(images_background_small1 and images_background_small2 share Greek "
+            "and Latin image for image); record it with "
+            "save_backbone(..., trained_on=...)"
+        )
+    if subset in seen:
+        raise _CLIError(
+            f"the backbone was trained on {subset}: none of its alphabets is "
+            "novel; evaluate on another subset (e.g. images_evaluation)"
+        )
+    shared = set()
+    for other in seen:
+        try:
+            shared.update(omniglot_shared_alphabets(subset, other, path=path))
+        except FileNotFoundError as exc:
+            return sorted(shared), (
+                f"cannot tell which alphabets of {subset} the backbone saw in "
+                f"training ({exc}), so they may not be novel to it"
+            )
+    return sorted(shared), None
+
+
+def _omniglot_pool(args, meta):
+    """Omniglot alphabets the backbone never saw, by its ``trained_on`` record."""
+    from .datasets import load_omniglot
+
+    subset, path = _omniglot_source(args)
+    excluded, warning = _omniglot_seen_alphabets(
+        subset, path, meta.get("trained_on"), args.backbone
+    )
+    bunch = load_omniglot(
+        subset,
+        path=path,
+        image_size=_image_size(meta),
+        exclude_alphabets=excluded or None,
+    )
+    alphabets = bunch.group_names.tolist()
+    note = ""
+    if excluded:
+        note = f"not {_list_classes(excluded)}: the backbone was trained on them"
+    return _Pool(
+        bunch.data,
+        bunch.target,
+        bunch.groups,
+        what=f"{subset} alphabets {_list_classes(alphabets)}",
+        note=note,
+        warning=warning,
+        record={
+            "subset": subset,
+            "alphabets": alphabets,
+            "excluded_alphabets": excluded,
+        },
+    )
+
+
 def _load_dataset(args, meta):
+    """The :class:`_Pool` to draw episodes from: novel to the backbone, or warned."""
     from . import datasets
 
     if args.dataset == "omniglot":
-        bunch = datasets.load_omniglot(
-            args.subset, path=args.data_dir, image_size=_image_size(meta)
-        )
-        return bunch.data, bunch.target, bunch.groups
+        return _omniglot_pool(args, meta)
     if args.dataset == "digits":
-        X, y = datasets.load_digits_images(return_X_y=True)
-        return _upsample(X, _image_size(meta, 16)), y, None
+        return _digits_pool(meta, args.backbone)
     bunch = datasets.load_banking77(args.data_dir)
-    return np.asarray(bunch.data, dtype=object), bunch.target, None
+    return _Pool(np.asarray(bunch.data, dtype=object), bunch.target)
 
 
 def _lsa_features(texts):
@@ -304,7 +527,16 @@ def _cmd_evaluate(args):
                 "omniglot needs --data-dir (the folder with the Omniglot zips)"
             )
         module, meta = load_backbone(args.backbone)
-    X, y, groups = _load_dataset(args, meta)
+    pool = _load_dataset(args, meta)
+    X, y, groups = pool.X, pool.y, pool.groups
+    if pool.warning:
+        print(f"skfewshot evaluate: warning: {pool.warning}", file=sys.stderr)
+    n_classes = len(np.unique(y))
+    if args.n_way > n_classes and pool.what:
+        raise _CLIError(
+            f"--n-way {args.n_way} needs {args.n_way} classes, but only "
+            f"{n_classes} classes are novel to this backbone: {pool.what}"
+        )
     if args.dataset == "banking77" and args.text_encoder:
         from .text import SentenceEncoder
 
@@ -331,7 +563,7 @@ def _cmd_evaluate(args):
         n_shot=args.n_shot,
         n_query=args.n_query,
         n_episodes=args.episodes,
-        groups=groups,
+        groups=groups if args.within_alphabet else None,
         within_groups=args.within_alphabet,
         random_state=args.seed,
         verbose=not args.quiet,
@@ -340,9 +572,13 @@ def _cmd_evaluate(args):
     payload = {
         "command": "evaluate",
         "dataset": args.dataset,
-        "subset": args.subset if args.dataset == "omniglot" else None,
+        "subset": None,
         "backbone": args.backbone,
         "architecture": meta["architecture"],
+        "trained_on": meta.get("trained_on"),
+        **pool.record,
+        "n_classes": n_classes,
+        "novelty_warning": pool.warning,
         "head": args.head,
         "within_alphabet": bool(args.within_alphabet),
         "seed": args.seed,
@@ -354,6 +590,11 @@ def _cmd_evaluate(args):
         f"{', within-alphabet' if args.within_alphabet else ''}): {scores}"
         f"  [{elapsed:.1f} s]"
     )
+    if pool.what:
+        note = f" ({pool.note})" if pool.note else ""
+        text += f"\n{n_classes} classes, on {pool.what}{note}"
+    if pool.warning:
+        text += "\nwarning: these classes may not be novel to the backbone (see stderr)"
     _emit(args, payload, text)
 
 
@@ -478,7 +719,11 @@ def build_parser():
         help="episodic evaluation of a saved backbone + head on a dataset",
         description=(
             "Episodic evaluation (mean accuracy ± 95%% CI) of a backbone saved with "
-            "skfewshot.models.save_backbone and a few-shot head on novel classes."
+            "skfewshot.models.save_backbone and a few-shot head on novel classes: "
+            "the classes (digits) or alphabets (omniglot) that the backbone file "
+            "records as its training data are left out, and a warning on stderr "
+            "says when the file records none (digits then default to 5-9, the "
+            "demo's novel digits)."
         ),
     )
     ev.add_argument(
@@ -494,8 +739,9 @@ def build_parser():
     )
     ev.add_argument(
         "--subset",
-        default="images_background_small2",
-        help="Omniglot subset (default: images_background_small2)",
+        help="Omniglot subset to read from --data-dir when it is a folder "
+        f"(default: {_OMNIGLOT_SUBSET}); a --data-dir zip names its own subset. "
+        "Alphabets the backbone file records as trained on are left out",
     )
     ev.add_argument(
         "--backbone",
@@ -590,7 +836,8 @@ def main(argv=None):
     -------
     int
         The exit status: 0 on success, 1 on a user error (reported on one line),
-        2 on a command-line syntax error (argparse's convention).
+        2 on a command-line syntax error (argparse's convention), 130 when
+        interrupted (Ctrl-C; nothing is written as if complete).
 
     Examples
     --------
@@ -607,6 +854,9 @@ def main(argv=None):
         )
         print(f"skfewshot {args.command}: error: {message}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"skfewshot {args.command}: interrupted", file=sys.stderr)
+        return _INTERRUPTED
     return 0
 
 

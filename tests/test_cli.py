@@ -1,8 +1,10 @@
 """The ``skfewshot`` command: help, demo, evaluate, runs, and one-line errors."""
 
+import io
 import json
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -76,6 +78,9 @@ def test_demo_json_is_deterministic_and_complete(capsys):
     assert sorted({r["n_shot"] for r in records}) == [1, 5]
     assert all(r["n_way"] == 5 and r["n_episodes"] == 3 for r in records)
     assert all(0.0 <= r["mean"] <= 1.0 and r["ci95"] >= 0 for r in records)
+    assert first["trained_on"] == {"dataset": "digits", "classes": [0, 1, 2, 3, 4]}
+    assert first["classes"] == [5, 6, 7, 8, 9]  # the novel digits evaluated
+    assert first["epochs_trained"] == first["max_epochs"] == 1
     status, out, _ = run_cli(capsys, *ONE_SHOT_DEMO, "--json", "--quiet")
     again = [r for r in json.loads(out)["results"]]
     assert [r["mean"] for r in again] == [
@@ -112,13 +117,21 @@ def test_format_table_hand_values():
     assert lines[2].split() == ["PrototypeClassifier", "75.0", "±", "34.6"]
 
 
-def test_evaluate_digits_json(digits_backbone, capsys):
-    argv = ["evaluate", "--dataset", "digits", "--backbone", digits_backbone]
+def test_evaluate_digits_json(tmp_path, capsys):
+    backbone = tmp_path / "conv4.pt"
+    trained_on = {"dataset": "digits", "classes": [0, 1, 2, 3, 4]}
+    save_backbone(
+        Conv4(hidden=4), backbone, input_shape=(1, 16, 16), trained_on=trained_on
+    )
+    argv = ["evaluate", "--dataset", "digits", "--backbone", str(backbone)]
     argv += ["--n-way", "3", "--n-shot", "2", "--episodes", "4", "--json", "--quiet"]
-    status, out, _ = run_cli(capsys, *argv)
-    assert status == 0
+    status, out, err = run_cli(capsys, *argv)
+    assert status == 0 and err == ""
     result = json.loads(out)
     assert result["architecture"] == "Conv4"
+    assert result["trained_on"] == trained_on
+    assert result["classes"] == [5, 6, 7, 8, 9]
+    assert result["novelty_warning"] is None
     assert (result["n_way"], result["n_shot"], result["n_episodes"]) == (3, 2, 4)
     assert 0.0 <= result["mean"] <= 1.0
 
@@ -147,10 +160,12 @@ def test_user_errors_are_one_line(argv, message, capsys):
 
 def test_impossible_episode_is_one_line(digits_backbone, capsys):
     argv = ["evaluate", "--dataset", "digits", "--backbone", digits_backbone]
-    status, _, err = run_cli(capsys, *argv, "--n-way", "11", "--quiet")
+    status, _, err = run_cli(capsys, *argv, "--n-shot", "200", "--quiet")
     assert status == 1
-    assert err.count("\n") == 1
-    assert "n_way=11" in err and "only 10 of 10 classes" in err
+    warning, error = err.splitlines()  # the backbone file records no training data
+    assert warning.startswith("skfewshot evaluate: warning: ")
+    assert error.startswith("skfewshot evaluate: error: n_way=5 classes")
+    assert "only 0 of 5 classes" in error
 
 
 def test_not_a_backbone_file(tmp_path, capsys):
@@ -210,3 +225,385 @@ def test_evaluate_banking77_on_lsa_features(tmp_path, capsys):
     result = json.loads(out)
     assert result["architecture"].startswith("LSA")
     assert result["mean"] == 1.0  # each intent has its own keyword
+
+
+# --------------------------------------------------------------------------
+# issue 8: numbers that say what they are, interrupts, atomic and checked writes
+# --------------------------------------------------------------------------
+
+
+def fake_backbone(monkeypatch, trained_on, *, input_shape=(1, 16, 16)):
+    """Make ``load_backbone`` return a tiny Conv4 whose file records ``trained_on``."""
+    meta = {
+        "architecture": "Conv4",
+        "config": {},
+        "input_shape": input_shape,
+        "trained_on": trained_on,
+    }
+    monkeypatch.setattr(
+        "skfewshot.models.load_backbone", lambda path: (Conv4(hidden=4), meta)
+    )
+
+
+def spy_on_episodes(monkeypatch):
+    """Record the labels of the pool every evaluate_episodes call draws from."""
+    import skfewshot.model_selection as ms
+
+    pools, real = [], ms.evaluate_episodes
+
+    def spy(estimator, X, y, **kwargs):
+        pools.append(np.unique(y).tolist())
+        return real(estimator, X, y, **kwargs)
+
+    monkeypatch.setattr(ms, "evaluate_episodes", spy)
+    return pools
+
+
+EVAL_DIGITS = ["evaluate", "--dataset", "digits", "--backbone", "b.pt", "--quiet"]
+EVAL_DIGITS += ["--n-way", "3", "--n-shot", "1", "--n-query", "2", "--episodes", "2"]
+
+
+def test_evaluate_digits_leaves_out_the_recorded_training_classes(monkeypatch, capsys):
+    fake_backbone(monkeypatch, {"dataset": "digits", "classes": [0, 1, 2]})
+    pools = spy_on_episodes(monkeypatch)
+    status, out, err = run_cli(capsys, *EVAL_DIGITS, "--json")
+    assert status == 0 and err == ""
+    assert pools == [[3, 4, 5, 6, 7, 8, 9]]
+    result = json.loads(out)
+    assert result["classes"] == [3, 4, 5, 6, 7, 8, 9]
+    assert result["excluded_classes"] == [0, 1, 2]
+    assert result["trained_on"] == {"dataset": "digits", "classes": [0, 1, 2]}
+    assert result["novelty_warning"] is None
+    status, out, _ = run_cli(capsys, *EVAL_DIGITS)
+    assert "on digits 3, 4, 5, 6, 7, 8, 9 (not 0, 1, 2: the backbone was " in out
+
+
+def test_evaluate_digits_without_a_record_warns_and_uses_the_demo_split(
+    monkeypatch, capsys
+):
+    fake_backbone(monkeypatch, None)
+    pools = spy_on_episodes(monkeypatch)
+    status, out, err = run_cli(capsys, *EVAL_DIGITS, "--json")
+    assert status == 0
+    assert pools == [[5, 6, 7, 8, 9]]
+    assert err.count("\n") == 1
+    assert err.startswith("skfewshot evaluate: warning: ")
+    assert "does not record the data it was trained on" in err
+    assert "digits 5, 6, 7, 8, 9" in err
+    result = json.loads(out)
+    assert result["classes"] == [5, 6, 7, 8, 9]
+    assert result["trained_on"] is None
+    assert result["novelty_warning"] == err.strip().split("warning: ", 1)[1]
+
+
+def test_evaluate_digits_backbone_trained_elsewhere_uses_every_digit(
+    monkeypatch, capsys
+):
+    fake_backbone(
+        monkeypatch, {"dataset": "omniglot", "subset": "images_background_small1"}
+    )
+    pools = spy_on_episodes(monkeypatch)
+    status, out, err = run_cli(capsys, *EVAL_DIGITS, "--json")
+    assert status == 0 and err == ""
+    assert pools == [list(range(10))]
+    assert json.loads(out)["excluded_classes"] == []
+
+
+def test_evaluate_digits_with_no_novel_class_left_is_one_line(monkeypatch, capsys):
+    fake_backbone(monkeypatch, {"dataset": "digits", "classes": list(range(10))})
+    status, out, err = run_cli(capsys, *EVAL_DIGITS, "--json")
+    assert status == 1 and out == ""
+    assert err.count("\n") == 1
+    assert "trained on every digit" in err
+
+
+def test_evaluate_digits_too_many_ways_for_the_novel_classes(monkeypatch, capsys):
+    fake_backbone(monkeypatch, None)
+    argv = [a if a != "3" else "6" for a in EVAL_DIGITS]
+    status, _, err = run_cli(capsys, *argv)
+    assert status == 1
+    assert err.splitlines()[-1] == (
+        "skfewshot evaluate: error: --n-way 6 needs 6 classes, but only 5 "
+        "classes are novel to this backbone: digits 5, 6, 7, 8, 9"
+    )
+
+
+def fake_demo_results(**kwargs):
+    s = EpisodeScores(np.array([0.5, 1.0]), n_way=5, n_shot=1, n_query=15)
+    info = {
+        "train_time_s": 0.0,
+        "trained_on": {"dataset": "digits", "classes": [0, 1, 2, 3, 4]},
+        "classes": [5, 6, 7, 8, 9],
+        "n_base": 1,
+        "n_novel": 1,
+        "max_epochs": 1,
+        "epochs_trained": 1,
+    }
+    return {"prototype": [s]}, info
+
+
+def test_interrupted_demo_exits_130_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from skfewshot.training import SupervisedPretrainer
+
+    def interrupted(self, X, y):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SupervisedPretrainer, "fit", interrupted)
+    figure = tmp_path / "demo.png"
+    status, out, err = run_cli(
+        capsys, *ONE_SHOT_DEMO, "--json", "--quiet", "--plot", str(figure)
+    )
+    assert status == 130
+    assert out == ""
+    assert err == "skfewshot demo: interrupted\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_plot_leaves_the_previous_figure_intact(tmp_path, monkeypatch, capsys):
+    from matplotlib.figure import Figure
+
+    figure = tmp_path / "demo.png"
+    figure.write_bytes(b"the previous figure")
+    real_savefig = Figure.savefig
+
+    def savefig_then_fail(self, fname, **kwargs):
+        real_savefig(self, fname, **kwargs)  # a complete file, then a late failure
+        raise OSError("disk full")
+
+    monkeypatch.setattr("skfewshot.cli.run_demo", fake_demo_results)
+    monkeypatch.setattr(Figure, "savefig", savefig_then_fail)
+    status, out, err = run_cli(capsys, *ONE_SHOT_DEMO, "--plot", str(figure))
+    assert status == 1
+    assert "disk full" in err
+    assert figure.read_bytes() == b"the previous figure"
+    assert list(tmp_path.iterdir()) == [figure]  # no temporary file left behind
+
+
+def test_plot_is_written_in_the_format_of_its_suffix(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("skfewshot.cli.run_demo", fake_demo_results)
+    figure = tmp_path / "demo.svg"
+    status, _, _ = run_cli(capsys, *ONE_SHOT_DEMO, "--plot", str(figure))
+    assert status == 0
+    assert b"<svg" in figure.read_bytes()[:500]
+    assert list(tmp_path.iterdir()) == [figure]
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        (
+            "no/such/dir/x.png",
+            "cannot write the figure {path}: folder {folder} does not exist",
+        ),
+        (
+            "out.xyz",
+            "cannot write the figure {path}: matplotlib does not support "
+            "the format 'xyz'",
+        ),
+        ("", "cannot write the figure {path}: it is a folder"),
+    ],
+)
+def test_bad_plot_path_fails_before_training(
+    name, message, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(
+        "skfewshot.cli.run_demo", lambda **kw: pytest.fail("trained anyway")
+    )
+    path = tmp_path / name if name else tmp_path
+    status, out, err = run_cli(capsys, *ONE_SHOT_DEMO, "--json", "--plot", str(path))
+    assert status == 1 and out == ""
+    assert err.count("\n") == 1
+    expected = message.format(path=path, folder=path.parent)
+    assert err.startswith(f"skfewshot demo: error: {expected}")
+
+
+def png_bytes(seed):
+    """A 28x28 black-and-white PNG, different for each seed."""
+    from PIL import Image
+
+    pixels = np.random.RandomState(seed).randint(0, 2, size=(28, 28)) * 255
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_omniglot_zip(path, alphabets):
+    """An Omniglot-layout zip: 3 characters x 2 drawings per alphabet.
+
+    ``alphabets`` maps each alphabet to the seed of its images, so two zips
+    given the same seed for an alphabet share it image for image.
+    """
+    with zipfile.ZipFile(path, "w") as archive:
+        for alphabet, seed in alphabets.items():
+            for c in range(1, 4):
+                for d in range(1, 3):
+                    name = f"{path.stem}/{alphabet}/character{c:02d}/{c}_{d:02d}.png"
+                    archive.writestr(name, png_bytes(seed * 100 + c * 10 + d))
+    return path
+
+
+@pytest.fixture
+def omniglot_dir(tmp_path):
+    """small1 and small2 look-alikes sharing Greek and Latin image for image."""
+    pytest.importorskip("PIL")
+    write_omniglot_zip(
+        tmp_path / "images_background_small1.zip",
+        {"Greek": 1, "Latin": 2, "Alpha": 3},
+    )
+    write_omniglot_zip(
+        tmp_path / "images_background_small2.zip",
+        {"Greek": 1, "Latin": 2, "Beta": 4},
+    )
+    return tmp_path
+
+
+EVAL_OMNIGLOT = ["evaluate", "--dataset", "omniglot", "--backbone", "b.pt"]
+EVAL_OMNIGLOT += ["--n-way", "2", "--n-shot", "1", "--n-query", "1"]
+EVAL_OMNIGLOT += ["--episodes", "2", "--quiet"]
+SMALL1 = {"dataset": "omniglot", "subset": "images_background_small1"}
+
+
+def test_evaluate_omniglot_leaves_out_alphabets_shared_with_training(
+    omniglot_dir, monkeypatch, capsys
+):
+    fake_backbone(monkeypatch, SMALL1, input_shape=(1, 28, 28))
+    pools = spy_on_episodes(monkeypatch)
+    argv = [*EVAL_OMNIGLOT, "--data-dir", str(omniglot_dir)]
+    status, out, err = run_cli(capsys, *argv, "--json")
+    assert status == 0 and err == ""
+    result = json.loads(out)
+    assert result["subset"] == "images_background_small2"
+    assert result["alphabets"] == ["Beta"]
+    assert result["excluded_alphabets"] == ["Greek", "Latin"]
+    assert result["n_classes"] == 3 and len(pools[0]) == 3
+    assert result["novelty_warning"] is None
+    status, out, err = run_cli(capsys, *argv)
+    assert "3 classes, on images_background_small2 alphabets Beta (not Greek, " in out
+
+
+@pytest.mark.parametrize("trained_on", [None, {"dataset": "omniglot"}])
+def test_evaluate_omniglot_without_a_record_warns(
+    trained_on, omniglot_dir, monkeypatch, capsys
+):
+    fake_backbone(monkeypatch, trained_on, input_shape=(1, 28, 28))
+    argv = [*EVAL_OMNIGLOT, "--data-dir", str(omniglot_dir), "--json"]
+    status, out, err = run_cli(capsys, *argv)
+    assert status == 0
+    assert err.count("\n") == 1 and "skfewshot evaluate: warning: " in err
+    assert "may not be novel" in err and "share Greek and Latin" in err
+    result = json.loads(out)
+    assert result["alphabets"] == ["Beta", "Greek", "Latin"]
+    assert result["novelty_warning"] in err
+
+
+def test_evaluate_omniglot_zip_names_the_subset_reported(
+    omniglot_dir, monkeypatch, capsys
+):
+    fake_backbone(
+        monkeypatch, {"dataset": "digits", "classes": [0]}, input_shape=(1, 28, 28)
+    )
+    small1 = omniglot_dir / "images_background_small1.zip"
+    status, out, err = run_cli(
+        capsys, *EVAL_OMNIGLOT, "--data-dir", str(small1), "--json"
+    )
+    assert status == 0 and err == ""
+    result = json.loads(out)
+    assert result["subset"] == "images_background_small1"
+    assert result["alphabets"] == ["Alpha", "Greek", "Latin"]
+    argv = [*EVAL_OMNIGLOT, "--data-dir", str(small1)]
+    status, out, err = run_cli(capsys, *argv, "--subset", "images_background_small2")
+    assert status == 1 and out == ""
+    assert err == (
+        "skfewshot evaluate: error: --subset images_background_small2 does not "
+        f"match --data-dir {small1}, which holds images_background_small1; leave "
+        "--subset out or give the folder holding images_background_small2.zip\n"
+    )
+
+
+def test_evaluate_omniglot_on_the_training_subset_is_refused(
+    omniglot_dir, monkeypatch, capsys
+):
+    fake_backbone(monkeypatch, SMALL1, input_shape=(1, 28, 28))
+    argv = [*EVAL_OMNIGLOT, "--data-dir", str(omniglot_dir)]
+    status, out, err = run_cli(capsys, *argv, "--subset", "images_background_small1")
+    assert status == 1 and out == ""
+    assert err == (
+        "skfewshot evaluate: error: the backbone was trained on "
+        "images_background_small1: none of its alphabets is novel; evaluate on "
+        "another subset (e.g. images_evaluation)\n"
+    )
+
+
+def test_evaluate_omniglot_training_zip_absent_warns(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("PIL")
+    write_omniglot_zip(tmp_path / "images_background_small2.zip", {"Beta": 4})
+    fake_backbone(monkeypatch, SMALL1, input_shape=(1, 28, 28))
+    argv = [*EVAL_OMNIGLOT, "--data-dir", str(tmp_path), "--json"]
+    status, out, err = run_cli(capsys, *argv)
+    assert status == 0
+    assert err.startswith(
+        "skfewshot evaluate: warning: cannot tell which alphabets of "
+        "images_background_small2 the backbone saw in training"
+    )
+    assert err.count("\n") == 1
+    assert json.loads(out)["novelty_warning"] in err
+
+
+def corrupt_member_zip(path):
+    """An Omniglot-layout zip whose one member's deflated data is garbage."""
+    pytest.importorskip("PIL")
+    name = f"{path.stem}/Beta/character01/1_01.png"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(name, png_bytes(0) * 4)
+    raw = bytearray(path.read_bytes())
+    start = 30 + len(name)  # local header, then the compressed data
+    raw[start : start + 40] = b"\xff" * 40
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def not_a_png_zip(path):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(f"{path.stem}/Beta/character01/1_01.png", b"not a png")
+    return path
+
+
+@pytest.mark.parametrize("make_zip", [corrupt_member_zip, not_a_png_zip])
+def test_unreadable_omniglot_zip_is_one_line_with_json(
+    make_zip, tmp_path, monkeypatch, capsys
+):
+    fake_backbone(monkeypatch, {"dataset": "digits"}, input_shape=(1, 28, 28))
+    path = make_zip(tmp_path / "images_background_small2.zip")
+    argv = [*EVAL_OMNIGLOT, "--data-dir", str(path), "--json"]
+    status, out, err = run_cli(capsys, *argv)
+    assert status == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith("skfewshot evaluate: error: ")
+    assert str(path) in err
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        {"format": "skfewshot.backbone", "version": 1},  # keys missing
+        {"format": "skfewshot.backbone", "version": 1, "architecture": ["Conv4"]},
+        [1, 2, 3],
+    ],
+)
+def test_malformed_backbone_file_is_one_line_with_json(blob, tmp_path, capsys):
+    import torch
+
+    path = tmp_path / "bad.pt"
+    torch.save(blob, path)
+    argv = ["evaluate", "--dataset", "digits", "--backbone", str(path), "--json"]
+    status, out, err = run_cli(capsys, *argv)
+    assert status == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith("skfewshot evaluate: error: ")
+    assert str(path) in err
+
+
+def test_backbone_path_that_is_a_folder_is_one_line(tmp_path, capsys):
+    argv = ["runs", "--runs", str(tmp_path), "--backbone", str(tmp_path), "--json"]
+    status, out, err = run_cli(capsys, *argv)
+    assert status == 1 and out == ""
+    assert err.count("\n") == 1 and str(tmp_path) in err
+    assert "is a directory, not a backbone file" in err  # not "does not exist"
