@@ -424,9 +424,10 @@ def _omniglot_seen_alphabets(subset, path, trained_on, backbone):
     seen = (trained_on or {}).get("subset")
     seen = [seen] if isinstance(seen, str) else list(seen or [])
     if not seen:
+        what = "data" if trained_on is None else "Omniglot subset"
         return [], (
-            f"backbone file {backbone} does not record the Omniglot subset it was "
-            f"trained on, so the alphabets of {subset} may not be novel to it "
+            f"backbone file {backbone} does not record the {what} it was trained "
+            f"on, so the alphabets of {subset} may not be novel to it "
             "(images_background_small1 and images_background_small2 share Greek "
             "and Latin image for image); record it with "
             "save_backbone(..., trained_on=...)"
