@@ -10,6 +10,10 @@ the skorch net class, the loss and how batches are drawn.
 from __future__ import annotations
 
 import copy
+import math
+import signal
+import threading
+import warnings
 from contextlib import contextmanager
 from numbers import Integral, Real
 
@@ -19,7 +23,7 @@ from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
-from skorch.callbacks import LRScheduler, PassthroughScoring, ProgressBar
+from skorch.callbacks import Callback, LRScheduler, PassthroughScoring, ProgressBar
 from skorch.dataset import unpack_data
 from skorch.utils import to_device
 from skorch.utils import to_tensor as _skorch_to_tensor
@@ -73,6 +77,108 @@ def _seeded_torch(seed, device):
         yield
 
 
+class _Interrupted(BaseException):
+    """Carries a KeyboardInterrupt past skorch's ``except KeyboardInterrupt``."""
+
+    def __init__(self, interrupt):
+        super().__init__(interrupt)
+        self.interrupt = interrupt
+
+
+@contextmanager
+def _watch_sigint():
+    """Yield a list that records every SIGINT (Ctrl-C) delivered meanwhile.
+
+    The handler in place still runs (Python's default raises
+    ``KeyboardInterrupt``). Handlers can be set in the main thread only; in
+    other threads, or when SIGINT is ignored or has no Python handler, nothing
+    is recorded (SIGINT reaches the main thread only anyway).
+    """
+    seen = []
+    previous = signal.getsignal(signal.SIGINT)
+    if not callable(previous) or threading.current_thread() is not (
+        threading.main_thread()
+    ):
+        yield seen
+        return
+
+    def record(signum, frame):
+        seen.append(signum)
+        previous(signum, frame)
+
+    signal.signal(signal.SIGINT, record)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _all_finite(module):
+    return all(
+        bool(torch.isfinite(v).all())
+        for v in module.state_dict().values()
+        if v.is_floating_point() or v.is_complex()
+    )
+
+
+class _StopOnNonFinite(Callback):
+    """End training at the first epoch with a non-finite loss or weights.
+
+    The module's state (head included) is copied to the CPU at the start of
+    training and after every epoch that ends with finite batch losses and
+    finite weights; at the first epoch that does not, that copy is loaded back,
+    a ``RuntimeWarning`` names the epoch and the weights kept, and training
+    ends the way skorch's ``EarlyStopping`` ends it (``KeyboardInterrupt`` from
+    ``on_epoch_end``). It runs before the user's callbacks, so they never see
+    the diverged weights.
+    """
+
+    def __init__(self, owner):
+        self.owner = owner
+
+    def on_train_begin(self, net, **kwargs):
+        self._keep(net, len(net.history))  # 0, or the epochs of a warm start
+
+    def _keep(self, net, epoch):
+        state = net.module_.state_dict()
+        self._kept = (
+            epoch,
+            {k: v.detach().to("cpu", copy=True) for k, v in state.items()},
+        )
+
+    def on_epoch_end(self, net, **kwargs):
+        epoch = net.history[-1, "epoch"]
+        losses = net.history[-1, "batches", :, "train_loss"]
+        bad = [loss for loss in losses if not math.isfinite(loss)]
+        if not bad and _all_finite(net.module_):
+            self._keep(net, epoch)
+            return
+        kept_epoch, state = self._kept
+        net.module_.load_state_dict(state)
+        what = (
+            f"non-finite training loss ({bad[0]}) at epoch {epoch}"
+            if bad
+            else f"non-finite weights after epoch {epoch}"
+        )
+        kept = (
+            f"the weights of epoch {kept_epoch}, the last with a finite loss and "
+            "finite weights"
+            if kept_epoch
+            else "the weights it started from (no epoch ended with a finite loss "
+            "and finite weights)"
+        )
+        warnings.warn(
+            f"{self.owner}: {what}; training stopped and backbone_ holds {kept}. "
+            "Lower lr (or check the inputs and the module for NaN/inf).",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        raise KeyboardInterrupt  # skorch's way for a callback to end training
+
+    def on_train_end(self, net, **kwargs):
+        self._kept = None  # the copy is not kept with the fitted net
+
+
 class _TrainerNetMixin:
     """skorch net additions both trainers use.
 
@@ -83,11 +189,42 @@ class _TrainerNetMixin:
       :meth:`logits_and_targets` returns (the identity for plain classification,
       prototypes for episodes) and records the batch accuracy as
       ``"train_acc"``, averaged per epoch by a ``PassthroughScoring``.
+    - An interrupt is not swallowed. skorch's ``partial_fit`` ends training
+      quietly on any ``KeyboardInterrupt``, because that is also how a callback
+      asks to stop after an epoch (``EarlyStopping``). Here only that request
+      (a ``KeyboardInterrupt`` from a callback's ``on_epoch_end``, with no
+      SIGINT meanwhile) ends training normally; any other ``KeyboardInterrupt``
+      (Ctrl-C) propagates out of ``fit`` / ``partial_fit``, without
+      ``on_train_end`` (so nothing is saved or reported as if training had
+      completed).
     """
 
     def __init__(self, *args, augment=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.augment = augment
+
+    def notify(self, method_name, **cb_kwargs):
+        try:
+            super().notify(method_name, **cb_kwargs)
+        except KeyboardInterrupt:
+            self._stop_requested = method_name == "on_epoch_end"
+            raise
+
+    def fit_loop(self, X, y=None, **fit_params):
+        self._stop_requested = False
+        with _watch_sigint() as sigints:
+            try:
+                return super().fit_loop(X, y, **fit_params)
+            except KeyboardInterrupt as exc:
+                if self._stop_requested and not sigints:
+                    raise  # a callback ended training: skorch stops quietly
+                raise _Interrupted(exc) from None
+
+    def partial_fit(self, *args, **kwargs):
+        try:
+            return super().partial_fit(*args, **kwargs)
+        except _Interrupted as exc:
+            raise exc.interrupt from None
 
     def train_step_single(self, batch, **fit_params):
         if self.augment is not None:
@@ -173,6 +310,8 @@ class _BaseTrainer(BaseEstimator):
                     ProgressBar(batches_per_epoch=self._batches_per_epoch()),
                 )
             )
+        # after the epoch's scores, before the user's callbacks
+        callbacks.append(("stop_on_non_finite", _StopOnNonFinite(type(self).__name__)))
         return callbacks
 
     def _common_net_kwargs(self, device, seed):
@@ -215,7 +354,33 @@ class _BaseTrainer(BaseEstimator):
         -------
         self : object
             The fitted trainer; the trained module is ``backbone_``.
+
+        Raises
+        ------
+        KeyboardInterrupt
+            When training is interrupted (Ctrl-C); the trainer is then left
+            unfitted, as after any error in ``fit``.
+
+        Warns
+        -----
+        RuntimeWarning
+            When the training loss or the weights become non-finite (NaN or
+            inf, e.g. a learning rate far too large): training stops at that
+            epoch and ``backbone_`` holds the weights of the last epoch that
+            ended finite (or the starting weights), as the warning says.
         """
+        try:
+            return self._fit(X, y)
+        except BaseException:
+            self._forget_fit()
+            raise
+
+    def _forget_fit(self):
+        """Remove the fitted attributes: a failed fit leaves no stale model."""
+        for name in [k for k in vars(self) if k.endswith("_") and k[:2] != "__"]:
+            delattr(self, name)
+
+    def _fit(self, X, y):
         X, y = validate_data(self, X, y, allow_nd=True, dtype=np.float32)
         check_classification_targets(y)
         classes, y_encoded = np.unique(y, return_inverse=True)

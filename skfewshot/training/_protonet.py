@@ -124,7 +124,9 @@ class ProtoNetMetaTrainer(_BaseTrainer):
     ----------
     backbone_ : torch.nn.Module
         The trained copy of ``module``, on the CPU, in eval mode. Save it with
-        ``torch.save(backbone_.state_dict(), path)``.
+        ``torch.save(backbone_.state_dict(), path)``. Never holds NaN/inf
+        weights: if training diverges, ``fit`` warns, stops and keeps the last
+        finite weights (see :meth:`fit`).
     classes_ : ndarray of shape (n_classes,)
         The base classes.
     n_features_out_ : int
