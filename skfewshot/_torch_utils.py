@@ -14,6 +14,7 @@ import torch
 from sklearn.utils import check_random_state
 
 __all__ = [
+    "check_finite_features",
     "single_thread",
     "resolve_device",
     "seed_from",
@@ -142,6 +143,33 @@ def to_numpy(t, dtype=np.float32) -> np.ndarray:
     if t.dtype in (torch.float16, torch.bfloat16):
         t = t.float()
     return t.numpy().astype(dtype, copy=False)
+
+
+def check_finite_features(features, source, rows=None):
+    """Raise ``ValueError`` naming ``source`` if ``features`` has a NaN or inf.
+
+    Parameters
+    ----------
+    features : ndarray of shape (n_rows, n_features)
+        One batch of outputs, computed from a finite input.
+    source : str
+        What produced them, e.g. ``"the backbone ResNet12"``.
+    rows : slice, ndarray of int or None
+        Row of the caller's ``X`` each feature row belongs to (None: 0, 1, ...).
+    """
+    bad = np.flatnonzero(~np.isfinite(features).all(axis=1))
+    if not bad.size:
+        return
+    if rows is None:
+        rows = np.arange(len(features))
+    elif isinstance(rows, slice):
+        rows = np.arange(rows.start, rows.stop)
+    raise ValueError(
+        f"{source} returned non-finite features (NaN or inf) for {bad.size} of "
+        f"the {len(features)} rows of a batch, first for row {rows[bad[0]]} of X; "
+        "check its weights (e.g. after a diverged training) and the scale of "
+        "its input (e.g. float16 overflow with amp)."
+    )
 
 
 def iter_batches(n: int, batch_size: int):

@@ -37,7 +37,13 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
-from ._torch_utils import iter_batches, resolve_device, to_numpy, torch_dtype
+from ._torch_utils import (
+    check_finite_features,
+    iter_batches,
+    resolve_device,
+    to_numpy,
+    torch_dtype,
+)
 
 __all__ = ["BackboneTransformer"]
 
@@ -227,7 +233,7 @@ _CACHE = _FeatureCache()
 # Rows copied at once between the cache and an output array (bounds temporaries).
 _COPY_CHUNK = 1024
 # Rows whose keys are computed and looked up at once.
-_KEY_CHUNK = 4096
+_KEY_CHUNK = 1024
 # class or function -> serial number, never reused in the process (see _identity).
 _IDENTITIES = weakref.WeakKeyDictionary()
 _SERIALS = itertools.count()
@@ -938,7 +944,9 @@ class BackboneTransformer(
                         result = to_numpy(result.reshape(result.shape[0], -1))
                         if expected is not None and result.shape[1] != expected:
                             raise _width_error(result.shape[1], expected, X.shape[1:])
-                        self._check_finite(module, result, index)
+                        check_finite_features(
+                            result, f"the backbone {type(module).__name__}", index
+                        )
                         if out is None:
                             out = np.empty((X.shape[0], result.shape[1]), np.float32)
                         out[index] = result
@@ -946,23 +954,6 @@ class BackboneTransformer(
                 for m, training in modes:
                     m.training = training
         return out
-
-    @staticmethod
-    def _check_finite(module, result, index):
-        bad = np.flatnonzero(~np.isfinite(result).all(axis=1))
-        if bad.size:
-            rows = (
-                np.arange(index.start, index.stop)
-                if isinstance(index, slice)
-                else index
-            )
-            raise ValueError(
-                f"the backbone {type(module).__name__} returned non-finite features "
-                f"(NaN or inf) for {bad.size} of the {len(result)} rows of a batch, "
-                f"first for row {rows[bad[0]]} of X; the input is finite, so check "
-                "the backbone's weights (e.g. a diverged training) and the input's "
-                "scale (e.g. float16 overflow with amp=True)."
-            )
 
     @staticmethod
     def _call_module(module, xb):

@@ -9,7 +9,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
 
-from skfewshot._torch_utils import resolve_device
+from skfewshot._torch_utils import check_finite_features, resolve_device
 
 __all__ = ["SentenceEncoder"]
 
@@ -130,6 +130,7 @@ class SentenceEncoder(TransformerMixin, BaseEstimator):
                 f"the encoder returned an array of shape {out.shape} for "
                 f"{len(texts)} texts; expected (n_texts, n_features)."
             )
+        check_finite_features(out, f"the encoder {type(self.encoder_).__name__}")
         if self.normalize:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out

@@ -86,3 +86,19 @@ def test_named_model_without_sentence_transformers(monkeypatch):
 def test_named_model_on_a_device_this_machine_lacks(device):
     with pytest.raises(ValueError, match=f"device='{device}'"):
         SentenceEncoder("all-MiniLM-L6-v2", device=device).fit(["a"])
+
+
+def test_non_finite_embeddings_name_the_encoder():
+    class Broken(Letters):
+        def encode(self, texts, batch_size=32, **kwargs):
+            out = super().encode(texts, batch_size)
+            out[1:, 0] = np.nan
+            return out
+
+    enc = SentenceEncoder(Broken()).fit(["a"])
+    with pytest.raises(
+        ValueError,
+        match=r"the encoder Broken returned non-finite features \(NaN or inf\) for "
+        r"2 of the 3 rows of a batch, first for row 1 of X",
+    ):
+        enc.transform(["a", "b", "c"])

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from skfewshot._torch_utils import (
+    check_finite_features,
     iter_batches,
     resolve_device,
     seed_from,
@@ -82,3 +83,17 @@ def test_resolve_device_rejects_devices_this_machine_cannot_run(device, match):
 def test_resolve_device_missing_xpu_is_a_clear_error():
     with pytest.raises(ValueError, match="device='xpu:0' was requested but xpu is"):
         resolve_device("xpu:0")
+
+
+def test_check_finite_features_names_the_source_and_row():
+    check_finite_features(np.ones((2, 3)), "the backbone Net")
+    features = np.ones((4, 2))
+    features[[1, 3], 0] = [np.inf, np.nan]
+    with pytest.raises(
+        ValueError,
+        match="the backbone Net returned .* for 2 of the 4 "
+        "rows of a batch, first for row 11 of X",
+    ):
+        check_finite_features(features, "the backbone Net", np.array([9, 11, 12, 13]))
+    with pytest.raises(ValueError, match="first for row 6 of X"):
+        check_finite_features(features, "the backbone Net", slice(5, 9))
