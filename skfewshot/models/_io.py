@@ -112,15 +112,14 @@ def _check_input_shape(input_shape):
     """``input_shape`` as a list of 2 or 3 ints >= 1 (or None); else ValueError."""
     if input_shape is None:
         return None
+    shape = None if isinstance(input_shape, (str, bytes)) else input_shape
     try:
-        shape = [v for v in input_shape if isinstance(v, numbers.Integral)]
-        ok = len(shape) == len(input_shape) in (2, 3) and min(shape) >= 1
+        shape = list(shape)
     except TypeError:
-        ok = False
-    if (
-        not ok
-        or isinstance(input_shape, (str, bytes))
-        or any(isinstance(v, bool) for v in input_shape)
+        shape = []
+    if len(shape) not in (2, 3) or not all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
+        for v in shape
     ):
         raise ValueError(
             "input_shape must be None or 2 or 3 ints >= 1 ((height, width) or "
@@ -277,7 +276,7 @@ def _check_tensor(key, value, expected, name):
         or (value.ndim == 4 and value.is_contiguous(memory_format=torch.channels_last))
     )
     if not dense or needed > held:
-        return f"{key!r} does not hold its {value.numel()} values (overlapping strides)"
+        return f"{key!r} does not hold its {value.numel()} values (not a dense tensor)"
     if value.is_floating_point() and not bool(torch.isfinite(value).all()):
         return f"{key!r} holds non-finite values (NaN or inf)"
     return None
