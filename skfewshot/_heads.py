@@ -156,8 +156,12 @@ def _class_means(X, codes, classes, sample_weight):
             "sample_weight, so the mean (prototype) of that class is undefined."
         )
     coefficients = (weight / totals[codes]).astype(X.dtype, copy=False)
+    # Row c of the averaging matrix holds the coefficients of class c's rows.
+    order = np.argsort(codes, kind="stable")
+    indptr = np.zeros(n_classes + 1, dtype=np.intp)
+    np.cumsum(np.bincount(codes, minlength=n_classes), out=indptr[1:])
     averaging = scipy.sparse.csr_array(
-        (coefficients, (codes, rows)), shape=(n_classes, X.shape[0])
+        (coefficients[order], rows[order], indptr), shape=(n_classes, X.shape[0])
     )
     return np.asarray(averaging @ np.ascontiguousarray(X))
 
@@ -171,20 +175,31 @@ def _weighted_mean(X, sample_weight):
 def _l2_normalize(A, *, copy=True) -> np.ndarray:
     """Rows of ``A`` scaled to unit Euclidean norm; all-zero rows stay zero.
 
-    Each row is first multiplied by the power of two that brings its largest
-    absolute entry into [0.5, 1): exact in floating point, and the squared
-    norm can then neither overflow (float32 rows around 1e20) nor underflow
-    (rows around 1e-30), so the result does not depend on the scale of the
-    rows. ``copy=False`` normalises a float array in place.
+    A row whose squared norm would overflow (float32 rows around 1e20) or
+    lose precision to underflow (rows around 1e-30) is first multiplied by the
+    power of two that brings its largest absolute entry into [0.5, 1), which
+    is exact in floating point; so the result does not depend on the scale of
+    the rows, and other rows cost no more than a plain normalisation.
+    ``copy=False`` normalises a float array in place.
     """
     dtype = np.result_type(A, np.float32)
     A = np.array(A, dtype=dtype) if copy else np.asarray(A, dtype=dtype)
     if A.size == 0:
         return A
-    peak = np.maximum(A.max(axis=1), -A.min(axis=1))  # no |A| temporary
-    _, exponent = np.frexp(peak)
-    np.ldexp(A, -exponent[:, None], out=A)
-    norms = np.sqrt(np.einsum("ij,ij->i", A, A))
+    squares = np.einsum("ij,ij->i", A, A)
+    info = np.finfo(dtype)
+    # Below this sum, squares lost to underflow could matter at machine epsilon.
+    accurate = (squares >= A.shape[1] * float(info.tiny / info.eps)) & (
+        squares <= float(info.max)
+    )
+    if not accurate.all():
+        rows = np.flatnonzero(~accurate)
+        block = A[rows]
+        peak = np.maximum(block.max(axis=1), -block.min(axis=1))  # no |A| copy
+        np.ldexp(block, -np.frexp(peak)[1][:, None], out=block)
+        A[rows] = block
+        squares[rows] = np.einsum("ij,ij->i", block, block)
+    norms = np.sqrt(squares)
     A /= np.where(norms > 0, norms, 1)[:, None]
     return A
 

@@ -105,16 +105,16 @@ def test_euclidean_predict_equals_nearest_centroid(seed):
     ours = PrototypeClassifier(metric="euclidean").fit(X, y)
     reference = NearestCentroid().fit(X, y)
     assert_array_equal(ours.predict(X_test), reference.predict(X_test))
-    assert_allclose(ours.prototypes_, reference.centroids_)
+    assert_allclose(ours.prototypes_, reference.centroids_, rtol=1e-12, atol=1e-15)
 
 
 def test_sample_weight_weights_the_means():
     clf = PrototypeClassifier().fit(X_HAND, Y_HAND, sample_weight=[1, 3, 1, 1, 2])
-    assert_allclose(clf.prototypes_[0], [(1 * 1 + 3 * 3) / 4, 0.0])
+    assert_allclose(clf.prototypes_[0], [(1 * 1 + 3 * 3) / 4, 0.0], rtol=1e-12)
     repeated = PrototypeClassifier().fit(
         np.repeat(X_HAND, [1, 3, 1, 1, 2], 0), np.repeat(Y_HAND, [1, 3, 1, 1, 2])
     )
-    assert_allclose(clf.prototypes_, repeated.prototypes_)
+    assert_allclose(clf.prototypes_, repeated.prototypes_, rtol=1e-12, atol=1e-15)
 
 
 def test_zero_weight_class_is_an_error():
