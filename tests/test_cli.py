@@ -607,3 +607,22 @@ def test_backbone_path_that_is_a_folder_is_one_line(tmp_path, capsys):
     assert status == 1 and out == ""
     assert err.count("\n") == 1 and str(tmp_path) in err
     assert "is a directory, not a backbone file" in err  # not "does not exist"
+
+
+def test_ctrl_c_during_pretraining_stops_the_demo(tmp_path, monkeypatch, capsys):
+    # a real SIGINT in the middle of an epoch, not a patched-in exception:
+    # skorch's fit catches KeyboardInterrupt, so the trainer must carry it out
+    import signal
+
+    from skorch import NeuralNet
+
+    def interrupted_epoch(self, *args, **kwargs):
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(NeuralNet, "run_single_epoch", interrupted_epoch)
+    figure = tmp_path / "demo.png"
+    status, out, err = run_cli(
+        capsys, *ONE_SHOT_DEMO, "--json", "--quiet", "--plot", str(figure)
+    )
+    assert (status, out, err) == (130, "", "skfewshot demo: interrupted\n")
+    assert list(tmp_path.iterdir()) == []
