@@ -299,16 +299,15 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
         self._coef_init = W0.astype(np.float64, copy=False)
         weight = _rescaled_weights(sample_weight)
         labelled = codes >= 0
-        if labelled.all():
+        unlabelled = None
+        if labelled.all():  # one normalised copy of X, whatever its size
             self._support = (_l2_normalize(X), codes, weight)
-            unlabelled = None
         else:
             self._support = (
                 _l2_normalize(X[labelled], copy=False),
                 codes[labelled],
                 weight[labelled],
             )
-            unlabelled = None
             if self.entropy_weight > 0:
                 unlabelled = (
                     _l2_normalize(X[~labelled], copy=False),
@@ -346,20 +345,9 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
             return tensor(v / v.sum())
 
         Q_s, codes, weight_s = self._support
-        support = (
-            rows(Q_s),
-            torch.as_tensor(codes, device=device),
-            weights(weight_s),
-        )
-        if self.entropy_weight > 0 and unlabelled is not None:
-            Q_u, weight_u = unlabelled
-            if weight_u.sum() > 0:
-                unlabelled = (
-                    rows(Q_u),
-                    weights(weight_u),
-                )
-            else:
-                unlabelled = None
+        support = (rows(Q_s), torch.as_tensor(codes, device=device), weights(weight_s))
+        if unlabelled is not None and self.entropy_weight > 0 and unlabelled[1].any():
+            unlabelled = (rows(unlabelled[0]), weights(unlabelled[1]))
         else:
             unlabelled = None
         W_init = tensor(self._coef_init)
