@@ -1,7 +1,9 @@
-"""Torch plumbing shared by every estimator: devices, seeds, conversion, batches.
+"""Torch plumbing shared by every estimator: devices, conversion, threads.
 
 Private module: one place for what every estimator needs, so no estimator
-re-implements device resolution or numpy <-> tensor conversion.
+re-implements device resolution or numpy <-> tensor conversion. The names
+differ from skorch's ``to_tensor`` / ``to_numpy`` on purpose: these do less.
+Helpers that need numpy only live in :mod:`skfewshot._utils`.
 """
 
 from __future__ import annotations
@@ -11,16 +13,12 @@ import importlib.util
 
 import numpy as np
 import torch
-from sklearn.utils import check_random_state
 
 __all__ = [
-    "check_finite_features",
     "single_thread",
     "resolve_device",
-    "seed_from",
-    "to_tensor",
-    "to_numpy",
-    "iter_batches",
+    "to_device_tensor",
+    "to_host_array",
     "torch_dtype",
 ]
 
@@ -108,15 +106,6 @@ def resolve_device(device="auto") -> torch.device:
     return spec
 
 
-def seed_from(random_state) -> int:
-    """Draw one 31-bit integer seed from a scikit-learn ``random_state``.
-
-    ``None`` draws from numpy's global state, an int gives the same seed each
-    time, a ``RandomState`` advances (scikit-learn's conventions).
-    """
-    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-
-
 def torch_dtype(dtype) -> torch.dtype:
     """Map ``"float32"`` / ``np.float32`` / ``torch.float32`` to a torch dtype."""
     if isinstance(dtype, torch.dtype):
@@ -130,52 +119,19 @@ def torch_dtype(dtype) -> torch.dtype:
         ) from None
 
 
-def to_tensor(X, device="cpu", dtype=torch.float32) -> torch.Tensor:
+def to_device_tensor(X, device="cpu", dtype=torch.float32) -> torch.Tensor:
     """Array-like or tensor -> tensor on ``device`` with ``dtype``."""
     if isinstance(X, torch.Tensor):
         return X.to(device=device, dtype=dtype)
     return torch.as_tensor(np.asarray(X), dtype=dtype, device=device)
 
 
-def to_numpy(t, dtype=np.float32) -> np.ndarray:
+def to_host_array(t, dtype=np.float32) -> np.ndarray:
     """Tensor (any device, any dtype) -> numpy array of ``dtype`` on the CPU."""
     t = t.detach().to("cpu")
     if t.dtype in (torch.float16, torch.bfloat16):
         t = t.float()
     return t.numpy().astype(dtype, copy=False)
-
-
-def check_finite_features(features, source, rows=None):
-    """Raise ``ValueError`` naming ``source`` if ``features`` has a NaN or inf.
-
-    Parameters
-    ----------
-    features : ndarray of shape (n_rows, n_features)
-        One batch of outputs, computed from a finite input.
-    source : str
-        What produced them, e.g. ``"the backbone ResNet12"``.
-    rows : slice, ndarray of int or None
-        Row of the caller's ``X`` each feature row belongs to (None: 0, 1, ...).
-    """
-    bad = np.flatnonzero(~np.isfinite(features).all(axis=1))
-    if not bad.size:
-        return
-    if rows is None:
-        rows = np.arange(len(features))
-    elif isinstance(rows, slice):
-        rows = np.arange(rows.start, rows.stop)
-    raise ValueError(
-        f"{source} returned non-finite features (NaN or inf) for {bad.size} of "
-        f"the {len(features)} rows of a batch, first for row {rows[bad[0]]} of X; "
-        "check its weights (e.g. after a diverged training) and the scale of "
-        "its input (e.g. float16 overflow with amp)."
-    )
-
-
-def iter_batches(n: int, batch_size: int):
-    """Yield ``slice`` objects covering ``range(n)`` in chunks of ``batch_size``."""
-    for start in range(0, n, batch_size):
-        yield slice(start, min(start + batch_size, n))
 
 
 @contextlib.contextmanager

@@ -33,17 +33,17 @@ from sklearn.base import (
     TransformerMixin,
     _fit_context,
 )
+from sklearn.utils import gen_batches
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
 from ._torch_utils import (
-    check_finite_features,
-    iter_batches,
     resolve_device,
-    to_numpy,
+    to_host_array,
     torch_dtype,
 )
+from ._utils import check_finite_features
 
 __all__ = ["BackboneTransformer"]
 
@@ -870,7 +870,7 @@ class BackboneTransformer(
             raise _width_error(width, expected, X.shape[1:])
         out = None if width is None else np.empty((n, width), dtype=np.float32)
         missing, missing_keys = [], []
-        for chunk in iter_batches(n, _KEY_CHUNK):
+        for chunk in gen_batches(n, _KEY_CHUNK):
             keys = _row_keys(X[chunk])
             if out is None:
                 hits = np.zeros(len(keys), dtype=bool)
@@ -922,7 +922,7 @@ class BackboneTransformer(
         n_rows = X.shape[0] if rows is None else rows.size
         in_dtype = torch.int64 if X.dtype == np.int64 else torch_dtype(self.dtype)
         batches = tqdm(
-            list(iter_batches(n_rows, self.batch_size)),
+            list(gen_batches(n_rows, self.batch_size)),
             desc=type(self).__name__,
             unit="batch",
             disable=self.verbose <= 0,
@@ -941,7 +941,7 @@ class BackboneTransformer(
                         index = batch if rows is None else rows[batch]
                         xb = torch.from_numpy(np.ascontiguousarray(X[index]))
                         result = self._call_module(module, xb.to(device, in_dtype))
-                        result = to_numpy(result.reshape(result.shape[0], -1))
+                        result = to_host_array(result.reshape(result.shape[0], -1))
                         if expected is not None and result.shape[1] != expected:
                             raise _width_error(result.shape[1], expected, X.shape[1:])
                         check_finite_features(

@@ -11,6 +11,7 @@ import torch
 from scipy.optimize import minimize
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import gen_batches
 from sklearn.utils._param_validation import Interval
 from threadpoolctl import ThreadpoolController
 
@@ -24,11 +25,10 @@ from skfewshot._heads import (
     _validate_support,
 )
 from skfewshot._torch_utils import (
-    iter_batches,
     resolve_device,
     single_thread,
-    to_numpy,
-    to_tensor,
+    to_device_tensor,
+    to_host_array,
 )
 
 __all__ = ["FineTunedCosineClassifier"]
@@ -335,11 +335,11 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
         dtype = torch.float32 if device.type == "mps" else torch.float64
 
         def tensor(a):
-            return to_tensor(a, device=device, dtype=dtype)
+            return to_device_tensor(a, device=device, dtype=dtype)
 
         def rows(Q):  # float32 rows stay float32: no float64 copy of X
             row_dtype = torch.float32 if Q.dtype == np.float32 else dtype
-            return to_tensor(Q, device=device, dtype=row_dtype)
+            return to_device_tensor(Q, device=device, dtype=row_dtype)
 
         def weights(v):
             return tensor(v / v.sum())
@@ -375,7 +375,7 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
             grads = [grad_W.reshape(-1), grad_b]
             if self.learn_scale:
                 grads.append(grad_log_s.reshape(1))
-            return loss.item(), to_numpy(torch.cat(grads), dtype=np.float64)
+            return loss.item(), to_host_array(torch.cat(grads), dtype=np.float64)
 
         x0 = [coef.ravel(), intercept] + ([[log_scale]] if self.learn_scale else [])
         result = minimize(
@@ -454,7 +454,7 @@ def _objective(
 
     def blocks(Q):
         """``(rows, Q_block, cos, log_p)`` for each block of the rows of ``Q``."""
-        for rows in iter_batches(Q.shape[0], block_rows or max(Q.shape[0], 1)):
+        for rows in gen_batches(Q.shape[0], block_rows or max(Q.shape[0], 1)):
             Q_block = Q[rows].to(W.dtype)
             cos = Q_block @ W_n.T
             yield rows, Q_block, cos, torch.log_softmax(s * cos + b, dim=1)

@@ -446,12 +446,13 @@ class FewShotCurveDisplay:
         'shots per class (K)'
         """
         _check_matplotlib(f"{cls.__name__}.from_estimator")
-        from skfewshot._torch_utils import seed_from
         from skfewshot.model_selection import (
             _estimator_name,
             _reuse_frozen_features,
             evaluate_episodes,
         )
+
+        from ._utils import seed_from
 
         if isinstance(estimator, Mapping):
             if name is not None:

@@ -9,7 +9,8 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
 
-from skfewshot._torch_utils import check_finite_features, resolve_device
+from ._torch_utils import resolve_device
+from ._utils import check_finite_features
 
 __all__ = ["SentenceEncoder"]
 

@@ -20,7 +20,7 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils import check_random_state  # noqa: E402
 
-from skfewshot._torch_utils import seed_from  # noqa: E402
+from skfewshot._utils import seed_from  # noqa: E402
 from skfewshot.model_selection import evaluate_episodes  # noqa: E402
 from skfewshot.plotting import FewShotCurveDisplay  # noqa: E402
 

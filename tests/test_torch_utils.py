@@ -1,17 +1,14 @@
-"""The shared torch plumbing: devices, seeds, conversion, batches, threads."""
+"""The shared torch plumbing: devices, conversion, threads."""
 
 import numpy as np
 import pytest
 import torch
 
 from skfewshot._torch_utils import (
-    check_finite_features,
-    iter_batches,
     resolve_device,
-    seed_from,
     single_thread,
-    to_numpy,
-    to_tensor,
+    to_device_tensor,
+    to_host_array,
     torch_dtype,
 )
 
@@ -34,28 +31,17 @@ def test_resolve_device_rejects_nonsense():
         resolve_device("gpu please")
 
 
-def test_seed_from_follows_sklearn_random_state():
-    assert seed_from(3) == seed_from(3)
-    rng = np.random.RandomState(0)
-    assert seed_from(rng) != seed_from(rng)  # a RandomState advances
-
-
 def test_conversions_round_trip():
     X = np.arange(6, dtype=np.float64).reshape(2, 3)
-    t = to_tensor(X, dtype=torch.float32)
+    t = to_device_tensor(X, dtype=torch.float32)
     assert t.dtype == torch.float32
-    out = to_numpy(t.to(torch.bfloat16))
+    out = to_host_array(t.to(torch.bfloat16))
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, X)
     assert torch_dtype("float64") is torch.float64
     assert torch_dtype(np.float32) is torch.float32
     with pytest.raises(ValueError, match="dtype='int8' is not supported"):
         torch_dtype("int8")
-
-
-def test_iter_batches_cover_every_row_once():
-    assert [(s.start, s.stop) for s in iter_batches(5, 2)] == [(0, 2), (2, 4), (4, 5)]
-    assert list(iter_batches(0, 3)) == []
 
 
 def test_single_thread_restores_the_thread_count():
@@ -83,17 +69,3 @@ def test_resolve_device_rejects_devices_this_machine_cannot_run(device, match):
 def test_resolve_device_missing_xpu_is_a_clear_error():
     with pytest.raises(ValueError, match="device='xpu:0' was requested but xpu is"):
         resolve_device("xpu:0")
-
-
-def test_check_finite_features_names_the_source_and_row():
-    check_finite_features(np.ones((2, 3)), "the backbone Net")
-    features = np.ones((4, 2))
-    features[[1, 3], 0] = [np.inf, np.nan]
-    with pytest.raises(
-        ValueError,
-        match="the backbone Net returned .* for 2 of the 4 "
-        "rows of a batch, first for row 11 of X",
-    ):
-        check_finite_features(features, "the backbone Net", np.array([9, 11, 12, 13]))
-    with pytest.raises(ValueError, match="first for row 6 of X"):
-        check_finite_features(features, "the backbone Net", slice(5, 9))

@@ -28,7 +28,8 @@ from skorch.dataset import unpack_data
 from skorch.utils import to_device
 from skorch.utils import to_tensor as _skorch_to_tensor
 
-from .._torch_utils import resolve_device, seed_from, to_tensor
+from .._torch_utils import resolve_device, to_device_tensor
+from .._utils import seed_from
 
 _OPTIMIZERS = {
     "sgd": torch.optim.SGD,
@@ -51,7 +52,7 @@ def _probe_backbone(backbone, X, device):
     backbone.eval()  # no batch-norm statistics are updated by the probe
     try:
         with torch.no_grad():
-            out = backbone(to_tensor(X[:2], device=device))
+            out = backbone(to_device_tensor(X[:2], device=device))
     except (RuntimeError, ValueError, TypeError) as exc:
         raise ValueError(
             f"The module rejected inputs of shape {X.shape[1:]} (a batch of shape "

@@ -1,0 +1,48 @@
+"""Numpy-only helpers shared across the package (no torch import).
+
+Light layers (``model_selection``, ``plotting``) use these without importing
+torch, as skorch's ``utils`` depends on nothing else of skorch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.utils import check_random_state
+
+__all__ = ["check_finite_features", "seed_from"]
+
+
+def seed_from(random_state) -> int:
+    """Draw one 31-bit integer seed from a scikit-learn ``random_state``.
+
+    ``None`` draws from numpy's global state, an int gives the same seed each
+    time, a ``RandomState`` advances (scikit-learn's conventions).
+    """
+    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+
+
+def check_finite_features(features, source, rows=None):
+    """Raise ``ValueError`` naming ``source`` if ``features`` has a NaN or inf.
+
+    Parameters
+    ----------
+    features : ndarray of shape (n_rows, n_features)
+        One batch of outputs, computed from a finite input.
+    source : str
+        What produced them, e.g. ``"the backbone ResNet12"``.
+    rows : slice, ndarray of int or None
+        Row of the caller's ``X`` each feature row belongs to (None: 0, 1, ...).
+    """
+    bad = np.flatnonzero(~np.isfinite(features).all(axis=1))
+    if not bad.size:
+        return
+    if rows is None:
+        rows = np.arange(len(features))
+    elif isinstance(rows, slice):
+        rows = np.arange(rows.start, rows.stop)
+    raise ValueError(
+        f"{source} returned non-finite features (NaN or inf) for {bad.size} of "
+        f"the {len(features)} rows of a batch, first for row {rows[bad[0]]} of X; "
+        "check its weights (e.g. after a diverged training) and the scale of "
+        "its input (e.g. float16 overflow with amp)."
+    )
