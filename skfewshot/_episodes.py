@@ -1,14 +1,35 @@
-"""One episode sampler for every caller: the CV splitter, the evaluation and the
-episodic meta-trainer all draw N-way K-shot episodes through ``EpisodeSampler``.
+"""What every episodic caller shares: the CV splitter, the evaluation, the curve
+display and the episodic meta-trainer.
 
-Private module (numpy only, no torch).
+``EPISODE_CONSTRAINTS`` and ``EPISODE_DEFAULTS`` are the one set of parameter
+constraints and defaults of ``n_way``, ``n_shot``, ``n_query`` and
+``n_episodes``; ``EpisodeSampler`` draws the N-way K-shot episodes.
+
+Private module (numpy and scikit-learn only, no torch).
 """
 
 from __future__ import annotations
 
-import numpy as np
+from numbers import Integral
 
-__all__ = ["EpisodeSampler"]
+import numpy as np
+from sklearn.utils._param_validation import Interval, validate_parameter_constraints
+
+__all__ = ["EPISODE_CONSTRAINTS", "EPISODE_DEFAULTS", "EpisodeSampler"]
+
+#: Constraints (scikit-learn ``_param_validation``) of the episode settings: an
+#: episode classifies among at least 2 classes, with at least one support and
+#: one query sample of each.
+EPISODE_CONSTRAINTS: dict = {
+    "n_way": [Interval(Integral, 2, None, closed="left")],
+    "n_shot": [Interval(Integral, 1, None, closed="left")],
+    "n_query": [Interval(Integral, 1, None, closed="left")],
+    "n_episodes": [Interval(Integral, 1, None, closed="left")],
+}
+
+#: Defaults of the episode settings: 5-way 1-shot, 15 queries per class, 600
+#: episodes (the usual protocol of few-shot papers).
+EPISODE_DEFAULTS: dict = {"n_way": 5, "n_shot": 1, "n_query": 15, "n_episodes": 600}
 
 
 class EpisodeSampler:
@@ -19,7 +40,7 @@ class EpisodeSampler:
     y : array-like of shape (n_samples,)
         Class labels of the pool episodes are drawn from.
     n_way, n_shot, n_query : int
-        Classes per episode, support and query samples per class.
+        Classes per episode (>= 2), support and query samples per class (>= 1).
     groups : array-like of shape (n_samples,), default=None
         Group of each sample (e.g. the Omniglot alphabet). Used with
         ``within_groups=True``: all classes of one episode come from one group.
@@ -34,6 +55,8 @@ class EpisodeSampler:
 
     Raises
     ------
+    sklearn.utils._param_validation.InvalidParameterError
+        When ``n_way``, ``n_shot`` or ``n_query`` breaks ``EPISODE_CONSTRAINTS``.
     ValueError
         When fewer than ``n_way`` classes (in any group, with ``within_groups``)
         have ``n_shot + n_query`` samples; the message says how many do.
@@ -43,13 +66,12 @@ class EpisodeSampler:
         y = np.asarray(y)
         if y.ndim != 1:
             raise ValueError(f"y must be 1-D, got an array of shape {y.shape}.")
-        for name, value, low in (
-            ("n_way", n_way, 1),
-            ("n_shot", n_shot, 1),
-            ("n_query", n_query, 0),
-        ):
-            if not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
+        settings = {"n_way": n_way, "n_shot": n_shot, "n_query": n_query}
+        validate_parameter_constraints(
+            {name: EPISODE_CONSTRAINTS[name] for name in settings},
+            settings,
+            caller_name=type(self).__name__,
+        )
         self.n_way, self.n_shot, self.n_query = int(n_way), int(n_shot), int(n_query)
         need = self.n_shot + self.n_query
         classes, y_idx, counts = np.unique(y, return_inverse=True, return_counts=True)

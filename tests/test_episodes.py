@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
+from sklearn.utils._param_validation import InvalidParameterError
 
-from skfewshot._episodes import EpisodeSampler
+from skfewshot._episodes import EPISODE_CONSTRAINTS, EpisodeSampler
 
 
 def test_episode_is_class_major_and_disjoint():
@@ -52,7 +53,11 @@ def test_within_groups_draws_one_group():
     "kwargs, match",
     [
         (dict(n_way=5, n_shot=1, n_query=4), "only 4 of 4 classes have that many"),
-        (dict(n_way=2, n_shot=0, n_query=1), "n_shot must be an int >= 1, got 0"),
+        (
+            dict(n_way=2, n_shot=0, n_query=1),
+            r"'n_shot' parameter of EpisodeSampler must be an int in the range "
+            r"\[1, inf\). Got 0 instead",
+        ),
         (
             dict(n_way=2, n_shot=1, n_query=1, within_groups=True),
             "within_groups=True needs groups",
@@ -64,10 +69,29 @@ def test_errors(kwargs, match):
         EpisodeSampler(np.repeat(np.arange(4), 5), **kwargs)
 
 
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        # one class is no classification: the meta-trainer's bound, for everyone
+        (dict(n_way=1, n_shot=1, n_query=1), r"'n_way' .* range \[2, inf\). Got 1"),
+        # an episode without queries has no accuracy and no loss
+        (dict(n_way=2, n_shot=1, n_query=0), r"'n_query' .* range \[1, inf\). Got 0"),
+        (dict(n_way=2.0, n_shot=1, n_query=1), r"'n_way' .* must be an int"),
+    ],
+)
+def test_settings_follow_the_shared_constraints(kwargs, match):
+    with pytest.raises(InvalidParameterError, match=match):
+        EpisodeSampler(np.repeat(np.arange(4), 5), **kwargs)
+
+
+def test_shared_constraints_cover_the_episode_settings():
+    assert set(EPISODE_CONSTRAINTS) == {"n_way", "n_shot", "n_query", "n_episodes"}
+
+
 def test_class_spanning_groups_is_rejected():
     y = np.array([0, 0, 1, 1])
     with pytest.raises(ValueError, match="spans several groups"):
-        EpisodeSampler(y, 1, 1, 1, groups=[0, 1, 1, 1], within_groups=True)
+        EpisodeSampler(y, 2, 1, 1, groups=[0, 1, 1, 1], within_groups=True)
 
 
 def test_episodes_are_successive_samples_drawn_lazily():
