@@ -15,7 +15,7 @@ from sklearn.utils import gen_batches
 from sklearn.utils._param_validation import Interval
 from threadpoolctl import ThreadpoolController
 
-from skfewshot._heads import (
+from skfewshot._base import (
     _UNLABELLED_LABEL_CONSTRAINT,
     _class_means,
     _cosine_logits,

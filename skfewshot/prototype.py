@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from skfewshot._heads import (
+from skfewshot._base import (
     _UNLABELLED_LABEL_CONSTRAINT,
     _class_means,
     _cosine_logits,

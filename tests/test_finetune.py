@@ -4,6 +4,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skfewshot._heads import _l2_normalize
+from skfewshot._base import _l2_normalize
 from skfewshot.finetune import FineTunedCosineClassifier, _objective
 from skfewshot.prototype import PrototypeClassifier
 
@@ -45,7 +46,12 @@ SAME = {"rtol": 1e-6, "atol": 1e-8}
     ]
 )
 def test_sklearn_compatible(estimator, check):
-    check(estimator)
+    with warnings.catch_warnings():
+        if estimator.learn_scale:
+            # Expected: the checks' toy data are separable, so a learned scale
+            # grows without bound and L-BFGS-B runs out of iterations.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
 
 
 def test_objective_gradient_matches_autograd():

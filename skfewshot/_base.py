@@ -1,11 +1,12 @@
-"""Pieces shared by the few-shot heads (prototype and fine-tuned cosine).
+"""Base machinery of the few-shot classifiers (prototype and fine-tuned cosine).
 
-Private module: input validation of the support and query sets, label
-handling (every label is a class unless the head's ``unlabelled_label`` marks
-unlabelled rows), weighted class means, scale-safe L2 normalisation, cosine
-logits, and a mixin that derives ``predict`` / ``predict_proba`` /
-``predict_log_proba`` / ``decision_function`` from one ``_logits`` method, so
-both classifiers follow the same conventions.
+Private module, named as scikit-learn names shared estimator code: input
+validation of the support and query sets, label handling (every label is a
+class unless the head's ``unlabelled_label`` marks unlabelled rows), weighted
+class means, scale-safe L2 normalisation, cosine logits, and a mixin that
+derives ``predict`` / ``predict_proba`` / ``predict_log_proba`` /
+``decision_function`` from one ``_logits`` method, so both classifiers follow
+the same conventions.
 """
 
 from __future__ import annotations
