@@ -1,0 +1,38 @@
+"""Tests for skfewshot.datasets.augment_rotations."""
+
+import numpy as np
+import pytest
+
+from skfewshot.datasets import augment_rotations
+
+
+def test_augment_rotations_exact():
+    X = np.array([[[1, 2, 3], [4, 5, 6], [7, 8, 9]], [[0, 0, 1], [0, 0, 0], [0, 0, 0]]])
+    X_rot, y_rot, g_rot = augment_rotations(
+        X[:, None], np.array([2, 0]), groups=["a", "b"]
+    )
+    assert X_rot.shape == (8, 1, 3, 3)
+    np.testing.assert_array_equal(X_rot[:2, 0], X)
+    # 90 degrees counter-clockwise
+    np.testing.assert_array_equal(X_rot[2, 0], [[3, 6, 9], [2, 5, 8], [1, 4, 7]])
+    np.testing.assert_array_equal(X_rot[4, 0], [[9, 8, 7], [6, 5, 4], [3, 2, 1]])
+    np.testing.assert_array_equal(X_rot[6, 0], [[7, 4, 1], [8, 5, 2], [9, 6, 3]])
+    np.testing.assert_array_equal(X_rot[3, 0], [[1, 0, 0], [0, 0, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(y_rot, [2, 0, 5, 3, 8, 6, 11, 9])
+    np.testing.assert_array_equal(g_rot, ["a", "b"] * 4)
+
+
+def test_augment_rotations_errors():
+    X = np.zeros((2, 3, 3))
+    with pytest.raises(ValueError, match="square images, got 3x4"):
+        augment_rotations(np.zeros((2, 3, 4)), [0, 1])
+    with pytest.raises(ValueError, match=r"got shape \(2, 9\)"):
+        augment_rotations(np.zeros((2, 9)), [0, 1])
+    with pytest.raises(ValueError, match="one label per image"):
+        augment_rotations(X, [0, 1, 2])
+    with pytest.raises(TypeError, match="integer class labels, got dtype <U1"):
+        augment_rotations(X, ["a", "b"])
+    with pytest.raises(ValueError, match="non-negative, got the label -1"):
+        augment_rotations(X, [0, -1])
+    with pytest.raises(ValueError, match="groups must have one entry per image"):
+        augment_rotations(X, [0, 1], groups=[0])

@@ -1,0 +1,115 @@
+"""Tests for skfewshot.datasets.load_banking77."""
+
+import json
+
+import numpy as np
+import pytest
+
+from skfewshot.datasets import load_banking77
+
+CSV = (
+    "text,category\n"
+    '"Hello, where is my card?",card_arrival\n'
+    '"He said ""top up"", then left",top_up_failed\n'
+    "Why the fee?,atm_fee\n"
+    "\n"
+    "Card still missing,card_arrival\n"
+)
+
+
+def test_load_banking77_small_csv_exact(tmp_path):
+    (tmp_path / "train.csv").write_text(CSV)
+    bunch = load_banking77(tmp_path)
+    assert bunch.data == [
+        "Hello, where is my card?",
+        'He said "top up", then left',
+        "Why the fee?",
+        "Card still missing",
+    ]
+    np.testing.assert_array_equal(
+        bunch.target_names, ["atm_fee", "card_arrival", "top_up_failed"]
+    )
+    np.testing.assert_array_equal(bunch.target, [1, 2, 0, 1])
+    assert bunch.filename == str(tmp_path / "train.csv")
+
+    # categories.json beside the CSV sets the order of target_names
+    names = ["top_up_failed", "card_arrival", "atm_fee", "unused"]
+    (tmp_path / "categories.json").write_text(json.dumps(names))
+    texts, target = load_banking77(tmp_path / "train.csv", return_X_y=True)
+    assert len(texts) == 4
+    np.testing.assert_array_equal(target, [1, 0, 2, 1])
+    assert list(load_banking77(tmp_path).target_names) == names
+
+
+def test_load_banking77_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="test.csv"):
+        load_banking77(tmp_path, subset="test")
+    with pytest.raises(ValueError, match="subset must be 'train' or 'test'"):
+        load_banking77(tmp_path, subset="dev")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sentence,label\nhi,x\n")
+    with pytest.raises(ValueError, match="expected the header 'text,category'"):
+        load_banking77(bad)
+    bad.write_text("text,category\nhi,x\nhello, there,y\n")
+    with pytest.raises(ValueError, match="line 3: expected 2 fields"):
+        load_banking77(bad)
+    bad.write_text("text,category\n")
+    with pytest.raises(ValueError, match="no rows"):
+        load_banking77(bad)
+    bad.write_text(CSV)
+    (tmp_path / "categories.json").write_text(json.dumps(["card_arrival"]))
+    with pytest.raises(
+        ValueError, match="missing from .*\\['atm_fee', 'top_up_failed'\\]"
+    ):
+        load_banking77(bad)
+
+
+@pytest.mark.shared_data
+def test_load_banking77_real(shared_data):
+    folder = shared_data / "banking77"
+    bunch = load_banking77(folder)
+    assert len(bunch.data) == 10003 and bunch.target.shape == (10003,)
+    assert len(bunch.target_names) == 77
+    assert len(np.unique(bunch.target)) == 77
+    categories = json.loads((folder / "categories.json").read_text())
+    assert list(bunch.target_names) == categories
+    assert bunch.data[0] == "I am still waiting on my card?"
+    assert bunch.target_names[bunch.target[0]] == "card_arrival"
+    assert all(isinstance(text, str) and text for text in bunch.data)
+
+
+def test_load_banking77_csv_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,category\nhi,x\n" + "a" * 200_000 + ",y\n")
+    with pytest.raises(
+        ValueError, match="bad.csv, line 3: not a readable CSV row.*field limit"
+    ):
+        load_banking77(bad)
+    bad.write_bytes("text,category\ncafé au lait,x\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="bad.csv is not UTF-8 text"):
+        load_banking77(bad)
+
+
+def test_load_banking77_accepts_a_byte_order_mark(tmp_path):
+    (tmp_path / "train.csv").write_bytes(CSV.encode("utf-8-sig"))
+    (tmp_path / "categories.json").write_bytes(
+        json.dumps(["top_up_failed", "card_arrival", "atm_fee"]).encode("utf-8-sig")
+    )
+    bunch = load_banking77(tmp_path)
+    assert bunch.data[0] == "Hello, where is my card?"
+    np.testing.assert_array_equal(bunch.target, [1, 0, 2, 1])
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b'["card_arrival",', "categories.json is not a UTF-8 JSON file"),
+        (b'["caf\xe9"]', "categories.json is not a UTF-8 JSON file"),
+        (b'[1, {"a": 2}]', "categories.json must be a JSON list of distinct"),
+    ],
+)
+def test_load_banking77_broken_categories_json(tmp_path, content, match):
+    (tmp_path / "train.csv").write_text(CSV)
+    (tmp_path / "categories.json").write_bytes(content)
+    with pytest.raises(ValueError, match=match):
+        load_banking77(tmp_path)
