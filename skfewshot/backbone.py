@@ -10,20 +10,14 @@ and evaluation episodes over one data set cost one forward per row.
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import enum
-import functools
-import hashlib
 import io
-import itertools
 import os
 import threading
-import types
-import warnings
 import weakref
-from hashlib import blake2b
+from collections.abc import Callable
 from numbers import Integral
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,11 +32,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
-from ._torch_utils import (
-    resolve_device,
-    to_host_array,
-    torch_dtype,
-)
+from ._feature_cache import FEATURE_CACHE, cached_features, row_keys, state_key
+from ._torch_utils import resolve_device, to_host_array, torch_dtype
 from ._utils import check_finite_features
 
 __all__ = ["BackboneTransformer"]
@@ -55,387 +46,21 @@ _HOST_DTYPES = {
     "bfloat16": np.float32,
 }
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+# Old name, read by tests/test_training.py until it imports skfewshot._feature_cache.
+_CACHE = FEATURE_CACHE
 
 
-class _Block:
-    """Cached rows of one backbone key: contiguous float32 storage and an index.
-
-    ``rows[slot]`` holds a feature row, ``ticks[slot]`` when it was last used
-    (-1: a free slot), ``keys[slot]`` its row key and ``index`` maps a row key
-    to its slot. Per row this costs the row itself plus the 16-byte key, its
-    index entry and the tick (about 150 bytes together, measured).
-    """
-
-    def __init__(self, width):
-        self.rows = np.empty((0, width), dtype=np.float32)
-        self.ticks = np.empty(0, dtype=np.int64)
-        self.keys = []
-        self.index = {}
-
-    @property
-    def capacity(self):
-        return len(self.keys)
-
-    def resize(self, capacity):
-        """Move the live rows to the front, then grow or shrink to ``capacity``."""
-        live = np.flatnonzero(self.ticks >= 0)
-        n = live.size
-        if n and live[-1] != n - 1:  # holes before the last live row: compact
-            for start in range(0, n, _COPY_CHUNK):
-                part = live[start : start + _COPY_CHUNK]
-                self.rows[start : start + part.size] = self.rows[part]
-            self.ticks[:n] = self.ticks[live]
-            self.keys = [self.keys[s] for s in live]
-            self.index = {key: slot for slot, key in enumerate(self.keys)}
-        else:
-            self.keys = self.keys[:n]
-        width = self.rows.shape[1]
-        # In place (realloc): no second copy of the block is ever held.
-        self.rows.resize((capacity, width), refcheck=False)
-        self.ticks.resize(capacity, refcheck=False)
-        self.ticks[n:] = -1
-        self.keys.extend([None] * (capacity - n))
-
-    def evict(self, slots):
-        for slot in slots:
-            del self.index[self.keys[slot]]
-            self.keys[slot] = None
-        self.ticks[slots] = -1
-
-
-class _FeatureCache:
-    """Process-wide LRU store ``(backbone key, row key) -> float32 feature row``.
-
-    One store for every transformer in the process, so the clones that
-    ``GridSearchCV`` or episodic evaluation make of one frozen backbone reuse
-    each other's features. Rows live in one :class:`_Block` per backbone key;
-    after a transformer writes, the blocks hold at most its ``cache_size``
-    rows and have room (capacity) for at most that many, so the storage is
-    bounded by ``cache_size * n_features * 4`` bytes plus the per-row index.
-    """
-
-    def __init__(self):
-        self._blocks = {}
-        self._lock = threading.Lock()
-        self._tick = 0
-
-    def __len__(self):
-        with self._lock:
-            return sum(len(block.index) for block in self._blocks.values())
-
-    def nbytes(self):
-        """Bytes of row storage and ticks held (the index is extra)."""
-        with self._lock:
-            return sum(b.rows.nbytes + b.ticks.nbytes for b in self._blocks.values())
-
-    def clear(self):
-        with self._lock:
-            self._blocks.clear()
-
-    def width(self, key):
-        """Feature width of the rows cached under backbone ``key`` (None: none)."""
-        with self._lock:
-            block = self._blocks.get(key)
-            return None if block is None else block.rows.shape[1]
-
-    def read(self, key, row_keys, out, offset):
-        """Copy cached rows into ``out[offset + i]``; return the hit mask.
-
-        Hits are marked as used now, in the order of ``row_keys``.
-        """
-        hits = np.zeros(len(row_keys), dtype=bool)
-        with self._lock:
-            block = self._blocks.get(key)
-            if block is None:
-                return hits
-            slots = np.fromiter(
-                (block.index.get(k, -1) for k in row_keys), np.int64, len(row_keys)
-            )
-            hits = slots >= 0
-            found = np.flatnonzero(hits)
-            if found.size:
-                out[offset + found] = block.rows[slots[found]]
-                block.ticks[slots[found]] = self._next_ticks(found.size)
-        return hits
-
-    def put(self, key, row_keys, out, positions, max_rows):
-        """Store ``out[positions]`` under ``row_keys``; keep at most ``max_rows``.
-
-        Only the last ``max_rows`` rows are stored (the others would be
-        evicted at once); the least recently used rows of any backbone are
-        evicted to make room, and blocks are compacted so that their total
-        capacity never exceeds ``max_rows``.
-        """
-        row_keys, positions = row_keys[-max_rows:], positions[-max_rows:]
-        with self._lock:
-            block = self._blocks.get(key)
-            if block is None:
-                block = self._blocks[key] = _Block(out.shape[1])
-            known = np.fromiter(
-                (block.index.get(k, -1) for k in row_keys), np.int64, len(row_keys)
-            )
-            old = np.flatnonzero(known >= 0)  # written by another thread meanwhile
-            block.rows[known[old]] = out[positions[old]]
-            block.ticks[known[old]] = self._next_ticks(old.size)
-            new = np.flatnonzero(known < 0)
-            n_live = sum(len(b.index) for b in self._blocks.values())
-            self._evict_oldest(n_live + new.size - max_rows)
-            self._make_room(block, new.size, max_rows)
-            free = np.flatnonzero(block.ticks < 0)[: new.size]
-            for start in range(0, new.size, _COPY_CHUNK):
-                part = slice(start, start + _COPY_CHUNK)
-                block.rows[free[part]] = out[positions[new[part]]]
-            block.ticks[free] = self._next_ticks(new.size)
-            for slot, i in zip(free.tolist(), new.tolist()):
-                block.keys[slot] = row_keys[i]
-                block.index[row_keys[i]] = slot
-
-    def _next_ticks(self, n):
-        ticks = np.arange(self._tick, self._tick + n, dtype=np.int64)
-        self._tick += n
-        return ticks
-
-    def _evict_oldest(self, n):
-        """Drop the ``n`` least recently used rows over every block."""
-        if n <= 0:
-            return
-        blocks = list(self._blocks.items())
-        ticks = np.concatenate([b.ticks for _, b in blocks])
-        owner = np.repeat(np.arange(len(blocks)), [b.capacity for _, b in blocks])
-        starts = np.cumsum([0] + [b.capacity for _, b in blocks])
-        live = np.flatnonzero(ticks >= 0)
-        oldest = (
-            live[np.argpartition(ticks[live], n - 1)[:n]] if n < live.size else live
-        )
-        for j, (_, block) in enumerate(blocks):
-            mine = oldest[owner[oldest] == j]
-            if mine.size:
-                block.evict(mine - starts[j])
-
-    def _make_room(self, block, n_new, max_rows):
-        """Give ``block`` ``n_new`` free slots; keep total capacity <= ``max_rows``."""
-        for other_key, other in list(self._blocks.items()):
-            if other is not block and not other.index:
-                del self._blocks[other_key]
-        others = [b for b in self._blocks.values() if b is not block]
-        needed = len(block.index) + n_new
-        room = max_rows - sum(b.capacity for b in others)
-        if room < needed or block.capacity > room:
-            for other in others:  # give back the holes eviction left
-                if other.capacity > len(other.index):
-                    other.resize(len(other.index))
-            room = max_rows - sum(b.capacity for b in others)
-        if block.capacity - len(block.index) < n_new or block.capacity > room:
-            block.resize(min(room, max(needed, 2 * block.capacity)))
-
-
-_CACHE = _FeatureCache()
-# Rows copied at once between the cache and an output array (bounds temporaries).
-_COPY_CHUNK = 1024
-# Rows whose keys are computed and looked up at once.
-_KEY_CHUNK = 1024
-# class or function -> serial number, never reused in the process (see _identity).
-_IDENTITIES = weakref.WeakKeyDictionary()
-_SERIALS = itertools.count()
 # module -> lock held while the module is switched to eval mode and run.
 _MODULE_LOCKS = weakref.WeakKeyDictionary()
 _LOCKS_LOCK = threading.Lock()
-# Attributes every nn.Module has, encoded (or checked) explicitly by _StateHash.
-_MODULE_INTERNALS = frozenset(vars(torch.nn.Module()))
-_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class defined in Python
-_PLAIN_TYPES = (type(None), bool, int, float, complex, str, bytes)
 
 
-def _module_lock(module):
+def _module_lock(module: torch.nn.Module) -> threading.Lock:
     with _LOCKS_LOCK:
         lock = _MODULE_LOCKS.get(module)
         if lock is None:
             lock = _MODULE_LOCKS[module] = threading.Lock()
         return lock
-
-
-class _Uncacheable(Exception):
-    """The module holds state the cache key cannot capture (the message says which)."""
-
-
-def _identity(obj) -> int:
-    """A serial number for a class or function object, never reused in the process.
-
-    Unlike ``id``, a class redefined under the same name (as in a notebook) or
-    created after another was freed gets a new number.
-    """
-    with _LOCKS_LOCK:
-        serial = _IDENTITIES.get(obj)
-        if serial is None:
-            serial = _IDENTITIES[obj] = next(_SERIALS)
-        return serial
-
-
-def _is_plain_object(value) -> bool:
-    """Whether ``value``'s whole state is its ``__dict__`` (a pure-Python class)."""
-    mro = type(value).__mro__[:-1]
-    return (
-        hasattr(value, "__dict__")
-        and all(c.__flags__ & _HEAP_TYPE and "__slots__" not in vars(c) for c in mro)
-        and not isinstance(value, type)
-    )
-
-
-class _StateHash:
-    """SHA-256 of everything a module's forward may read: its whole object graph.
-
-    Parameters, buffers (persistent or not) and tensor attributes by dtype,
-    shape, stride and bytes; numpy arrays and scalars by dtype, shape and
-    bytes; containers recursively; plain scalars by type and ``repr``; classes
-    and functions by identity (:func:`_identity`) and their defaults and
-    ``functools.partial`` arguments; instances of pure-Python classes by class
-    and attribute dict. Anything else, a forward hook on any submodule, or a
-    closure raises :class:`_Uncacheable` naming it. Shared objects and cycles
-    are encoded once, then referred to by position.
-    """
-
-    def __init__(self):
-        self._hash = hashlib.sha256()
-        self._seen = {}
-        self._keep = []  # objects seen, alive so that their ids stay unique
-
-    def digest(self) -> bytes:
-        return self._hash.digest()[:16]
-
-    def _text(self, text):
-        self._hash.update(text.encode())
-
-    def add(self, value):
-        if type(value) in _PLAIN_TYPES or isinstance(
-            value, (torch.dtype, torch.device, enum.Enum)
-        ):
-            self._text(f"{type(value).__qualname__}:{value!r};")
-            return
-        if id(value) in self._seen:
-            self._text(f"ref:{self._seen[id(value)]};")
-            return
-        self._seen[id(value)] = len(self._seen)
-        self._keep.append(value)
-        if isinstance(value, torch.nn.Module):
-            self._module(value)
-        elif isinstance(value, torch.Tensor):
-            self._tensor(value)
-        elif isinstance(value, (np.ndarray, np.generic)):
-            self._array(value)
-        elif type(value) in (list, tuple, torch.Size) or (
-            isinstance(value, tuple) and hasattr(type(value), "_fields")
-        ):
-            self._text(f"{type(value).__qualname__}#{_identity(type(value))}[")
-            for item in value:
-                self.add(item)
-            self._text("]")
-        elif type(value) in (dict, collections.OrderedDict):
-            self._text(f"{type(value).__qualname__}{{")
-            for k, v in value.items():
-                self.add(k)
-                self.add(v)
-            self._text("}")
-        elif type(value) in (set, frozenset):
-            if not all(type(v) in _PLAIN_TYPES for v in value):
-                raise _Uncacheable("a set of non-scalar items")
-            self._text(f"{type(value).__qualname__}{sorted(map(repr, value))};")
-        else:
-            self._callable_or_object(value)
-
-    def _module(self, module):
-        if module._forward_hooks or module._forward_pre_hooks:
-            raise _Uncacheable(f"{type(module).__name__} has forward hooks")
-        self._text(f"module:{type(module).__qualname__}#{_identity(type(module))}(")
-        for group in ("_parameters", "_buffers", "_modules"):
-            self._text(f"{group}:")
-            for name, value in getattr(module, group).items():
-                self._text(f"{name}=")
-                self.add(value)
-        for name, value in vars(module).items():
-            if name in _MODULE_INTERNALS:
-                continue
-            self._text(f"{name}=")
-            try:
-                self.add(value)
-            except _Uncacheable as exc:
-                raise _Uncacheable(
-                    f"attribute {name!r} of {type(module).__name__}: {exc}"
-                ) from None
-        self._text(")")
-
-    def _tensor(self, tensor):
-        t = tensor.detach()
-        if t.layout != torch.strided or t.is_meta or t.is_quantized:
-            raise _Uncacheable(f"a {t.layout} / {t.device.type} tensor")
-        t = t.resolve_conj().resolve_neg()
-        self._text(f"tensor:{t.dtype}{tuple(t.shape)}{t.stride()}:")
-        data = t.reshape(-1).contiguous().view(torch.uint8).cpu()
-        self._hash.update(memoryview(data.numpy()))
-
-    def _array(self, array):
-        if array.dtype.hasobject:
-            raise _Uncacheable("a numpy array of Python objects")
-        array = np.ascontiguousarray(array)
-        self._text(f"ndarray:{array.dtype.str}{array.shape}:")
-        self._hash.update(memoryview(array.reshape(-1).view(np.uint8)))
-
-    def _callable_or_object(self, value):
-        if isinstance(value, types.FunctionType):
-            if value.__closure__:
-                raise _Uncacheable(f"the closure {value.__qualname__}")
-            self._text(f"function:{value.__qualname__}#{_identity(value)}(")
-            self.add(value.__defaults__)
-            self.add(value.__kwdefaults__)
-            self._text(")")
-        elif isinstance(value, types.BuiltinFunctionType) and (
-            value.__self__ is None or isinstance(value.__self__, types.ModuleType)
-        ):
-            self._text(f"builtin:{value.__module__}.{value.__qualname__};")
-        elif isinstance(value, types.MethodType):
-            self._text("method:")
-            self.add(value.__func__)
-            self.add(value.__self__)
-        elif isinstance(value, functools.partial):
-            self._text("partial:")
-            self.add(value.func)
-            self.add(value.args)
-            self.add(value.keywords)
-        elif isinstance(value, type):
-            self._text(f"class:{value.__qualname__}#{_identity(value)};")
-        elif _is_plain_object(value):
-            self._text(f"object:{type(value).__qualname__}#{_identity(type(value))}:")
-            self.add(vars(value))
-        else:
-            raise _Uncacheable(f"a {type(value).__name__} object")
-
-
-def _global_forward_hooks() -> bool:
-    """Whether hooks registered for every module's forward are present."""
-    hooks = torch.nn.modules.module
-    return any(
-        getattr(hooks, name, None)
-        for name in ("_global_forward_hooks", "_global_forward_pre_hooks")
-    )
-
-
-def _module_digest(module) -> bytes:
-    """Digest of the module's whole state (see :class:`_StateHash`); may raise."""
-    if _global_forward_hooks():
-        raise _Uncacheable("global module forward hooks are registered")
-    state = _StateHash()
-    state.add(module)
-    return state.digest()
-
-
-def _row_keys(X) -> list:
-    """One 16-byte blake2b digest of each row's bytes."""
-    base = blake2b(digest_size=16)
-    keys = []
-    for row in X:
-        h = base.copy()
-        h.update(row.data)
-        keys.append(h.digest())
-    return keys
 
 
 @contextlib.contextmanager
@@ -597,13 +222,16 @@ class BackboneTransformer(
     where it is), so a file written on a GPU machine loads on a CPU-only one;
     the next ``transform`` resolves ``device`` again and moves it there.
 
+    **Frozen.** The class attribute ``frozen_features = True`` declares that
+    ``fit`` learns nothing from the data and ``transform`` maps each row
+    independently, so :func:`~skfewshot.model_selection.evaluate_episodes`
+    transforms a whole pool once instead of once per episode.
+
     **The feature cache.** A cached row is keyed by (1) a SHA-256 digest of
     the backbone's state, computed afresh at every ``fit`` and ``transform``
     (never memoised: an edit through ``p.data`` or of a plain tensor
-    attribute is seen at the next call; hashing costs about 1 ms for a
-    :class:`~skfewshot.models.Conv4` and 45 ms for a
-    :class:`~skfewshot.models.ResNet12`, 47 MiB, per call on a CPU core);
-    (2) ``dtype``, ``amp``, the device type, the float32 matmul precision
+    attribute is seen at the next call; hashing reads every weight once per
+    call); (2) ``dtype``, ``amp``, the device type, the float32 matmul precision
     and the input's dtype and per-sample shape; (3) a blake2b digest of the
     row's bytes (after ``preprocess``). The state digest covers the module
     and every submodule: the class (its identity in the process, so a class
@@ -652,6 +280,8 @@ class BackboneTransformer(
     array(['backbonetransformer0', 'backbonetransformer1'], dtype=object)
     """
 
+    frozen_features = True
+
     _parameter_constraints: dict = {
         "module": [torch.nn.Module],
         "device": [str, torch.device],
@@ -666,17 +296,17 @@ class BackboneTransformer(
 
     def __init__(
         self,
-        module,
+        module: torch.nn.Module,
         *,
-        device="auto",
-        batch_size=256,
-        preprocess=None,
-        dtype="float32",
-        amp=False,
-        cache=True,
-        cache_size=100_000,
-        verbose=0,
-    ):
+        device: str | torch.device = "auto",
+        batch_size: int = 256,
+        preprocess: Callable[[Any], Any] | None = None,
+        dtype: str = "float32",
+        amp: bool = False,
+        cache: bool = True,
+        cache_size: int = 100_000,
+        verbose: int = 0,
+    ) -> None:
         self.module = module
         self.device = device
         self.batch_size = batch_size
@@ -688,7 +318,7 @@ class BackboneTransformer(
         self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X: Any, y: None = None) -> BackboneTransformer:
         """Validate ``X``, run the backbone on one batch and record its output.
 
         Parameters
@@ -723,7 +353,7 @@ class BackboneTransformer(
         self.n_features_out_ = int(features.shape[1])
         return self
 
-    def transform(self, X):
+    def transform(self, X: Any) -> np.ndarray:
         """Compute the backbone features of ``X``.
 
         Parameters
@@ -750,7 +380,7 @@ class BackboneTransformer(
             return self._embed(self.module_, X, device, self.n_features_out_)
 
     @staticmethod
-    def clear_cache():
+    def clear_cache() -> int:
         """Empty the process-wide feature cache shared by every transformer.
 
         Returns
@@ -765,8 +395,8 @@ class BackboneTransformer(
         >>> BackboneTransformer.clear_cache()
         0
         """
-        n_rows = len(_CACHE)
-        _CACHE.clear()
+        n_rows = len(FEATURE_CACHE)
+        FEATURE_CACHE.clear()
         return n_rows
 
     @property
@@ -855,63 +485,28 @@ class BackboneTransformer(
     # -- features ----------------------------------------------------------
 
     def _embed(self, module, X, device, expected):
-        """Features of the host array ``X``: cached rows read back, others computed.
-
-        Keys are computed and looked up ``_KEY_CHUNK`` rows at a time; besides
-        the output, a call holds 24 bytes per row to compute (its index and
-        key) and the cache at most ``cache_size`` rows.
-        """
+        """Features of the host array ``X``: cached rows read back, others computed."""
         key = self._backbone_key(module, X, device) if self.cache else None
         if key is None:
             return self._forward(module, X, None, device, expected)
-        n = X.shape[0]
-        width = _CACHE.width(key)
+        width = FEATURE_CACHE.width(key)
         if width is not None and expected is not None and width != expected:
             raise _width_error(width, expected, X.shape[1:])
-        out = None if width is None else np.empty((n, width), dtype=np.float32)
-        missing, missing_keys = [], []
-        for chunk in gen_batches(n, _KEY_CHUNK):
-            keys = _row_keys(X[chunk])
-            if out is None:
-                hits = np.zeros(len(keys), dtype=bool)
-            else:
-                hits = _CACHE.read(key, keys, out, chunk.start)
-            misses = np.flatnonzero(~hits)
-            missing.append(misses + chunk.start)
-            missing_keys.append(b"".join(keys[i] for i in misses))
-        missing = np.concatenate(missing)
-        if not missing.size:
-            return out
-        missing_keys = b"".join(missing_keys)
-        out = self._forward(module, X, missing, device, expected, out)
-        keep = missing[-self.cache_size :]
-        first = (missing.size - keep.size) * 16
-        row_keys = [
-            missing_keys[i : i + 16] for i in range(first, len(missing_keys), 16)
-        ]
-        del missing_keys
-        _CACHE.put(key, row_keys, out, keep, self.cache_size)
-        return out
+        return cached_features(
+            key,
+            X.shape[0],
+            lambda rows: row_keys(X[rows]),
+            lambda rows, out: self._forward(module, X, rows, device, expected, out),
+            self.cache_size,
+        )
 
     def _backbone_key(self, module, X, device):
-        """Digest of the module's state and of the settings (None: do not cache)."""
-        try:
-            digest = _module_digest(module)
-        except _Uncacheable as exc:
-            warnings.warn(
-                f"the feature cache is off for this {type(module).__name__} "
-                f"backbone: {exc}, whose effect on the output the cache key cannot "
-                "capture, so every row is computed afresh. Pass cache=False to "
-                "silence this warning.",
-                UserWarning,
-                stacklevel=4,
-            )
-            return None
+        """Cache key of the module's state and of the settings (None: do not cache)."""
         settings = (
-            f"|{self.dtype}|{self.amp}|{device.type}|{X.dtype.str}|{X.shape[1:]}"
+            f"{self.dtype}|{self.amp}|{device.type}|{X.dtype.str}|{X.shape[1:]}"
             f"|{torch.get_float32_matmul_precision()}"
         )
-        return digest + settings.encode()
+        return state_key(module, settings, "backbone", stacklevel=4)
 
     def _forward(self, module, X, rows, device, expected, out=None):
         """Run ``module`` on ``X[rows]`` (all rows if None) batch by batch.

@@ -21,6 +21,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skfewshot import backbone as backbone_mod
+from skfewshot._feature_cache import FEATURE_CACHE
 from skfewshot.backbone import BackboneTransformer
 
 
@@ -89,6 +90,11 @@ def rng():
 @parametrize_with_checks([BackboneTransformer(RowStats(), device="cpu", batch_size=7)])
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
+
+
+def test_declares_itself_frozen():
+    # evaluate_episodes reads this to transform a whole pool once
+    assert BackboneTransformer.frozen_features is True
 
 
 # -- shapes and values ----------------------------------------------------------
@@ -372,17 +378,17 @@ def test_cache_disabled_runs_every_time(rng):
     bt.fit_transform(X)
     bt.transform(X)
     assert Counting.rows == 15  # fit's batch + two transforms
-    assert len(backbone_mod._CACHE) == 0
+    assert len(FEATURE_CACHE) == 0
 
 
 def test_cache_is_lru_with_a_cap(rng):
     X = rng.normal(size=(6, 6))
     bt = BackboneTransformer(seeded(Counting), device="cpu", cache_size=4)
     bt.fit(X[:4])
-    assert (Counting.rows, len(backbone_mod._CACHE)) == (4, 4)
+    assert (Counting.rows, len(FEATURE_CACHE)) == (4, 4)
     bt.transform(X[[0]])  # hit: row 0 becomes the most recently used
     bt.transform(X[[4]])  # miss: evicts row 1, the least recently used
-    assert (Counting.rows, len(backbone_mod._CACHE)) == (5, 4)
+    assert (Counting.rows, len(FEATURE_CACHE)) == (5, 4)
     bt.transform(X[[0, 2, 3, 4]])
     assert Counting.rows == 5
     bt.transform(X[[1]])
@@ -591,7 +597,7 @@ def test_hooks_added_after_a_transform_take_effect(kind, rng):
         handle.remove()
     assert not np.allclose(expected, first)
     assert_allclose(hooked, expected, rtol=RTOL, atol=ATOL)
-    assert len(backbone_mod._CACHE) == 5  # hooked rows were not cached
+    assert len(FEATURE_CACHE) == 5  # hooked rows were not cached
     rows = Counting.rows
     assert_array_equal(bt.transform(X), first)  # hook gone: the cache answers again
     assert Counting.rows == rows
@@ -616,7 +622,7 @@ def test_state_the_key_cannot_capture_bypasses_the_cache(rng):
     with pytest.warns(UserWarning, match="cache is off for this Offset"):
         out_two = BackboneTransformer(two, device="cpu").fit_transform(X)
     assert_allclose(out_two, out_one + 1, rtol=RTOL, atol=ATOL)
-    assert Offset.rows == 20 and len(backbone_mod._CACHE) == 0  # fit + transform, x2
+    assert Offset.rows == 20 and len(FEATURE_CACHE) == 0  # fit + transform, x2
 
 
 # -- the cache's memory follows cache_size --------------------------------------
@@ -646,8 +652,8 @@ def test_cache_memory_follows_cache_size(rng):
     bt.fit(X[:3])
     BackboneTransformer.clear_cache()
     out_bytes, peak, held = _traced(lambda: bt.transform(X))
-    assert len(backbone_mod._CACHE) == k
-    assert backbone_mod._CACHE.nbytes() == k * (d * 4 + 8)  # rows + last-use ticks
+    assert len(FEATURE_CACHE) == k
+    assert FEATURE_CACHE.nbytes() == k * (d * 4 + 8)  # rows + last-use ticks
     # Held: k rows and about 200 bytes of index per row; the peak: the output,
     # the cache and 24 bytes per row (its index and key while it is computed).
     assert held < k * (d * 4 + 200) + 64 * 1024
@@ -655,31 +661,6 @@ def test_cache_memory_follows_cache_size(rng):
     # The last rows transformed are the ones kept: they come back unchanged.
     rows = bt.transform(X[-k:])
     assert_array_equal(rows, X[-k:])
-
-
-def test_small_rows_cost_little_in_the_cache(rng):
-    n = 10_000
-    X = rng.normal(size=(n, 5)).astype(np.float32)
-    bt = BackboneTransformer(RowStats(), device="cpu", cache_size=n).fit(X[:2])
-    BackboneTransformer.clear_cache()
-    _, _, held = _traced(lambda: bt.transform(X))
-    assert len(backbone_mod._CACHE) == n
-    assert held / n < 4 * 4 + 200  # was about 750 bytes per 4-feature row
-
-
-def test_a_smaller_cache_size_shrinks_the_storage(rng):
-    X = rng.normal(size=(300, 6)).astype(np.float32)
-    big = BackboneTransformer(seeded(Counting), device="cpu", cache_size=1000)
-    big.fit_transform(X)
-    assert len(backbone_mod._CACHE) == 300
-    other = BackboneTransformer(RowStats(), device="cpu", cache_size=10)
-    other.fit_transform(X[:20])
-    assert len(backbone_mod._CACHE) == 10
-    assert backbone_mod._CACHE.nbytes() <= 10 * (4 * 4 + 8)
-    # only the 10 last rows of the RowStats call are kept; Counting's are evicted
-    Counting.rows = 0
-    big.transform(X[:5])
-    assert Counting.rows == 5
 
 
 # -- non-finite features ----------------------------------------------------------
@@ -714,7 +695,7 @@ def test_non_finite_features_name_the_backbone_and_row(bad):
         ValueError, match="for 2 of the 3 rows of a batch, first for row 2"
     ):
         bt.transform(X)  # rows 0 and 1 come from the cache
-    assert len(backbone_mod._CACHE) == 2  # nothing of the failed call was cached
+    assert len(FEATURE_CACHE) == 2  # nothing of the failed call was cached
     with pytest.raises(ValueError, match="first for row 2 of X"):
         bt.set_params(cache=False).transform(X)
 

@@ -1,0 +1,509 @@
+"""The process-wide feature cache of the frozen transformer steps.
+
+Features are stored under two keys: a *state key* (a digest of everything the
+encoder's forward may read, see :class:`_StateHash`, plus the settings that
+change its output) and a *row key* (a digest of one input row's bytes, or of
+one text). :func:`cached_features` reads the rows already computed under a
+state key back and computes only the others, so clones of one frozen encoder
+(as ``GridSearchCV`` and episodic evaluation make them) cost one forward per
+row. :class:`~skfewshot.backbone.BackboneTransformer` and
+:class:`~skfewshot.text.SentenceEncoder` use it.
+
+The store is bounded: after a write it holds at most the writer's
+``max_rows`` rows, least recently used evicted first (:class:`_FeatureCache`).
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import functools
+import hashlib
+import itertools
+import threading
+import types
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
+from hashlib import blake2b
+
+import numpy as np
+import torch
+from sklearn.utils import gen_batches
+
+__all__ = [
+    "FEATURE_CACHE",
+    "cached_features",
+    "module_digest",
+    "row_keys",
+    "state_key",
+    "text_keys",
+]
+
+
+# Rows copied at once between the cache and an output array (bounds temporaries).
+_COPY_CHUNK = 1024
+# Rows whose keys are computed and looked up at once.
+_KEY_CHUNK = 1024
+# class or function -> serial number, never reused in the process (see _identity).
+_IDENTITIES = weakref.WeakKeyDictionary()
+_SERIALS = itertools.count()
+_IDENTITIES_LOCK = threading.Lock()
+# Attributes every nn.Module has, encoded (or checked) explicitly by _StateHash.
+_MODULE_INTERNALS = frozenset(vars(torch.nn.Module()))
+_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class defined in Python
+_PLAIN_TYPES = (type(None), bool, int, float, complex, str, bytes)
+
+
+class _Block:
+    """Cached rows of one backbone key: contiguous float32 storage and an index.
+
+    ``rows[slot]`` holds a feature row, ``ticks[slot]`` when it was last used
+    (-1: a free slot), ``keys[slot]`` its row key and ``index`` maps a row key
+    to its slot. Per row this costs the row itself plus the 16-byte key, its
+    index entry and the tick (about 150 bytes together, measured).
+    """
+
+    def __init__(self, width):
+        self.rows = np.empty((0, width), dtype=np.float32)
+        self.ticks = np.empty(0, dtype=np.int64)
+        self.keys = []
+        self.index = {}
+
+    @property
+    def capacity(self):
+        return len(self.keys)
+
+    def resize(self, capacity):
+        """Move the live rows to the front, then grow or shrink to ``capacity``."""
+        live = np.flatnonzero(self.ticks >= 0)
+        n = live.size
+        if n and live[-1] != n - 1:  # holes before the last live row: compact
+            for start in range(0, n, _COPY_CHUNK):
+                part = live[start : start + _COPY_CHUNK]
+                self.rows[start : start + part.size] = self.rows[part]
+            self.ticks[:n] = self.ticks[live]
+            self.keys = [self.keys[s] for s in live]
+            self.index = {key: slot for slot, key in enumerate(self.keys)}
+        else:
+            self.keys = self.keys[:n]
+        width = self.rows.shape[1]
+        # In place (realloc): no second copy of the block is ever held.
+        self.rows.resize((capacity, width), refcheck=False)
+        self.ticks.resize(capacity, refcheck=False)
+        self.ticks[n:] = -1
+        self.keys.extend([None] * (capacity - n))
+
+    def evict(self, slots):
+        for slot in slots:
+            del self.index[self.keys[slot]]
+            self.keys[slot] = None
+        self.ticks[slots] = -1
+
+
+class _FeatureCache:
+    """Process-wide LRU store ``(backbone key, row key) -> float32 feature row``.
+
+    One store for every transformer in the process, so the clones that
+    ``GridSearchCV`` or episodic evaluation make of one frozen backbone reuse
+    each other's features. Rows live in one :class:`_Block` per backbone key;
+    after a transformer writes, the blocks hold at most its ``cache_size``
+    rows and have room (capacity) for at most that many, so the storage is
+    bounded by ``cache_size * n_features * 4`` bytes plus the per-row index.
+    """
+
+    def __init__(self):
+        self._blocks = {}
+        self._lock = threading.Lock()
+        self._tick = 0
+
+    def __len__(self):
+        with self._lock:
+            return sum(len(block.index) for block in self._blocks.values())
+
+    def nbytes(self):
+        """Bytes of row storage and ticks held (the index is extra)."""
+        with self._lock:
+            return sum(b.rows.nbytes + b.ticks.nbytes for b in self._blocks.values())
+
+    def clear(self):
+        with self._lock:
+            self._blocks.clear()
+
+    def width(self, key):
+        """Feature width of the rows cached under backbone ``key`` (None: none)."""
+        with self._lock:
+            block = self._blocks.get(key)
+            return None if block is None else block.rows.shape[1]
+
+    def read(self, key, row_keys, out, offset):
+        """Copy cached rows into ``out[offset + i]``; return the hit mask.
+
+        Hits are marked as used now, in the order of ``row_keys``.
+        """
+        hits = np.zeros(len(row_keys), dtype=bool)
+        with self._lock:
+            block = self._blocks.get(key)
+            if block is None:
+                return hits
+            slots = np.fromiter(
+                (block.index.get(k, -1) for k in row_keys), np.int64, len(row_keys)
+            )
+            hits = slots >= 0
+            found = np.flatnonzero(hits)
+            if found.size:
+                out[offset + found] = block.rows[slots[found]]
+                block.ticks[slots[found]] = self._next_ticks(found.size)
+        return hits
+
+    def put(self, key, row_keys, out, positions, max_rows):
+        """Store ``out[positions]`` under ``row_keys``; keep at most ``max_rows``.
+
+        Only the last ``max_rows`` rows are stored (the others would be
+        evicted at once); the least recently used rows of any backbone are
+        evicted to make room, and blocks are compacted so that their total
+        capacity never exceeds ``max_rows``.
+        """
+        row_keys, positions = row_keys[-max_rows:], positions[-max_rows:]
+        with self._lock:
+            block = self._blocks.get(key)
+            if block is None:
+                block = self._blocks[key] = _Block(out.shape[1])
+            known = np.fromiter(
+                (block.index.get(k, -1) for k in row_keys), np.int64, len(row_keys)
+            )
+            old = np.flatnonzero(known >= 0)  # written by another thread meanwhile
+            block.rows[known[old]] = out[positions[old]]
+            block.ticks[known[old]] = self._next_ticks(old.size)
+            new = np.flatnonzero(known < 0)
+            n_live = sum(len(b.index) for b in self._blocks.values())
+            self._evict_oldest(n_live + new.size - max_rows)
+            self._make_room(block, new.size, max_rows)
+            free = np.flatnonzero(block.ticks < 0)[: new.size]
+            for start in range(0, new.size, _COPY_CHUNK):
+                part = slice(start, start + _COPY_CHUNK)
+                block.rows[free[part]] = out[positions[new[part]]]
+            block.ticks[free] = self._next_ticks(new.size)
+            for slot, i in zip(free.tolist(), new.tolist()):
+                block.keys[slot] = row_keys[i]
+                block.index[row_keys[i]] = slot
+
+    def _next_ticks(self, n):
+        ticks = np.arange(self._tick, self._tick + n, dtype=np.int64)
+        self._tick += n
+        return ticks
+
+    def _evict_oldest(self, n):
+        """Drop the ``n`` least recently used rows over every block."""
+        if n <= 0:
+            return
+        blocks = list(self._blocks.items())
+        ticks = np.concatenate([b.ticks for _, b in blocks])
+        owner = np.repeat(np.arange(len(blocks)), [b.capacity for _, b in blocks])
+        starts = np.cumsum([0] + [b.capacity for _, b in blocks])
+        live = np.flatnonzero(ticks >= 0)
+        oldest = (
+            live[np.argpartition(ticks[live], n - 1)[:n]] if n < live.size else live
+        )
+        for j, (_, block) in enumerate(blocks):
+            mine = oldest[owner[oldest] == j]
+            if mine.size:
+                block.evict(mine - starts[j])
+
+    def _make_room(self, block, n_new, max_rows):
+        """Give ``block`` ``n_new`` free slots; keep total capacity <= ``max_rows``."""
+        for other_key, other in list(self._blocks.items()):
+            if other is not block and not other.index:
+                del self._blocks[other_key]
+        others = [b for b in self._blocks.values() if b is not block]
+        needed = len(block.index) + n_new
+        room = max_rows - sum(b.capacity for b in others)
+        if room < needed or block.capacity > room:
+            for other in others:  # give back the holes eviction left
+                if other.capacity > len(other.index):
+                    other.resize(len(other.index))
+            room = max_rows - sum(b.capacity for b in others)
+        if block.capacity - len(block.index) < n_new or block.capacity > room:
+            block.resize(min(room, max(needed, 2 * block.capacity)))
+
+
+FEATURE_CACHE = _FeatureCache()
+
+
+class _Uncacheable(Exception):
+    """The module holds state the cache key cannot capture (the message says which)."""
+
+
+def _identity(obj) -> int:
+    """A serial number for a class or function object, never reused in the process.
+
+    Unlike ``id``, a class redefined under the same name (as in a notebook) or
+    created after another was freed gets a new number.
+    """
+    with _IDENTITIES_LOCK:
+        serial = _IDENTITIES.get(obj)
+        if serial is None:
+            serial = _IDENTITIES[obj] = next(_SERIALS)
+        return serial
+
+
+def _is_plain_object(value) -> bool:
+    """Whether ``value``'s whole state is its ``__dict__`` (a pure-Python class)."""
+    mro = type(value).__mro__[:-1]
+    return (
+        hasattr(value, "__dict__")
+        and all(c.__flags__ & _HEAP_TYPE and "__slots__" not in vars(c) for c in mro)
+        and not isinstance(value, type)
+    )
+
+
+class _StateHash:
+    """SHA-256 of everything a module's forward may read: its whole object graph.
+
+    Parameters, buffers (persistent or not) and tensor attributes by dtype,
+    shape, stride and bytes; numpy arrays and scalars by dtype, shape and
+    bytes; containers recursively; plain scalars by type and ``repr``; classes
+    and functions by identity (:func:`_identity`) and their defaults and
+    ``functools.partial`` arguments; instances of pure-Python classes by class
+    and attribute dict. Anything else, a forward hook on any submodule, or a
+    closure raises :class:`_Uncacheable` naming it. Shared objects and cycles
+    are encoded once, then referred to by position.
+    """
+
+    def __init__(self):
+        self._hash = hashlib.sha256()
+        self._seen = {}
+        self._keep = []  # objects seen, alive so that their ids stay unique
+
+    def digest(self) -> bytes:
+        return self._hash.digest()[:16]
+
+    def _text(self, text):
+        self._hash.update(text.encode())
+
+    def add(self, value):
+        if type(value) in _PLAIN_TYPES or isinstance(
+            value, (torch.dtype, torch.device, enum.Enum)
+        ):
+            self._text(f"{type(value).__qualname__}:{value!r};")
+            return
+        if id(value) in self._seen:
+            self._text(f"ref:{self._seen[id(value)]};")
+            return
+        self._seen[id(value)] = len(self._seen)
+        self._keep.append(value)
+        if isinstance(value, torch.nn.Module):
+            self._module(value)
+        elif isinstance(value, torch.Tensor):
+            self._tensor(value)
+        elif isinstance(value, (np.ndarray, np.generic)):
+            self._array(value)
+        elif type(value) in (list, tuple, torch.Size) or (
+            isinstance(value, tuple) and hasattr(type(value), "_fields")
+        ):
+            self._text(f"{type(value).__qualname__}#{_identity(type(value))}[")
+            for item in value:
+                self.add(item)
+            self._text("]")
+        elif type(value) in (dict, collections.OrderedDict):
+            self._text(f"{type(value).__qualname__}{{")
+            for k, v in value.items():
+                self.add(k)
+                self.add(v)
+            self._text("}")
+        elif type(value) in (set, frozenset):
+            if not all(type(v) in _PLAIN_TYPES for v in value):
+                raise _Uncacheable("a set of non-scalar items")
+            self._text(f"{type(value).__qualname__}{sorted(map(repr, value))};")
+        else:
+            self._callable_or_object(value)
+
+    def _module(self, module):
+        if module._forward_hooks or module._forward_pre_hooks:
+            raise _Uncacheable(f"{type(module).__name__} has forward hooks")
+        self._text(f"module:{type(module).__qualname__}#{_identity(type(module))}(")
+        for group in ("_parameters", "_buffers", "_modules"):
+            self._text(f"{group}:")
+            for name, value in getattr(module, group).items():
+                self._text(f"{name}=")
+                self.add(value)
+        for name, value in vars(module).items():
+            if name in _MODULE_INTERNALS:
+                continue
+            self._text(f"{name}=")
+            try:
+                self.add(value)
+            except _Uncacheable as exc:
+                raise _Uncacheable(
+                    f"attribute {name!r} of {type(module).__name__}: {exc}"
+                ) from None
+        self._text(")")
+
+    def _tensor(self, tensor):
+        t = tensor.detach()
+        if t.layout != torch.strided or t.is_meta or t.is_quantized:
+            raise _Uncacheable(f"a {t.layout} / {t.device.type} tensor")
+        t = t.resolve_conj().resolve_neg()
+        self._text(f"tensor:{t.dtype}{tuple(t.shape)}{t.stride()}:")
+        data = t.reshape(-1).contiguous().view(torch.uint8).cpu()
+        self._hash.update(memoryview(data.numpy()))
+
+    def _array(self, array):
+        if array.dtype.hasobject:
+            raise _Uncacheable("a numpy array of Python objects")
+        array = np.ascontiguousarray(array)
+        self._text(f"ndarray:{array.dtype.str}{array.shape}:")
+        self._hash.update(memoryview(array.reshape(-1).view(np.uint8)))
+
+    def _callable_or_object(self, value):
+        if isinstance(value, types.FunctionType):
+            if value.__closure__:
+                raise _Uncacheable(f"the closure {value.__qualname__}")
+            self._text(f"function:{value.__qualname__}#{_identity(value)}(")
+            self.add(value.__defaults__)
+            self.add(value.__kwdefaults__)
+            self._text(")")
+        elif isinstance(value, types.BuiltinFunctionType) and (
+            value.__self__ is None or isinstance(value.__self__, types.ModuleType)
+        ):
+            self._text(f"builtin:{value.__module__}.{value.__qualname__};")
+        elif isinstance(value, types.MethodType):
+            self._text("method:")
+            self.add(value.__func__)
+            self.add(value.__self__)
+        elif isinstance(value, functools.partial):
+            self._text("partial:")
+            self.add(value.func)
+            self.add(value.args)
+            self.add(value.keywords)
+        elif isinstance(value, type):
+            self._text(f"class:{value.__qualname__}#{_identity(value)};")
+        elif _is_plain_object(value):
+            self._text(f"object:{type(value).__qualname__}#{_identity(type(value))}:")
+            self.add(vars(value))
+        else:
+            raise _Uncacheable(f"a {type(value).__name__} object")
+
+
+def _global_forward_hooks() -> bool:
+    """Whether hooks registered for every module's forward are present."""
+    hooks = torch.nn.modules.module
+    return any(
+        getattr(hooks, name, None)
+        for name in ("_global_forward_hooks", "_global_forward_pre_hooks")
+    )
+
+
+def module_digest(obj: object) -> bytes:
+    """16-byte digest of ``obj``'s whole state (see :class:`_StateHash`).
+
+    Raises :class:`_Uncacheable` naming the state the digest cannot capture.
+    """
+    if _global_forward_hooks():
+        raise _Uncacheable("global module forward hooks are registered")
+    state = _StateHash()
+    state.add(obj)
+    return state.digest()
+
+
+def state_key(obj: object, settings: str, what: str, stacklevel: int) -> bytes | None:
+    """Cache key of ``obj`` in its current state with ``settings``; None: do not cache.
+
+    The key is computed afresh at every call (never memoised). Where ``obj``
+    holds state the digest cannot capture, a ``UserWarning`` naming it (as
+    ``what``, e.g. ``"backbone"``) says that every row is computed afresh;
+    ``stacklevel`` counts from the caller of this function.
+    """
+    try:
+        digest = module_digest(obj)
+    except _Uncacheable as exc:
+        warnings.warn(
+            f"the feature cache is off for this {type(obj).__name__} {what}: "
+            f"{exc}, whose effect on the output the cache key cannot capture, so "
+            "every row is computed afresh. Pass cache=False to silence this warning.",
+            UserWarning,
+            stacklevel=stacklevel + 1,
+        )
+        return None
+    return digest + f"|{settings}".encode()
+
+
+def row_keys(X: np.ndarray) -> list[bytes]:
+    """One 16-byte blake2b digest of each row's bytes (``X`` C-contiguous)."""
+    base = blake2b(digest_size=16)
+    keys = []
+    for row in X:
+        h = base.copy()
+        h.update(row.data)
+        keys.append(h.digest())
+    return keys
+
+
+def text_keys(texts: Sequence[str]) -> list[bytes]:
+    """One 16-byte blake2b digest of each text's UTF-8 bytes."""
+    return [
+        blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        for t in texts
+    ]
+
+
+def cached_features(
+    key: bytes,
+    n_rows: int,
+    keys_of: Callable[[slice], list[bytes]],
+    compute: Callable[[np.ndarray, np.ndarray | None], np.ndarray],
+    max_rows: int,
+) -> np.ndarray:
+    """Features of ``n_rows`` rows: cached ones read back, the others computed.
+
+    Parameters
+    ----------
+    key : bytes
+        The state key (:func:`state_key`).
+    n_rows : int
+        Number of rows.
+    keys_of : callable
+        ``keys_of(rows)`` returns the 16-byte row keys of the rows in the
+        slice ``rows``.
+    compute : callable
+        ``compute(rows, out)`` computes the rows ``rows`` (an index array),
+        writes them to ``out[rows]`` and returns ``out``; ``out`` is None when
+        nothing is cached under ``key`` (the width is unknown): ``compute``
+        then allocates a float32 array of shape (n_rows, n_features).
+    max_rows : int
+        Most rows the cache keeps after this call; only the last ``max_rows``
+        computed rows are stored.
+
+    Returns
+    -------
+    out : ndarray of shape (n_rows, n_features), dtype float32
+
+    Notes
+    -----
+    Keys are computed and looked up ``_KEY_CHUNK`` rows at a time; besides
+    the output, a call holds 24 bytes per row to compute (its index and key)
+    and the cache at most ``max_rows`` rows.
+    """
+    width = FEATURE_CACHE.width(key)
+    out = None if width is None else np.empty((n_rows, width), dtype=np.float32)
+    missing, missing_keys = [], []
+    for chunk in gen_batches(n_rows, _KEY_CHUNK):
+        keys = keys_of(chunk)
+        if out is None:
+            hits = np.zeros(len(keys), dtype=bool)
+        else:
+            hits = FEATURE_CACHE.read(key, keys, out, chunk.start)
+        misses = np.flatnonzero(~hits)
+        missing.append(misses + chunk.start)
+        missing_keys.append(b"".join(keys[i] for i in misses))
+    missing = np.concatenate(missing)
+    if not missing.size:
+        return out
+    missing_keys = b"".join(missing_keys)
+    out = compute(missing, out)
+    keep = missing[-max_rows:]
+    first = (missing.size - keep.size) * 16
+    kept_keys = [missing_keys[i : i + 16] for i in range(first, len(missing_keys), 16)]
+    del missing_keys
+    FEATURE_CACHE.put(key, kept_keys, out, keep, max_rows)
+    return out
