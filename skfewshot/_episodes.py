@@ -3,7 +3,9 @@ display and the episodic meta-trainer.
 
 ``EPISODE_CONSTRAINTS`` and ``EPISODE_DEFAULTS`` are the one set of parameter
 constraints and defaults of ``n_way``, ``n_shot``, ``n_query`` and
-``n_episodes``; ``EpisodeSampler`` draws the N-way K-shot episodes.
+``n_episodes``; ``EpisodeSampler`` draws the N-way K-shot episodes;
+``reuse_frozen_features`` computes the features of a pipeline's frozen steps
+once for all episodes.
 
 Private module (numpy and scikit-learn only, no torch).
 """
@@ -13,9 +15,19 @@ from __future__ import annotations
 from numbers import Integral
 
 import numpy as np
+from sklearn.base import clone
+from sklearn.frozen import FrozenEstimator
+from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import Interval, validate_parameter_constraints
 
-__all__ = ["EPISODE_CONSTRAINTS", "EPISODE_DEFAULTS", "EpisodeSampler"]
+__all__ = [
+    "EPISODE_CONSTRAINTS",
+    "EPISODE_DEFAULTS",
+    "EpisodeSampler",
+    "estimator_name",
+    "is_frozen_step",
+    "reuse_frozen_features",
+]
 
 #: Constraints (scikit-learn ``_param_validation``) of the episode settings: an
 #: episode classifies among at least 2 classes, with at least one support and
@@ -171,3 +183,61 @@ class EpisodeSampler:
         """
         for _ in range(n_episodes):
             yield self.sample(rng)
+
+
+def is_frozen_step(step) -> bool:
+    """Whether a pipeline step's features can be computed once for all episodes.
+
+    True for a step that declares the class attribute ``frozen_features = True``
+    and for a :class:`~sklearn.frozen.FrozenEstimator`; no class is special-cased.
+    """
+    return getattr(step, "frozen_features", False) is True or isinstance(
+        step, FrozenEstimator
+    )
+
+
+def _split_frozen_prefix(estimator):
+    """Split a pipeline into its leading frozen steps and the rest.
+
+    Returns ``(prefix_steps, rest)`` where ``prefix_steps`` is the list of
+    leading frozen steps (``"passthrough"`` included) and ``rest`` the estimator
+    fitted per episode; ``([], estimator)`` when there is nothing to reuse.
+    """
+    if not isinstance(estimator, Pipeline):
+        return [], estimator
+    n_frozen = 0
+    for _, step in estimator.steps[:-1]:
+        if step is None or step == "passthrough" or is_frozen_step(step):
+            n_frozen += 1
+        else:
+            break
+    prefix = [step for _, step in estimator.steps[:n_frozen]]
+    if not any(is_frozen_step(step) for step in prefix):
+        return [], estimator
+    return prefix, estimator[n_frozen:]
+
+
+def reuse_frozen_features(estimator, X, y):
+    """Run the frozen prefix of ``estimator`` on ``X`` once.
+
+    Returns ``(Xt, head)``: the features of ``X`` after the leading frozen
+    steps (``X`` itself when there are none) and the part of ``estimator`` to
+    fit per episode on them. The frozen steps are cloned, so ``estimator`` is
+    left untouched.
+    """
+    prefix, head = _split_frozen_prefix(estimator)
+    for step in prefix:
+        if step is not None and step != "passthrough":
+            X = clone(step).fit(X, y).transform(X)
+    return X, head
+
+
+def estimator_name(estimator) -> str:
+    """Readable name: the class, or a pipeline's step classes joined by ``+``."""
+    if isinstance(estimator, Pipeline):
+        return "+".join(
+            type(step).__name__
+            for _, step in estimator.steps
+            if step is not None and step != "passthrough"
+        )
+    return type(estimator).__name__

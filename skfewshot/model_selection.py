@@ -12,20 +12,19 @@ This module uses only the scikit-learn estimator API: it does not import torch.
 from __future__ import annotations
 
 import math
-import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from numbers import Integral
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.base import clone
 from sklearn.metrics import accuracy_score
 from sklearn.model_selection import BaseShuffleSplit
-from sklearn.pipeline import Pipeline
 from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import (
     HasMethods,
-    Interval,
     validate_parameter_constraints,
     validate_params,
 )
@@ -33,18 +32,15 @@ from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_array, check_consistent_length, indexable
 from tqdm.auto import tqdm
 
-from ._episodes import EpisodeSampler
+from ._episodes import (
+    EPISODE_CONSTRAINTS,
+    EPISODE_DEFAULTS,
+    EpisodeSampler,
+    estimator_name,
+    reuse_frozen_features,
+)
 
 __all__ = ["EpisodicSplit", "EpisodeScores", "evaluate_episodes"]
-
-_EPISODE_CONSTRAINTS = {
-    "n_way": [Interval(Integral, 1, None, closed="left")],
-    "n_shot": [Interval(Integral, 1, None, closed="left")],
-    "n_query": [Interval(Integral, 1, None, closed="left")],
-    "n_episodes": [Interval(Integral, 1, None, closed="left")],
-    "within_groups": ["boolean"],
-    "random_state": ["random_state"],
-}
 
 
 class EpisodicSplit(BaseShuffleSplit):
@@ -64,7 +60,7 @@ class EpisodicSplit(BaseShuffleSplit):
     Parameters
     ----------
     n_way : int, default=5
-        Classes per episode.
+        Classes per episode, at least 2.
 
     n_shot : int, default=1
         Support (training) samples per class.
@@ -78,8 +74,9 @@ class EpisodicSplit(BaseShuffleSplit):
     within_groups : bool, default=False
         Draw all classes of an episode from one group (the ``groups`` argument
         of :meth:`split`), e.g. one Omniglot alphabet, chosen uniformly among
-        the groups with at least ``n_way`` eligible classes. ``groups`` is
-        ignored (with a warning) when this is False.
+        the groups with at least ``n_way`` eligible classes. When False,
+        ``groups`` is ignored, as scikit-learn's splitters that do not use
+        groups ignore them.
 
     random_state : int, RandomState instance or None, default=None
         Controls which episodes are drawn. Pass an int for the same episodes on
@@ -124,21 +121,25 @@ class EpisodicSplit(BaseShuffleSplit):
     [1 0] [1 1 0 0]
     """
 
-    _parameter_constraints: dict = dict(_EPISODE_CONSTRAINTS)
+    _parameter_constraints: dict = {
+        **EPISODE_CONSTRAINTS,
+        "within_groups": ["boolean"],
+        "random_state": ["random_state"],
+    }
     # split consumes groups: with metadata routing on, they are routed here by
     # default (what sklearn's GroupsConsumerMixin declares)
     __metadata_request__split = {"groups": True}
 
     def __init__(
         self,
-        n_way=5,
-        n_shot=1,
-        n_query=15,
-        n_episodes=600,
+        n_way: int = EPISODE_DEFAULTS["n_way"],
         *,
-        within_groups=False,
-        random_state=None,
-    ):
+        n_shot: int = EPISODE_DEFAULTS["n_shot"],
+        n_query: int = EPISODE_DEFAULTS["n_query"],
+        n_episodes: int = EPISODE_DEFAULTS["n_episodes"],
+        within_groups: bool = False,
+        random_state: int | np.random.RandomState | None = None,
+    ) -> None:
         self.n_way = n_way
         self.n_shot = n_shot
         self.n_query = n_query
@@ -146,7 +147,9 @@ class EpisodicSplit(BaseShuffleSplit):
         self.within_groups = within_groups
         self.random_state = random_state
 
-    def split(self, X, y, groups=None):
+    def split(
+        self, X: ArrayLike, y: ArrayLike, groups: ArrayLike | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Generate the support and query indices of each episode.
 
         Parameters
@@ -159,8 +162,8 @@ class EpisodicSplit(BaseShuffleSplit):
             Class labels; episodes are drawn class by class.
 
         groups : array-like of shape (n_samples,), default=None
-            Group of each sample, used with ``within_groups=True``. Every class
-            must lie within a single group.
+            Group of each sample, used with ``within_groups=True`` (every class
+            must lie within a single group); ignored otherwise.
 
         Yields
         ------
@@ -178,42 +181,33 @@ class EpisodicSplit(BaseShuffleSplit):
             ``within_groups=True``) have ``n_shot + n_query`` samples; the
             message says how many do.
         """
-        yield from self._episodes(X, y, groups)
+        return super().split(X, y, groups)
 
-    def _episodes(self, X, y, groups):
-        """Validate now, then return an iterator that draws the episodes lazily.
+    def _iter_indices(self, X, y, groups=None):
+        """Draw the episodes lazily, one per iteration."""
+        sampler = self._sampler(y, groups)
+        yield from sampler.episodes(
+            check_random_state(self.random_state), self.n_episodes
+        )
 
-        Errors (parameters, too few classes) are raised by this call; each
-        episode is drawn only when the iterator is advanced, so nothing grows
-        with ``n_episodes``.
-        """
+    def _sampler(self, y, groups):
+        """Validate the parameters, ``y`` and ``groups``; the episode sampler."""
         validate_parameter_constraints(
             self._parameter_constraints,
             {name: getattr(self, name) for name in self._parameter_constraints},
             caller_name=type(self).__name__,
         )
-        X, y, groups = indexable(X, y, groups)
         y = check_array(y, input_name="y", ensure_2d=False, dtype=None)
-        if groups is not None and not self.within_groups:
-            warnings.warn(
-                f"groups is ignored by {type(self).__name__} with "
-                "within_groups=False; set within_groups=True to draw the classes "
-                "of each episode from one group.",
-                UserWarning,
-                stacklevel=3,
-            )
-            groups = None
-        sampler = EpisodeSampler(
+        return EpisodeSampler(
             y,
             self.n_way,
             self.n_shot,
             self.n_query,
-            groups=groups,
+            groups=groups if self.within_groups else None,
             within_groups=self.within_groups,
         )
-        return sampler.episodes(check_random_state(self.random_state), self.n_episodes)
 
-    def get_n_splits(self, X=None, y=None, groups=None):
+    def get_n_splits(self, X=None, y=None, groups=None) -> int:
         """Return the number of episodes, ``n_episodes``.
 
         Parameters
@@ -379,71 +373,6 @@ class EpisodeScores:
         )
 
 
-def _is_frozen_feature_extractor(step) -> bool:
-    """Whether a pipeline step's features can be computed once for all episodes.
-
-    True for a :class:`~skfewshot.backbone.BackboneTransformer`, a
-    :class:`~sklearn.frozen.FrozenEstimator`, and any object whose
-    ``_skfewshot_frozen`` attribute is True: its ``fit`` learns nothing from the
-    data and its ``transform`` maps each row independently.
-    """
-    if getattr(step, "_skfewshot_frozen", False) is True:
-        return True
-    # no instance can exist unless the module was imported: this keeps torch
-    # out of model_selection
-    backbone = sys.modules.get("skfewshot.backbone")
-    if backbone is not None and isinstance(step, backbone.BackboneTransformer):
-        return True
-    frozen = sys.modules.get("sklearn.frozen")
-    return frozen is not None and isinstance(step, frozen.FrozenEstimator)
-
-
-def _split_frozen_prefix(estimator):
-    """Split a pipeline into its leading frozen feature extractors and the rest.
-
-    Returns ``(prefix_steps, rest)`` where ``prefix_steps`` is the list of
-    leading frozen steps (``"passthrough"`` included) and ``rest`` the estimator
-    fitted per episode; ``([], estimator)`` when there is nothing to reuse.
-    """
-    if not isinstance(estimator, Pipeline):
-        return [], estimator
-    n_frozen = 0
-    for _, step in estimator.steps[:-1]:
-        if step is None or step == "passthrough" or _is_frozen_feature_extractor(step):
-            n_frozen += 1
-        else:
-            break
-    prefix = [step for _, step in estimator.steps[:n_frozen]]
-    if not any(_is_frozen_feature_extractor(step) for step in prefix):
-        return [], estimator
-    return prefix, estimator[n_frozen:]
-
-
-def _reuse_frozen_features(estimator, X, y):
-    """Run the frozen prefix of ``estimator`` on ``X`` once.
-
-    Returns ``(Xt, head)``: the features of ``X`` after the leading frozen
-    steps (``X`` itself when there are none) and the part of ``estimator`` to
-    fit per episode on them. The frozen steps are cloned, so ``estimator`` is
-    left untouched.
-    """
-    prefix, head = _split_frozen_prefix(estimator)
-    for step in prefix:
-        if step is not None and step != "passthrough":
-            X = clone(step).fit(X, y).transform(X)
-    return X, head
-
-
-def _estimator_name(estimator) -> str:
-    if isinstance(estimator, Pipeline):
-        return "+".join(
-            type(step).__name__
-            for _, step in estimator.steps
-            if step is not None and step != "passthrough"
-        )
-    return type(estimator).__name__
-
-
 def _fit_and_score_episode(estimator, X_support, y_support, X_query, y_query):
     """Fit on the support set, return the accuracy on the whole query set."""
     estimator.fit(X_support, y_support)
@@ -456,27 +385,29 @@ def _fit_and_score_episode(estimator, X_support, y_support, X_query, y_query):
         "X": ["array-like", "sparse matrix"],
         "y": ["array-like"],
         "groups": ["array-like", None],
+        "within_groups": ["boolean"],
+        "random_state": ["random_state"],
         "n_jobs": [Integral, None],
         "verbose": ["verbose"],
-        **_EPISODE_CONSTRAINTS,
+        **EPISODE_CONSTRAINTS,
     },
     prefer_skip_nested_validation=False,
 )
 def evaluate_episodes(
     estimator,
-    X,
-    y,
+    X: ArrayLike,
+    y: ArrayLike,
     *,
-    n_way,
-    n_shot,
-    n_query=15,
-    n_episodes=600,
-    groups=None,
-    within_groups=False,
-    random_state=None,
-    n_jobs=None,
-    verbose=0,
-):
+    n_way: int,
+    n_shot: int,
+    n_query: int = EPISODE_DEFAULTS["n_query"],
+    n_episodes: int = EPISODE_DEFAULTS["n_episodes"],
+    groups: ArrayLike | None = None,
+    within_groups: bool = False,
+    random_state: int | np.random.RandomState | None = None,
+    n_jobs: int | None = None,
+    verbose: int = 0,
+) -> EpisodeScores:
     """Evaluate a few-shot classifier on random N-way K-shot episodes.
 
     For each episode drawn by :class:`EpisodicSplit`, a clone of ``estimator``
@@ -488,15 +419,16 @@ def evaluate_episodes(
     transductive=True)``) adapts to exactly the queries of that episode.
 
     **Feature reuse.** When ``estimator`` is a :class:`~sklearn.pipeline.Pipeline`
-    whose leading steps are frozen feature extractors, those steps are fitted
-    and applied to ``X`` once, and only the remaining steps run per episode on
-    the features: each input passes through the backbone once for the whole
-    evaluation. A step counts as frozen when it is a
-    :class:`~skfewshot.backbone.BackboneTransformer`, a
-    :class:`~sklearn.frozen.FrozenEstimator`, or any transformer with a class
-    attribute ``_skfewshot_frozen = True`` (its ``fit`` must learn nothing from
-    the data and its ``transform`` must map rows independently). The result is
-    the same as without reuse.
+    whose leading steps are frozen, those steps are fitted and applied to ``X``
+    once, and only the remaining steps run per episode on the features: each
+    input passes through the backbone once for the whole evaluation, with the
+    same result as without reuse. A step is frozen when it is a
+    :class:`~sklearn.frozen.FrozenEstimator` or its class declares
+    ``frozen_features = True``, a promise that its ``fit`` learns nothing from
+    the data and its ``transform`` maps each row independently
+    (:class:`~skfewshot.backbone.BackboneTransformer` and
+    :class:`~skfewshot.text.SentenceEncoder` declare it; so can any
+    transformer).
 
     Parameters
     ----------
@@ -512,7 +444,7 @@ def evaluate_episodes(
         Class labels of ``X``.
 
     n_way : int
-        Classes per episode.
+        Classes per episode, at least 2.
 
     n_shot : int
         Support samples per class.
@@ -524,7 +456,8 @@ def evaluate_episodes(
         Number of episodes.
 
     groups : array-like of shape (n_samples,), default=None
-        Group of each sample, used with ``within_groups=True``.
+        Group of each sample, used with ``within_groups=True``; given without
+        it, ``groups`` has no effect and a warning says so.
 
     within_groups : bool, default=False
         Draw all classes of an episode from one group (e.g. one Omniglot
@@ -578,19 +511,29 @@ def evaluate_episodes(
     X, y, groups = indexable(X, y, groups)
     check_consistent_length(X, y, groups)
     y = check_array(y, input_name="y", ensure_2d=False, dtype=None)
+    if groups is not None and not within_groups:
+        warnings.warn(
+            "groups has no effect in evaluate_episodes with within_groups=False; "
+            "pass within_groups=True to draw the classes of each episode from "
+            "one group, or leave groups out.",
+            UserWarning,
+            stacklevel=3,  # the caller of the validate_params wrapper
+        )
     cv = EpisodicSplit(
         n_way,
-        n_shot,
-        n_query,
-        n_episodes,
+        n_shot=n_shot,
+        n_query=n_query,
+        n_episodes=n_episodes,
         within_groups=within_groups,
         random_state=random_state,
     )
     # validated now (before the backbone runs); each episode is drawn only
     # when joblib dispatches it, in order, whatever n_jobs
-    episodes = cv._episodes(X, y, groups)
+    episodes = cv._sampler(y, groups).episodes(
+        check_random_state(random_state), n_episodes
+    )
 
-    X, head = _reuse_frozen_features(estimator, X, y)
+    X, head = reuse_frozen_features(estimator, X, y)
     results = Parallel(n_jobs=n_jobs, return_as="generator")(
         delayed(_fit_and_score_episode)(
             clone(head),
@@ -617,5 +560,5 @@ def evaluate_episodes(
         n_shot=n_shot,
         n_query=n_query,
         random_state=random_state,
-        estimator_name=_estimator_name(estimator),
+        estimator_name=estimator_name(estimator),
     )

@@ -10,22 +10,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.utils import check_random_state
+from sklearn.utils._optional_dependencies import check_matplotlib_support
+
+from ._episodes import EPISODE_DEFAULTS, estimator_name, reuse_frozen_features
+from ._utils import seed_from
+from .model_selection import evaluate_episodes
 
 __all__ = ["FewShotCurveDisplay"]
 
 _SCORE_ATTRS = ("n_shot", "n_way", "mean", "ci95")
 
-
-def _check_matplotlib(caller):
-    """Raise an ImportError naming ``caller`` and the extra to install."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError as exc:
-        raise ImportError(
-            f"{caller} requires matplotlib; pip install 'skfewshot[plot]' "
-            "(or pip install matplotlib)."
-        ) from exc
+# TODO(issue 9): remove once cli.py calls check_matplotlib_support itself
+_check_matplotlib = check_matplotlib_support
 
 
 def _check_shots(shots):
@@ -159,8 +157,15 @@ class FewShotCurveDisplay:
     """
 
     def __init__(
-        self, *, shots, mean, ci95, estimator_names=None, n_way=None, scores=None
-    ):
+        self,
+        *,
+        shots: ArrayLike,
+        mean: ArrayLike,
+        ci95: ArrayLike,
+        estimator_names: Sequence[str] | None = None,
+        n_way: int | None = None,
+        scores: Mapping | Sequence | None = None,
+    ) -> None:
         self.shots = shots
         self.mean = mean
         self.ci95 = ci95
@@ -168,7 +173,14 @@ class FewShotCurveDisplay:
         self.n_way = n_way
         self.scores = scores
 
-    def plot(self, ax=None, *, names=None, band_alpha=0.2, **kwargs):
+    def plot(
+        self,
+        ax=None,
+        *,
+        names: str | Sequence[str] | None = None,
+        band_alpha: float = 0.2,
+        **kwargs,
+    ) -> FewShotCurveDisplay:
         """Draw the curves and their confidence bands.
 
         Parameters
@@ -191,7 +203,7 @@ class FewShotCurveDisplay:
         display : FewShotCurveDisplay
             This object, with ``ax_``, ``figure_``, ``lines_`` and ``bands_`` set.
         """
-        _check_matplotlib(f"{type(self).__name__}.plot")
+        check_matplotlib_support(f"{type(self).__name__}.plot")
         import matplotlib.pyplot as plt
         from sklearn.utils._plotting import _validate_style_kwargs
 
@@ -235,7 +247,15 @@ class FewShotCurveDisplay:
         return self
 
     @classmethod
-    def from_scores(cls, scores, *, names=None, ax=None, band_alpha=0.2, **kwargs):
+    def from_scores(
+        cls,
+        scores: Mapping[str, Sequence] | Sequence,
+        *,
+        names: str | Sequence[str] | None = None,
+        ax=None,
+        band_alpha: float = 0.2,
+        **kwargs,
+    ) -> FewShotCurveDisplay:
         """Plot the curves from episodic scores already computed.
 
         Parameters
@@ -284,7 +304,7 @@ class FewShotCurveDisplay:
         >>> display.lines_[1].get_label()
         'fine-tuned'
         """
-        _check_matplotlib(f"{cls.__name__}.from_scores")
+        check_matplotlib_support(f"{cls.__name__}.from_scores")
         if isinstance(scores, Mapping):
             keys, per_estimator = list(scores), list(scores.values())
         elif isinstance(scores, Sequence) and not isinstance(scores, str):
@@ -340,20 +360,20 @@ class FewShotCurveDisplay:
         X,
         y,
         *,
-        shots=(1, 5),
-        n_way=5,
-        n_query=15,
-        n_episodes=100,
-        groups=None,
-        within_groups=False,
-        random_state=None,
-        n_jobs=None,
-        name=None,
+        shots: Sequence[int] = (1, 5),
+        n_way: int = EPISODE_DEFAULTS["n_way"],
+        n_query: int = EPISODE_DEFAULTS["n_query"],
+        n_episodes: int = EPISODE_DEFAULTS["n_episodes"],
+        groups: ArrayLike | None = None,
+        within_groups: bool = False,
+        random_state: int | np.random.RandomState | None = None,
+        n_jobs: int | None = None,
+        name: str | None = None,
         ax=None,
-        band_alpha=0.2,
-        verbose=0,
+        band_alpha: float = 0.2,
+        verbose: int = 0,
         **kwargs,
-    ):
+    ) -> FewShotCurveDisplay:
         """Run episodes at each shot count and plot accuracy versus shots.
 
         Calls :func:`~skfewshot.model_selection.evaluate_episodes` once per
@@ -387,7 +407,7 @@ class FewShotCurveDisplay:
         n_query : int, default=15
             Query samples per class in each episode.
 
-        n_episodes : int, default=100
+        n_episodes : int, default=600
             Episodes per shot count and estimator.
 
         groups : array-like of shape (n_samples,), default=None
@@ -445,15 +465,7 @@ class FewShotCurveDisplay:
         >>> display.ax_.get_xlabel()
         'shots per class (K)'
         """
-        _check_matplotlib(f"{cls.__name__}.from_estimator")
-        from skfewshot.model_selection import (
-            _estimator_name,
-            _reuse_frozen_features,
-            evaluate_episodes,
-        )
-
-        from ._utils import seed_from
-
+        check_matplotlib_support(f"{cls.__name__}.from_estimator")
         if isinstance(estimator, Mapping):
             if name is not None:
                 raise ValueError(
@@ -465,7 +477,7 @@ class FewShotCurveDisplay:
             estimators = dict(estimator)
         else:
             estimators = {
-                _estimator_name(estimator) if name is None else name: estimator
+                estimator_name(estimator) if name is None else name: estimator
             }
         shots = np.sort(_check_shots(shots))
         # one seed per shot count, shared by every estimator: the same episodes
@@ -476,7 +488,7 @@ class FewShotCurveDisplay:
         for label, est in estimators.items():
             # a frozen backbone runs once per estimator, not once per shot count
             # (the same reuse evaluate_episodes does within one shot count)
-            X_head, head = _reuse_frozen_features(est, X, y)
+            X_head, head = reuse_frozen_features(est, X, y)
             scores[label] = [
                 replace(
                     evaluate_episodes(
@@ -493,7 +505,7 @@ class FewShotCurveDisplay:
                         n_jobs=n_jobs,
                         verbose=verbose,
                     ),
-                    estimator_name=_estimator_name(est),
+                    estimator_name=estimator_name(est),
                 )
                 for k, seed in zip(shots, seeds)
             ]

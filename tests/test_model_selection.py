@@ -1,8 +1,11 @@
 """Tests for skfewshot.model_selection: EpisodicSplit, evaluate_episodes and
 EpisodeScores."""
 
+import inspect
 import math
+import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -18,6 +21,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
 
+from skfewshot._episodes import EPISODE_DEFAULTS
 from skfewshot.model_selection import EpisodeScores, EpisodicSplit, evaluate_episodes
 
 N_CLASSES, PER_CLASS, DIM = 8, 12, 4
@@ -52,7 +56,9 @@ def hand_accuracies(estimator, X, y, cv, groups=None):
 @pytest.mark.parametrize("n_way, n_shot, n_query", [(5, 1, 15), (3, 4, 2), (8, 2, 3)])
 def test_split_sizes_disjoint_and_class_counts(n_way, n_shot, n_query):
     y = np.repeat(np.arange(10), 20)
-    cv = EpisodicSplit(n_way, n_shot, n_query, n_episodes=25, random_state=0)
+    cv = EpisodicSplit(
+        n_way, n_shot=n_shot, n_query=n_query, n_episodes=25, random_state=0
+    )
     splits = list(cv.split(np.zeros(len(y)), y))
     assert len(splits) == cv.get_n_splits() == 25
     for support, query in splits:
@@ -77,15 +83,23 @@ def test_split_skips_classes_too_small():
 
 def test_split_int_random_state_is_deterministic(blobs):
     X, y, _ = blobs
-    cv = EpisodicSplit(3, 2, 4, n_episodes=10, random_state=42)
+    cv = EpisodicSplit(3, n_shot=2, n_query=4, n_episodes=10, random_state=42)
     first, second = list(cv.split(X, y)), list(cv.split(X, y))
-    again = list(EpisodicSplit(3, 2, 4, n_episodes=10, random_state=42).split(X, y))
+    again = list(
+        EpisodicSplit(3, n_shot=2, n_query=4, n_episodes=10, random_state=42).split(
+            X, y
+        )
+    )
     for (s1, q1), (s2, q2), (s3, q3) in zip(first, second, again):
         np.testing.assert_array_equal(s1, s2)
         np.testing.assert_array_equal(q1, q2)
         np.testing.assert_array_equal(s1, s3)
         np.testing.assert_array_equal(q1, q3)
-    other = list(EpisodicSplit(3, 2, 4, n_episodes=10, random_state=43).split(X, y))
+    other = list(
+        EpisodicSplit(3, n_shot=2, n_query=4, n_episodes=10, random_state=43).split(
+            X, y
+        )
+    )
     assert any(not np.array_equal(a[0], b[0]) for a, b in zip(first, other))
 
 
@@ -94,7 +108,7 @@ def test_split_new_episodes_on_each_call(blobs, random_state):
     X, y, _ = blobs
     if random_state == "instance":
         random_state = np.random.RandomState(0)
-    cv = EpisodicSplit(3, 2, 4, n_episodes=10, random_state=random_state)
+    cv = EpisodicSplit(3, n_shot=2, n_query=4, n_episodes=10, random_state=random_state)
     first = np.concatenate([s for s, _ in cv.split(X, y)])
     second = np.concatenate([s for s, _ in cv.split(X, y)])
     assert not np.array_equal(first, second)
@@ -102,25 +116,78 @@ def test_split_new_episodes_on_each_call(blobs, random_state):
 
 def test_split_within_groups(blobs):
     X, y, groups = blobs
-    cv = EpisodicSplit(3, 1, 2, n_episodes=40, within_groups=True, random_state=0)
+    cv = EpisodicSplit(
+        3, n_shot=1, n_query=2, n_episodes=40, within_groups=True, random_state=0
+    )
     seen = set()
     for support, query in cv.split(X, y, groups):
         (group,) = np.unique(groups[np.concatenate([support, query])])
         seen.add(group)
     assert seen == {"a", "b"}
     # without within_groups, 3-way episodes over 8 classes mix the two groups
-    mixed = EpisodicSplit(3, 1, 2, n_episodes=40, random_state=0)
+    mixed = EpisodicSplit(3, n_shot=1, n_query=2, n_episodes=40, random_state=0)
     assert any(len(set(groups[s])) == 2 for s, _ in mixed.split(X, y))
 
 
-def test_split_groups_ignored_without_within_groups_warns(blobs):
+def test_split_ignores_groups_silently_without_within_groups(blobs):
+    # as scikit-learn's splitters that do not use groups: cross_validate and
+    # metadata routing hand groups to every splitter, asked for or not
     X, y, groups = blobs
-    cv = EpisodicSplit(3, 1, 2, n_episodes=3, random_state=0)
-    with pytest.warns(UserWarning, match="groups is ignored by EpisodicSplit"):
+    cv = EpisodicSplit(3, n_shot=2, n_query=2, n_episodes=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
         with_groups = list(cv.split(X, y, groups))
+        cross_validate(NearestCentroid(), X, y, groups=groups, cv=cv)
+        with config_context(enable_metadata_routing=True):
+            cross_validate(NearestCentroid(), X, y, params={"groups": groups}, cv=cv)
     without = list(cv.split(X, y))
-    for (s1, _), (s2, _) in zip(with_groups, without):
+    for (s1, q1), (s2, q2) in zip(with_groups, without, strict=True):
         np.testing.assert_array_equal(s1, s2)
+        np.testing.assert_array_equal(q1, q2)
+
+
+def test_split_arguments_are_keyword_only_after_n_way():
+    with pytest.raises(TypeError, match="positional argument"):
+        EpisodicSplit(5, 1)
+    assert EpisodicSplit(7).n_way == 7
+
+
+def test_one_set_of_episode_defaults():
+    # every public entry point takes its defaults from EPISODE_DEFAULTS
+    from skfewshot.plotting import FewShotCurveDisplay
+
+    split = inspect.signature(EpisodicSplit).parameters
+    evaluate = inspect.signature(evaluate_episodes).parameters
+    curve = inspect.signature(FewShotCurveDisplay.from_estimator).parameters
+    assert EPISODE_DEFAULTS == {
+        "n_way": 5, "n_shot": 1, "n_query": 15, "n_episodes": 600
+    }  # fmt: skip
+    for name, default in EPISODE_DEFAULTS.items():
+        assert split[name].default == default
+    for name in ("n_query", "n_episodes"):
+        assert evaluate[name].default == EPISODE_DEFAULTS[name]
+        assert curve[name].default == EPISODE_DEFAULTS[name]
+    assert curve["n_way"].default == EPISODE_DEFAULTS["n_way"]
+    # n_way and n_shot are the question asked: evaluate_episodes has no default
+    assert evaluate["n_way"].default is evaluate["n_shot"].default is inspect._empty
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(n_way=1), r"'n_way' parameter of .* range \[2, inf\). Got 1 instead"),
+        (dict(n_query=0), r"'n_query' parameter of .* range \[1, inf\). Got 0"),
+        (dict(n_shot=0), r"'n_shot' parameter of .* range \[1, inf\). Got 0"),
+        (dict(n_episodes=0), r"'n_episodes' parameter of .* range \[1, inf\)"),
+    ],
+)
+def test_split_and_evaluate_share_the_episode_constraints(blobs, kwargs, match):
+    X, y, _ = blobs
+    settings = {"n_way": 2, "n_shot": 1, "n_query": 2, "n_episodes": 2, **kwargs}
+    with pytest.raises(InvalidParameterError, match=match):
+        next(EpisodicSplit(**settings).split(X, y))
+    with pytest.raises(InvalidParameterError, match=match):
+        evaluate_episodes(NearestCentroid(), X, y, **settings)
 
 
 def test_split_error_messages(blobs):
@@ -132,7 +199,11 @@ def test_split_error_messages(blobs):
     with pytest.raises(ValueError, match="within_groups=True needs groups"):
         next(EpisodicSplit(within_groups=True).split(X, y))
     with pytest.raises(ValueError, match=r"n_way=5 within one group .* has 4\)"):
-        next(EpisodicSplit(5, 1, 2, within_groups=True).split(X, y, groups))
+        next(
+            EpisodicSplit(5, n_shot=1, n_query=2, within_groups=True).split(
+                X, y, groups
+            )
+        )
     with pytest.raises(InvalidParameterError, match="'n_episodes' parameter"):
         next(EpisodicSplit(n_episodes=0).split(X, y))
     with pytest.raises(InvalidParameterError, match="'n_query' parameter"):
@@ -140,7 +211,7 @@ def test_split_error_messages(blobs):
 
 
 def test_split_repr():
-    assert repr(EpisodicSplit(20, 1, n_episodes=100, random_state=3)) == (
+    assert repr(EpisodicSplit(20, n_shot=1, n_episodes=100, random_state=3)) == (
         "EpisodicSplit(n_episodes=100, n_query=15, n_shot=1, n_way=20, "
         "random_state=3,\n       within_groups=False)"
     )
@@ -151,7 +222,7 @@ def test_split_repr():
 
 def test_cross_val_score_is_the_protocol(blobs):
     X, y, _ = blobs
-    cv = EpisodicSplit(4, 2, 3, n_episodes=12, random_state=0)
+    cv = EpisodicSplit(4, n_shot=2, n_query=3, n_episodes=12, random_state=0)
     scores = cross_val_score(NearestCentroid(), X, y, cv=cv)
     expected = hand_accuracies(NearestCentroid(), X, y, cv)
     np.testing.assert_allclose(scores, expected)
@@ -160,7 +231,9 @@ def test_cross_val_score_is_the_protocol(blobs):
 
 def test_cross_validate_parallel_with_groups(blobs):
     X, y, groups = blobs
-    cv = EpisodicSplit(3, 2, 2, n_episodes=6, within_groups=True, random_state=1)
+    cv = EpisodicSplit(
+        3, n_shot=2, n_query=2, n_episodes=6, within_groups=True, random_state=1
+    )
     result = cross_validate(NearestCentroid(), X, y, groups=groups, cv=cv, n_jobs=2)
     expected = hand_accuracies(NearestCentroid(), X, y, cv, groups)
     np.testing.assert_allclose(result["test_score"], expected)
@@ -168,7 +241,9 @@ def test_cross_validate_parallel_with_groups(blobs):
 
 def test_groups_routed_with_metadata_routing(blobs):
     X, y, groups = blobs
-    cv = EpisodicSplit(3, 2, 2, n_episodes=6, within_groups=True, random_state=1)
+    cv = EpisodicSplit(
+        3, n_shot=2, n_query=2, n_episodes=6, within_groups=True, random_state=1
+    )
     with config_context(enable_metadata_routing=True):
         result = cross_validate(
             NearestCentroid(), X, y, params={"groups": groups}, cv=cv
@@ -179,7 +254,7 @@ def test_groups_routed_with_metadata_routing(blobs):
 
 def test_grid_search_scores_queries(blobs):
     X, y, _ = blobs
-    cv = EpisodicSplit(4, 2, 3, n_episodes=5, random_state=0)
+    cv = EpisodicSplit(4, n_shot=2, n_query=3, n_episodes=5, random_state=0)
     grid = GridSearchCV(
         LogisticRegression(), {"C": [0.01, 10.0]}, cv=cv, refit=False
     ).fit(X, y)
@@ -276,7 +351,7 @@ def test_evaluate_episodes_is_the_protocol(blobs):
         NearestCentroid(), X, y, n_way=4, n_shot=2, n_query=3, n_episodes=20,
         random_state=0,
     )  # fmt: skip
-    cv = EpisodicSplit(4, 2, 3, n_episodes=20, random_state=0)
+    cv = EpisodicSplit(4, n_shot=2, n_query=3, n_episodes=20, random_state=0)
     expected = hand_accuracies(NearestCentroid(), X, y, cv)
     np.testing.assert_allclose(scores.accuracies, expected)
     assert scores.mean == pytest.approx(expected.mean())
@@ -285,13 +360,26 @@ def test_evaluate_episodes_is_the_protocol(blobs):
     assert scores.estimator_name == "NearestCentroid"
 
 
+def test_evaluate_episodes_warns_when_groups_have_no_effect(blobs):
+    # the one use of groups in evaluate_episodes is within_groups=True
+    X, y, groups = blobs
+    kwargs = dict(n_way=3, n_shot=2, n_query=2, n_episodes=4, random_state=0)
+    with pytest.warns(UserWarning, match="groups has no effect in evaluate_ep") as w:
+        ignored = evaluate_episodes(NearestCentroid(), X, y, groups=groups, **kwargs)
+    assert w[0].filename == __file__  # points at the call
+    plain = evaluate_episodes(NearestCentroid(), X, y, **kwargs)
+    np.testing.assert_array_equal(ignored.accuracies, plain.accuracies)
+
+
 def test_evaluate_episodes_within_groups(blobs):
     X, y, groups = blobs
     kwargs = dict(n_way=3, n_shot=2, n_query=2, n_episodes=8, random_state=2)
     scores = evaluate_episodes(
         NearestCentroid(), X, y, groups=groups, within_groups=True, **kwargs
     )
-    cv = EpisodicSplit(3, 2, 2, 8, within_groups=True, random_state=2)
+    cv = EpisodicSplit(
+        3, n_shot=2, n_query=2, n_episodes=8, within_groups=True, random_state=2
+    )
     expected = hand_accuracies(NearestCentroid(), X, y, cv, groups)
     np.testing.assert_allclose(scores.accuracies, expected)
 
@@ -370,7 +458,7 @@ def test_evaluate_episodes_verbose_shows_running_accuracy(blobs, capsys):
 class CountingTransformer(TransformerMixin, BaseEstimator):
     """A fixed row-wise map that counts the rows it transforms (across clones)."""
 
-    _skfewshot_frozen = True
+    frozen_features = True
     rows = 0
 
     def fit(self, X, y=None):
@@ -384,12 +472,30 @@ class CountingTransformer(TransformerMixin, BaseEstimator):
 
 
 class NotFrozenCountingTransformer(CountingTransformer):
-    _skfewshot_frozen = False
+    frozen_features = False
+
+
+class OnlyTruthyFrozenCountingTransformer(CountingTransformer):
+    """Says "yes" and the old private name: neither is the declaration."""
+
+    frozen_features = "yes"
+    _skfewshot_frozen = True
 
 
 @pytest.fixture
 def reset_counts():
     CountingTransformer.rows = NotFrozenCountingTransformer.rows = 0
+    OnlyTruthyFrozenCountingTransformer.rows = 0
+
+
+def test_only_frozen_features_true_declares_a_frozen_step(blobs, reset_counts):
+    X, y, _ = blobs
+    kwargs = dict(n_way=2, n_shot=2, n_query=2, n_episodes=5, random_state=0)
+    pipe = make_pipeline(OnlyTruthyFrozenCountingTransformer(), NearestCentroid())
+    evaluate_episodes(pipe, X, y, **kwargs)
+    # run per episode: support rows (fit + transform is one transform here)
+    # and query rows of each of the 5 episodes
+    assert OnlyTruthyFrozenCountingTransformer.rows == 5 * 2 * (2 + 2)
 
 
 def test_frozen_features_computed_once(blobs, reset_counts):
@@ -518,6 +624,8 @@ def test_backbone_reuse_without_its_cache(blobs, counting_net):
     assert CountingNet.rows == 50 * (4 + 4 + 20)
 
 
+# max_iter is kept low on purpose (speed): the fits stop before converging
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_transductive_classifier_adapts_to_each_episode_queries(blobs):
     from skfewshot.finetune import FineTunedCosineClassifier
 
@@ -528,7 +636,7 @@ def test_transductive_classifier_adapts_to_each_episode_queries(blobs):
     )
     scores = evaluate_episodes(transductive, X, y, **kwargs)
     # one predict call on the whole query set of each episode
-    cv = EpisodicSplit(3, 1, 4, n_episodes=4, random_state=0)
+    cv = EpisodicSplit(3, n_shot=1, n_query=4, n_episodes=4, random_state=0)
     np.testing.assert_allclose(
         scores.accuracies, hand_accuracies(transductive, X, y, cv)
     )
@@ -538,6 +646,7 @@ def test_transductive_classifier_adapts_to_each_episode_queries(blobs):
     assert not np.array_equal(scores.accuracies, inductive.accuracies)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_grid_search_over_a_backbone_pipeline(blobs, counting_net):
     from skfewshot.backbone import BackboneTransformer
     from skfewshot.finetune import FineTunedCosineClassifier
@@ -596,10 +705,12 @@ def as_lists(episodes):
 
 def test_split_draws_the_pinned_episodes():
     y = PINNED_Y
-    cv = EpisodicSplit(3, 2, 4, n_episodes=3, random_state=0)
+    cv = EpisodicSplit(3, n_shot=2, n_query=4, n_episodes=3, random_state=0)
     assert as_lists(cv.split(y, y)) == PINNED
     groups = np.where(y < 4, "a", "b")
-    cv = EpisodicSplit(3, 1, 2, n_episodes=3, within_groups=True, random_state=0)
+    cv = EpisodicSplit(
+        3, n_shot=1, n_query=2, n_episodes=3, within_groups=True, random_state=0
+    )
     assert as_lists(cv.split(y, y, groups)) == PINNED_WITHIN_GROUPS
 
 
@@ -671,7 +782,9 @@ def test_evaluate_episodes_draws_one_episode_before_the_first_fit(blobs, count_d
 
 def test_split_draws_lazily(blobs, count_draws):
     X, y, _ = blobs
-    splits = EpisodicSplit(3, 1, 2, n_episodes=10**9, random_state=0).split(X, y)
+    splits = EpisodicSplit(
+        3, n_shot=1, n_query=2, n_episodes=10**9, random_state=0
+    ).split(X, y)
     assert count_draws == []
     next(splits), next(splits)
     assert len(count_draws) == 2
@@ -720,9 +833,36 @@ def test_label_minus_one_is_an_ordinary_class(blobs, head):
     head = heads[head]()
     X, y, _ = blobs
     kwargs = dict(n_way=4, n_shot=2, n_query=3, n_episodes=30, random_state=0)
-    cv = EpisodicSplit(4, 2, 3, n_episodes=30, random_state=0)
+    cv = EpisodicSplit(4, n_shot=2, n_query=3, n_episodes=30, random_state=0)
     drawn = np.concatenate([(y - 1)[s] for s, _ in cv.split(X, y - 1)])
     assert -1 in drawn
     shifted = evaluate_episodes(head, X, y - 1, **kwargs)
     plain = evaluate_episodes(head, X, y, **kwargs)
     np.testing.assert_array_equal(shifted.accuracies, plain.accuracies)
+
+
+# ------------------------------------------------------------------- layering
+
+
+def test_import_and_evaluate_without_torch():
+    # model_selection uses only the scikit-learn estimator API: neither the
+    # import nor an evaluation (feature reuse included) pulls torch in
+    code = """
+import sys
+import numpy as np
+from sklearn.frozen import FrozenEstimator
+from sklearn.neighbors import NearestCentroid
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+import skfewshot.model_selection as ms
+y = np.repeat(np.arange(4), 5)
+X = np.random.RandomState(0).normal(size=(20, 3)) + y[:, None]
+pipe = make_pipeline(FrozenEstimator(StandardScaler().fit(X)), NearestCentroid())
+ms.evaluate_episodes(pipe, X, y, n_way=2, n_shot=1, n_query=2, n_episodes=3)
+list(ms.EpisodicSplit(2, n_query=2, n_episodes=2).split(X, y))
+assert "torch" not in sys.modules, "torch was imported"
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr

@@ -1,5 +1,6 @@
 """Tests for skfewshot.plotting.FewShotCurveDisplay."""
 
+import subprocess
 import sys
 from types import SimpleNamespace
 
@@ -202,18 +203,50 @@ def test_from_scores_rejects_mismatched_inputs():
 
 
 @pytest.mark.parametrize(
-    "call",
+    "call, caller",
     [
-        lambda: FewShotCurveDisplay(shots=[1], mean=[0.5], ci95=[0.1]).plot(),
-        lambda: FewShotCurveDisplay.from_scores([point(1, 0.5, 0.1)]),
-        lambda: FewShotCurveDisplay.from_estimator(None, None, None),
+        (lambda: FewShotCurveDisplay(shots=[1], mean=[0.5], ci95=[0.1]).plot(), "plot"),
+        (lambda: FewShotCurveDisplay.from_scores([point(1, 0.5, 0.1)]), "from_scores"),
+        (
+            lambda: FewShotCurveDisplay.from_estimator(None, None, None),
+            "from_estimator",
+        ),
     ],
     ids=["plot", "from_scores", "from_estimator"],
 )
-def test_missing_matplotlib_raises_a_clear_import_error(monkeypatch, call):
+def test_missing_matplotlib_raises_a_clear_import_error(monkeypatch, call, caller):
+    # scikit-learn's check_matplotlib_support, before any work
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(ImportError, match=r"requires matplotlib; pip install "):
+    match = (
+        rf"^FewShotCurveDisplay\.{caller} requires matplotlib\. You can install "
+        r"matplotlib with `pip install matplotlib`$"
+    )
+    with pytest.raises(ImportError, match=match):
         call()
+
+
+def test_import_does_not_need_torch():
+    # the curve display draws seeds and runs episodes without torch
+    code = """
+import subprocess
+import sys
+import matplotlib
+matplotlib.use("Agg")
+import numpy as np
+from sklearn.neighbors import NearestCentroid
+import skfewshot.model_selection, skfewshot.plotting
+y = np.repeat(np.arange(4), 5)
+X = np.random.RandomState(0).normal(size=(20, 3)) + y[:, None]
+skfewshot.plotting.FewShotCurveDisplay.from_estimator(
+    NearestCentroid(), X, y, shots=(1, 2), n_way=2, n_query=2, n_episodes=2,
+    random_state=0,
+)
+assert "torch" not in sys.modules, "torch was imported"
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def test_import_does_not_need_matplotlib(monkeypatch):
@@ -312,7 +345,7 @@ def test_from_estimator_names_and_ax(blobs):
 class CountingFrozen(TransformerMixin, BaseEstimator):
     """A frozen feature extractor that counts how often it transforms."""
 
-    _skfewshot_frozen = True
+    frozen_features = True
     n_transform = 0
 
     def fit(self, X, y=None):
