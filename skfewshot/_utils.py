@@ -12,7 +12,7 @@ from sklearn.utils import check_random_state
 __all__ = ["check_finite_features", "seed_from"]
 
 
-def seed_from(random_state) -> int:
+def seed_from(random_state: int | np.random.RandomState | None) -> int:
     """Draw one 31-bit integer seed from a scikit-learn ``random_state``.
 
     ``None`` draws from numpy's global state, an int gives the same seed each
@@ -21,7 +21,9 @@ def seed_from(random_state) -> int:
     return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
 
 
-def check_finite_features(features, source, rows=None):
+def check_finite_features(
+    features: np.ndarray, source: str, rows: slice | np.ndarray | None = None
+) -> None:
     """Raise ``ValueError`` naming ``source`` if ``features`` has a NaN or inf.
 
     Parameters

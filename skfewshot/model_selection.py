@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from numbers import Integral
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -39,6 +40,9 @@ from ._episodes import (
     estimator_name,
     reuse_frozen_features,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["EpisodicSplit", "EpisodeScores", "evaluate_episodes"]
 
@@ -283,7 +287,7 @@ class EpisodeScores:
     random_state: object = None
     estimator_name: str = ""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         accuracies = np.array(self.accuracies, dtype=np.float64)  # own copy
         if accuracies.ndim != 1 or accuracies.size == 0:
             raise ValueError(
@@ -309,14 +313,14 @@ class EpisodeScores:
     def ci95(self) -> float:
         return 1.96 * self.std / math.sqrt(self.n_episodes)
 
-    def __str__(self):
+    def __str__(self) -> str:
         episodes = "episode" if self.n_episodes == 1 else "episodes"
         return (
             f"{100 * self.mean:.1f} ± {100 * self.ci95:.1f} % (95% CI, "
             f"{self.n_episodes} {episodes}, {self.n_way}-way {self.n_shot}-shot)"
         )
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         name = (
             f", estimator_name={self.estimator_name!r}" if self.estimator_name else ""
         )
@@ -326,7 +330,7 @@ class EpisodeScores:
             f"n_shot={self.n_shot}, n_query={self.n_query}{name})"
         )
 
-    def to_frame(self):
+    def to_frame(self) -> pd.DataFrame:
         """One row per episode as a pandas DataFrame.
 
         Columns: ``episode``, ``accuracy``, ``n_way``, ``n_shot``, ``n_query``
