@@ -5,7 +5,8 @@ a transformer step it composes with ``Pipeline``, ``GridSearchCV`` and
 ``clone``. Features are computed in eval mode under ``torch.inference_mode``,
 in batches, on the resolved device, and kept in a process-wide feature cache
 keyed by the backbone's whole state and each row's content, so grid-search folds
-and evaluation episodes over one data set cost one forward per row.
+and evaluation episodes over one data set cost one forward per row (the cache
+itself is :mod:`skfewshot._feature_cache`).
 """
 
 from __future__ import annotations
@@ -48,64 +49,6 @@ _HOST_DTYPES = {
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 # Old name, read by tests/test_training.py until it imports skfewshot._feature_cache.
 _CACHE = FEATURE_CACHE
-
-
-# module -> lock held while the module is switched to eval mode and run.
-_MODULE_LOCKS = weakref.WeakKeyDictionary()
-_LOCKS_LOCK = threading.Lock()
-
-
-def _module_lock(module: torch.nn.Module) -> threading.Lock:
-    with _LOCKS_LOCK:
-        lock = _MODULE_LOCKS.get(module)
-        if lock is None:
-            lock = _MODULE_LOCKS[module] = threading.Lock()
-        return lock
-
-
-@contextlib.contextmanager
-def _restored_on_error(module):
-    """Put every parameter, gradient and buffer of ``module`` back if the block raises.
-
-    The original tensor objects are kept (not copied) during the block, so a
-    move to a device that loses the data (``meta``) or a forward that fails
-    after ``module.to(device)`` leaves the caller's module as it was.
-    """
-    saved = [
-        (
-            m,
-            [(n, p, p.data, p.grad) for n, p in m._parameters.items() if p is not None],
-            dict(m._buffers),
-        )
-        for m in module.modules()
-    ]
-    try:
-        yield
-    except BaseException:
-        for m, params, buffers in saved:
-            for name, param, data, grad in params:
-                m._parameters[name] = param
-                param.data = data
-                param.grad = grad
-            m._buffers.update(buffers)
-        raise
-
-
-def _has_lazy_parameters(module) -> bool:
-    is_lazy = torch.nn.parameter.is_lazy
-    return any(is_lazy(p) for p in module.parameters())
-
-
-def _on_cpu(module) -> bool:
-    return all(t.device.type == "cpu" for t in module.state_dict().values())
-
-
-def _cpu_copy(module):
-    """A copy of ``module`` with every tensor on the CPU, without using GPU memory."""
-    buffer = io.BytesIO()
-    torch.save(module, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, map_location="cpu", weights_only=False)
 
 
 class BackboneTransformer(
@@ -592,3 +535,61 @@ def _holds_text(X) -> bool:
     if isinstance(X, (list, tuple)) and len(X) > 0:
         return isinstance(X[0], (str, bytes, os.PathLike))
     return False
+
+
+# module -> lock held while the module is switched to eval mode and run.
+_MODULE_LOCKS = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
+
+
+def _module_lock(module: torch.nn.Module) -> threading.Lock:
+    with _LOCKS_LOCK:
+        lock = _MODULE_LOCKS.get(module)
+        if lock is None:
+            lock = _MODULE_LOCKS[module] = threading.Lock()
+        return lock
+
+
+@contextlib.contextmanager
+def _restored_on_error(module):
+    """Put every parameter, gradient and buffer of ``module`` back if the block raises.
+
+    The original tensor objects are kept (not copied) during the block, so a
+    move to a device that loses the data (``meta``) or a forward that fails
+    after ``module.to(device)`` leaves the caller's module as it was.
+    """
+    saved = [
+        (
+            m,
+            [(n, p, p.data, p.grad) for n, p in m._parameters.items() if p is not None],
+            dict(m._buffers),
+        )
+        for m in module.modules()
+    ]
+    try:
+        yield
+    except BaseException:
+        for m, params, buffers in saved:
+            for name, param, data, grad in params:
+                m._parameters[name] = param
+                param.data = data
+                param.grad = grad
+            m._buffers.update(buffers)
+        raise
+
+
+def _has_lazy_parameters(module) -> bool:
+    is_lazy = torch.nn.parameter.is_lazy
+    return any(is_lazy(p) for p in module.parameters())
+
+
+def _on_cpu(module) -> bool:
+    return all(t.device.type == "cpu" for t in module.state_dict().values())
+
+
+def _cpu_copy(module):
+    """A copy of ``module`` with every tensor on the CPU, without using GPU memory."""
+    buffer = io.BytesIO()
+    torch.save(module, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, map_location="cpu", weights_only=False)
