@@ -1,5 +1,6 @@
 """Tests for skfewshot.datasets.load_banking77."""
 
+import errno
 import json
 
 import numpy as np
@@ -42,9 +43,15 @@ def test_load_banking77_small_csv_exact(tmp_path):
 
 
 def test_load_banking77_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="test.csv"):
+    with pytest.raises(FileNotFoundError, match="test.csv") as info:
         load_banking77(tmp_path, subset="test")
-    with pytest.raises(ValueError, match="subset must be 'train' or 'test'"):
+    assert info.value.filename == str(tmp_path / "test.csv")
+    assert info.value.errno == errno.ENOENT
+    with pytest.raises(
+        ValueError,
+        match="The 'subset' parameter of load_banking77 must be a str among "
+        ".*Got 'dev' instead",
+    ):
         load_banking77(tmp_path, subset="dev")
     bad = tmp_path / "bad.csv"
     bad.write_text("sentence,label\nhi,x\n")

@@ -1,5 +1,6 @@
 """Tests for skfewshot.datasets.load_omniglot and omniglot_shared_alphabets."""
 
+import errno
 import zipfile
 
 import numpy as np
@@ -67,16 +68,26 @@ def test_load_omniglot_errors(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         load_omniglot("images_background", data_home=tmp_path)
     message = str(info.value)
-    assert str(tmp_path / "omniglot" / "images_background.zip") in message
+    missing = tmp_path / "omniglot" / "images_background.zip"
+    assert str(missing) in message
     assert "download=True" in message and "path=" in message
+    # what a caller (the CLI) needs to say it in its own words
+    assert info.value.filename == str(missing) and info.value.errno == errno.ENOENT
     with pytest.raises(FileNotFoundError, match="images_evaluation.zip"):
         load_omniglot("images_evaluation", path=tmp_path)
-    with pytest.raises(ValueError, match="subset must be one of .*'omniglot'"):
+    with pytest.raises(
+        ValueError,
+        match="The 'subset' parameter of load_omniglot must be a str among .*"
+        "Got 'omniglot' instead",
+    ):
         load_omniglot("omniglot", path=tmp_path)
-    with pytest.raises(ValueError, match="image_size must be >= 1 or None, got 0"):
+    size_error = "The 'image_size' parameter of load_omniglot must be an int in the "
+    size_error += "range \\[1, inf\\) or None. Got {} instead"
+    with pytest.raises(ValueError, match=size_error.format(0)):
         load_omniglot("images_background", path=tmp_path, image_size=0)
-    with pytest.raises(TypeError, match="image_size must be an int or None"):
-        load_omniglot("images_background", path=tmp_path, image_size=2.5)
+    for bad in (2.5, True):  # True is not a size, though bool subclasses int
+        with pytest.raises(TypeError, match=size_error.format(bad)):
+            load_omniglot("images_background", path=tmp_path, image_size=bad)
 
     not_zip = tmp_path / "images_background.zip"
     not_zip.write_bytes(b"definitely not a zip")
@@ -151,9 +162,15 @@ def test_load_omniglot_alphabets_and_exclude(tmp_path):
             alphabets=["Greek"],
             exclude_alphabets=["Greek"],
         )
-    for bad in ("Greek", 3, ["Greek", 3]):
+    for bad in ("Greek", ["Greek", 3]):
         with pytest.raises(TypeError, match="alphabets must be a list of alphabet"):
             load_omniglot("images_background_small1", path=path, alphabets=bad)
+    with pytest.raises(
+        TypeError,
+        match="The 'alphabets' parameter of load_omniglot must be an instance of "
+        "'collections.abc.Iterable' or None. Got 3 instead",
+    ):
+        load_omniglot("images_background_small1", path=path, alphabets=3)
     # any iterable of names, a generator included
     again = load_omniglot(
         "images_background_small1", path=path, alphabets=(a for a in ["Greek"])
@@ -189,10 +206,13 @@ def test_omniglot_shared_alphabets_by_name_and_by_image(tmp_path):
     assert omniglot_shared_alphabets(
         "images_evaluation", "images_background_small1", path=tmp_path
     ) == ["Runic"]
-    with pytest.raises(FileNotFoundError, match="'images_background' not found"):
+    with pytest.raises(
+        FileNotFoundError, match="'images_background' not found"
+    ) as info:
         omniglot_shared_alphabets(
             "images_evaluation", "images_background", path=tmp_path
         )
+    assert info.value.filename == str(tmp_path / "images_background.zip")
 
 
 @pytest.mark.shared_data

@@ -1,5 +1,7 @@
 """Tests for skfewshot.datasets.load_omniglot_runs: every run, once."""
 
+import errno
+
 import numpy as np
 import pytest
 from _datasets_testing import GOOD_LINE, real_omniglot, tiny_run, zip_folder
@@ -73,10 +75,13 @@ def test_load_omniglot_runs_malformed_labels(tmp_path, lines, match):
 
 
 def test_load_omniglot_runs_not_found(tmp_path):
-    with pytest.raises(FileNotFoundError, match="neither a folder nor a zip"):
+    with pytest.raises(FileNotFoundError, match="neither a folder nor a zip") as info:
         load_omniglot_runs(tmp_path / "missing")
-    with pytest.raises(FileNotFoundError, match="no runNN/class_labels.txt"):
+    assert info.value.filename == str(tmp_path / "missing")
+    assert info.value.errno == errno.ENOENT
+    with pytest.raises(FileNotFoundError, match="no runNN/class_labels.txt") as info:
         load_omniglot_runs(tmp_path)
+    assert info.value.filename == str(tmp_path)
     (tmp_path / "runs.zip").write_bytes(b"not a zip")
     with pytest.raises(OSError, match="runs.zip is not a readable zip archive"):
         load_omniglot_runs(tmp_path / "runs.zip")

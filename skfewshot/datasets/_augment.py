@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
+from sklearn.utils._param_validation import validate_params
 
 __all__ = ["augment_rotations"]
 
 
-def augment_rotations(X, y, groups=None):
+@validate_params(
+    {"X": ["array-like"], "y": ["array-like"], "groups": ["array-like", None]},
+    prefer_skip_nested_validation=True,
+)
+def augment_rotations(
+    X: ArrayLike, y: ArrayLike, groups: ArrayLike | None = None
+) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Append the 90, 180 and 270 degree rotations of every image as new classes.
 
     Snell et al. (2017) and Vinyals et al. (2016) enlarge Omniglot this way:

@@ -8,8 +8,10 @@ import os
 from pathlib import Path
 
 import numpy as np
+from sklearn.utils import Bunch
+from sklearn.utils._param_validation import StrOptions, validate_params
 
-from ._base import _bunch_or_X_y, _read_file
+from ._base import _PATH, _bunch_or_X_y, _not_found, _read_file
 
 __all__ = ["load_banking77"]
 
@@ -38,9 +40,10 @@ def _find_csv(path, subset):
     else:
         csv_path = path
     if not csv_path.is_file():
-        raise FileNotFoundError(
-            f"Banking77 CSV not found at {csv_path}; pass the CSV file or the "
-            f"folder holding {subset}.csv (text,category rows)."
+        raise _not_found(
+            "Banking77 CSV not found (give the CSV file, text,category rows, "
+            f"or the folder holding {subset}.csv)",
+            csv_path,
         )
     return csv_path
 
@@ -101,7 +104,17 @@ def _read_categories(names_path):
     return names
 
 
-def load_banking77(path, *, subset="train", return_X_y=False):
+@validate_params(
+    {
+        "path": _PATH,
+        "subset": [StrOptions({"train", "test"})],
+        "return_X_y": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
+def load_banking77(
+    path: str | os.PathLike, *, subset: str = "train", return_X_y: bool = False
+) -> Bunch | tuple[list[str], np.ndarray]:
     """Load the Banking77 intent data set from its CSV file.
 
     Parameters
@@ -138,7 +151,7 @@ def load_banking77(path, *, subset="train", return_X_y=False):
     Raises
     ------
     FileNotFoundError
-        When the CSV is absent.
+        When the CSV is absent; its ``filename`` is where the loader looked.
     ValueError
         When the CSV is not UTF-8, has another header, a row without exactly
         two fields, a field over the :mod:`csv` module's limit (128 KiB) or
@@ -162,8 +175,6 @@ def load_banking77(path, *, subset="train", return_X_y=False):
     >>> bunch.target, bunch.target_names
     (array([0, 1]), array(['card_arrival', 'top_up_fee'], dtype='<U12'))
     """
-    if subset not in ("train", "test"):
-        raise ValueError(f"subset must be 'train' or 'test', got {subset!r}.")
     csv_path = _find_csv(path, subset)
     texts, categories = _read_rows(csv_path)
 

@@ -3,6 +3,7 @@ return convention (Bunch or ``(data, target)``) every loader follows."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import os
@@ -14,10 +15,14 @@ import zlib
 from pathlib import Path
 
 from sklearn.utils import Bunch
+from sklearn.utils._param_validation import validate_params
 
 from .._fileio import atomic_path
 
 __all__ = ["get_data_home", "clear_data_home"]
+
+# What the loaders' ``validate_params`` accept as a file or folder.
+_PATH = [str, os.PathLike]
 
 _ENV_VAR = "SKFEWSHOT_DATA"
 _DEFAULT_HOME = os.path.join("~", "skfewshot_data")
@@ -39,7 +44,8 @@ _ZIP_READ_ERRORS = (
 )
 
 
-def get_data_home(data_home=None):
+@validate_params({"data_home": [*_PATH, None]}, prefer_skip_nested_validation=True)
+def get_data_home(data_home: str | os.PathLike | None = None) -> str:
     """Return the folder where skfewshot keeps downloaded data sets.
 
     The folder is, in order of precedence, ``data_home`` when given, the
@@ -118,7 +124,8 @@ def _refuse_to_delete(home):
     )
 
 
-def clear_data_home(data_home=None):
+@validate_params({"data_home": [*_PATH, None]}, prefer_skip_nested_validation=True)
+def clear_data_home(data_home: str | os.PathLike | None = None) -> None:
     """Delete the data home and everything in it.
 
     As a safety net it refuses to delete a filesystem root, your home folder,
@@ -149,6 +156,15 @@ def clear_data_home(data_home=None):
     home = _resolve_data_home(data_home)
     _refuse_to_delete(home)
     shutil.rmtree(get_data_home(home))
+
+
+def _not_found(message, path):
+    """``FileNotFoundError`` for ``path``, with ``errno`` and ``filename`` set.
+
+    ``str()`` reads ``[Errno 2] <message>: '<path>'``, like the error of
+    :func:`open`; a caller can reword it from ``filename``.
+    """
+    return FileNotFoundError(errno.ENOENT, message, str(path))
 
 
 def _bunch_or_X_y(return_X_y, **fields):
@@ -237,14 +253,6 @@ def _read_file(path):
     if len(data) > limit:
         raise _too_large(path, limit)
     return data
-
-
-def _md5(path):
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK_BYTES), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fetch_file(url, target, *, md5=None, check=None, timeout=60):

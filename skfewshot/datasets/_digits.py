@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.datasets import load_digits
+from sklearn.utils import Bunch
+from sklearn.utils._param_validation import validate_params
 
 from ._base import _bunch_or_X_y
+from ._images import IMAGE_SIZE, resize_images
 
 __all__ = ["load_digits_images"]
 
 
-def load_digits_images(*, return_X_y=False):
-    """Load scikit-learn's handwritten digits as float32 images (n, 1, 8, 8).
+@validate_params(
+    {"image_size": IMAGE_SIZE, "return_X_y": ["boolean"]},
+    prefer_skip_nested_validation=True,
+)
+def load_digits_images(
+    *, image_size: int | None = None, return_X_y: bool = False
+) -> Bunch | tuple[np.ndarray, np.ndarray]:
+    """Load scikit-learn's handwritten digits as float32 images (n, 1, s, s).
 
     The 1797 8x8 images of :func:`sklearn.datasets.load_digits` (no download:
     they ship with scikit-learn), scaled from 0..16 to [0, 1] and given a
@@ -20,6 +29,11 @@ def load_digits_images(*, return_X_y=False):
 
     Parameters
     ----------
+    image_size : int, default=None
+        Side of the returned square images, resized from 8x8 by exact area
+        averaging as in :func:`load_omniglot` (enlarging by a whole factor,
+        e.g. 8 -> 32 for :class:`~skfewshot.models.Conv4`, repeats each pixel
+        as a block); None keeps 8.
     return_X_y : bool, default=False
         Return ``(data, target)`` instead of a Bunch.
 
@@ -28,9 +42,9 @@ def load_digits_images(*, return_X_y=False):
     data : :class:`~sklearn.utils.Bunch`
         Dictionary-like object with attributes:
 
-        data : ndarray of shape (1797, 1, 8, 8)
+        data : ndarray of shape (1797, 1, image_size, image_size)
             float32 images, ink = 1, values in [0, 1].
-        images : ndarray of shape (1797, 8, 8)
+        images : ndarray of shape (1797, image_size, image_size)
             The same images without the channel axis (a view of ``data``).
         target : ndarray of shape (1797,)
             The digit shown, 0 to 9.
@@ -55,9 +69,11 @@ def load_digits_images(*, return_X_y=False):
     (0.0, 1.0)
     >>> digits.target[:5]
     array([0, 1, 2, 3, 4])
+    >>> load_digits_images(image_size=32).data.shape
+    (1797, 1, 32, 32)
     """
     digits = load_digits()
-    data = (digits.images / 16.0).astype(np.float32)[:, None]
+    data = resize_images(digits.images / 16.0, image_size)
     return _bunch_or_X_y(
         return_X_y,
         data=data,

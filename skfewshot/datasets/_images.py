@@ -1,7 +1,8 @@
-"""PNG drawings -> float32 image arrays (n, 1, s, s), strokes = 1.
+"""Image stacks in the loaders' format, float32 (n, 1, s, s), at a chosen size.
 
-Private module shared by ``load_omniglot`` and ``load_omniglot_runs``, so the
-two return images in exactly the same format.
+Private module shared by every image loader (``load_omniglot``,
+``load_omniglot_runs``, ``load_digits_images``), so they return images in
+exactly the same format and resize them the same way.
 """
 
 from __future__ import annotations
@@ -10,24 +11,26 @@ from functools import lru_cache
 from numbers import Integral
 
 import numpy as np
+from sklearn.utils._param_validation import Interval
 
 from ._png import decode_png
 
-__all__ = ["area_resize", "check_image_size", "pngs_to_images"]
+__all__ = ["IMAGE_SIZE", "area_resize", "pngs_to_images", "resize_images"]
 
 
-def check_image_size(image_size):
-    """Validate ``image_size``: None (keep the original size) or an int >= 1."""
-    if image_size is None:
-        return None
-    if isinstance(image_size, bool) or not isinstance(image_size, Integral):
-        raise TypeError(
-            f"image_size must be an int or None, got {type(image_size).__name__} "
-            f"{image_size!r}."
-        )
-    if image_size < 1:
-        raise ValueError(f"image_size must be >= 1 or None, got {image_size}.")
-    return int(image_size)
+class _ImageSide(Interval):
+    """An int >= 1 that is not a bool (``True`` is no image size)."""
+
+    def __init__(self):
+        super().__init__(Integral, 1, None, closed="left")
+
+    def is_satisfied_by(self, val):
+        return not isinstance(val, bool) and super().is_satisfied_by(val)
+
+
+#: The ``validate_params`` constraint of every loader's ``image_size``: the
+#: side of the square output, or None to keep the original size.
+IMAGE_SIZE = [_ImageSide(), None]
 
 
 @lru_cache(maxsize=32)
@@ -63,6 +66,17 @@ def area_resize(images, size):
         return images.astype(np.float32)
     rows, cols = _area_matrix(height, size), _area_matrix(width, size)
     return (rows @ images @ cols.T).astype(np.float32)
+
+
+def resize_images(images, image_size):
+    """``images`` (n, h, w) as float32 (n, 1, s, s) in the loaders' format.
+
+    Resized to ``image_size`` by :func:`area_resize`, or kept as they are when
+    ``image_size`` is None.
+    """
+    if image_size is None:
+        return np.asarray(images, dtype=np.float32)[:, None]
+    return area_resize(images, image_size)[:, None]
 
 
 def pngs_to_images(names, read, image_size, where):

@@ -5,34 +5,37 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+from sklearn.utils import Bunch
+from sklearn.utils._param_validation import StrOptions, validate_params
 
 from ._base import (
+    _PATH,
     _bunch_or_X_y,
     _check_zip,
     _fetch_file,
+    _not_found,
     _open_zip,
     _read_member,
     get_data_home,
 )
-from ._images import check_image_size, pngs_to_images
+from ._images import IMAGE_SIZE, pngs_to_images
 
 __all__ = ["load_omniglot", "omniglot_shared_alphabets"]
 
 # Where ``download=True`` fetches ``<subset>.zip`` from (the authors' repository).
 _OMNIGLOT_URL = "https://github.com/brendenlake/omniglot/raw/master/python"
-# md5 of the published zips. The small subsets were checked against the files in
-# the project's data folder; the full sets' sums are those torchvision and most
-# Omniglot loaders verify.
+# md5 of the published zips (their provenance: the user guide, "Data sets").
 _OMNIGLOT_MD5 = {
     "images_background": "68d2efa1b9178cc56df9314c21c6e718",
     "images_evaluation": "6b91aef0f799c5bb55b94e3f2daec811",
     "images_background_small1": "e704a628b5459e08445c13499850abc4",
     "images_background_small2": "b75a71a51d3b13f821f212756fe481fd",
 }
-_SUBSETS = tuple(_OMNIGLOT_MD5)
+_SUBSET = StrOptions(set(_OMNIGLOT_MD5))
 _DRAWER = re.compile(r"_(\d+)\.png$", re.IGNORECASE)
 
 _DESCR = """\
@@ -62,11 +65,6 @@ classes unless those alphabets are dropped (``exclude_alphabets=``; see
 """
 
 
-def _check_subset(subset):
-    if subset not in _SUBSETS:
-        raise ValueError(f"subset must be one of {list(_SUBSETS)}, got {subset!r}.")
-
-
 def _locate(subset, data_home, path):
     """Where ``<subset>.zip`` is, or should be downloaded to."""
     if path is None:
@@ -78,22 +76,18 @@ def _locate(subset, data_home, path):
 
 
 def _check_names(value, name):
-    """``alphabets`` / ``exclude_alphabets``: None or a collection of str."""
+    """``alphabets`` / ``exclude_alphabets`` (None or an iterable) as a set of str.
+
+    A single str is refused: it is an iterable, of characters.
+    """
     if value is None:
         return None
-    names = None if isinstance(value, str) else _as_list(value)
+    names = None if isinstance(value, str) else list(value)
     if names is None or not all(isinstance(v, str) for v in names):
         raise TypeError(
             f"{name} must be a list of alphabet names (str) or None, got {value!r}."
         )
     return set(names)
-
-
-def _as_list(value):
-    try:
-        return list(value)
-    except TypeError:
-        return None
 
 
 def _select_alphabets(entries, zip_path, alphabets, exclude_alphabets):
@@ -116,17 +110,30 @@ def _select_alphabets(entries, zip_path, alphabets, exclude_alphabets):
     return [entry for entry in entries if entry[0] in kept]
 
 
+@validate_params(
+    {
+        "subset": [_SUBSET],
+        "data_home": [*_PATH, None],
+        "path": [*_PATH, None],
+        "image_size": IMAGE_SIZE,
+        "alphabets": [Iterable, None],
+        "exclude_alphabets": [Iterable, None],
+        "download": ["boolean"],
+        "return_X_y": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def load_omniglot(
-    subset,
+    subset: str,
     *,
-    data_home=None,
-    path=None,
-    image_size=28,
-    alphabets=None,
-    exclude_alphabets=None,
-    download=False,
-    return_X_y=False,
-):
+    data_home: str | os.PathLike | None = None,
+    path: str | os.PathLike | None = None,
+    image_size: int | None = 28,
+    alphabets: Iterable[str] | None = None,
+    exclude_alphabets: Iterable[str] | None = None,
+    download: bool = False,
+    return_X_y: bool = False,
+) -> Bunch | tuple[np.ndarray, np.ndarray]:
     """Load one subset of Omniglot from its published zip, as float32 images.
 
     The zip is read in memory (nothing is unpacked to disk). Each 105x105
@@ -138,16 +145,12 @@ def load_omniglot(
 
     .. warning::
        ``images_background_small1`` and ``images_background_small2`` share
-       the Greek and Latin alphabets image for image. Training a backbone on
-       one and evaluating it on the other measures those two alphabets on
-       images it was trained on (97.9% against 86.6% on the truly new
-       alphabets, in one measurement). Drop them with
-       ``exclude_alphabets=omniglot_shared_alphabets(subset, other)``.
-
-    Memory stays bounded whatever the zip holds: each member is read with a
-    64 MiB bound (declared and actual size), and each PNG is inflated only up
-    to the size its header implies, at most 4096 x 4096 pixels; drawings are
-    decoded and resized one at a time.
+       two alphabets, Greek and Latin, image for image (both are cut from
+       ``images_background``). A backbone trained on one of them has seen
+       every Greek and Latin image of the other: those alphabets are not new
+       classes for it. Evaluate without them, with
+       ``exclude_alphabets=omniglot_shared_alphabets(subset, other)``; the
+       user guide measures how much they inflate accuracy.
 
     Parameters
     ----------
@@ -171,9 +174,8 @@ def load_omniglot(
         (:func:`omniglot_shared_alphabets`).
     download : bool, default=False
         Fetch ``<subset>.zip`` from the authors' GitHub repository when it is
-        not there yet. The download is written to a temporary file, its md5
-        checked, and only then renamed into place; a corrupt or truncated
-        download raises ``OSError`` and is not kept.
+        not there yet. It is kept only once complete and matching its
+        published md5 (written to a temporary file, then renamed into place).
     return_X_y : bool, default=False
         Return ``(data, target)`` instead of a Bunch.
 
@@ -207,8 +209,8 @@ def load_omniglot(
     Raises
     ------
     FileNotFoundError
-        When the zip is absent and ``download`` is False; the message says
-        where it looked.
+        When the zip is absent and ``download`` is False; its ``filename`` is
+        where the loader looked, its message says how to get the file.
     OSError
         When a download fails, is truncated or does not match its checksum,
         or the zip or one of its members is unreadable (corrupt data, bad
@@ -228,6 +230,13 @@ def load_omniglot(
     load_omniglot_runs : The 20 one-shot runs of the Omniglot paper.
     augment_rotations : Add rotated copies as new classes.
 
+    Notes
+    -----
+    Memory stays bounded whatever the zip holds: each member is read with a
+    64 MiB bound (declared and actual size), and each PNG is inflated only up
+    to the size its header implies, at most 4096 x 4096 pixels; drawings are
+    decoded and resized one at a time.
+
     Examples
     --------
     Without the zip in the data home and without ``download=True``, the error
@@ -239,15 +248,13 @@ def load_omniglot(
     ...     load_omniglot("images_background_small1", data_home=tmp)
     Traceback (most recent call last):
     ...
-    FileNotFoundError: Omniglot subset 'images_background_small1' not found at
-    .../omniglot/images_background_small1.zip; pass download=True to fetch it
-    ...
+    FileNotFoundError: [Errno 2] Omniglot subset 'images_background_small1' not
+    found (download=True fetches it from ...; path= takes ...):
+    '.../omniglot/images_background_small1.zip'
 
     With the file in place, ``load_omniglot("images_background_small1")``
     returns 2720 images of shape (1, 28, 28) in 136 classes and 5 groups.
     """
-    _check_subset(subset)
-    image_size = check_image_size(image_size)
     alphabets = _check_names(alphabets, "alphabets")
     exclude_alphabets = _check_names(exclude_alphabets, "exclude_alphabets")
     zip_path = _find_zip(subset, data_home, path, download)
@@ -260,10 +267,11 @@ def _find_zip(subset, data_home, path, download):
     zip_path = _locate(subset, data_home, path)
     if not zip_path.is_file():
         if not download:
-            raise FileNotFoundError(
-                f"Omniglot subset {subset!r} not found at {zip_path}; pass "
-                f"download=True to fetch it from {_OMNIGLOT_URL}, or path= "
-                f"pointing at {subset}.zip or the folder holding it."
+            raise _not_found(
+                f"Omniglot subset {subset!r} not found (download=True fetches "
+                f"it from {_OMNIGLOT_URL}; path= takes {subset}.zip or the "
+                "folder holding it)",
+                zip_path,
             )
         _fetch_file(
             f"{_OMNIGLOT_URL}/{subset}.zip",
@@ -339,9 +347,24 @@ def _image_digests(zip_path):
     return digests
 
 
+@validate_params(
+    {
+        "subset": [_SUBSET],
+        "other": [_SUBSET],
+        "data_home": [*_PATH, None],
+        "path": [*_PATH, None],
+        "other_path": [*_PATH, None],
+    },
+    prefer_skip_nested_validation=True,
+)
 def omniglot_shared_alphabets(
-    subset, other, *, data_home=None, path=None, other_path=None
-):
+    subset: str,
+    other: str,
+    *,
+    data_home: str | os.PathLike | None = None,
+    path: str | os.PathLike | None = None,
+    other_path: str | os.PathLike | None = None,
+) -> list[str]:
     """The alphabets of one Omniglot subset that another subset also holds.
 
     Computed from the zips: an alphabet of ``subset`` is shared when
@@ -378,7 +401,8 @@ def omniglot_shared_alphabets(
     Raises
     ------
     FileNotFoundError
-        When a zip is absent (this function never downloads).
+        When a zip is absent (this function never downloads); its
+        ``filename`` is where it looked.
     OSError, ValueError
         When a zip or one of its members is unreadable, as in
         :func:`load_omniglot`.
@@ -397,14 +421,12 @@ def omniglot_shared_alphabets(
     ...     )
     Traceback (most recent call last):
     ...
-    FileNotFoundError: Omniglot subset 'images_background_small2' not found at ...
+    FileNotFoundError: [Errno 2] Omniglot subset 'images_background_small2' ...
 
     With both zips in place, ``omniglot_shared_alphabets(
     "images_background_small2", "images_background_small1")`` returns
     ``['Greek', 'Latin']``.
     """
-    _check_subset(subset)
-    _check_subset(other)
     if other_path is None and path is not None:
         other_path = Path(os.fspath(path)).expanduser()
         if not other_path.is_dir():

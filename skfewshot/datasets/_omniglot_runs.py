@@ -8,9 +8,10 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 from sklearn.utils import Bunch
+from sklearn.utils._param_validation import validate_params
 
-from ._base import _open_zip, _read_file, _read_member
-from ._images import check_image_size, pngs_to_images
+from ._base import _PATH, _not_found, _open_zip, _read_file, _read_member
+from ._images import IMAGE_SIZE, pngs_to_images
 
 __all__ = ["load_omniglot_runs"]
 
@@ -107,7 +108,12 @@ def _parse_labels(text, where, queries, classes):
     return pairs
 
 
-def load_omniglot_runs(path, *, image_size=28):
+@validate_params(
+    {"path": _PATH, "image_size": IMAGE_SIZE}, prefer_skip_nested_validation=True
+)
+def load_omniglot_runs(
+    path: str | os.PathLike, *, image_size: int | None = 28
+) -> Bunch:
     """Load the 20-run one-shot classification benchmark of the Omniglot paper.
 
     Each run is a 20-way 1-shot task: 20 support images (one per class) and
@@ -143,7 +149,8 @@ def load_omniglot_runs(path, *, image_size=28):
     Raises
     ------
     FileNotFoundError
-        When ``path`` does not exist or holds no run.
+        When ``path`` does not exist or holds no run; its ``filename`` is
+        ``path``.
     ValueError
         When a run is malformed (e.g. a bad line in ``class_labels.txt``, a
         PNG that does not decode, a file over 64 MiB), a ``runNN`` folder has
@@ -166,19 +173,18 @@ def load_omniglot_runs(path, *, image_size=28):
     ...     load_omniglot_runs(tmp)
     Traceback (most recent call last):
     ...
-    FileNotFoundError: no runNN/class_labels.txt found in ...
+    FileNotFoundError: [Errno 2] no runNN/class_labels.txt found ...
 
     With the runs in place, ``[run.X_support.shape for run in
     load_omniglot_runs("all_runs").runs]`` gives twenty ``(20, 1, 28, 28)``.
     """
-    image_size = check_image_size(image_size)
     root = Path(os.fspath(path)).expanduser()
     if root.is_dir():
         source = _Folder(root)
     elif root.is_file():
         source = _Zip(root)
     else:
-        raise FileNotFoundError(f"{root} is neither a folder nor a zip file.")
+        raise _not_found("neither a folder nor a zip file", root)
     try:
         label_files = _find_runs(source.names, root)
         runs = [_read_run(source, n, root, image_size) for n in label_files]
@@ -204,10 +210,11 @@ def _find_runs(names, root):
         if path.name == "class_labels.txt" and _RUN.match(path.parent.name):
             label_files[path.parent] = name
     if not run_folders:
-        raise FileNotFoundError(
-            f"no runNN/class_labels.txt found in {root}; expected the "
-            "layout runNN/training/classNN.png, runNN/test/itemNN.png, "
-            "runNN/class_labels.txt."
+        raise _not_found(
+            "no runNN/class_labels.txt found (expected the layout "
+            "runNN/training/classNN.png, runNN/test/itemNN.png, "
+            "runNN/class_labels.txt) in",
+            root,
         )
     unlabelled = sorted(str(f) for f in run_folders if f not in label_files)
     if unlabelled:
