@@ -57,17 +57,13 @@ import numpy as np
 import sklearn
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import Normalizer
 
 from skfewshot.backbone import BackboneTransformer
 from skfewshot.datasets import augment_rotations, load_omniglot
-from skfewshot.finetune import FineTunedCosineClassifier
 from skfewshot.model_selection import EpisodicSplit, evaluate_episodes
 from skfewshot.models import Conv4, load_backbone, save_backbone
-from skfewshot.prototype import PrototypeClassifier
+from skfewshot.recipes import HEAD_LABELS, HEADS, make_head
 from skfewshot.training import ProtoNetMetaTrainer, SupervisedPretrainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,17 +72,11 @@ RST = REPO / "docs" / "benchmarks_omniglot.rst"
 PNG = REPO / "docs" / "_static" / "omniglot_meta_vs_finetune.png"
 
 RECIPES = ("protonet", "linear", "cosine")
-HEADS = ("prototype", "finetune", "finetune_transductive", "logreg")
-HEAD_LABELS = {
-    "prototype": "PrototypeClassifier",
-    "finetune": "FineTunedCosine (inductive)",
-    "finetune_transductive": "FineTunedCosine (transductive)",
-    "logreg": "LogisticRegression (L2-normalised)",
-}
+# column labels of the timing table (the heads are skfewshot.recipes.HEADS)
 SHORT = {
     "prototype": "Prototype",
     "finetune": "FT inductive",
-    "finetune_transductive": "FT transductive",
+    "transductive": "FT transductive",
     "logreg": "LogReg",
 }
 # (n_way, n_shot, within_groups)
@@ -150,7 +140,7 @@ def make_trainer(recipe, n_train, budget, seed):
             episodes_per_epoch=max(1, round(n_train / (n_way * (n_shot + n_query)))),
             lr=1e-3,
             optimizer="adam",
-            distance="euclidean",
+            metric="euclidean",
             **common,
         )
     return SupervisedPretrainer(
@@ -236,18 +226,13 @@ def choose_head_params(F_val, y_val, args):
         return gs.best_params_, scores
 
     alpha, alpha_scores = search(
-        FineTunedCosineClassifier(device="cpu"), {"alpha": list(ALPHA_GRID)}
+        make_head("finetune", device="cpu"), {"alpha": list(ALPHA_GRID)}
     )
     entropy, entropy_scores = search(
-        FineTunedCosineClassifier(
-            alpha=alpha["alpha"], transductive=True, device="cpu"
-        ),
+        make_head("transductive", alpha=alpha["alpha"], device="cpu"),
         {"entropy_weight": list(ENTROPY_GRID)},
     )
-    c, c_scores = search(
-        make_pipeline(Normalizer(), LogisticRegression(max_iter=1000)),
-        {"logisticregression__C": list(C_GRID)},
-    )
+    c, c_scores = search(make_head("logreg"), {"logisticregression__C": list(C_GRID)})
     return {
         "alpha": alpha["alpha"],
         "entropy_weight": entropy["entropy_weight"],
@@ -261,19 +246,18 @@ def choose_head_params(F_val, y_val, args):
 
 
 def make_heads(params):
-    return {
-        "prototype": PrototypeClassifier(),
-        "finetune": FineTunedCosineClassifier(alpha=params["alpha"], device="cpu"),
-        "finetune_transductive": FineTunedCosineClassifier(
-            alpha=params["alpha"],
-            entropy_weight=params["entropy_weight"],
-            transductive=True,
-            device="cpu",
-        ),
-        "logreg": make_pipeline(
-            Normalizer(), LogisticRegression(C=params["C"], max_iter=1000)
-        ),
+    """The heads of skfewshot.recipes, with the hyper-parameters tuned on validation."""
+    tuned = {
+        "prototype": {},
+        "finetune": {"alpha": params["alpha"], "device": "cpu"},
+        "transductive": {
+            "alpha": params["alpha"],
+            "entropy_weight": params["entropy_weight"],
+            "device": "cpu",
+        },
+        "logreg": {"C": params["C"]},
     }
+    return {name: make_head(name, **tuned[name]) for name in HEADS}
 
 
 def evaluate_backbone(recipe, features, y, groups, params, args):
@@ -281,9 +265,7 @@ def evaluate_backbone(recipe, features, y, groups, params, args):
     for head_name, head in make_heads(params).items():
         for n_way, n_shot, within in COLUMNS:
             n_episodes = (
-                args.trans_episodes
-                if head_name == "finetune_transductive"
-                else args.episodes
+                args.trans_episodes if head_name == "transductive" else args.episodes
             )
             start = time.perf_counter()
             scores = evaluate_episodes(
@@ -495,7 +477,7 @@ def rst_results(payload):
     """The generated part of the docs page: setup, tables and figure."""
     rows, trainings = payload["results"], payload["trainings"]
     n_eps = sorted({r["n_episodes"] for r in rows})
-    trans_eps = {r["n_episodes"] for r in rows if r["head"] == "finetune_transductive"}
+    trans_eps = {r["n_episodes"] for r in rows if r["head"] == "transductive"}
     lines = [
         f"*Machine*: {payload['machine']}. *Seed*: {payload['seed']}. *Total "
         f"wall time* (three trainings, validation searches and all evaluations): "
@@ -624,7 +606,7 @@ def run_comparison(args):
         params[recipe] = choose_head_params(F_val, y_val, args)
         params[recipe]["valid_prototype_20w1s"] = float(
             evaluate_episodes(
-                PrototypeClassifier(),
+                make_head("prototype"),
                 F_val,
                 y_val,
                 n_way=20,

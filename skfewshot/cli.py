@@ -1,9 +1,13 @@
 """The ``skfewshot`` command: ``demo``, ``evaluate`` and ``runs``.
 
-Sits on top of the library; nothing imports it. Every user error (a wrong
-path, a missing file, an impossible episode) prints one line on stderr and
-exits with status 1; an interrupt (Ctrl-C) prints one line and exits with
-status 130, writing nothing; ``--help`` documents every option.
+Sits on top of the library and only parses, calls it and prints: the heads and
+the demo are :mod:`skfewshot.recipes`; nothing imports this module. Arguments
+and input paths are checked before torch or scikit-learn is imported, so a
+mistake is reported at once. Every user error (a wrong path, a missing file,
+an impossible episode) prints one line on stderr and exits with status 1
+(``--debug`` adds the traceback); any other exception is a bug and shows its
+traceback. An interrupt (Ctrl-C) prints one line and exits with status 130,
+writing nothing; ``--help`` documents every option.
 
 Episodes are drawn from classes the backbone never saw: ``evaluate`` leaves out
 the classes (digits) or alphabets (Omniglot) that the backbone file records as
@@ -15,39 +19,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import sys
 import time
-import zipfile
+import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from . import recipes
+from .recipes import HEAD_LABELS, HEADS
+
 __all__ = ["main"]
 
-HEADS = ("prototype", "finetune", "transductive", "logreg")
-_HEAD_LABELS = {
-    "prototype": "PrototypeClassifier",
-    "finetune": "FineTunedCosine",
-    "transductive": "FineTunedCosine (transductive)",
-    "logreg": "LogisticRegression",
-}
-_USER_ERRORS = (
-    FileNotFoundError,
-    NotADirectoryError,
-    PermissionError,
-    ValueError,
-    TypeError,
-    ImportError,
-    zipfile.BadZipFile,
-    OSError,
-)
-
-
-#: What the demo's backbone is trained on (its novel classes are the rest).
-_DEMO_TRAINED_ON = {"dataset": "digits", "classes": [0, 1, 2, 3, 4]}
 #: Exit status of an interrupted command (128 + SIGINT, the shell's convention).
 _INTERRUPTED = 130
 #: Omniglot subset ``evaluate`` reads by default.
@@ -58,52 +45,32 @@ class _CLIError(Exception):
     """A user error to report on one line."""
 
 
+#: What the user got wrong, reported on one line (``--debug``: with the
+#: traceback): our own checks, and the library's documented ``ValueError`` /
+#: ``OSError`` for bad files and impossible episodes. Anything else is a bug
+#: and shows its traceback.
+_USER_ERRORS = (_CLIError, ValueError, OSError)
+
+
 # --------------------------------------------------------------------------
 # building blocks shared by the sub-commands
 # --------------------------------------------------------------------------
 
 
-def make_head(name, seed):
-    """A fresh few-shot head by its command-line name.
-
-    ``transductive`` is :class:`~skfewshot.FineTunedCosineClassifier` with
-    ``transductive=True, entropy_weight=0.1``: a small, fixed entropy weight
-    (a weight of 1 over-sharpened 1-shot predictions on raw-pixel digit
-    episodes when the head was developed). ``logreg`` is scikit-learn's
-    :class:`~sklearn.linear_model.LogisticRegression` on L2-normalised features.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import Normalizer
-
-    from .finetune import FineTunedCosineClassifier
-    from .prototype import PrototypeClassifier
-
-    if name == "prototype":
-        return PrototypeClassifier()
-    if name == "finetune":
-        return FineTunedCosineClassifier(random_state=seed)
-    if name == "transductive":
-        return FineTunedCosineClassifier(
-            transductive=True, entropy_weight=0.1, random_state=seed
-        )
-    if name == "logreg":
-        return make_pipeline(Normalizer(), LogisticRegression(max_iter=1000))
-    raise _CLIError(f"unknown head {name!r}; choose from {', '.join(HEADS)}")
+def _check_exists(path, flag):
+    """Fail before any heavy import if the input ``path`` of ``flag`` is absent."""
+    if not Path(path).expanduser().exists():
+        raise _CLIError(f"{flag} {path} does not exist")
 
 
-def _upsample(images, size):
-    """Nearest-neighbour upsampling of (n, c, s, s) images by an integer factor."""
-    s = images.shape[-1]
-    if size == s:
-        return images
-    if size % s:
+def _check_backbone_file(path):
+    """Fail before torch is imported if ``--backbone`` is absent or a folder."""
+    _check_exists(path, "--backbone")
+    if Path(path).expanduser().is_dir():
         raise _CLIError(
-            f"the backbone expects {size}x{size} images; {s}x{s} images can only "
-            "be enlarged by an integer factor"
+            f"--backbone {path} is a directory, not a backbone file (give the .pt "
+            "file written by skfewshot.models.save_backbone)"
         )
-    k = size // s
-    return images.repeat(k, axis=-1).repeat(k, axis=-2)
 
 
 def _progress(verbose):
@@ -131,14 +98,14 @@ def _scores_to_records(results):
 
 def format_table(results, shots):
     """Human table: one row per head, one column per shot count, mean ± CI in %."""
-    width = max(len(_HEAD_LABELS.get(h, h)) for h in results) + 2
+    width = max(len(HEAD_LABELS.get(h, h)) for h in results) + 2
     head = "head".ljust(width) + "".join(f"{k}-shot".rjust(14) for k in shots)
     lines = [head, "-" * len(head)]
     for name, scores in results.items():
         cells = "".join(
             f"{100 * s.mean:6.1f} ± {100 * s.ci95:4.1f}".rjust(14) for s in scores
         )
-        lines.append(_HEAD_LABELS.get(name, name).ljust(width) + cells)
+        lines.append(HEAD_LABELS.get(name, name).ljust(width) + cells)
     return "\n".join(lines)
 
 
@@ -152,79 +119,6 @@ def _emit(args, payload, text):
 # --------------------------------------------------------------------------
 # demo
 # --------------------------------------------------------------------------
-
-
-def run_demo(
-    *,
-    seed=0,
-    shots=(1, 2, 5, 10),
-    n_episodes=200,
-    max_epochs=20,
-    heads=HEADS,
-    verbose=1,
-):
-    """The digits demo: pretrain on digits 0-4, few-shot on the novel digits 5-9.
-
-    Returns ``(results, info)``: ``results`` maps each head name to a list of
-    :class:`~skfewshot.model_selection.EpisodeScores`, one per shot count;
-    ``info`` holds the training time and sizes, what the backbone was trained
-    on (``trained_on``, as :func:`~skfewshot.models.save_backbone` records it),
-    the classes evaluated and the epochs actually trained.
-    """
-    import torch
-    from sklearn.pipeline import make_pipeline
-
-    from .backbone import BackboneTransformer
-    from .datasets import load_digits_images
-    from .model_selection import evaluate_episodes
-    from .models import Conv4
-    from .training import SupervisedPretrainer
-
-    X, y = load_digits_images(return_X_y=True)
-    X = _upsample(X, 32)  # Conv4 halves the size four times: 32 -> 2x2 maps
-    trained_on = {**_DEMO_TRAINED_ON, "classes": list(_DEMO_TRAINED_ON["classes"])}
-    base = np.isin(y, trained_on["classes"])
-    novel = ~base
-    with torch.random.fork_rng():  # seeded initial weights, global RNG untouched
-        torch.manual_seed(seed)
-        net = Conv4(in_channels=1, hidden=32)
-    trainer = SupervisedPretrainer(
-        net,
-        max_epochs=max_epochs,
-        random_state=seed,
-        verbose=2 if verbose else 0,
-    )
-    t0 = time.perf_counter()
-    with _progress(verbose):
-        trainer.fit(X[base], y[base])
-    train_time = time.perf_counter() - t0
-    features = BackboneTransformer(trainer.backbone_)
-    results = {}
-    for head in heads:
-        results[head] = [
-            evaluate_episodes(
-                make_pipeline(features, make_head(head, seed)),
-                X[novel],
-                y[novel],
-                n_way=5,
-                n_shot=k,
-                n_query=15,
-                n_episodes=n_episodes,
-                random_state=seed,
-                verbose=verbose,
-            )
-            for k in shots
-        ]
-    info = {
-        "train_time_s": round(train_time, 2),
-        "trained_on": trained_on,
-        "classes": np.unique(y[novel]).tolist(),
-        "n_base": int(base.sum()),
-        "n_novel": int(novel.sum()),
-        "max_epochs": max_epochs,
-        "epochs_trained": len(trainer.history_),
-    }
-    return results, info
 
 
 def _figure_format(path):
@@ -268,28 +162,39 @@ def _save_figure(figure, path, **kwargs):
         figure.savefig(tmp, format=_figure_format(path), **kwargs)
 
 
-def _cmd_demo(args):
-    if args.plot:  # fail before training, not after
-        from .plotting import _check_matplotlib
+def _check_plot(path):
+    """Fail now, before any training, if the figure cannot be written to ``path``."""
+    from sklearn.utils._optional_dependencies import check_matplotlib_support
 
-        _check_matplotlib("skfewshot demo --plot")
-        _check_figure_path(args.plot)
+    try:
+        check_matplotlib_support("skfewshot demo --plot")
+    except ImportError:
+        raise _CLIError(
+            "skfewshot demo --plot requires matplotlib; pip install "
+            "'skfewshot[plot]' (or pip install matplotlib)"
+        ) from None
+    _check_figure_path(path)
+
+
+def _cmd_demo(args):
+    if args.plot:
+        _check_plot(args.plot)
     shots = tuple(args.shots)
-    results, info = run_demo(
-        seed=args.seed,
-        shots=shots,
-        n_episodes=args.episodes,
-        max_epochs=args.epochs,
-        verbose=not args.quiet,
-    )
+    with _progress(not args.quiet):
+        results, info = recipes.run_demo(
+            random_state=args.seed,
+            shots=shots,
+            n_episodes=args.episodes,
+            max_epochs=args.epochs,
+            verbose=int(not args.quiet),
+        )
     base = _list_classes(info["trained_on"]["classes"])
     novel = _list_classes(info["classes"])
     if args.plot:
         from .plotting import FewShotCurveDisplay
 
-        names = {h: _HEAD_LABELS[h] for h in results}
         display = FewShotCurveDisplay.from_scores(
-            {names[h]: s for h, s in results.items()}
+            {HEAD_LABELS[h]: s for h, s in results.items()}
         )
         display.ax_.set_title(
             f"Novel digits {novel}, 5-way (backbone pretrained on digits {base})"
@@ -352,18 +257,20 @@ def _digits_pool(meta, backbone):
     """Digits the backbone never saw, by its ``trained_on`` record.
 
     Without a record the demo's split is assumed (trained on 0-4, novel 5-9)
-    and a warning says so.
+    and a warning says so. The 8x8 digits are resized to the backbone's
+    recorded input size (16x16 when it records none).
     """
     from .datasets import load_digits_images
+    from .datasets._images import area_resize
 
     X, y = load_digits_images(return_X_y=True)
-    X = _upsample(X, _image_size(meta, 16))
+    X = area_resize(X[:, 0], _image_size(meta, 16))[:, None]
     trained_on = meta.get("trained_on")
     recorded = trained_on is not None and (
         trained_on.get("dataset") != "digits" or "classes" in trained_on
     )
     if not recorded:
-        seen = _DEMO_TRAINED_ON["classes"]
+        seen = recipes.DEMO_BASE_CLASSES
     elif trained_on.get("dataset") == "digits":
         seen = trained_on["classes"]
     else:
@@ -402,10 +309,16 @@ def _digits_pool(meta, backbone):
 
 
 def _omniglot_source(args):
-    """``(subset, path)`` to load: a ``--data-dir`` zip names the subset it holds."""
+    """``(subset, zip)`` to read: a ``--data-dir`` zip names the subset it holds."""
     path = Path(args.data_dir).expanduser()
-    if not (path.is_file() or path.suffix.lower() == ".zip"):
-        return args.subset or _OMNIGLOT_SUBSET, path
+    if path.is_dir():
+        subset = args.subset or _OMNIGLOT_SUBSET
+        if not (path / f"{subset}.zip").is_file():
+            raise _CLIError(
+                f"--data-dir {args.data_dir} holds no {subset}.zip; give the folder "
+                "holding the Omniglot zips, or one of the zips"
+            )
+        return subset, path / f"{subset}.zip"
     if args.subset not in (None, path.stem):
         raise _CLIError(
             f"--subset {args.subset} does not match --data-dir {path}, which holds "
@@ -415,7 +328,7 @@ def _omniglot_source(args):
     return path.stem, path
 
 
-def _omniglot_seen_alphabets(subset, path, trained_on, backbone):
+def _omniglot_seen_alphabets(subset, zip_path, trained_on, backbone):
     """``(alphabets to leave out, warning or None)`` for the backbone's record."""
     from .datasets import omniglot_shared_alphabets
 
@@ -439,13 +352,18 @@ def _omniglot_seen_alphabets(subset, path, trained_on, backbone):
         )
     shared = set()
     for other in seen:
-        try:
-            shared.update(omniglot_shared_alphabets(subset, other, path=path))
-        except FileNotFoundError as exc:
+        other_zip = zip_path.parent / f"{other}.zip"
+        if not other_zip.is_file():
             return sorted(shared), (
                 f"cannot tell which alphabets of {subset} the backbone saw in "
-                f"training ({exc}), so they may not be novel to it"
+                f"training ({other}.zip, which it was trained on, is not beside "
+                f"{zip_path.name} in --data-dir), so they may not be novel to it"
             )
+        shared.update(
+            omniglot_shared_alphabets(
+                subset, other, path=zip_path, other_path=other_zip
+            )
+        )
     return sorted(shared), None
 
 
@@ -453,13 +371,13 @@ def _omniglot_pool(args, meta):
     """Omniglot alphabets the backbone never saw, by its ``trained_on`` record."""
     from .datasets import load_omniglot
 
-    subset, path = _omniglot_source(args)
+    subset, zip_path = _omniglot_source(args)
     excluded, warning = _omniglot_seen_alphabets(
-        subset, path, meta.get("trained_on"), args.backbone
+        subset, zip_path, meta.get("trained_on"), args.backbone
     )
     bunch = load_omniglot(
         subset,
-        path=path,
+        path=zip_path,
         image_size=_image_size(meta),
         exclude_alphabets=excluded or None,
     )
@@ -484,13 +402,13 @@ def _omniglot_pool(args, meta):
 
 def _load_dataset(args, meta):
     """The :class:`_Pool` to draw episodes from: novel to the backbone, or warned."""
-    from . import datasets
-
     if args.dataset == "omniglot":
         return _omniglot_pool(args, meta)
     if args.dataset == "digits":
         return _digits_pool(meta, args.backbone)
-    bunch = datasets.load_banking77(args.data_dir)
+    from .datasets import load_banking77
+
+    bunch = load_banking77(args.data_dir)
     return _Pool(np.asarray(bunch.data, dtype=object), bunch.target)
 
 
@@ -504,13 +422,8 @@ def _lsa_features(texts):
     return svd.fit_transform(tfidf).astype(np.float32)
 
 
-def _cmd_evaluate(args):
-    from sklearn.pipeline import make_pipeline
-
-    from .backbone import BackboneTransformer
-    from .model_selection import evaluate_episodes
-    from .models import load_backbone
-
+def _check_evaluate_args(args):
+    """Every check that needs no heavy import: flags that go together, input paths."""
     if args.dataset == "banking77":
         if args.backbone:
             raise _CLIError(
@@ -519,14 +432,62 @@ def _cmd_evaluate(args):
             )
         if not args.data_dir:
             raise _CLIError("banking77 needs --data-dir (the folder with train.csv)")
-        meta = {"architecture": "LSA (TF-IDF + SVD, 256-d)", "input_shape": None}
+        if args.text_encoder and not importlib.util.find_spec("sentence_transformers"):
+            raise _CLIError(
+                "--text-encoder needs sentence-transformers; pip install "
+                "'skfewshot[text]'"
+            )
     else:
+        if args.text_encoder:
+            raise _CLIError(
+                f"--text-encoder embeds texts (banking77), not {args.dataset} images"
+            )
         if not args.backbone:
             raise _CLIError(f"--backbone FILE is required for --dataset {args.dataset}")
         if args.dataset == "omniglot" and not args.data_dir:
             raise _CLIError(
                 "omniglot needs --data-dir (the folder with the Omniglot zips)"
             )
+        if args.dataset == "digits" and args.data_dir:
+            raise _CLIError(
+                "digits needs no --data-dir (scikit-learn ships them); leave it out"
+            )
+    if args.within_alphabet and args.dataset != "omniglot":
+        raise _CLIError("--within-alphabet needs a dataset with groups (omniglot)")
+    if args.subset and args.dataset != "omniglot":
+        raise _CLIError(f"--subset names an Omniglot subset, not a {args.dataset} one")
+    if args.backbone:
+        _check_backbone_file(args.backbone)
+    if args.data_dir:
+        _check_exists(args.data_dir, "--data-dir")
+    if args.dataset == "omniglot":
+        _omniglot_source(args)
+    elif args.dataset == "banking77" and Path(args.data_dir).expanduser().is_dir():
+        if not (Path(args.data_dir).expanduser() / "train.csv").is_file():
+            raise _CLIError(
+                f"--data-dir {args.data_dir} holds no train.csv (Banking77's "
+                "text,category rows); give that folder or the CSV file itself"
+            )
+
+
+def _seconds(timings):
+    """``[51.0 s: data 1.3 s, features 45.1 s, episodes 4.6 s]``."""
+    parts = ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
+    return f"[{sum(timings.values()):.1f} s: {parts}]"
+
+
+def _cmd_evaluate(args):
+    _check_evaluate_args(args)
+    from sklearn.pipeline import make_pipeline
+
+    from .model_selection import evaluate_episodes
+
+    start = time.perf_counter()
+    if args.dataset == "banking77":
+        module, meta = None, {"architecture": "LSA (TF-IDF + SVD, 256-d)"}
+    else:
+        from .models import load_backbone
+
         module, meta = load_backbone(args.backbone)
     pool = _load_dataset(args, meta)
     X, y, groups = pool.X, pool.y, pool.groups
@@ -538,24 +499,31 @@ def _cmd_evaluate(args):
             f"--n-way {args.n_way} needs {args.n_way} classes, but only "
             f"{n_classes} classes are novel to this backbone: {pool.what}"
         )
+    timings = {"data": time.perf_counter() - start}
+    head = recipes.make_head(args.head)
     if args.dataset == "banking77" and args.text_encoder:
         from .text import SentenceEncoder
 
-        pipe = make_pipeline(
-            SentenceEncoder(args.text_encoder), make_head(args.head, args.seed)
-        )
+        pipe = make_pipeline(SentenceEncoder(args.text_encoder), head)
         meta["architecture"] = f"SentenceEncoder({args.text_encoder})"
     elif args.dataset == "banking77":
         # Unsupervised features fitted on the pool texts (no labels), once.
+        if not args.quiet:
+            print(
+                f"skfewshot evaluate: building {meta['architecture']} features of "
+                f"{len(X)} texts",
+                file=sys.stderr,
+                flush=True,
+            )
+        start = time.perf_counter()
         X = _lsa_features(X)
-        pipe = make_head(args.head, args.seed)
+        timings["features"] = time.perf_counter() - start
+        pipe = head
     else:
-        pipe = make_pipeline(
-            BackboneTransformer(module), make_head(args.head, args.seed)
-        )
-    if args.within_alphabet and groups is None:
-        raise _CLIError("--within-alphabet needs a dataset with groups (omniglot)")
-    t0 = time.perf_counter()
+        from .backbone import BackboneTransformer
+
+        pipe = make_pipeline(BackboneTransformer(module), head)
+    start = time.perf_counter()
     scores = evaluate_episodes(
         pipe,
         X,
@@ -569,7 +537,7 @@ def _cmd_evaluate(args):
         random_state=args.seed,
         verbose=not args.quiet,
     )
-    elapsed = time.perf_counter() - t0
+    timings["episodes"] = time.perf_counter() - start
     payload = {
         "command": "evaluate",
         "dataset": args.dataset,
@@ -583,13 +551,14 @@ def _cmd_evaluate(args):
         "head": args.head,
         "within_alphabet": bool(args.within_alphabet),
         "seed": args.seed,
-        "seconds": round(elapsed, 2),
+        "seconds": round(sum(timings.values()), 2),
+        "timings": {k: round(v, 2) for k, v in timings.items()},
         **_scores_to_records({args.head: [scores]})[0],
     }
     text = (
-        f"{args.dataset} ({meta['architecture']} + {_HEAD_LABELS[args.head]}"
+        f"{args.dataset} ({meta['architecture']} + {HEAD_LABELS[args.head]}"
         f"{', within-alphabet' if args.within_alphabet else ''}): {scores}"
-        f"  [{elapsed:.1f} s]"
+        f"  {_seconds(timings)}"
     )
     if pool.what:
         note = f" ({pool.note})" if pool.note else ""
@@ -600,6 +569,8 @@ def _cmd_evaluate(args):
 
 
 def _cmd_runs(args):
+    _check_backbone_file(args.backbone)
+    _check_exists(args.runs, "--runs")
     from sklearn.base import clone
 
     from .backbone import BackboneTransformer
@@ -611,7 +582,7 @@ def _cmd_runs(args):
     if not runs:
         raise _CLIError(f"no runs found under {args.runs}")
     features = BackboneTransformer(module).fit(runs[0].X_support)
-    head = make_head(args.head, args.seed)
+    head = recipes.make_head(args.head)
     rows = []
     for run in runs:
         clf = clone(head).fit(features.transform(run.X_support), run.y_support)
@@ -641,7 +612,7 @@ def _cmd_runs(args):
     ]
     lines.append(
         f"overall error rate: {100 * overall:.2f}% over {len(rows)} runs "
-        f"({meta['architecture']} + {_HEAD_LABELS[args.head]})"
+        f"({meta['architecture']} + {HEAD_LABELS[args.head]})"
     )
     _emit(args, payload, "\n".join(lines))
 
@@ -677,6 +648,11 @@ def build_parser():
     common.add_argument(
         "--quiet", action="store_true", help="no progress bars (on stderr)"
     )
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of any error (a user error is otherwise one line)",
+    )
 
     demo = sub.add_parser(
         "demo",
@@ -687,7 +663,7 @@ def build_parser():
             "SupervisedPretrainer on digits 0-4, then evaluate 5-way episodes on the "
             "novel digits 5-9 with PrototypeClassifier, FineTunedCosineClassifier "
             "(inductive and transductive) and LogisticRegression; print mean accuracy "
-            "with 95%% confidence intervals."
+            "with 95% confidence intervals."
         ),
     )
     demo.add_argument(
@@ -719,7 +695,7 @@ def build_parser():
         parents=[common],
         help="episodic evaluation of a saved backbone + head on a dataset",
         description=(
-            "Episodic evaluation (mean accuracy ± 95%% CI) of a backbone saved with "
+            "Episodic evaluation (mean accuracy ± 95% CI) of a backbone saved with "
             "skfewshot.models.save_backbone and a few-shot head on novel classes: "
             "the classes (digits) or alphabets (omniglot) that the backbone file "
             "records as its training data are left out, and a warning on stderr "
@@ -836,9 +812,11 @@ def main(argv=None):
     Returns
     -------
     int
-        The exit status: 0 on success, 1 on a user error (reported on one line),
-        2 on a command-line syntax error (argparse's convention), 130 when
-        interrupted (Ctrl-C; nothing is written as if complete).
+        The exit status: 0 on success, 1 on a user error (reported on one line,
+        with its traceback under ``--debug``), 2 on a command-line syntax error
+        (argparse's convention), 130 when interrupted (Ctrl-C; nothing is
+        written as if complete). Any other exception is a bug: it propagates
+        with its traceback.
 
     Examples
     --------
@@ -849,10 +827,11 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (_CLIError, *_USER_ERRORS) as exc:
-        message = (
-            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        )
+    except _USER_ERRORS as exc:
+        if args.debug:
+            traceback.print_exc()
+        message = str(exc).strip()
+        message = message.splitlines()[0] if message else type(exc).__name__
         print(f"skfewshot {args.command}: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

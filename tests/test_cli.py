@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -101,7 +102,7 @@ def test_demo_table_and_plot(tmp_path, capsys):
 def test_demo_plot_without_matplotlib_fails_before_training(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setattr(
-        "skfewshot.cli.run_demo", lambda **kw: pytest.fail("trained anyway")
+        "skfewshot.recipes.run_demo", lambda **kw: pytest.fail("trained anyway")
     )
     status, _, err = run_cli(capsys, "demo", "--plot", "x.png")
     assert status == 1
@@ -232,8 +233,14 @@ def test_evaluate_banking77_on_lsa_features(tmp_path, capsys):
 # --------------------------------------------------------------------------
 
 
-def fake_backbone(monkeypatch, trained_on, *, input_shape=(1, 16, 16)):
-    """Make ``load_backbone`` return a tiny Conv4 whose file records ``trained_on``."""
+def fake_backbone(monkeypatch, folder, trained_on, *, input_shape=(1, 16, 16)):
+    """Make ``load_backbone`` return a tiny Conv4 whose file records ``trained_on``.
+
+    The command runs in ``folder``, where an empty ``b.pt`` stands for the file
+    (the command checks that ``--backbone`` exists before importing torch).
+    """
+    monkeypatch.chdir(folder)
+    (folder / "b.pt").write_bytes(b"")
     meta = {
         "architecture": "Conv4",
         "config": {},
@@ -263,8 +270,10 @@ EVAL_DIGITS = ["evaluate", "--dataset", "digits", "--backbone", "b.pt", "--quiet
 EVAL_DIGITS += ["--n-way", "3", "--n-shot", "1", "--n-query", "2", "--episodes", "2"]
 
 
-def test_evaluate_digits_leaves_out_the_recorded_training_classes(monkeypatch, capsys):
-    fake_backbone(monkeypatch, {"dataset": "digits", "classes": [0, 1, 2]})
+def test_evaluate_digits_leaves_out_the_recorded_training_classes(
+    tmp_path, monkeypatch, capsys
+):
+    fake_backbone(monkeypatch, tmp_path, {"dataset": "digits", "classes": [0, 1, 2]})
     pools = spy_on_episodes(monkeypatch)
     status, out, err = run_cli(capsys, *EVAL_DIGITS, "--json")
     assert status == 0 and err == ""
@@ -279,9 +288,9 @@ def test_evaluate_digits_leaves_out_the_recorded_training_classes(monkeypatch, c
 
 
 def test_evaluate_digits_without_a_record_warns_and_uses_the_demo_split(
-    monkeypatch, capsys
+    tmp_path, monkeypatch, capsys
 ):
-    fake_backbone(monkeypatch, None)
+    fake_backbone(monkeypatch, tmp_path, None)
     pools = spy_on_episodes(monkeypatch)
     status, out, err = run_cli(capsys, *EVAL_DIGITS, "--json")
     assert status == 0
@@ -297,10 +306,12 @@ def test_evaluate_digits_without_a_record_warns_and_uses_the_demo_split(
 
 
 def test_evaluate_digits_backbone_trained_elsewhere_uses_every_digit(
-    monkeypatch, capsys
+    tmp_path, monkeypatch, capsys
 ):
     fake_backbone(
-        monkeypatch, {"dataset": "omniglot", "subset": "images_background_small1"}
+        monkeypatch,
+        tmp_path,
+        {"dataset": "omniglot", "subset": "images_background_small1"},
     )
     pools = spy_on_episodes(monkeypatch)
     status, out, err = run_cli(capsys, *EVAL_DIGITS, "--json")
@@ -309,16 +320,21 @@ def test_evaluate_digits_backbone_trained_elsewhere_uses_every_digit(
     assert json.loads(out)["excluded_classes"] == []
 
 
-def test_evaluate_digits_with_no_novel_class_left_is_one_line(monkeypatch, capsys):
-    fake_backbone(monkeypatch, {"dataset": "digits", "classes": list(range(10))})
+def test_evaluate_digits_with_no_novel_class_left_is_one_line(
+    tmp_path, monkeypatch, capsys
+):
+    trained_on = {"dataset": "digits", "classes": list(range(10))}
+    fake_backbone(monkeypatch, tmp_path, trained_on)
     status, out, err = run_cli(capsys, *EVAL_DIGITS, "--json")
     assert status == 1 and out == ""
     assert err.count("\n") == 1
     assert "trained on every digit" in err
 
 
-def test_evaluate_digits_too_many_ways_for_the_novel_classes(monkeypatch, capsys):
-    fake_backbone(monkeypatch, None)
+def test_evaluate_digits_too_many_ways_for_the_novel_classes(
+    tmp_path, monkeypatch, capsys
+):
+    fake_backbone(monkeypatch, tmp_path, None)
     argv = [a if a != "3" else "6" for a in EVAL_DIGITS]
     status, _, err = run_cli(capsys, *argv)
     assert status == 1
@@ -370,7 +386,7 @@ def test_failed_plot_leaves_the_previous_figure_intact(tmp_path, monkeypatch, ca
         real_savefig(self, fname, **kwargs)  # a complete file, then a late failure
         raise OSError("disk full")
 
-    monkeypatch.setattr("skfewshot.cli.run_demo", fake_demo_results)
+    monkeypatch.setattr("skfewshot.recipes.run_demo", fake_demo_results)
     monkeypatch.setattr(Figure, "savefig", savefig_then_fail)
     status, out, err = run_cli(capsys, *ONE_SHOT_DEMO, "--plot", str(figure))
     assert status == 1
@@ -380,7 +396,7 @@ def test_failed_plot_leaves_the_previous_figure_intact(tmp_path, monkeypatch, ca
 
 
 def test_plot_is_written_in_the_format_of_its_suffix(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("skfewshot.cli.run_demo", fake_demo_results)
+    monkeypatch.setattr("skfewshot.recipes.run_demo", fake_demo_results)
     figure = tmp_path / "demo.svg"
     status, _, _ = run_cli(capsys, *ONE_SHOT_DEMO, "--plot", str(figure))
     assert status == 0
@@ -407,7 +423,7 @@ def test_bad_plot_path_fails_before_training(
     name, message, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.setattr(
-        "skfewshot.cli.run_demo", lambda **kw: pytest.fail("trained anyway")
+        "skfewshot.recipes.run_demo", lambda **kw: pytest.fail("trained anyway")
     )
     path = tmp_path / name if name else tmp_path
     status, out, err = run_cli(capsys, *ONE_SHOT_DEMO, "--json", "--plot", str(path))
@@ -466,7 +482,7 @@ SMALL1 = {"dataset": "omniglot", "subset": "images_background_small1"}
 def test_evaluate_omniglot_leaves_out_alphabets_shared_with_training(
     omniglot_dir, monkeypatch, capsys
 ):
-    fake_backbone(monkeypatch, SMALL1, input_shape=(1, 28, 28))
+    fake_backbone(monkeypatch, omniglot_dir, SMALL1, input_shape=(1, 28, 28))
     pools = spy_on_episodes(monkeypatch)
     argv = [*EVAL_OMNIGLOT, "--data-dir", str(omniglot_dir)]
     status, out, err = run_cli(capsys, *argv, "--json")
@@ -485,7 +501,7 @@ def test_evaluate_omniglot_leaves_out_alphabets_shared_with_training(
 def test_evaluate_omniglot_without_a_record_warns(
     trained_on, omniglot_dir, monkeypatch, capsys
 ):
-    fake_backbone(monkeypatch, trained_on, input_shape=(1, 28, 28))
+    fake_backbone(monkeypatch, omniglot_dir, trained_on, input_shape=(1, 28, 28))
     argv = [*EVAL_OMNIGLOT, "--data-dir", str(omniglot_dir), "--json"]
     status, out, err = run_cli(capsys, *argv)
     assert status == 0
@@ -499,9 +515,8 @@ def test_evaluate_omniglot_without_a_record_warns(
 def test_evaluate_omniglot_zip_names_the_subset_reported(
     omniglot_dir, monkeypatch, capsys
 ):
-    fake_backbone(
-        monkeypatch, {"dataset": "digits", "classes": [0]}, input_shape=(1, 28, 28)
-    )
+    trained_on = {"dataset": "digits", "classes": [0]}
+    fake_backbone(monkeypatch, omniglot_dir, trained_on, input_shape=(1, 28, 28))
     small1 = omniglot_dir / "images_background_small1.zip"
     status, out, err = run_cli(
         capsys, *EVAL_OMNIGLOT, "--data-dir", str(small1), "--json"
@@ -523,7 +538,7 @@ def test_evaluate_omniglot_zip_names_the_subset_reported(
 def test_evaluate_omniglot_on_the_training_subset_is_refused(
     omniglot_dir, monkeypatch, capsys
 ):
-    fake_backbone(monkeypatch, SMALL1, input_shape=(1, 28, 28))
+    fake_backbone(monkeypatch, omniglot_dir, SMALL1, input_shape=(1, 28, 28))
     argv = [*EVAL_OMNIGLOT, "--data-dir", str(omniglot_dir)]
     status, out, err = run_cli(capsys, *argv, "--subset", "images_background_small1")
     assert status == 1 and out == ""
@@ -537,7 +552,7 @@ def test_evaluate_omniglot_on_the_training_subset_is_refused(
 def test_evaluate_omniglot_training_zip_absent_warns(tmp_path, monkeypatch, capsys):
     pytest.importorskip("PIL")
     write_omniglot_zip(tmp_path / "images_background_small2.zip", {"Beta": 4})
-    fake_backbone(monkeypatch, SMALL1, input_shape=(1, 28, 28))
+    fake_backbone(monkeypatch, tmp_path, SMALL1, input_shape=(1, 28, 28))
     argv = [*EVAL_OMNIGLOT, "--data-dir", str(tmp_path), "--json"]
     status, out, err = run_cli(capsys, *argv)
     assert status == 0
@@ -572,7 +587,7 @@ def not_a_png_zip(path):
 def test_unreadable_omniglot_zip_is_one_line_with_json(
     make_zip, tmp_path, monkeypatch, capsys
 ):
-    fake_backbone(monkeypatch, {"dataset": "digits"}, input_shape=(1, 28, 28))
+    fake_backbone(monkeypatch, tmp_path, {"dataset": "digits"}, input_shape=(1, 28, 28))
     path = make_zip(tmp_path / "images_background_small2.zip")
     argv = [*EVAL_OMNIGLOT, "--data-dir", str(path), "--json"]
     status, out, err = run_cli(capsys, *argv)
@@ -626,3 +641,205 @@ def test_ctrl_c_during_pretraining_stops_the_demo(tmp_path, monkeypatch, capsys)
     )
     assert (status, out, err) == (130, "", "skfewshot demo: interrupted\n")
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------
+# issue 9: user errors on one line, bugs with their traceback, checks first
+# --------------------------------------------------------------------------
+
+
+def failing_demo(error):
+    def run_demo(**kwargs):
+        raise error
+
+    return run_demo
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        TypeError("a bug"),
+        AttributeError("a bug"),
+        KeyError("a bug"),
+        ImportError("a bug"),
+    ],
+)
+def test_a_bug_shows_its_traceback(error, monkeypatch, capsys):
+    monkeypatch.setattr("skfewshot.recipes.run_demo", failing_demo(error))
+    with pytest.raises(type(error), match="a bug"):
+        main(ONE_SHOT_DEMO)
+    assert capsys.readouterr().err == ""  # not reported as a user error
+
+
+@pytest.mark.parametrize(
+    "error", [ValueError("bad value"), FileNotFoundError("no such file")]
+)
+def test_debug_shows_the_traceback_of_a_user_error(error, monkeypatch, capsys):
+    monkeypatch.setattr("skfewshot.recipes.run_demo", failing_demo(error))
+    status, out, err = run_cli(capsys, *ONE_SHOT_DEMO, "--debug")
+    assert status == 1 and out == ""
+    assert err.startswith("Traceback (most recent call last):\n")
+    assert err.splitlines()[-1] == f"skfewshot demo: error: {error}"
+    status, out, err = run_cli(capsys, *ONE_SHOT_DEMO)
+    assert (status, err) == (1, f"skfewshot demo: error: {error}\n")
+
+
+def test_ctrl_c_with_debug_still_exits_130(monkeypatch, capsys):
+    monkeypatch.setattr("skfewshot.recipes.run_demo", failing_demo(KeyboardInterrupt))
+    status, out, err = run_cli(capsys, *ONE_SHOT_DEMO, "--debug")
+    assert (status, out, err) == (130, "", "skfewshot demo: interrupted\n")
+
+
+IMPORTS = (
+    "import sys; from skfewshot.cli import main; status = main(sys.argv[1:]); "
+    "print(status, sorted({'torch', 'sklearn', 'matplotlib'} & set(sys.modules)))"
+)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["evaluate", "--dataset", "digits", "--backbone", "missing.pt"],
+            "--backbone missing.pt does not exist",
+        ),
+        (
+            ["evaluate", "--dataset", "digits", "--backbone", "."],
+            "--backbone . is a directory, not a backbone file",
+        ),
+        (
+            ["evaluate", "--dataset", "omniglot", "--backbone", "b.pt"],
+            "--data-dir ",  # the folder holds no Omniglot zip
+        ),
+        (
+            ["runs", "--runs", "missing", "--backbone", "b.pt"],
+            "--runs missing does not exist",
+        ),
+        (
+            ["evaluate", "--dataset", "banking77", "--data-dir", "missing"],
+            "--data-dir missing does not exist",
+        ),
+    ],
+)
+def test_errors_are_reported_before_torch_or_sklearn_is_imported(
+    argv, message, tmp_path
+):
+    (tmp_path / "b.pt").write_bytes(b"")
+    if argv[2] == "omniglot":
+        argv = [*argv, "--data-dir", str(tmp_path)]
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORTS, *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.stdout == "1 []\n"
+    assert result.stderr.count("\n") == 1
+    assert message in result.stderr
+
+
+@pytest.mark.parametrize("command", ["demo", "evaluate"])
+def test_help_prints_95_percent_once(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # undo argparse's wrapping
+    assert "%%" not in out
+    assert "95% confidence intervals" in out or "± 95% CI" in out
+
+
+def test_missing_omniglot_zip_names_the_flag(tmp_path, monkeypatch, capsys):
+    fake_backbone(monkeypatch, tmp_path, None, input_shape=(1, 28, 28))
+    status, out, err = run_cli(capsys, *EVAL_OMNIGLOT, "--data-dir", str(tmp_path))
+    assert status == 1 and out == ""
+    assert err == (
+        f"skfewshot evaluate: error: --data-dir {tmp_path} holds no "
+        "images_background_small2.zip; give the folder holding the Omniglot "
+        "zips, or one of the zips\n"
+    )
+    assert "download=True" not in err and "path=" not in err
+
+
+def test_missing_training_zip_warning_names_the_flag(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("PIL")
+    write_omniglot_zip(tmp_path / "images_background_small2.zip", {"Beta": 4})
+    fake_backbone(monkeypatch, tmp_path, SMALL1, input_shape=(1, 28, 28))
+    status, _, err = run_cli(capsys, *EVAL_OMNIGLOT, "--data-dir", str(tmp_path))
+    assert status == 0
+    assert "images_background_small1.zip, which it was trained on, is not " in err
+    assert "--data-dir" in err
+    assert "download=True" not in err and "path=" not in err
+
+
+def test_missing_banking77_csv_names_the_flag(tmp_path, capsys):
+    argv = ["evaluate", "--dataset", "banking77", "--data-dir", str(tmp_path)]
+    status, out, err = run_cli(capsys, *argv)
+    assert status == 1 and out == ""
+    assert err.startswith(
+        f"skfewshot evaluate: error: --data-dir {tmp_path} holds no train.csv"
+    )
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--text-encoder", "m"], "--text-encoder embeds texts (banking77)"),
+        (["--data-dir", "."], "digits needs no --data-dir"),
+        (["--subset", "images_evaluation"], "--subset names an Omniglot subset"),
+        (["--within-alphabet"], "--within-alphabet needs a dataset with groups"),
+    ],
+)
+def test_options_that_do_not_apply_are_refused(extra, message, capsys):
+    argv = ["evaluate", "--dataset", "digits", "--backbone", "missing.pt", *extra]
+    status, _, err = run_cli(capsys, *argv)
+    assert status == 1
+    assert err.startswith(f"skfewshot evaluate: error: {message}")
+
+
+def banking77_dir(folder):
+    words = ["card", "transfer", "refund", "pin", "atm", "fee"]
+    rows = ["text,category"]
+    for c, word in enumerate(words):
+        for i in range(6):
+            rows.append(f'"my {word} issue number {i}, please help",intent_{c}')
+    (folder / "train.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+BANKING77 = ["evaluate", "--dataset", "banking77", "--n-way", "5", "--n-shot", "1"]
+BANKING77 += ["--n-query", "3", "--episodes", "5"]
+
+
+def test_banking77_shows_progress_and_times_each_step(tmp_path, capsys):
+    argv = [*BANKING77, "--data-dir", str(banking77_dir(tmp_path))]
+    status, out, err = run_cli(capsys, *argv, "--json")
+    assert status == 0
+    assert err.startswith(
+        "skfewshot evaluate: building LSA (TF-IDF + SVD, 256-d) features of 36 texts\n"
+    )
+    result = json.loads(out)
+    assert list(result["timings"]) == ["data", "features", "episodes"]
+    assert result["seconds"] == pytest.approx(sum(result["timings"].values()), abs=0.02)
+    status, out, _ = run_cli(capsys, *argv)
+    assert re.search(
+        r"  \[\d+\.\d s: data \d+\.\d s, features \d+\.\d s, episodes \d+\.\d s\]$",
+        out.splitlines()[0],
+    )
+    status, _, err = run_cli(capsys, *argv, "--quiet")
+    assert status == 0 and err == ""
+
+
+def test_text_encoder_without_sentence_transformers_fails_first(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)
+    monkeypatch.setattr(
+        "skfewshot.datasets.load_banking77", lambda *a: pytest.fail("loaded anyway")
+    )
+    argv = [*BANKING77, "--data-dir", str(banking77_dir(tmp_path))]
+    status, _, err = run_cli(capsys, *argv, "--text-encoder", "all-MiniLM-L6-v2")
+    assert status == 1
+    assert err == (
+        "skfewshot evaluate: error: --text-encoder needs sentence-transformers; "
+        "pip install 'skfewshot[text]'\n"
+    )

@@ -1,0 +1,99 @@
+"""skfewshot.recipes: the head registry and the digits demo."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone, is_classifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import Normalizer
+
+from skfewshot import FineTunedCosineClassifier, PrototypeClassifier
+from skfewshot.recipes import (
+    DEMO_BASE_CLASSES,
+    HEAD_LABELS,
+    HEADS,
+    make_head,
+    run_demo,
+)
+
+
+def test_every_head_has_a_label():
+    assert HEADS == ("prototype", "finetune", "transductive", "logreg")
+    assert list(HEAD_LABELS) == list(HEADS)
+
+
+def test_make_head_builds_the_documented_estimators():
+    assert isinstance(make_head("prototype"), PrototypeClassifier)
+    finetune = make_head("finetune")
+    assert isinstance(finetune, FineTunedCosineClassifier)
+    assert finetune.get_params() == FineTunedCosineClassifier().get_params()
+    transductive = make_head("transductive")
+    assert transductive.transductive is True
+    assert transductive.entropy_weight == 0.1
+    logreg = make_head("logreg")
+    assert isinstance(logreg, Pipeline)
+    normalizer, clf = (step for _, step in logreg.steps)
+    assert isinstance(normalizer, Normalizer) and normalizer.norm == "l2"
+    assert isinstance(clf, LogisticRegression) and clf.max_iter == 1000
+
+
+def test_make_head_params_override_the_defaults():
+    head = make_head("transductive", entropy_weight=0.3, alpha=0.5)
+    assert (head.transductive, head.entropy_weight, head.alpha) == (True, 0.3, 0.5)
+    clf = make_head("logreg", C=10.0, max_iter=50).steps[-1][1]
+    assert (clf.C, clf.max_iter) == (10.0, 50)
+
+
+def test_make_head_returns_a_fresh_estimator_each_time():
+    assert make_head("prototype") is not make_head("prototype")
+
+
+def test_make_head_unknown_name():
+    with pytest.raises(ValueError, match=r"unknown head 'knn'; choose from proto"):
+        make_head("knn")
+
+
+def test_make_head_unknown_param():
+    with pytest.raises(TypeError, match="unexpected keyword argument 'C'"):
+        make_head("prototype", C=1.0)
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_every_head_classifies_an_easy_episode(name, episode):
+    Xs, ys, Xq, yq = episode
+    head = make_head(name)
+    assert is_classifier(head)
+    pred = clone(head).fit(Xs, ys).predict(Xq)
+    assert np.mean(pred == yq) >= 0.9  # well separated blobs
+
+
+TINY = dict(shots=(1,), n_episodes=2, max_epochs=1, heads=("prototype",), verbose=0)
+
+
+def test_run_demo_splits_the_digits_by_class_and_is_deterministic(capsys):
+    state = torch.random.get_rng_state()
+    results, info = run_demo(**TINY)
+    assert torch.equal(torch.random.get_rng_state(), state)  # global RNG untouched
+    assert capsys.readouterr() == ("", "")  # verbose=0 is silent
+    assert info["trained_on"] == {"dataset": "digits", "classes": [0, 1, 2, 3, 4]}
+    assert tuple(info["trained_on"]["classes"]) == DEMO_BASE_CLASSES
+    assert info["classes"] == [5, 6, 7, 8, 9]
+    assert info["n_base"] + info["n_novel"] == 1797
+    assert info["epochs_trained"] == info["max_epochs"] == 1
+    assert list(results) == ["prototype"]
+    (scores,) = results["prototype"]
+    assert (scores.n_way, scores.n_shot, scores.n_query) == (5, 1, 15)
+    assert scores.n_episodes == 2
+    again, _ = run_demo(**TINY)
+    np.testing.assert_array_equal(again["prototype"][0].accuracies, scores.accuracies)
+
+
+def test_run_demo_unknown_head_fails_before_training(monkeypatch):
+    from skfewshot.training import SupervisedPretrainer
+
+    monkeypatch.setattr(
+        SupervisedPretrainer, "fit", lambda *a, **k: pytest.fail("trained anyway")
+    )
+    with pytest.raises(ValueError, match="unknown head 'knn'"):
+        run_demo(**{**TINY, "heads": ("prototype", "knn")})
