@@ -261,10 +261,8 @@ def _digits_pool(meta, backbone):
     recorded input size (16x16 when it records none).
     """
     from .datasets import load_digits_images
-    from .datasets._images import area_resize
 
-    X, y = load_digits_images(return_X_y=True)
-    X = area_resize(X[:, 0], _image_size(meta, 16))[:, None]
+    X, y = load_digits_images(image_size=_image_size(meta, 16), return_X_y=True)
     trained_on = meta.get("trained_on")
     recorded = trained_on is not None and (
         trained_on.get("dataset") != "digits" or "classes" in trained_on
@@ -412,16 +410,6 @@ def _load_dataset(args, meta):
     return _Pool(np.asarray(bunch.data, dtype=object), bunch.target)
 
 
-def _lsa_features(texts):
-    """Unsupervised LSA features of texts: TF-IDF, then truncated SVD (<= 256-d)."""
-    from sklearn.decomposition import TruncatedSVD
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    tfidf = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2)).fit_transform(texts)
-    svd = TruncatedSVD(n_components=min(256, tfidf.shape[1] - 1), random_state=0)
-    return svd.fit_transform(tfidf).astype(np.float32)
-
-
 def _check_evaluate_args(args):
     """Every check that needs no heavy import: flags that go together, input paths."""
     if args.dataset == "banking77":
@@ -515,8 +503,10 @@ def _cmd_evaluate(args):
                 file=sys.stderr,
                 flush=True,
             )
+        from .text import LSAEncoder
+
         start = time.perf_counter()
-        X = _lsa_features(X)
+        X = LSAEncoder(n_components=256).fit_transform(X)
         timings["features"] = time.perf_counter() - start
         pipe = head
     else:

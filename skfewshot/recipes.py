@@ -179,7 +179,6 @@ def run_demo(
 
     from .backbone import BackboneTransformer
     from .datasets import load_digits_images
-    from .datasets._images import area_resize
     from .model_selection import evaluate_episodes
     from .models import Conv4
     from .training import SupervisedPretrainer
@@ -187,8 +186,7 @@ def run_demo(
     heads = list(heads)
     for name in heads:  # fail before training, not after
         make_head(name)
-    X, y = load_digits_images(return_X_y=True)
-    X = area_resize(X[:, 0], _DEMO_IMAGE_SIZE)[:, None]
+    X, y = load_digits_images(image_size=_DEMO_IMAGE_SIZE, return_X_y=True)
     trained_on = {"dataset": "digits", "classes": list(DEMO_BASE_CLASSES)}
     base = np.isin(y, trained_on["classes"])
     novel = ~base
