@@ -165,11 +165,18 @@ def test_iteration_limit_warns():
 
 
 def test_deterministic():
-    first = FineTunedCosineClassifier(random_state=0).fit(X, Y)
-    second = FineTunedCosineClassifier(random_state=0).fit(X, Y)
+    first = FineTunedCosineClassifier().fit(X, Y)
+    second = FineTunedCosineClassifier().fit(X, Y)
     assert first.n_iter_ == second.n_iter_
     assert_allclose(first.coef_, second.coef_, **SAME)
     assert_allclose(first.intercept_, second.intercept_, **SAME)
+
+
+def test_random_state_is_not_a_parameter():
+    # The fit draws no random numbers; the parameter was documented as unused.
+    assert "random_state" not in FineTunedCosineClassifier().get_params()
+    with pytest.raises(TypeError, match="random_state"):
+        FineTunedCosineClassifier(random_state=0)
 
 
 def test_integer_sample_weight_equals_repetition():

@@ -29,9 +29,7 @@ def _net():
 
 @pytest.fixture
 def pipe():
-    return make_pipeline(
-        BackboneTransformer(_net()), FineTunedCosineClassifier(random_state=0)
-    )
+    return make_pipeline(BackboneTransformer(_net()), FineTunedCosineClassifier())
 
 
 def test_pipeline_fits_support_and_predicts_queries(pipe, episode):
@@ -78,7 +76,7 @@ def test_grid_search_over_alpha_and_entropy_weight_in_parallel(episode):
     X, y = np.concatenate([Xs, Xq]), np.concatenate([ys, yq])
     pipe = make_pipeline(
         BackboneTransformer(_net()),
-        FineTunedCosineClassifier(transductive=True, random_state=0),
+        FineTunedCosineClassifier(transductive=True),
     )
     grid = {
         "finetunedcosineclassifier__alpha": [1e-3, 1e-1],
