@@ -12,16 +12,21 @@ the same conventions.
 from __future__ import annotations
 
 from numbers import Integral
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse
 from scipy.special import log_softmax, softmax
+from sklearn.utils.extmath import row_norms
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
     _check_sample_weight,
     check_is_fitted,
     validate_data,
 )
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 #: Feature dtypes the heads accept: float32 stays float32, the rest -> float64.
 _FLOAT_DTYPES = [np.float64, np.float32]
@@ -182,12 +187,17 @@ def _l2_normalize(A, *, copy=True) -> np.ndarray:
     is exact in floating point; so the result does not depend on the scale of
     the rows, and other rows cost no more than a plain normalisation.
     ``copy=False`` normalises a float array in place.
+
+    Not :func:`sklearn.preprocessing.normalize`: on float32 rows it turns
+    ``[3e20, 4e20]`` into zeros (the squared norm overflows) and leaves
+    ``[3e-10, 4e-10]`` unnormalised (norms below ``10 * eps`` count as zero);
+    its squared row norms, :func:`sklearn.utils.extmath.row_norms`, are used.
     """
     dtype = np.result_type(A, np.float32)
     A = np.array(A, dtype=dtype) if copy else np.asarray(A, dtype=dtype)
     if A.size == 0:
         return A
-    squares = np.einsum("ij,ij->i", A, A)
+    squares = row_norms(A, squared=True)
     info = np.finfo(dtype)
     # Below this sum, squares lost to underflow could matter at machine epsilon.
     accurate = (squares >= A.shape[1] * float(info.tiny / info.eps)) & (
@@ -199,7 +209,7 @@ def _l2_normalize(A, *, copy=True) -> np.ndarray:
         peak = np.maximum(block.max(axis=1), -block.min(axis=1))  # no |A| copy
         np.ldexp(block, -np.frexp(peak)[1][:, None], out=block)
         A[rows] = block
-        squares[rows] = np.einsum("ij,ij->i", block, block)
+        squares[rows] = row_norms(block, squared=True)
     norms = np.sqrt(squares)
     A /= np.where(norms > 0, norms, 1)[:, None]
     return A
@@ -239,7 +249,7 @@ class _LogitClassifierMixin:
         check_is_fitted(self)
         return validate_data(self, X, dtype=_FLOAT_DTYPES, reset=False)
 
-    def decision_function(self, X):
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
         """Class scores (logits) of the rows of ``X``.
 
         Parameters
@@ -258,7 +268,7 @@ class _LogitClassifierMixin:
             return logits[:, 1] - logits[:, 0]
         return logits
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predicted class of each row of ``X`` (the largest logit).
 
         Parameters
@@ -274,7 +284,7 @@ class _LogitClassifierMixin:
         logits = self._logits(X)
         return self.classes_[np.argmax(logits, axis=1)]
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities: the softmax of the logits.
 
         Parameters
@@ -289,7 +299,7 @@ class _LogitClassifierMixin:
         """
         return softmax(self._logits(X), axis=1)
 
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
         """Logarithm of :meth:`predict_proba`, computed stably (log-softmax).
 
         Parameters

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from numbers import Real
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.extmath import row_norms
 
 from skfewshot._base import (
     _UNLABELLED_LABEL_CONSTRAINT,
@@ -16,6 +18,9 @@ from skfewshot._base import (
     _validate_support,
     _weighted_mean,
 )
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 __all__ = ["PrototypeClassifier"]
 
@@ -146,15 +151,22 @@ class PrototypeClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEstimator)
     }
 
     def __init__(
-        self, *, metric="cosine", center=False, scale=10.0, unlabelled_label=None
-    ):
+        self,
+        *,
+        metric: str = "cosine",
+        center: bool = False,
+        scale: float = 10.0,
+        unlabelled_label: int | str | None = None,
+    ) -> None:
         self.metric = metric
         self.center = center
         self.scale = scale
         self.unlabelled_label = unlabelled_label
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None):
+    def fit(
+        self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> PrototypeClassifier:
         """Compute the class prototypes from the support set.
 
         Parameters
@@ -214,8 +226,8 @@ class PrototypeClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEstimator)
         if self.metric == "dot":
             return X @ M.T
         sq_dist = (
-            np.einsum("ij,ij->i", X, X)[:, None]
+            row_norms(X, squared=True)[:, None]
             - 2 * (X @ M.T)
-            + np.einsum("ij,ij->i", M, M)[None, :]
+            + row_norms(M, squared=True)[None, :]
         )
         return -np.maximum(sq_dist, 0)
