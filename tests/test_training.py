@@ -1,4 +1,6 @@
+import io
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -80,7 +82,7 @@ TRAINERS = [
     pytest.param(_pretrainer, id="pretrain-linear"),
     pytest.param(lambda **p: _pretrainer(head="cosine", **p), id="pretrain-cosine"),
     pytest.param(_protonet, id="protonet-euclidean"),
-    pytest.param(lambda **p: _protonet(distance="cosine", **p), id="protonet-cosine"),
+    pytest.param(lambda **p: _protonet(metric="cosine", **p), id="protonet-cosine"),
 ]
 
 
@@ -220,7 +222,7 @@ def test_protonet_needs_enough_classes_and_samples(base):
         lambda: _pretrainer(head="svm"),
         lambda: _pretrainer(lr=0.0),
         lambda: _pretrainer(optimizer="rmsprop"),
-        lambda: _protonet(distance="manhattan"),
+        lambda: _protonet(metric="manhattan"),
         lambda: _protonet(n_way=1),
         lambda: SupervisedPretrainer("conv4"),
     ],
@@ -311,11 +313,11 @@ def test_episode_batch_sampler_yields_support_then_query():
     assert list(sampler) != batches  # the next epoch draws new episodes
 
 
-@pytest.mark.parametrize("distance", ["euclidean", "cosine"])
-def test_prototype_loss_matches_a_hand_computation(distance):
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_prototype_loss_matches_a_hand_computation(metric):
     net = _EpisodicNet(
         # the backbone is not called: the features go straight to the loss
-        BackboneWithHead(torch.nn.Linear(2, 2), PrototypeHead(distance), False),
+        BackboneWithHead(torch.nn.Linear(2, 2), PrototypeHead(metric), False),
         n_support=4,
         criterion=torch.nn.CrossEntropyLoss,
     ).initialize()
@@ -326,7 +328,7 @@ def test_prototype_loss_matches_a_hand_computation(distance):
     labels = torch.tensor([7, 7, 3, 3, 3, 7])
     logits, targets = net.logits_and_targets(features, labels)
     # prototypes in sorted class order: class 3 -> (4, 1), class 7 -> (0, 1)
-    if distance == "euclidean":
+    if metric == "euclidean":
         expected = -torch.tensor([[1.0, 9.0], [17.0, 1.0]])
     else:  # 10 * cosine; the zero query has cosine 0 to everything
         expected = 10.0 * torch.tensor(
@@ -611,3 +613,92 @@ def test_warm_start_divergence_names_the_right_epochs(base):
         trainer.net_.partial_fit(X, y)
     after = trainer.net_.module_.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+# -- what training prints -------------------------------------------------------
+
+
+class _Terminal(io.StringIO):
+    """A text stream that says it is an interactive terminal."""
+
+    def isatty(self):
+        return True
+
+
+def _epoch_rows(text):
+    """The data rows of skorch's epoch table (each starts with the epoch)."""
+    return [line for line in text.splitlines() if line.strip()[:1].isdigit()]
+
+
+def test_training_prints_one_line_per_epoch_by_default(base, capsys):
+    trainer = SupervisedPretrainer(_conv4(), max_epochs=2, device="cpu")
+    assert trainer.verbose == 1
+    trainer.fit(*base)
+    captured = capsys.readouterr()
+    assert len(_epoch_rows(captured.out)) == 2
+    assert "train_loss" in captured.out and "train_acc" in captured.out
+    assert captured.err == ""
+
+
+@pytest.mark.parametrize("make", [_pretrainer, _protonet], ids=["pretrain", "proto"])
+def test_no_colour_codes_when_stdout_is_not_a_terminal(make, base, capsys):
+    make(max_epochs=2, verbose=1).fit(*base)
+    out = capsys.readouterr().out
+    assert len(_epoch_rows(out)) == 2
+    assert "\x1b[" not in out
+
+
+def test_colour_codes_on_a_terminal(base, monkeypatch):
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    _pretrainer(max_epochs=1, verbose=1).fit(*base)
+    # skorch colours the best scores (every score of epoch 1 is the best)
+    assert "\x1b[" in terminal.getvalue()
+
+
+def test_progress_bar_only_when_stderr_is_a_terminal(base, capsys, monkeypatch):
+    redirected = _pretrainer(max_epochs=2, verbose=2).fit(*base)
+    captured = capsys.readouterr()
+    assert "progress_bar" not in dict(redirected.net_.callbacks_)
+    assert captured.err == ""  # no per-batch bar in a log file
+    assert len(_epoch_rows(captured.out)) == 2  # the epoch lines remain
+    assert "\x1b[" not in captured.out
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    on_terminal = _pretrainer(max_epochs=1, verbose=2).fit(*base)
+    assert "progress_bar" in dict(on_terminal.net_.callbacks_)
+
+
+def test_silent_with_verbose_0(base, capsys):
+    _protonet(max_epochs=1, verbose=0).fit(*base)
+    assert capsys.readouterr() == ("", "")
+
+
+# -- shared docstrings -----------------------------------------------------------
+
+
+def test_shared_parameters_are_documented_once_with_their_own_defaults():
+    pretrain, proto = SupervisedPretrainer.__doc__, ProtoNetMetaTrainer.__doc__
+    assert "{" + "verbose}" not in pretrain and "{" + "module}" not in proto
+    assert "    weight_decay : float, default=0.0005\n" in pretrain
+    assert "    weight_decay : float, default=0.0\n" in proto
+    optimizer = '    optimizer : {"sgd", "adam", "adamw"} or torch optimizer class, '
+    assert optimizer + 'default="adam"\n' in proto
+    shared = "L2 penalty of the optimizer."
+    assert shared in pretrain and shared in proto
+    assert "    module : torch.nn.Module\n" in pretrain  # required: no default
+
+
+def test_unknown_placeholder_fails_at_class_definition():
+    from skfewshot.training._docstrings import _fill_shared_docs
+
+    with pytest.raises(KeyError, match=r"placeholder \{max_epoch\}, which names"):
+
+        @_fill_shared_docs
+        class Trainer:
+            """Parameters
+            ----------
+            {max_epoch}
+            """
+
+            def __init__(self, max_epochs=3):
+                pass

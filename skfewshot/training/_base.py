@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import signal
+import sys
 import threading
 import warnings
 from contextlib import contextmanager
@@ -23,7 +25,13 @@ from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
-from skorch.callbacks import Callback, LRScheduler, PassthroughScoring, ProgressBar
+from skorch.callbacks import (
+    Callback,
+    LRScheduler,
+    PassthroughScoring,
+    PrintLog,
+    ProgressBar,
+)
 from skorch.dataset import unpack_data
 from skorch.utils import to_device
 from skorch.utils import to_tensor as _skorch_to_tensor
@@ -180,9 +188,40 @@ class _StopOnNonFinite(Callback):
         self._kept = None  # the copy is not kept with the fitted net
 
 
+#: The ANSI escape sequences (colours) that skorch's PrintLog writes.
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _is_terminal(stream) -> bool:
+    """Whether ``stream`` is an interactive terminal (False when unsure)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):  # no isatty, or closed
+        return False
+
+
+class _PrintLog(PrintLog):
+    """skorch's one-line-per-epoch table, coloured only on a terminal.
+
+    skorch colours the best scores with ANSI escape codes; written to a log
+    file or a pipe they are noise, so they are dropped unless the table is
+    printed to a stdout that is a terminal.
+    """
+
+    def format_row(self, row, key, color):
+        text = super().format_row(row, key, color)
+        if isinstance(text, str) and (
+            self.sink is not print or not _is_terminal(sys.stdout)
+        ):
+            return _ANSI_ESCAPE.sub("", text)
+        return text
+
+
 class _TrainerNetMixin:
     """skorch net additions both trainers use.
 
+    - The epoch table (``print_log``) has no colour codes unless stdout is a
+      terminal.
     - ``augment``: a callable applied to each *training* batch (already on the
       net's device) before the forward pass; validation and inference see the
       raw inputs.
@@ -203,6 +242,13 @@ class _TrainerNetMixin:
     def __init__(self, *args, augment=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.augment = augment
+
+    @property
+    def _default_callbacks(self):
+        return [
+            (name, _PrintLog() if name == "print_log" else callback)
+            for name, callback in super()._default_callbacks
+        ]
 
     def notify(self, method_name, **cb_kwargs):
         try:
@@ -304,7 +350,9 @@ class _BaseTrainer(BaseEstimator):
                     ),
                 )
             )
-        if self.verbose >= 2:
+        # per-batch bars only on a terminal: in a log they are kilobytes of
+        # carriage-return updates, and the epoch lines say the same
+        if self.verbose >= 2 and _is_terminal(sys.stderr):
             callbacks.append(
                 (
                     "progress_bar",

@@ -86,7 +86,7 @@ class EpisodicValidation(Callback):
     >>> valid = EpisodicValidation(X[40:], y[40:], n_way=3, n_shot=1, n_query=5,
     ...                            n_episodes=10)
     >>> trainer = SupervisedPretrainer(
-    ...     Conv4(hidden=8), max_epochs=3, random_state=0,
+    ...     Conv4(hidden=8), max_epochs=3, verbose=0, random_state=0,
     ...     callbacks=[valid, EarlyStopping(monitor="valid_fsl_acc",
     ...                                     lower_is_better=False)],
     ... ).fit(X[:40], y[:40])

@@ -46,18 +46,18 @@ class CosineHead(nn.Module):
 class PrototypeHead(nn.Module):
     """Prototypical-network logits of queries against class prototypes.
 
-    ``distance="euclidean"``: minus the squared Euclidean distance (Snell et
+    ``metric="euclidean"``: minus the squared Euclidean distance (Snell et
     al., 2017); ``"cosine"``: a learnt scale times the cosine similarity.
     """
 
-    def __init__(self, distance):
+    def __init__(self, metric):
         super().__init__()
-        self.distance = distance
-        if distance == "cosine":
+        self.metric = metric
+        if metric == "cosine":
             self.scale = nn.Parameter(torch.tensor(DEFAULT_SCALE))
 
     def forward(self, queries, prototypes):
-        if self.distance == "cosine":
+        if self.metric == "cosine":
             return cosine_logits(queries, prototypes, self.scale)
         return squared_euclidean_logits(queries, prototypes)
 

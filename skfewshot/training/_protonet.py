@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from numbers import Integral
-
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 from skorch import NeuralNet
 from torch.nn import functional as F
 
-from .._episodes import EpisodeSampler
+from .._episodes import EPISODE_CONSTRAINTS, EPISODE_DEFAULTS, EpisodeSampler
 from ._base import _BaseTrainer, _TrainerNetMixin
+from ._docstrings import _fill_shared_docs
 from ._heads import BackboneWithHead, PrototypeHead
 
 __all__ = ["ProtoNetMetaTrainer"]
@@ -63,6 +62,7 @@ class _EpisodicNet(_TrainerNetMixin, NeuralNet):
         return logits, torch.searchsorted(classes, y_true[s:])
 
 
+@_fill_shared_docs
 class ProtoNetMetaTrainer(_BaseTrainer):
     """Meta-train a backbone with prototypical networks on base-class episodes.
 
@@ -75,70 +75,47 @@ class ProtoNetMetaTrainer(_BaseTrainer):
 
     Parameters
     ----------
-    module : torch.nn.Module
-        The backbone, mapping a batch of inputs to ``(batch, n_features)``.
-        It is copied, never modified; training starts from its current weights.
+    {module}
     n_way : int, default=5
         Classes per training episode. Training with more ways than the test
         episodes often helps (Snell et al. trained 60-way for Omniglot).
-    n_shot : int, default=5
-        Support samples per class per episode.
+    n_shot : int, default=1
+        Support samples per class per episode. The default is the shot of
+        :class:`~skfewshot.model_selection.EpisodicSplit` and
+        :func:`~skfewshot.model_selection.evaluate_episodes`: Snell et al.
+        found training with the shot of the test episodes works best.
     n_query : int, default=15
         Query samples per class per episode.
     episodes_per_epoch : int, default=100
         Episodes (optimizer steps) per epoch.
-    max_epochs : int, default=100
-        Epochs.
-    lr : float, default=1e-3
-        Initial learning rate (Adam's, as in the original paper).
-    optimizer : {"adam", "adamw", "sgd"} or torch optimizer class, default="adam"
-        ``"sgd"`` uses Nesterov momentum 0.9. A class gets ``lr`` and
-        ``weight_decay`` only.
-    weight_decay : float, default=0.0
-        L2 penalty of the optimizer.
-    lr_schedule : {"cosine"} or None, default="cosine"
-        ``"cosine"`` anneals the learning rate to 0 over ``max_epochs`` (a
-        skorch ``LRScheduler`` named ``"lr_scheduler"``). Use ``None`` when
-        passing your own scheduler in ``callbacks``.
-    distance : {"euclidean", "cosine"}, default="euclidean"
-        ``"euclidean"``: logits are minus the squared Euclidean distances to
-        the prototypes. ``"cosine"``: a learnt scale (starting at 10) times the
-        cosine similarities.
-    augment : callable or None, default=None
-        ``augment(X_batch) -> X_batch`` applied to every training episode (a
-        float tensor already on the training device). Draw its randomness from
-        torch's global generator: ``fit`` seeds it from ``random_state``.
-    device : str or torch.device, default="auto"
-        ``"auto"``: CUDA, then Apple MPS, then CPU.
-    callbacks : list or None, default=None
-        skorch callbacks (or ``(name, callback)`` pairs) added to the defaults,
-        e.g. ``EpisodicValidation``, ``EarlyStopping``, ``Checkpoint``. They are
-        copied at ``fit``; the fitted copies are in ``net_.callbacks_``.
-    verbose : int, default=0
-        1 prints one line per epoch; 2 adds a progress bar per epoch.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the episodes, dropout and ``augment``. An int gives identical
-        results on the CPU (GPU kernels may not be bitwise deterministic).
+    {max_epochs}
+    {lr}
+    {optimizer}
+    {weight_decay}
+    {lr_schedule}
+    metric : {"euclidean", "cosine"}, default="euclidean"
+        How queries are scored against the prototypes (the ``metric`` of
+        :class:`~skfewshot.PrototypeClassifier`): ``"euclidean"``, minus the
+        squared Euclidean distances; ``"cosine"``, a learnt scale (starting
+        at 10) times the cosine similarities.
+    {augment}
+    {device}
+    {callbacks}
+    {verbose}
+    {random_state}
 
     Attributes
     ----------
-    backbone_ : torch.nn.Module
-        The trained copy of ``module``, on the CPU, in eval mode. Save it with
-        ``torch.save(backbone_.state_dict(), path)``. Never holds NaN/inf
-        weights: if training diverges, ``fit`` warns, stops and keeps the last
-        finite weights (see :meth:`fit`).
-    classes_ : ndarray of shape (n_classes,)
-        The base classes.
-    n_features_out_ : int
-        Features the backbone produces per sample.
+    {backbone_}
+    {classes_}
+    {n_features_out_}
     history_ : skorch.history.History
         Per-epoch records: ``train_loss`` and ``train_acc`` (query loss and
         accuracy averaged over the epoch's episodes), ``dur``, and whatever the
         callbacks add.
     net_ : skorch.NeuralNet
         The trained net; ``net_.module_.backbone`` is the backbone it trained.
-    n_features_in_ : int
-        Size of the second axis of ``X`` (the channels for images).
+    {n_features_in_}
 
     See Also
     --------
@@ -160,7 +137,7 @@ class ProtoNetMetaTrainer(_BaseTrainer):
     >>> y = np.repeat(np.arange(6), 10)
     >>> trainer = ProtoNetMetaTrainer(
     ...     Conv4(hidden=8), n_way=3, n_shot=2, n_query=3, episodes_per_epoch=5,
-    ...     max_epochs=2, random_state=0).fit(X, y)
+    ...     max_epochs=2, verbose=0, random_state=0).fit(X, y)
     >>> trainer.net_.history[-1, "train_batch_count"]
     5
     >>> trainer.backbone_.training
@@ -169,31 +146,31 @@ class ProtoNetMetaTrainer(_BaseTrainer):
 
     _parameter_constraints: dict = {
         **_BaseTrainer._parameter_constraints,
-        "n_way": [Interval(Integral, 2, None, closed="left")],
-        "n_shot": [Interval(Integral, 1, None, closed="left")],
-        "n_query": [Interval(Integral, 1, None, closed="left")],
-        "episodes_per_epoch": [Interval(Integral, 1, None, closed="left")],
-        "distance": [StrOptions({"euclidean", "cosine"})],
+        "n_way": EPISODE_CONSTRAINTS["n_way"],
+        "n_shot": EPISODE_CONSTRAINTS["n_shot"],
+        "n_query": EPISODE_CONSTRAINTS["n_query"],
+        "episodes_per_epoch": EPISODE_CONSTRAINTS["n_episodes"],
+        "metric": [StrOptions({"euclidean", "cosine"})],
     }
 
     def __init__(
         self,
         module,
         *,
-        n_way=5,
-        n_shot=5,
-        n_query=15,
+        n_way=EPISODE_DEFAULTS["n_way"],
+        n_shot=EPISODE_DEFAULTS["n_shot"],
+        n_query=EPISODE_DEFAULTS["n_query"],
         episodes_per_epoch=100,
         max_epochs=100,
         lr=1e-3,
         optimizer="adam",
         weight_decay=0.0,
         lr_schedule="cosine",
-        distance="euclidean",
+        metric="euclidean",
         augment=None,
         device="auto",
         callbacks=None,
-        verbose=0,
+        verbose=1,
         random_state=None,
     ):
         self.module = module
@@ -206,7 +183,7 @@ class ProtoNetMetaTrainer(_BaseTrainer):
         self.optimizer = optimizer
         self.weight_decay = weight_decay
         self.lr_schedule = lr_schedule
-        self.distance = distance
+        self.metric = metric
         self.augment = augment
         self.device = device
         self.callbacks = callbacks
@@ -221,7 +198,7 @@ class ProtoNetMetaTrainer(_BaseTrainer):
         return self.episodes_per_epoch
 
     def _make_module(self, backbone, n_features, n_classes):
-        head = PrototypeHead(self.distance)
+        head = PrototypeHead(self.metric)
         return BackboneWithHead(backbone, head, apply_head=False)
 
     def _make_net(self, module, y_encoded, seed, common):
