@@ -22,9 +22,6 @@ __all__ = ["FewShotCurveDisplay"]
 
 _SCORE_ATTRS = ("n_shot", "n_way", "mean", "ci95")
 
-# TODO(issue 9): remove once cli.py calls check_matplotlib_support itself
-_check_matplotlib = check_matplotlib_support
-
 
 def _check_shots(shots):
     """Shot counts as a 1-D int array of distinct values >= 1."""
