@@ -12,10 +12,10 @@ the same conventions.
 from __future__ import annotations
 
 from numbers import Integral
-from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse
+from numpy.typing import ArrayLike
 from scipy.special import log_softmax, softmax
 from sklearn.utils.extmath import row_norms
 from sklearn.utils.multiclass import check_classification_targets
@@ -24,9 +24,6 @@ from sklearn.utils.validation import (
     check_is_fitted,
     validate_data,
 )
-
-if TYPE_CHECKING:
-    from numpy.typing import ArrayLike
 
 #: Feature dtypes the heads accept: float32 stays float32, the rest -> float64.
 _FLOAT_DTYPES = [np.float64, np.float32]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import functools
 import warnings
 from numbers import Integral, Real
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from scipy.optimize import minimize
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
@@ -31,9 +31,6 @@ from skfewshot._torch_utils import (
     to_device_tensor,
     to_host_array,
 )
-
-if TYPE_CHECKING:
-    from numpy.typing import ArrayLike
 
 __all__ = ["FineTunedCosineClassifier"]
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
 from torch import nn
 
 from ._common import _check_images, _check_positive_int, _pooled_size
@@ -63,7 +66,7 @@ class Conv4(nn.Module):
     (64, 1600)
     """
 
-    def __init__(self, in_channels: int = 1, hidden: int = 64):
+    def __init__(self, in_channels: int = 1, hidden: int = 64) -> None:
         super().__init__()
         _check_positive_int("in_channels", in_channels)
         _check_positive_int("hidden", hidden)
@@ -76,7 +79,7 @@ class Conv4(nn.Module):
             )
         )
 
-    def out_features(self, input_shape) -> int:
+    def out_features(self, input_shape: Sequence[int]) -> int:
         """Number of output features for images of ``input_shape``.
 
         Parameters
@@ -98,7 +101,7 @@ class Conv4(nn.Module):
         height, width = _pooled_size(input_shape, _N_BLOCKS, "Conv4")
         return self.hidden * height * width
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map images ``(batch, in_channels, H, W)`` to features ``(batch, d)``."""
         _check_images(x, self.in_channels, _N_BLOCKS, "Conv4")
         return self.encoder(x).flatten(1)

@@ -13,8 +13,11 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import os
 import zipfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -128,7 +131,13 @@ def _check_input_shape(input_shape):
     return [int(v) for v in shape]
 
 
-def save_backbone(module, path, *, input_shape=None, trained_on=None):
+def save_backbone(
+    module: torch.nn.Module,
+    path: str | os.PathLike,
+    *,
+    input_shape: Sequence[int] | None = None,
+    trained_on: Mapping[str, Any] | None = None,
+) -> None:
     """Save a :mod:`skfewshot.models` backbone with its architecture and weights.
 
     The file holds only tensors and plain Python values, so
@@ -351,7 +360,7 @@ def _validated(path, blob):
     return skeleton, meta
 
 
-def load_backbone(path):
+def load_backbone(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
     """Load a backbone written by :func:`save_backbone`, in eval mode on the CPU.
 
     Nothing in the file is trusted: it is read with torch's weights-only loader

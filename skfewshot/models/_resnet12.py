@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
 from torch import nn
 from torch.nn import functional as F
 
@@ -101,7 +104,7 @@ class ResNet12(nn.Module):
         in_channels: int = 3,
         channels: tuple[int, int, int, int] = (64, 160, 320, 640),
         drop_rate: float = 0.0,
-    ):
+    ) -> None:
         super().__init__()
         _check_positive_int("in_channels", in_channels)
         channels = tuple(channels)
@@ -130,7 +133,7 @@ class ResNet12(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def out_features(self, input_shape) -> int:
+    def out_features(self, input_shape: Sequence[int]) -> int:
         """Number of output features for images of ``input_shape``.
 
         Parameters
@@ -151,7 +154,7 @@ class ResNet12(nn.Module):
         _pooled_size(input_shape, len(self.channels), "ResNet12")
         return self.out_dim
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map images ``(batch, in_channels, H, W)`` to features ``(batch, d)``."""
         _check_images(x, self.in_channels, len(self.channels), "ResNet12")
         return self.blocks(x).mean(dim=(2, 3))

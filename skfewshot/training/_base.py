@@ -21,6 +21,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
@@ -389,7 +390,7 @@ class _BaseTrainer(BaseEstimator):
         return kwargs
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X: ArrayLike, y: ArrayLike) -> _BaseTrainer:
         """Train a copy of ``module`` on the base classes.
 
         Parameters

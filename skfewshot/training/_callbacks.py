@@ -5,11 +5,12 @@ from __future__ import annotations
 from contextlib import suppress
 
 import numpy as np
-from sklearn.base import clone
+from numpy.typing import ArrayLike
+from sklearn.base import BaseEstimator, clone
 from sklearn.utils import check_array, column_or_1d
 from skorch.callbacks import Callback
 
-from .._episodes import EpisodeSampler
+from .._episodes import EPISODE_DEFAULTS, EpisodeSampler
 from ..backbone import BackboneTransformer
 
 __all__ = ["EpisodicValidation"]
@@ -97,21 +98,21 @@ class EpisodicValidation(Callback):
 
     def __init__(
         self,
-        X_val,
-        y_val,
+        X_val: ArrayLike,
+        y_val: ArrayLike,
         *,
-        n_way,
-        n_shot,
-        n_query=15,
-        n_episodes=100,
-        head=None,
-        groups=None,
-        within_groups=False,
-        batch_size=256,
-        random_state=0,
-        name="valid_fsl_acc",
-        lower_is_better=False,
-    ):
+        n_way: int,
+        n_shot: int,
+        n_query: int = EPISODE_DEFAULTS["n_query"],
+        n_episodes: int = 100,
+        head: BaseEstimator | None = None,
+        groups: ArrayLike | None = None,
+        within_groups: bool = False,
+        batch_size: int = 256,
+        random_state: int | np.random.RandomState | None = 0,
+        name: str = "valid_fsl_acc",
+        lower_is_better: bool = False,
+    ) -> None:
         self.X_val = X_val
         self.y_val = y_val
         self.n_way = n_way

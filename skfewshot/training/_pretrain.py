@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from numbers import Integral
 
+import numpy as np
+import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from skorch import NeuralNetClassifier
 
@@ -108,22 +111,22 @@ class SupervisedPretrainer(_BaseTrainer):
 
     def __init__(
         self,
-        module,
+        module: torch.nn.Module,
         *,
-        head="linear",
-        max_epochs=100,
-        lr=0.05,
-        batch_size=64,
-        optimizer="sgd",
-        weight_decay=5e-4,
-        lr_schedule="cosine",
-        augment=None,
-        train_split=None,
-        device="auto",
-        callbacks=None,
-        verbose=1,
-        random_state=None,
-    ):
+        head: str = "linear",
+        max_epochs: int = 100,
+        lr: float = 0.05,
+        batch_size: int = 64,
+        optimizer: str | type[torch.optim.Optimizer] = "sgd",
+        weight_decay: float = 5e-4,
+        lr_schedule: str | None = "cosine",
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        train_split: Callable | None = None,
+        device: str | torch.device = "auto",
+        callbacks: Sequence | None = None,
+        verbose: int = 1,
+        random_state: int | np.random.RandomState | None = None,
+    ) -> None:
         self.module = module
         self.head = head
         self.max_epochs = max_epochs

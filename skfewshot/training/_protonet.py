@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
@@ -155,24 +157,24 @@ class ProtoNetMetaTrainer(_BaseTrainer):
 
     def __init__(
         self,
-        module,
+        module: torch.nn.Module,
         *,
-        n_way=EPISODE_DEFAULTS["n_way"],
-        n_shot=EPISODE_DEFAULTS["n_shot"],
-        n_query=EPISODE_DEFAULTS["n_query"],
-        episodes_per_epoch=100,
-        max_epochs=100,
-        lr=1e-3,
-        optimizer="adam",
-        weight_decay=0.0,
-        lr_schedule="cosine",
-        metric="euclidean",
-        augment=None,
-        device="auto",
-        callbacks=None,
-        verbose=1,
-        random_state=None,
-    ):
+        n_way: int = EPISODE_DEFAULTS["n_way"],
+        n_shot: int = EPISODE_DEFAULTS["n_shot"],
+        n_query: int = EPISODE_DEFAULTS["n_query"],
+        episodes_per_epoch: int = 100,
+        max_epochs: int = 100,
+        lr: float = 1e-3,
+        optimizer: str | type[torch.optim.Optimizer] = "adam",
+        weight_decay: float = 0.0,
+        lr_schedule: str | None = "cosine",
+        metric: str = "euclidean",
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        device: str | torch.device = "auto",
+        callbacks: Sequence | None = None,
+        verbose: int = 1,
+        random_state: int | np.random.RandomState | None = None,
+    ) -> None:
         self.module = module
         self.n_way = n_way
         self.n_shot = n_shot
