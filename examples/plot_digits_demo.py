@@ -17,22 +17,17 @@ with scikit-learn (this is what ``skfewshot demo`` runs):
 
 # %%
 import torch
-from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import Normalizer
 
-from skfewshot import (
-    BackboneTransformer,
-    FineTunedCosineClassifier,
-    PrototypeClassifier,
-)
+from skfewshot import BackboneTransformer
 from skfewshot.datasets import load_digits_images
 from skfewshot.models import Conv4
 from skfewshot.plotting import FewShotCurveDisplay
+from skfewshot.recipes import HEAD_LABELS, HEADS, make_head
 from skfewshot.training import SupervisedPretrainer
 
-X, y = load_digits_images(return_X_y=True)  # (1797, 1, 8, 8)
-X = X.repeat(4, axis=-1).repeat(4, axis=-2)  # 32x32: Conv4 pools four times
+# (1797, 1, 32, 32): the 8x8 digits enlarged, as Conv4 halves the size four times
+X, y = load_digits_images(image_size=32, return_X_y=True)
 base, novel = y < 5, y >= 5
 
 torch.manual_seed(0)
@@ -43,16 +38,14 @@ print(f"final training accuracy: {trainer.history_[-1, 'train_acc']:.3f}")
 
 # %%
 # One pipeline per head; the frozen backbone is shared and its features are
-# computed once for all of them.
+# computed once for all of them. The heads are those of the ``skfewshot``
+# command, by name (:func:`skfewshot.recipes.make_head`):
+# :class:`~skfewshot.PrototypeClassifier`,
+# :class:`~skfewshot.FineTunedCosineClassifier` (inductive, and transductive
+# with ``entropy_weight=0.1``) and scikit-learn's ``LogisticRegression`` on
+# L2-normalised features.
 features = BackboneTransformer(trainer.backbone_)
-heads = {
-    "PrototypeClassifier": PrototypeClassifier(),
-    "FineTunedCosine": FineTunedCosineClassifier(random_state=0),
-    "FineTunedCosine (transductive)": FineTunedCosineClassifier(
-        transductive=True, entropy_weight=0.1, random_state=0
-    ),
-    "LogisticRegression": make_pipeline(Normalizer(), LogisticRegression()),
-}
+heads = {HEAD_LABELS[name]: make_head(name) for name in HEADS}
 display = FewShotCurveDisplay.from_estimator(
     {name: make_pipeline(features, head) for name, head in heads.items()},
     X[novel],

@@ -28,7 +28,7 @@ X, y = load_digits_images(return_X_y=True)
 flatten = FunctionTransformer(lambda images: images.reshape(len(images), -1))
 val, test = y < 5, y >= 5
 
-pipe = make_pipeline(flatten, FineTunedCosineClassifier(random_state=0))
+pipe = make_pipeline(flatten, FineTunedCosineClassifier())
 alphas = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
 search = GridSearchCV(
     pipe,

@@ -100,7 +100,7 @@ if have_data:
 if have_data:
     heads = {
         "prototypes": PrototypeClassifier(),
-        "fine-tuned cosine": FineTunedCosineClassifier(random_state=0),
+        "fine-tuned cosine": FineTunedCosineClassifier(),
     }
     results = {}
     for bname, backbone in backbones.items():

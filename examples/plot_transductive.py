@@ -29,9 +29,9 @@ novel = y >= 5
 
 heads = {
     "PrototypeClassifier": PrototypeClassifier(),
-    "FineTunedCosine (inductive)": FineTunedCosineClassifier(random_state=0),
+    "FineTunedCosine (inductive)": FineTunedCosineClassifier(),
     "FineTunedCosine (transductive)": FineTunedCosineClassifier(
-        transductive=True, entropy_weight=0.1, random_state=0
+        transductive=True, entropy_weight=0.1
     ),
 }
 display = FewShotCurveDisplay.from_estimator(
