@@ -644,6 +644,14 @@ def build_parser():
         help="show the traceback of any error (a user error is otherwise one line)",
     )
 
+    head = argparse.ArgumentParser(add_help=False)
+    head.add_argument(
+        "--head",
+        choices=HEADS,
+        default="prototype",
+        help="few-shot head, see skfewshot.recipes.make_head (default: prototype)",
+    )
+
     demo = sub.add_parser(
         "demo",
         parents=[common],
@@ -682,7 +690,7 @@ def build_parser():
 
     ev = sub.add_parser(
         "evaluate",
-        parents=[common],
+        parents=[common, head],
         help="episodic evaluation of a saved backbone + head on a dataset",
         description=(
             "Episodic evaluation (mean accuracy ± 95% CI) of a backbone saved with "
@@ -723,12 +731,6 @@ def build_parser():
         "texts (needs the text extra); default: built-in LSA features",
     )
     ev.add_argument(
-        "--head",
-        choices=HEADS,
-        default="prototype",
-        help="few-shot head (default: prototype)",
-    )
-    ev.add_argument(
         "--n-way",
         type=_positive_int,
         default=5,
@@ -761,7 +763,7 @@ def build_parser():
 
     runs = sub.add_parser(
         "runs",
-        parents=[common],
+        parents=[common, head],
         help="the 20-run Omniglot one-shot benchmark",
         description=(
             "Error rate of a saved backbone + head on the Omniglot one-shot "
@@ -780,12 +782,6 @@ def build_parser():
         metavar="FILE",
         required=True,
         help="backbone file written by skfewshot.models.save_backbone",
-    )
-    runs.add_argument(
-        "--head",
-        choices=HEADS,
-        default="prototype",
-        help="few-shot head (default: prototype)",
     )
     runs.set_defaults(func=_cmd_runs)
     return parser

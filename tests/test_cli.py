@@ -212,15 +212,23 @@ def test_runs_on_runs_built_from_small2(shared_data, tmp_path, capsys):
     assert "overall error rate" in out and "run02" in out
 
 
-def test_evaluate_banking77_on_lsa_features(tmp_path, capsys):
+def banking77_dir(folder):
+    """A Banking77-style train.csv: 6 intents x 6 texts, one keyword each."""
     words = ["card", "transfer", "refund", "pin", "atm", "fee"]
     rows = ["text,category"]
     for c, word in enumerate(words):
         for i in range(6):
             rows.append(f'"my {word} issue number {i}, please help",intent_{c}')
-    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
-    argv = ["evaluate", "--dataset", "banking77", "--data-dir", str(tmp_path)]
-    argv += ["--n-way", "5", "--n-shot", "1", "--n-query", "3", "--episodes", "5"]
+    (folder / "train.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+BANKING77 = ["evaluate", "--dataset", "banking77", "--n-way", "5", "--n-shot", "1"]
+BANKING77 += ["--n-query", "3", "--episodes", "5"]
+
+
+def test_evaluate_banking77_on_lsa_features(tmp_path, capsys):
+    argv = [*BANKING77, "--data-dir", str(banking77_dir(tmp_path))]
     status, out, _ = run_cli(capsys, *argv, "--json", "--quiet")
     assert status == 0
     result = json.loads(out)
@@ -794,20 +802,6 @@ def test_options_that_do_not_apply_are_refused(extra, message, capsys):
     status, _, err = run_cli(capsys, *argv)
     assert status == 1
     assert err.startswith(f"skfewshot evaluate: error: {message}")
-
-
-def banking77_dir(folder):
-    words = ["card", "transfer", "refund", "pin", "atm", "fee"]
-    rows = ["text,category"]
-    for c, word in enumerate(words):
-        for i in range(6):
-            rows.append(f'"my {word} issue number {i}, please help",intent_{c}')
-    (folder / "train.csv").write_text("\n".join(rows) + "\n")
-    return folder
-
-
-BANKING77 = ["evaluate", "--dataset", "banking77", "--n-way", "5", "--n-shot", "1"]
-BANKING77 += ["--n-query", "3", "--episodes", "5"]
 
 
 def test_banking77_shows_progress_and_times_each_step(tmp_path, capsys):
