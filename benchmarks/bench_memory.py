@@ -150,7 +150,7 @@ def case_finetune(scale):
     from skfewshot.finetune import FineTunedCosineClassifier
 
     return _head_case(
-        lambda: FineTunedCosineClassifier(max_iter=5, device="cpu", random_state=0),
+        lambda: FineTunedCosineClassifier(max_iter=5, device="cpu"),
         200_000 // scale,
         5,
     )

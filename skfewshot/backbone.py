@@ -47,8 +47,6 @@ _HOST_DTYPES = {
     "bfloat16": np.float32,
 }
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-# Old name, read by tests/test_training.py until it imports skfewshot._feature_cache.
-_CACHE = FEATURE_CACHE
 
 
 class BackboneTransformer(

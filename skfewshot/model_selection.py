@@ -12,6 +12,7 @@ This module uses only the scikit-learn estimator API: it does not import torch.
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -551,13 +552,17 @@ def evaluate_episodes(
     accuracies = np.empty(n_episodes)
     total = 0.0  # running sum: the bar's mean costs O(1) per episode
     with tqdm(
-        total=n_episodes, desc=f"{n_way}-way {n_shot}-shot", disable=not verbose
+        total=n_episodes,
+        desc=f"{n_way}-way {n_shot}-shot",
+        disable=not verbose,
+        # a log file keeps every redraw: redraw rarely when not a terminal
+        mininterval=0.1 if sys.stderr.isatty() else 30,
     ) as bar:
         for i, accuracy in enumerate(results):
             accuracies[i] = accuracy
             total += accuracy
             bar.update()
-            bar.set_postfix(acc=f"{100 * total / (i + 1):.1f}%")
+            bar.set_postfix(acc=f"{100 * total / (i + 1):.1f}%", refresh=False)
     return EpisodeScores(
         accuracies,
         n_way=n_way,

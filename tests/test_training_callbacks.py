@@ -12,7 +12,8 @@ from _training_testing import (
 from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback, Checkpoint, EarlyStopping
 
-from skfewshot.backbone import _CACHE, BackboneTransformer
+from skfewshot._feature_cache import FEATURE_CACHE
+from skfewshot.backbone import BackboneTransformer
 from skfewshot.model_selection import evaluate_episodes
 from skfewshot.prototype import PrototypeClassifier
 from skfewshot.training import (
@@ -66,14 +67,14 @@ def test_episodic_validation_records_the_few_shot_accuracy(make, base, novel):
 
 
 def test_episodic_validation_restores_train_mode_and_skips_the_cache(base, novel):
-    n_cached = len(_CACHE)
+    n_cached = len(FEATURE_CACHE)
     callbacks = [episodic_validation(novel), _RecordTrainingFlags()]
     trainer = pretrainer(max_epochs=2, callbacks=callbacks).fit(*base)
     # skorch trains in train mode; the validation pass must hand it back so
     flags = trainer.history_[:, "backbone_training"]
     n_modules = len(list(trainer.backbone_.modules()))
     assert flags == [[True] * n_modules] * 2
-    assert len(_CACHE) == n_cached  # validation features are not cached
+    assert len(FEATURE_CACHE) == n_cached  # validation features are not cached
 
 
 def test_episodic_validation_drives_early_stopping_and_checkpoint(
