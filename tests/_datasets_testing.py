@@ -6,7 +6,6 @@ per session), and a peak-memory probe for the bounded-read tests.
 """
 
 import struct
-import tracemalloc
 import zipfile
 import zlib
 from pathlib import Path
@@ -137,17 +136,6 @@ GOOD_LINE = ["run01/test/item01.png run01/training/class02.png"]
 
 
 BOMB_BYTES = 64 << 20  # what the bomb's image data inflates to
-
-
-def peak_bytes(call):
-    """The peak of Python-traced memory while ``call()`` runs."""
-    tracemalloc.start()
-    try:
-        call()
-    finally:
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-    return peak
 
 
 def zip_with_member(path, name, data, compression=zipfile.ZIP_DEFLATED):

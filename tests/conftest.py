@@ -87,3 +87,19 @@ def build_omniglot_runs(shared_data, root, n_runs=2, n_way=20):
             (root / run / "class_labels.txt").write_text("\n".join(lines) + "\n")
             expected[run] = (support, query, query_class)
     return expected
+
+
+@pytest.fixture
+def base():
+    """Digits images of the base classes 0-4 (``(X, y)``), for the trainers."""
+    from _training_testing import base_classes
+
+    return base_classes()
+
+
+@pytest.fixture
+def novel():
+    """Digits images of the novel classes 5-9 (``(X, y)``), for the trainers."""
+    from _training_testing import novel_classes
+
+    return novel_classes()

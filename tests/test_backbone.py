@@ -1,17 +1,16 @@
 """Tests for skfewshot.backbone.BackboneTransformer."""
 
 import copy
-import gc
 import os
 import pickle
 import subprocess
 import sys
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _memory_testing import traced
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
@@ -628,30 +627,13 @@ def test_state_the_key_cannot_capture_bypasses_the_cache(rng):
 # -- the cache's memory follows cache_size --------------------------------------
 
 
-def _traced(fn):
-    """Run ``fn``; return (its result, peak bytes, bytes still held but the result)."""
-    gc.collect()
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        result = fn()
-        peak = tracemalloc.get_traced_memory()[1] - base
-        size = result.nbytes
-        del result
-        gc.collect()
-        held = tracemalloc.get_traced_memory()[0] - base
-    finally:
-        tracemalloc.stop()
-    return size, peak, held
-
-
 def test_cache_memory_follows_cache_size(rng):
     n, d, k = 20_000, 64, 500
     X = rng.normal(size=(n, d)).astype(np.float32)
     bt = BackboneTransformer(torch.nn.Identity(), device="cpu", cache_size=k)
     bt.fit(X[:3])
     BackboneTransformer.clear_cache()
-    out_bytes, peak, held = _traced(lambda: bt.transform(X))
+    out_bytes, peak, held = traced(lambda: bt.transform(X))
     assert len(FEATURE_CACHE) == k
     assert FEATURE_CACHE.nbytes() == k * (d * 4 + 8)  # rows + last-use ticks
     # Held: k rows and about 200 bytes of index per row; the peak: the output,

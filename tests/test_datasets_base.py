@@ -15,10 +15,10 @@ from _datasets_testing import (
     STROKE,
     encode_png,
     fake_omniglot,
-    peak_bytes,
     tiny_run,
     zip_with_member,
 )
+from _memory_testing import peak_bytes
 
 from skfewshot.datasets import (
     _base,

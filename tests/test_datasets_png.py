@@ -11,11 +11,11 @@ from _datasets_testing import (
     BOMB_BYTES,
     encode_png,
     fake_omniglot,
-    peak_bytes,
     png_chunk,
     tiny_run,
     zip_folder,
 )
+from _memory_testing import peak_bytes
 
 from skfewshot.datasets import load_omniglot, load_omniglot_runs
 from skfewshot.datasets._png import decode_png

@@ -1,12 +1,11 @@
 """Tests for skfewshot._feature_cache: the store, its bounds and the state key."""
 
 import copy
-import gc
-import tracemalloc
 
 import numpy as np
 import pytest
 import torch
+from _memory_testing import traced
 from numpy.testing import assert_array_equal
 from sklearn.utils import gen_batches
 
@@ -107,23 +106,6 @@ def test_a_smaller_cap_shrinks_the_storage():
     assert computed == [0, 1, 2, 3, 4]
 
 
-def _traced(fn):
-    """Run ``fn``; return (result bytes, peak bytes, bytes held but the result)."""
-    gc.collect()
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        result = fn()
-        peak = tracemalloc.get_traced_memory()[1] - base
-        size = result.nbytes
-        del result
-        gc.collect()
-        held = tracemalloc.get_traced_memory()[0] - base
-    finally:
-        tracemalloc.stop()
-    return size, peak, held
-
-
 def copy_rows(X):
     """``compute`` that copies the rows of ``X`` in batches, as a backbone does."""
 
@@ -140,7 +122,7 @@ def copy_rows(X):
 def test_memory_follows_max_rows():
     n, d, k = 20_000, 64, 500
     X = np.random.RandomState(0).normal(size=(n, d)).astype(np.float32)
-    out_bytes, peak, held = _traced(
+    out_bytes, peak, held = traced(
         lambda: cached_features(b"k", n, lambda r: row_keys(X[r]), copy_rows(X), k)
     )
     assert len(FEATURE_CACHE) == k
@@ -157,7 +139,7 @@ def test_memory_follows_max_rows():
 def test_small_rows_cost_little():
     n = 10_000
     X = np.random.RandomState(0).normal(size=(n, 4)).astype(np.float32)
-    _, _, held = _traced(
+    _, _, held = traced(
         lambda: cached_features(b"k", n, lambda r: row_keys(X[r]), copy_rows(X), n)
     )
     assert len(FEATURE_CACHE) == n

@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from _memory_testing import peak_bytes
 from sklearn import config_context
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
 from sklearn.feature_extraction.text import CountVectorizer
@@ -803,18 +804,15 @@ def test_evaluate_episodes_draws_lazily_in_parallel(blobs, count_draws):
 
 
 def test_evaluate_episodes_memory_does_not_grow_with_n_episodes(blobs):
-    import tracemalloc
-
     X, y, _ = blobs
-    tracemalloc.start()
-    try:
+
+    def call():
         with pytest.raises(StopEpisodes):
             evaluate_episodes(
                 FitOnce(), X, y, n_way=5, n_shot=1, n_query=5, n_episodes=100_000
             )
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+
+    peak = peak_bytes(call)
     # drawing the 100,000 episodes up front took ~100 MiB
     assert peak < 4 * 2**20
 

@@ -1,10 +1,10 @@
 """Tests for skfewshot.prototype.PrototypeClassifier."""
 
 import pickle
-import tracemalloc
 
 import numpy as np
 import pytest
+from _memory_testing import peak_bytes
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.base import clone
 from sklearn.datasets import make_blobs
@@ -360,13 +360,6 @@ def test_fit_memory_is_bounded_by_the_input_at_many_classes(center):
     X = rng.standard_normal((20_000, 64), dtype=np.float32)
     y = np.repeat(np.arange(2000), 10)
     clf = PrototypeClassifier(center=center)
-    tracemalloc.start()
-    try:
-        before, _ = tracemalloc.get_traced_memory()
-        tracemalloc.reset_peak()
-        clf.fit(X, y)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak - before <= 1.2 * X.nbytes, (peak - before) / X.nbytes
+    peak = peak_bytes(lambda: clf.fit(X, y))
+    assert peak <= 1.2 * X.nbytes, peak / X.nbytes
     assert_allclose(clf.prototypes_[7], X[70:80].mean(axis=0), **F32)

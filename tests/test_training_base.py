@@ -13,11 +13,9 @@ import pytest
 import torch
 from _training_testing import (
     TRAINERS,
-    base_classes,
     conv4,
     episodic_validation,
     finite,
-    novel_classes,
     pretrainer,
     protonet,
     same_state,
@@ -32,17 +30,6 @@ from skfewshot.training import (
     ProtoNetMetaTrainer,
     SupervisedPretrainer,
 )
-
-
-@pytest.fixture
-def base():
-    return base_classes()
-
-
-@pytest.fixture
-def novel():
-    return novel_classes()
-
 
 # -- learning -----------------------------------------------------------------
 

@@ -3,9 +3,7 @@
 import pytest
 import torch
 from _training_testing import (
-    base_classes,
     episodic_validation,
-    novel_classes,
     pretrainer,
     protonet,
 )
@@ -19,16 +17,6 @@ from skfewshot.prototype import PrototypeClassifier
 from skfewshot.training import (
     EpisodicValidation,
 )
-
-
-@pytest.fixture
-def base():
-    return base_classes()
-
-
-@pytest.fixture
-def novel():
-    return novel_classes()
 
 
 class _RecordTrainingFlags(Callback):

@@ -1,17 +1,10 @@
 """Tests for skfewshot.training._pretrain: SupervisedPretrainer."""
 
-import pytest
 from _training_testing import (
-    base_classes,
     pretrainer,
 )
 
 from skfewshot.training._heads import CosineHead
-
-
-@pytest.fixture
-def base():
-    return base_classes()
 
 
 def test_cosine_head_is_baseline_plus_plus(base):

@@ -4,18 +4,12 @@ import numpy as np
 import pytest
 import torch
 from _training_testing import (
-    base_classes,
     protonet,
     same_state,
 )
 
 from skfewshot.training._heads import BackboneWithHead, PrototypeHead
 from skfewshot.training._protonet import _EpisodeBatchSampler, _EpisodicNet
-
-
-@pytest.fixture
-def base():
-    return base_classes()
 
 
 def test_protonet_needs_enough_classes_and_samples(base):
