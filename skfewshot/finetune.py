@@ -76,7 +76,9 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
         L(W, b, s) = \\frac{\\sum_{i \\in S} v_i \\, CE_i}{\\sum_{i \\in S} v_i}
         + \\alpha \\left(\\lVert \\hat W - W_0 \\rVert_F^2
         + \\lVert b \\rVert_2^2\\right)
-        + \\lambda \\frac{\\sum_{u \\in U} v_u H(p_u)}{\\sum_{u \\in U} v_u}
+        + \\lambda \\left(\\sum_{u \\in U} \\bar v_u H(p_u)
+        - \\mu \\, H\\Big(\\sum_{u \\in U} \\bar v_u p_u\\Big)\\right),
+        \\qquad \\bar v_u = \\frac{v_u}{\\sum_{u' \\in U} v_{u'}}
 
     where ``W_hat`` is ``W`` with its rows L2-normalised (so the penalty is
     ``2 alpha sum_c (1 - cos(w_c, w0_c)) + alpha ||b||^2``: it pulls the class
@@ -84,10 +86,18 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
     prototypes), ``S`` are the labelled rows, ``CE_i`` the cross-entropy of row ``i``,
     ``v`` the sample weights, ``U`` the unlabelled rows (``y ==
     unlabelled_label``, see below), ``H(p_u)``
-    the entropy of the predicted distribution of row ``u`` and
-    ``lambda = entropy_weight``; ``s`` is ``scale``, learned only if
-    ``learn_scale=True``. This is the fine-tuning baseline of few-shot learning
-    (Chen et al. [1]_) with the transductive entropy term of Dhillon et al. [2]_.
+    the entropy of the predicted distribution of row ``u``,
+    ``lambda = entropy_weight`` and ``mu = marginal_weight``; ``s`` is
+    ``scale``, learned only if ``learn_scale=True``. This is the fine-tuning
+    baseline of few-shot learning (Chen et al. [1]_) with, on the unlabelled
+    rows, the conditional entropy term of Dhillon et al. [2]_ (minimised: each
+    prediction confident) and the marginal entropy term of TIM (Boudiaf et
+    al. [3]_; maximised: the predictions spread over the classes). With the
+    default ``mu = 1`` the two make ``-lambda`` times the mutual information
+    between the unlabelled rows and their predicted classes; ``mu = 0`` gives
+    the conditional entropy alone, which can collapse: raising one class's
+    bias makes every prediction confident, so on hard episodes it sends
+    nearly all the queries to one class.
 
     Parameters
     ----------
@@ -107,6 +117,15 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
         Weight ``lambda`` of the mean prediction entropy of the unlabelled rows
         (rows of ``fit`` labelled ``unlabelled_label``, or the queries when
         ``transductive=True``). Zero ignores unlabelled rows.
+
+    marginal_weight : float, default=1.0
+        Weight ``mu`` of the entropy of the mean prediction of the unlabelled
+        rows (the class marginal), relative to ``entropy_weight``: the
+        objective maximises it with weight ``lambda * mu``. The default makes
+        the transductive terms the mutual information of TIM, which keeps the
+        predicted classes balanced (no collapse onto one class, for any
+        ``entropy_weight``); ``0`` gives back the conditional entropy term
+        alone (the objective of earlier releases, prone to collapse).
 
     scale : float, default=10.0
         Scale ``s`` (inverse temperature) of the cosine logits, and its
@@ -202,6 +221,8 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
        "A Closer Look at Few-shot Classification", ICLR 2019.
     .. [2] G. S. Dhillon, P. Chaudhari, A. Ravichandran and S. Soatto,
        "A Baseline for Few-Shot Image Classification", ICLR 2020.
+    .. [3] M. Boudiaf, I. Ziko, J. Rony, J. Dolz, P. Piantanida and I. Ben Ayed,
+       "Information Maximization for Few-Shot Learning", NeurIPS 2020.
 
     Examples
     --------
@@ -229,6 +250,7 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
     _parameter_constraints: dict = {
         "alpha": [Interval(Real, 0, None, closed="left")],
         "entropy_weight": [Interval(Real, 0, None, closed="left")],
+        "marginal_weight": [Interval(Real, 0, None, closed="left")],
         "scale": [Interval(Real, 0, None, closed="neither")],
         "learn_scale": ["boolean"],
         "max_iter": [Interval(Integral, 0, None, closed="left")],
@@ -243,6 +265,7 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
         *,
         alpha: float = 1e-2,
         entropy_weight: float = 0.0,
+        marginal_weight: float = 1.0,
         scale: float = 10.0,
         learn_scale: bool = False,
         max_iter: int = 100,
@@ -253,6 +276,7 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
     ) -> None:
         self.alpha = alpha
         self.entropy_weight = entropy_weight
+        self.marginal_weight = marginal_weight
         self.scale = scale
         self.learn_scale = learn_scale
         self.max_iter = max_iter
@@ -364,7 +388,8 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
                 W_init,
                 self.alpha,
                 self.entropy_weight,
-                block_rows,
+                marginal_weight=self.marginal_weight,
+                block_rows=block_rows,
             )
             grads = [grad_W.reshape(-1), grad_b]
             if self.learn_scale:
@@ -410,7 +435,17 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
 
 
 def _objective(
-    W, b, log_s, support, unlabelled, W0, alpha, entropy_weight, block_rows=None
+    W,
+    b,
+    log_s,
+    support,
+    unlabelled,
+    W0,
+    alpha,
+    entropy_weight,
+    *,
+    marginal_weight=0.0,
+    block_rows=None,
 ):
     """The fine-tuning objective and its gradient, in closed form.
 
@@ -423,11 +458,16 @@ def _objective(
         class indices (n,) and their weights (n,), summing to 1.
     unlabelled : tuple of tensor or None
         ``(Q_u, v_u)``: L2-normalised unlabelled rows and their weights
-        (summing to 1); ``None`` when the entropy term is off.
+        (summing to 1); ``None`` when the transductive terms are off.
     W0 : tensor
         The initialisation that ``alpha`` pulls ``W`` toward.
     alpha, entropy_weight : float
-        Weights of the penalty and of the entropy term.
+        Weights of the penalty and of the conditional entropy term.
+    marginal_weight : float, default=0.0
+        Weight of the marginal entropy term relative to ``entropy_weight``:
+        the term is ``-entropy_weight * marginal_weight * H(p_bar)``, with
+        ``p_bar`` the weighted mean prediction of the unlabelled rows. Zero
+        gives the conditional entropy term alone.
     block_rows : int or None, default=None
         Rows per block: every term is a sum over rows, evaluated block by
         block, each block cast to the dtype of ``W``, so the working memory
@@ -470,6 +510,10 @@ def _objective(
         add_gradient(grad_logits, Q_block, cos)
     if unlabelled is not None:
         Q_u, v_u = unlabelled
+        lam_m = entropy_weight * marginal_weight
+        log_p_bar = _log_marginal(blocks, Q_u, v_u) if lam_m else None
+        if log_p_bar is not None:  # - lam_m H(p_bar)
+            loss = loss + lam_m * (log_p_bar.exp() * log_p_bar).sum()
         for rows, Q_block, cos, log_p in blocks(Q_u):
             p = log_p.exp()
             entropy = -(p * log_p).sum(dim=1, keepdim=True)
@@ -477,6 +521,10 @@ def _objective(
             loss = loss + entropy_weight * (v_block * entropy).sum()
             # d H / d logits = -p (log p + H), row by row.
             grad_logits = -entropy_weight * v_block * p * (log_p + entropy)
+            if log_p_bar is not None:
+                # d (-H(p_bar)) / d logits_u = v_u p_u (log p_bar - <p_u, log p_bar>)
+                centred = log_p_bar - (p * log_p_bar).sum(dim=1, keepdim=True)
+                grad_logits = grad_logits + lam_m * v_block * p * centred
             add_gradient(grad_logits, Q_block, cos)
     delta = W_n - W0
     loss = loss + alpha * (delta.square().sum() + b.square().sum())
@@ -485,3 +533,18 @@ def _objective(
     # Through the normalisation w / |w|: remove the radial part, divide by |w|.
     grad_W = (grad_W_n - W_n * (W_n * grad_W_n).sum(dim=1, keepdim=True)) / norms
     return loss, grad_W, grad_b, s * grad_s
+
+
+def _log_marginal(blocks, Q_u, v_u):
+    """``log p_bar``: the log of the weighted mean prediction ``sum_u v_u p_u``.
+
+    One pass over the blocks of ``Q_u`` (``blocks`` as in :func:`_objective`),
+    by log-sum-exp, so it is finite wherever the rows' ``log p`` are (no
+    ``log 0`` when every prediction of a class underflows).
+    """
+    log_v = torch.log(v_u)[:, None]
+    log_p_bar = None
+    for rows, _, _, log_p in blocks(Q_u):
+        block = torch.logsumexp(log_p + log_v[rows], dim=0)
+        log_p_bar = block if log_p_bar is None else torch.logaddexp(log_p_bar, block)
+    return log_p_bar

@@ -54,60 +54,109 @@ def test_sklearn_compatible(estimator, check):
         check(estimator)
 
 
-def test_objective_gradient_matches_autograd():
-    gen = torch.Generator().manual_seed(0)
+def _random_problem(seed=0, n=9, n_u=5, n_classes=3, dim=7):
+    """A random float64 point and problem of :func:`_objective`."""
+    gen = torch.Generator().manual_seed(seed)
 
     def randn(*shape):
         return torch.randn(*shape, generator=gen, dtype=torch.float64)
 
-    W, b, log_s, W0 = (
-        randn(3, 7),
-        randn(3),
-        torch.tensor(1.3, dtype=torch.float64),
-        randn(3, 7),
+    W, b, W0 = randn(n_classes, dim), randn(n_classes), randn(n_classes, dim)
+    log_s = torch.tensor(1.3, dtype=torch.float64)
+    Q, Q_u = F.normalize(randn(n, dim), dim=1), F.normalize(randn(n_u, dim), dim=1)
+    v = torch.rand(n, generator=gen, dtype=torch.float64)
+    v_u = torch.rand(n_u, generator=gen, dtype=torch.float64)
+    codes = torch.arange(n) % n_classes
+    return (W, b, log_s), (Q, codes, v / v.sum()), (Q_u, v_u / v_u.sum()), W0
+
+
+def _reference_objective(params, support, unlabelled, W0, alpha, lam, mu):
+    """The documented objective, term by term, for autograd."""
+    W, b, log_s = params
+    (Q, codes, v), (Q_u, v_u) = support, unlabelled
+    W_n = F.normalize(W, dim=1)
+    log_p = torch.log_softmax(log_s.exp() * Q @ W_n.T + b, dim=1)
+    p_u = torch.softmax(log_s.exp() * Q_u @ W_n.T + b, dim=1)
+    conditional = -(v_u[:, None] * p_u * p_u.log()).sum()
+    p_bar = (v_u[:, None] * p_u).sum(dim=0)
+    marginal = -(p_bar * p_bar.log()).sum()
+    return (
+        -(v * log_p[torch.arange(len(codes)), codes]).sum()
+        + alpha * ((W_n - W0).square().sum() + b.square().sum())
+        + lam * conditional
+        - lam * mu * marginal
     )
-    Q, Q_u = F.normalize(randn(9, 7), dim=1), F.normalize(randn(5, 7), dim=1)
-    v = torch.rand(9, generator=gen, dtype=torch.float64)
-    v = v / v.sum()
-    codes = torch.arange(9) % 3
-    T = F.one_hot(codes, 3).double() * v[:, None]
-    v_u = torch.rand(5, generator=gen, dtype=torch.float64)
-    v_u = v_u / v_u.sum()
-    loss, grad_W, grad_b, grad_log_s = _objective(
-        W, b, log_s, (Q, codes, v), (Q_u, v_u), W0, 0.3, 0.7
-    )
+
+
+@pytest.mark.parametrize("marginal_weight", [0.0, 0.6, 1.0])
+def test_objective_gradient_matches_autograd(marginal_weight):
+    params, support, unlabelled, W0 = _random_problem()
+    terms = {"marginal_weight": marginal_weight}
+    loss, *grads = _objective(*params, support, unlabelled, W0, 0.3, 0.7, **terms)
     # Blocks of rows (float32 rows cast to float64 block by block) sum the
     # same terms: equal up to float64 rounding.
-    blocked = _objective(
-        W, b, log_s, (Q.float(), codes, v), (Q_u.float(), v_u), W0, 0.3, 0.7, 2
-    )
-    exact = _objective(
-        W,
-        b,
-        log_s,
-        (Q.float().double(), codes, v),
-        (Q_u.float().double(), v_u),
-        W0,
-        0.3,
-        0.7,
-    )
+    (Q, codes, v), (Q_u, v_u) = support, unlabelled
+    as32 = ((Q.float(), codes, v), (Q_u.float(), v_u))
+    blocked = _objective(*params, *as32, W0, 0.3, 0.7, block_rows=2, **terms)
+    as64 = ((Q.float().double(), codes, v), (Q_u.float().double(), v_u))
+    exact = _objective(*params, *as64, W0, 0.3, 0.7, **terms)
     for ours, reference in zip(blocked, exact):
         assert_allclose(ours.numpy(), reference.numpy(), rtol=1e-12, atol=1e-14)
-    params = [p.clone().requires_grad_(True) for p in (W, b, log_s)]
-    Wa, ba, la = params
-    W_n = F.normalize(Wa, dim=1)
-    log_p = torch.log_softmax(la.exp() * Q @ W_n.T + ba, dim=1)
-    log_p_u = torch.log_softmax(la.exp() * Q_u @ W_n.T + ba, dim=1)
-    entropy = -(log_p_u.exp() * log_p_u).sum(dim=1)
-    reference = (
-        -(T * log_p).sum()
-        + 0.7 * (v_u * entropy).sum()
-        + 0.3 * ((W_n - W0).square().sum() + ba.square().sum())
+    leaves = [p.clone().requires_grad_(True) for p in params]
+    reference = _reference_objective(
+        leaves, support, unlabelled, W0, 0.3, 0.7, marginal_weight
     )
     reference.backward()
     assert_allclose(loss.item(), reference.item(), rtol=1e-12)
-    for ours, param in zip([grad_W, grad_b, grad_log_s], params):
-        assert_allclose(ours.numpy(), param.grad.numpy(), rtol=1e-10, atol=1e-12)
+    for ours, leaf in zip(grads, leaves):
+        assert_allclose(ours.numpy(), leaf.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_objective_gradient_matches_finite_differences():
+    # Independent of torch's autograd: central differences of the loss.
+    params, support, unlabelled, W0 = _random_problem(seed=1)
+    W, b, log_s = params
+    n_w = W.numel()
+
+    def loss_and_grad(x):
+        x = torch.as_tensor(x)
+        W_x, b_x = x[:n_w].view_as(W), x[n_w:-1]
+        loss, *grads = _objective(
+            W_x, b_x, x[-1], support, unlabelled, W0, 0.3, 0.7, marginal_weight=2.0
+        )
+        flat = torch.cat([grads[0].reshape(-1), grads[1], grads[2].reshape(1)])
+        return loss.item(), flat.numpy()
+
+    x0 = torch.cat([W.reshape(-1), b, log_s.reshape(1)]).numpy()
+    _, grad = loss_and_grad(x0)
+    step = 1e-6
+    numeric = [
+        (loss_and_grad(x0 + e)[0] - loss_and_grad(x0 - e)[0]) / (2 * step)
+        for e in step * np.eye(len(x0))
+    ]
+    assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_marginal_weight_zero_is_the_conditional_entropy_objective():
+    # marginal_weight=0 is the objective of earlier releases, exactly: the
+    # marginal term is skipped, not added with weight 0.
+    params, support, unlabelled, W0 = _random_problem(seed=2)
+    default = _objective(*params, support, unlabelled, W0, 0.3, 0.7)
+    zero = _objective(*params, support, unlabelled, W0, 0.3, 0.7, marginal_weight=0)
+    for ours, reference in zip(default, zero):
+        assert_array_equal(ours.numpy(), reference.numpy())
+    # The marginal term adds -lambda * mu * H(p_bar) to the loss, nothing else.
+    (Q_u, v_u), (W, b, log_s) = unlabelled, params
+    p_u = softmax(
+        np.exp(log_s.item()) * Q_u.numpy() @ _l2_normalize(W.numpy()).T + b.numpy(),
+        axis=1,
+    )
+    p_bar = v_u.numpy() @ p_u
+    marginal_entropy = -(p_bar * np.log(p_bar)).sum()
+    mi = _objective(*params, support, unlabelled, W0, 0.3, 0.7, marginal_weight=0.5)
+    assert_allclose(
+        mi[0].item() - zero[0].item(), -0.7 * 0.5 * marginal_entropy, rtol=1e-10
+    )
 
 
 def test_max_iter_zero_is_the_cosine_prototype_classifier():
@@ -199,7 +248,9 @@ def test_unlabelled_rows_only_enter_the_entropy_term():
     ignored = FineTunedCosineClassifier(unlabelled_label=-1).fit(X_u, y_u)
     assert_array_equal(ignored.classes_, [0, 1, 2])
     assert_allclose(ignored.coef_, plain.coef_, **SAME)
-    semi = FineTunedCosineClassifier(entropy_weight=1.0, unlabelled_label=-1)
+    semi = FineTunedCosineClassifier(
+        entropy_weight=1.0, marginal_weight=0.0, unlabelled_label=-1
+    )
     used = semi.fit(X_u, y_u)
     assert not np.allclose(used.coef_, plain.coef_)
     # Entropy minimisation makes the unlabelled rows' predictions more confident.
@@ -236,6 +287,54 @@ def test_transductive_without_entropy_changes_nothing():
     assert_allclose(
         transductive.predict_proba(X_NEW), inductive.predict_proba(X_NEW), **SAME
     )
+
+
+def _hard_episode(dim=256, noise=4.0, seed=2, n_way=5, n_shot=5, n_query=15):
+    """Noisy non-negative class blobs in high dimension (post-ReLU-like).
+
+    Every row is close to the common mean direction, so the cosines differ
+    little between classes and one class's bias can win every query: the
+    conditional entropy alone collapses here.
+    """
+    rng = np.random.RandomState(seed)
+    centers = rng.normal(size=(n_way, dim))
+
+    def draw(k):
+        rows = [c + noise * rng.normal(size=(k, dim)) for c in centers]
+        return np.maximum(np.concatenate(rows), 0), np.repeat(np.arange(n_way), k)
+
+    return (*draw(n_shot), *draw(n_query))
+
+
+# entropy_weight=1 lets the mutual information dominate: L-BFGS-B is still
+# sharpening the (balanced, correct) clusters after max_iter iterations.
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_conditional_entropy_alone_collapses_and_the_default_does_not():
+    X_s, y_s, X_q, y_q = _hard_episode()
+    inductive = FineTunedCosineClassifier().fit(X_s, y_s)
+    inductive_accuracy = inductive.score(X_q, y_q)
+    assert inductive_accuracy > 0.5
+    old = FineTunedCosineClassifier(
+        transductive=True, entropy_weight=0.1, marginal_weight=0.0
+    ).fit(X_s, y_s)
+    # Before the marginal term: (nearly) every query goes to one class.
+    assert np.bincount(old.predict(X_q), minlength=5).max() >= 70
+    assert old.score(X_q, y_q) <= 0.25
+    for entropy_weight in [0.01, 0.1, 1.0]:
+        new = FineTunedCosineClassifier(
+            transductive=True, entropy_weight=entropy_weight
+        ).fit(X_s, y_s)
+        counts = np.bincount(new.predict(X_q), minlength=5)
+        assert counts.max() <= 25, (entropy_weight, counts)  # 15 per class
+        assert new.score(X_q, y_q) >= inductive_accuracy, entropy_weight
+
+
+def test_transductive_is_deterministic():
+    X_s, y_s, X_q, _ = _hard_episode(dim=32, noise=1.5)
+    params = {"transductive": True, "entropy_weight": 0.5}
+    first = FineTunedCosineClassifier(**params).fit(X_s, y_s).predict_proba(X_q)
+    second = FineTunedCosineClassifier(**params).fit(X_s, y_s).predict_proba(X_q)
+    assert_allclose(first, second, **SAME)
 
 
 # An unregularised scale keeps growing on a support set the head separates
@@ -298,6 +397,7 @@ def test_wrong_number_of_features_at_predict():
         ({"max_iter": -1}, "'max_iter' parameter"),
         ({"alpha": -0.1}, "'alpha' parameter"),
         ({"entropy_weight": -1.0}, "'entropy_weight' parameter"),
+        ({"marginal_weight": -1.0}, "'marginal_weight' parameter"),
         ({"device": "not-a-device"}, "not a valid torch device"),
         ({"scale": np.inf}, "'scale' parameter"),
         ({"unlabelled_label": 1.5}, "'unlabelled_label' parameter.*int.*str"),
