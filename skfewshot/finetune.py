@@ -355,8 +355,14 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
         def tensor(a):
             return to_device_tensor(a, device=device, dtype=dtype)
 
-        def rows(Q):  # float32 rows stay float32: no float64 copy of X
-            row_dtype = torch.float32 if Q.dtype == np.float32 else dtype
+        n_classes, n_features = coef.shape
+        block_rows = max(1, _BLOCK_ENTRIES // max(n_features, n_classes))
+
+        def rows(Q):
+            # Float32 rows stay float32 (no float64 copy of X), unless they
+            # fit in one block: then cast once here, not at every evaluation.
+            small = Q.shape[0] <= block_rows
+            row_dtype = torch.float32 if Q.dtype == np.float32 and not small else dtype
             return to_device_tensor(Q, device=device, dtype=row_dtype)
 
         def weights(v):
@@ -369,16 +375,15 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
         else:
             unlabelled = None
         W_init = tensor(self._coef_init)
-        n_classes, n_features = coef.shape
         n_coef = n_classes * n_features
         log_scale = np.log(scale)
-        block_rows = max(1, _BLOCK_ENTRIES // max(n_features, n_classes))
+        fixed_log_s = tensor(log_scale)
 
         def loss_and_grad(x):
             params = tensor(x)
             W = params[:n_coef].view(n_classes, n_features)
             b = params[n_coef : n_coef + n_classes]
-            log_s = params[-1] if self.learn_scale else tensor(log_scale)
+            log_s = params[-1] if self.learn_scale else fixed_log_s
             loss, grad_W, grad_b, grad_log_s = _objective(
                 W,
                 b,
