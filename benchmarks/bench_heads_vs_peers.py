@@ -302,7 +302,7 @@ HEADER = ["family", "head", "accuracy %", "median ms", "p90 ms", "/ fastest peer
 def print_table(title, rows, fmt):
     """The rows as aligned text or as an RST list-table."""
     if fmt == "rst":
-        print(f"{title}\n\n.. list-table::\n   :header-rows: 1\n")
+        print(f"**{title}**\n\n.. list-table::\n   :header-rows: 1\n")
         for cells in [HEADER] + [_cells(row) for row in rows]:
             print(
                 "\n".join(
