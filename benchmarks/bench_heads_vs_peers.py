@@ -19,6 +19,8 @@ Episode ``e`` of a feature set uses ``numpy.random.RandomState(seed + e)``:
 ``n_way`` centres from N(0, I_d), then each support and query row is its
 class centre plus N(0, noise^2 I_d) noise, clipped at 0 (like post-ReLU
 features) and cast to float32; labels are 0..n_way-1; 15 queries per class.
+With ``noise=3.0`` this module's ``make_episode`` returns exactly the arrays
+of ``bench_heads.make_episode`` for the same seed.
 
 **Heads.** Families: *prototype* (nearest class mean), *fine-tuned*
 (inductive, a classifier trained on the support set) and *transductive*
