@@ -5,7 +5,9 @@ display and the episodic meta-trainer.
 constraints and defaults of ``n_way``, ``n_shot``, ``n_query`` and
 ``n_episodes``; ``EpisodeSampler`` draws the N-way K-shot episodes;
 ``reuse_frozen_features`` computes the features of a pipeline's frozen steps
-once for all episodes.
+once for all episodes; ``batch_predictor``, ``batchable_features`` and
+``episode_batches`` let a head that declares ``BATCH_CAPABILITY`` compute many
+episodes at once (see :mod:`skfewshot._batched`).
 
 Private module (numpy and scikit-learn only, no torch).
 """
@@ -15,15 +17,23 @@ from __future__ import annotations
 from numbers import Integral
 
 import numpy as np
+import scipy.sparse
 from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
+from sklearn.utils import gen_batches
 from sklearn.utils._param_validation import Interval, validate_parameter_constraints
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import check_array
 
 __all__ = [
+    "BATCH_CAPABILITY",
     "EPISODE_CONSTRAINTS",
     "EPISODE_DEFAULTS",
     "EpisodeSampler",
+    "batch_predictor",
+    "batchable_features",
+    "episode_batches",
     "estimator_name",
     "is_frozen_step",
     "reuse_frozen_features",
@@ -152,12 +162,13 @@ class EpisodeSampler:
             if len(self._pools) > 1
             else self._pools[0]
         )
-        chosen = rng.choice(pool, size=self.n_way, replace=False)
+        # rng.choice(a, size, replace=False) is a[rng.permutation(len(a))[:size]]
+        # in RandomState (same draws, same state after), at half the overhead
+        chosen = pool[rng.permutation(len(pool))[: self.n_way]]
         support, query = [], []
         for c in chosen:
-            picks = rng.choice(
-                self._members[c], size=self.n_shot + self.n_query, replace=False
-            )
+            members = self._members[c]
+            picks = members[rng.permutation(len(members))[: self.n_shot + self.n_query]]
             support.append(picks[: self.n_shot])
             query.append(picks[self.n_shot :])
         return np.concatenate(support), np.concatenate(query)
@@ -241,3 +252,115 @@ def estimator_name(estimator) -> str:
             if step is not None and step != "passthrough"
         )
     return type(estimator).__name__
+
+
+#: Method by which a head class declares that its episodes can be computed in
+#: batches: ``head._fewshot_batch_predictor()`` returns a batch predictor or
+#: None (the protocol is documented in :mod:`skfewshot._batched`).
+BATCH_CAPABILITY = "_fewshot_batch_predictor"
+
+#: Methods whose override in a subclass voids the capability its parent
+#: declared: the batched computation would no longer be what they compute.
+_PREDICTION_METHODS = (
+    "fit",
+    "predict",
+    "predict_proba",
+    "decision_function",
+    "_logits",
+)
+
+#: Episodes per batch, and the most feature entries one batch's stacked
+#: support and query features may hold (32 MiB of float32): memory is bounded
+#: by the batch, whatever ``n_episodes``.
+BATCH_EPISODES = 64
+_BATCH_ENTRIES = 1 << 23
+
+
+def batch_predictor(head, X, y):
+    """The batched computation ``head`` declares for episodes of ``X``, or None.
+
+    ``head`` is what is fitted per episode: an estimator, or a pipeline whose
+    steps other than ``"passthrough"`` are one estimator. The capability is
+    the method ``BATCH_CAPABILITY`` of the head's class; it covers the class
+    that declares it, so a subclass that overrides one of
+    ``_PREDICTION_METHODS`` must declare it again to be batched. No class is
+    special-cased.
+
+    Returns
+    -------
+    batched : tuple or None
+        ``(predict, finite_rows)``: the batch predictor for the float
+        features of ``X`` (see :mod:`skfewshot._batched`) and a boolean mask
+        of the rows of ``X`` whose features are all finite (an episode that
+        draws another row must take the per-episode path, where the head
+        reports it). None when the head declares nothing, declines its
+        parameters, or ``X`` and ``y`` are not dense numeric features and
+        class labels (see :func:`batchable_features`).
+    """
+    if isinstance(head, Pipeline):
+        steps = [s for _, s in head.steps if s is not None and s != "passthrough"]
+        if len(steps) != 1:
+            return None
+        head = steps[0]
+    mro = type(head).__mro__
+    declarer = next((cls for cls in mro if BATCH_CAPABILITY in vars(cls)), None)
+    if declarer is None or any(
+        name in vars(cls)
+        for cls in mro[: mro.index(declarer)]
+        for name in _PREDICTION_METHODS
+    ):
+        return None
+    X = batchable_features(X, y)
+    if X is None:
+        return None
+    predict = getattr(head, BATCH_CAPABILITY)(X)
+    return None if predict is None else (predict, _finite_rows(X))
+
+
+def batchable_features(X, y):
+    """``X`` as a dense float ndarray when episodes of it can be batched, else None.
+
+    Batched heads need dense numeric 2-D features and class labels that stay
+    class labels in every episode (binary or multiclass targets); anything
+    else takes the per-episode path, which accepts or reports it as the head
+    does. float32 stays float32, other numbers become float64, as the heads'
+    own validation converts them; non-finite values are kept (only the rows
+    an episode draws matter, see :func:`batch_predictor`).
+    """
+    if type_of_target(y) not in ("binary", "multiclass"):
+        return None
+    if scipy.sparse.issparse(X):
+        return None
+    X = np.asarray(X)
+    if X.ndim != 2 or X.dtype.kind not in "biuf":
+        return None
+    return check_array(
+        X, dtype=[np.float64, np.float32], ensure_all_finite=False, order="C"
+    )
+
+
+def _finite_rows(X):
+    """Mask of the rows of ``X`` with finite entries only, block by block."""
+    finite = np.empty(X.shape[0], dtype=bool)
+    for rows in gen_batches(X.shape[0], max(1, _BATCH_ENTRIES // max(1, X.shape[1]))):
+        finite[rows] = np.isfinite(X[rows]).all(axis=1)
+    return finite
+
+
+def episode_batches(episodes, n_episodes, rows_per_episode, n_features):
+    """Group lazily drawn episodes into lists of at most ``BATCH_EPISODES``.
+
+    The batch shrinks so that its stacked features hold at most
+    ``_BATCH_ENTRIES`` entries (one episode at least); each batch is drawn
+    only when the previous one has been consumed.
+    """
+    fit = _BATCH_ENTRIES // max(1, rows_per_episode * n_features)
+    size = max(1, min(BATCH_EPISODES, fit, n_episodes))
+    batch = []
+    for episode in episodes:
+        batch.append(episode)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

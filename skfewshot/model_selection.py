@@ -38,6 +38,8 @@ from ._episodes import (
     EPISODE_CONSTRAINTS,
     EPISODE_DEFAULTS,
     EpisodeSampler,
+    batch_predictor,
+    episode_batches,
     estimator_name,
     reuse_frozen_features,
 )
@@ -384,6 +386,60 @@ def _fit_and_score_episode(estimator, X_support, y_support, X_query, y_query):
     return accuracy_score(y_query, estimator.predict(X_query))
 
 
+def _episode(X, y, episode):
+    """``(X_support, y_support, X_query, y_query)`` of one episode's indices."""
+    support, query = episode
+    return _safe_indexing(X, support), y[support], _safe_indexing(X, query), y[query]
+
+
+def _episode_codes(support_labels, query_labels):
+    """Each row's index into its episode's sorted classes, for stacked episodes.
+
+    ``support_labels`` (B, n_support) and ``query_labels`` (B, n_query) are
+    integer labels; every episode's support holds its classes, each class as
+    often as the others (as episodes are drawn), and its queries only those
+    classes. The codes are what ``np.unique(y_support, return_inverse=True)``
+    gives per episode, so classes keep the order a fitted head's
+    ``classes_`` has.
+    """
+    order = np.argsort(support_labels, axis=1, kind="stable")
+    ordered = np.take_along_axis(support_labels, order, axis=1)
+    new = np.ones(ordered.shape, dtype=bool)
+    new[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    codes = np.empty(ordered.shape, dtype=np.intp)
+    np.put_along_axis(codes, order, np.cumsum(new, axis=1) - 1, axis=1)
+    classes = ordered[new].reshape(len(ordered), -1)
+    query_codes = (query_labels[:, :, None] > classes[:, None, :]).sum(axis=-1)
+    return codes, query_codes
+
+
+def _batched_accuracies(batched, head, X, y, episodes, n_episodes, n_way, rows):
+    """Accuracy of each episode, in order, computed a batch of episodes at a time.
+
+    ``batched = (predict, finite_rows)`` is what
+    :func:`~skfewshot._episodes.batch_predictor` returned for ``head``; ``rows``
+    is the number of support and query rows of one episode. A batch that draws
+    a non-finite row, or one the predictor declines, takes the per-episode
+    path on ``X`` itself, so the head accepts or reports it exactly as it
+    would without batching.
+    """
+    predict, finite_rows = batched
+    labels = np.unique(y, return_inverse=True)[1]  # sorted: ranks are kept
+    n_features = X.shape[1]
+    for batch in episode_batches(episodes, n_episodes, rows, n_features):
+        support = np.stack([s for s, _ in batch])
+        query = np.stack([q for _, q in batch])
+        predicted = None
+        if finite_rows[support].all() and finite_rows[query].all():
+            codes, query_codes = _episode_codes(labels[support], labels[query])
+            predicted = predict(support, codes, query, n_way)
+        if predicted is None:
+            for episode in batch:
+                yield _fit_and_score_episode(clone(head), *_episode(X, y, episode))
+        else:
+            yield from np.mean(predicted == query_codes, axis=1)
+
+
 @validate_params(
     {
         "estimator": [HasMethods(["fit", "predict"])],
@@ -539,16 +595,17 @@ def evaluate_episodes(
     )
 
     X, head = reuse_frozen_features(estimator, X, y)
-    results = Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(_fit_and_score_episode)(
-            clone(head),
-            _safe_indexing(X, support),
-            y[support],
-            _safe_indexing(X, query),
-            y[query],
+    batched = batch_predictor(head, X, y)
+    if batched is None:
+        results = Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(_fit_and_score_episode)(clone(head), *_episode(X, y, episode))
+            for episode in episodes
         )
-        for support, query in episodes
-    )
+    else:
+        results = _batched_accuracies(
+            batched, head, X, y, episodes, n_episodes, n_way,
+            rows=n_way * (n_shot + n_query),
+        )  # fmt: skip
     accuracies = np.empty(n_episodes)
     total = 0.0  # running sum: the bar's mean costs O(1) per episode
     with tqdm(

@@ -1,0 +1,404 @@
+"""Tests for batched episodes: skfewshot._batched and its dispatch in
+evaluate_episodes (skfewshot._episodes.batch_predictor)."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from _memory_testing import peak_bytes
+from sklearn.frozen import FrozenEstimator
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils._param_validation import InvalidParameterError
+
+from skfewshot import _batched
+from skfewshot._base import _l2_normalize
+from skfewshot._episodes import BATCH_EPISODES, EpisodeSampler, episode_batches
+from skfewshot.model_selection import (
+    EpisodicSplit,
+    _episode_codes,
+    evaluate_episodes,
+)
+from skfewshot.prototype import PrototypeClassifier
+
+N_CLASSES, PER_CLASS, DIM = 10, 15, 6
+
+
+class BatchedPrototype(PrototypeClassifier):
+    """PrototypeClassifier declaring the batched capability (the one line its
+    class is to get); counts the batches it is asked about."""
+
+    batches = []
+
+    def _fewshot_batch_predictor(self, X):
+        predict = _batched.prototype_batch_predictor(self, X)
+        if predict is None:
+            return None
+
+        def counting(support, codes, query, n_classes):
+            type(self).batches.append(len(support))
+            return predict(support, codes, query, n_classes)
+
+        return counting
+
+
+@pytest.fixture(autouse=True)
+def reset_batches(monkeypatch):
+    monkeypatch.setattr(BatchedPrototype, "batches", [])
+
+
+@pytest.fixture
+def blobs():
+    """10 overlapping 6-d classes of 15 rows: per-episode accuracies vary."""
+    rng = np.random.RandomState(0)
+    y = np.repeat(np.arange(N_CLASSES), PER_CLASS)
+    X = rng.normal(scale=1.2, size=(N_CLASSES, DIM))[y] + rng.normal(size=(len(y), DIM))
+    return X, y
+
+
+def both_paths(X, y, n_episodes=40, **params):
+    """Per-episode and batched accuracies of the same head on the same episodes."""
+    kwargs = dict(n_way=4, n_shot=3, n_query=5, n_episodes=n_episodes, random_state=0)
+    plain = evaluate_episodes(PrototypeClassifier(**params), X, y, **kwargs)
+    batched = evaluate_episodes(BatchedPrototype(**params), X, y, **kwargs)
+    return plain.accuracies, batched.accuracies
+
+
+# ------------------------------------------------------------- same results
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean", "dot"])
+@pytest.mark.parametrize("center", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batched_accuracies_are_the_per_episode_ones(blobs, metric, center, dtype):
+    X, y = blobs
+    plain, batched = both_paths(X.astype(dtype), y, metric=metric, center=center)
+    # accuracies come from labels: only a float tie (none here) could differ
+    np.testing.assert_array_equal(batched, plain)
+    assert 0.3 < plain.mean() < 0.95 and plain.std() > 0  # varied numbers
+    assert sum(BatchedPrototype.batches) == 40  # and they were batched
+
+
+def test_batches_hold_at_most_batch_episodes(blobs):
+    X, y = blobs
+    plain, batched = both_paths(X, y, n_episodes=150)
+    np.testing.assert_array_equal(batched, plain)
+    assert BatchedPrototype.batches == [BATCH_EPISODES, BATCH_EPISODES, 22]
+
+
+@pytest.mark.parametrize("labels", ["strings", "minus_one", "floats"])
+def test_labels_of_any_kind(blobs, labels):
+    # the per-episode classes_ order (np.unique of the labels) is kept
+    X, y = blobs
+    relabel = {
+        "strings": np.array([f"c{9 - k}" for k in range(N_CLASSES)])[y],
+        "minus_one": y - 1,
+        "floats": y * 2.0 - 3.0,
+    }[labels]
+    plain, batched = both_paths(X, relabel)
+    np.testing.assert_array_equal(batched, plain)
+    assert BatchedPrototype.batches
+
+
+def test_continuous_labels_are_reported_by_the_head(blobs):
+    X, y = blobs
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
+        evaluate_episodes(BatchedPrototype(), X, y * 2.5, n_way=3, n_shot=1, n_query=2)
+    assert BatchedPrototype.batches == []
+
+
+def test_episode_codes_are_np_unique_per_episode():
+    rng = np.random.RandomState(0)
+    sampler = EpisodeSampler(np.repeat(np.arange(9), 8), 4, 2, 3)
+    episodes = [sampler.sample(rng) for _ in range(20)]
+    y = np.repeat(np.arange(9) * 7 - 20, 8)
+    support = np.stack([s for s, _ in episodes])
+    query = np.stack([q for _, q in episodes])
+    codes, query_codes = _episode_codes(y[support], y[query])
+    for i, (s, q) in enumerate(episodes):
+        classes, expected = np.unique(y[s], return_inverse=True)
+        np.testing.assert_array_equal(codes[i], expected)
+        np.testing.assert_array_equal(query_codes[i], np.searchsorted(classes, y[q]))
+
+
+def test_ties_break_as_predict_breaks_them():
+    # identical rows in every class: all logits tie and predict picks the
+    # first class of classes_; so does the batched path
+    X = np.ones((40, 3))
+    y = np.repeat(["d", "b", "c", "a"], 10)
+    plain, batched = both_paths(X, y, n_episodes=10)
+    np.testing.assert_array_equal(batched, plain)
+    assert BatchedPrototype.batches
+
+
+def test_same_episodes_as_the_splitter(blobs, monkeypatch):
+    # the predictor sees exactly EpisodicSplit's episodes for the same seed
+    X, y = blobs
+    seen = []
+    predict = _batched.prototype_batch_predictor
+
+    def recording(head, X):
+        inner = predict(head, X)
+
+        def record(support, codes, query, n_classes):
+            seen.extend(zip(support.tolist(), query.tolist()))
+            return inner(support, codes, query, n_classes)
+
+        return record
+
+    monkeypatch.setattr(BatchedPrototype, "_fewshot_batch_predictor", recording)
+    evaluate_episodes(
+        BatchedPrototype(), X, y, n_way=3, n_shot=2, n_query=4, n_episodes=70,
+        random_state=0,
+    )  # fmt: skip
+    cv = EpisodicSplit(3, n_shot=2, n_query=4, n_episodes=70, random_state=0)
+    assert seen == [(s.tolist(), q.tolist()) for s, q in cv.split(X, y)]
+
+
+def test_n_jobs_does_not_change_the_batched_result(blobs):
+    X, y = blobs
+    kwargs = dict(n_way=4, n_shot=3, n_query=5, n_episodes=30, random_state=0)
+    one = evaluate_episodes(BatchedPrototype(), X, y, **kwargs)
+    two = evaluate_episodes(BatchedPrototype(), X, y, n_jobs=2, **kwargs)
+    np.testing.assert_array_equal(one.accuracies, two.accuracies)
+    assert BatchedPrototype.batches == [30, 30]  # batched both times
+
+
+def test_frozen_prefix_then_head_is_batched(blobs):
+    X, y = blobs
+    scaler = FrozenEstimator(StandardScaler().fit(X))
+    kwargs = dict(n_way=4, n_shot=3, n_query=5, n_episodes=20, random_state=0)
+    plain = evaluate_episodes(
+        make_pipeline(scaler, PrototypeClassifier()), X, y, **kwargs
+    )
+    batched = evaluate_episodes(
+        make_pipeline(scaler, "passthrough", BatchedPrototype()), X, y, **kwargs
+    )
+    np.testing.assert_array_equal(batched.accuracies, plain.accuracies)
+    assert BatchedPrototype.batches == [20]
+
+
+# ------------------------------------------------------------------ fallback
+
+
+class CountingFits(BatchedPrototype):
+    """Counts per-episode fits (class-wide: evaluate_episodes fits clones).
+    Overriding fit voids the capability its parent declared."""
+
+    fits = []
+
+    def fit(self, X, y, sample_weight=None):
+        type(self).fits.append(X.shape[0])
+        return super().fit(X, y, sample_weight)
+
+
+class CountingFitsRedeclared(CountingFits):
+    """Declares the capability again: batched, so never fitted."""
+
+    _fewshot_batch_predictor = BatchedPrototype._fewshot_batch_predictor
+
+
+@pytest.fixture
+def counting(monkeypatch):
+    monkeypatch.setattr(CountingFits, "fits", [])
+    return CountingFits.fits
+
+
+def test_a_subclass_overriding_fit_takes_the_per_episode_path(blobs, counting):
+    X, y = blobs
+    kwargs = dict(n_way=4, n_shot=3, n_query=5, n_episodes=7, random_state=0)
+    evaluate_episodes(CountingFits(), X, y, **kwargs)
+    assert counting == [12] * 7 and BatchedPrototype.batches == []
+    evaluate_episodes(CountingFitsRedeclared(), X, y, **kwargs)
+    assert len(counting) == 7 and BatchedPrototype.batches == [7]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: CountingFits(),  # fit overridden
+        lambda: CountingFitsRedeclared(unlabelled_label=-1),  # option not batched
+        lambda: CountingFitsRedeclared(transductive=True),  # BD-CSPN: not batched
+        lambda: make_pipeline(StandardScaler(), CountingFitsRedeclared()),
+    ],
+    ids=["override", "unlabelled_label", "transductive", "trainable_step_before_head"],
+)
+def test_per_episode_path_when_not_batchable(blobs, counting, make):
+    X, y = blobs
+    kwargs = dict(n_way=4, n_shot=3, n_query=5, n_episodes=5, random_state=0)
+    scores = evaluate_episodes(make(), X, y, **kwargs)
+    assert len(counting) == 5 and BatchedPrototype.batches == []
+    plain = evaluate_episodes(make(), X, y, **kwargs)
+    np.testing.assert_array_equal(scores.accuracies, plain.accuracies)
+
+
+def test_a_head_with_an_unknown_parameter_is_not_batched(blobs):
+    # an option added later (e.g. a rectification) is not computed in batches
+    class WithOption(BatchedPrototype):
+        def __init__(self, *, metric="cosine", rectify=False):
+            super().__init__(metric=metric)
+            self.rectify = rectify
+
+    assert _batched.prototype_batch_predictor(WithOption(), blobs[0]) is None
+
+
+def test_sparse_features_are_reported_by_the_head(blobs):
+    import scipy.sparse
+
+    X, y = blobs
+    with pytest.raises(TypeError, match="Sparse data was passed for X"):
+        evaluate_episodes(
+            BatchedPrototype(), scipy.sparse.csr_array(X), y, n_way=4, n_shot=3,
+            n_query=5, n_episodes=3,
+        )  # fmt: skip
+    assert BatchedPrototype.batches == []
+
+
+def test_invalid_parameters_raise_as_fit_raises(blobs):
+    X, y = blobs
+    with pytest.raises(InvalidParameterError, match="'metric' parameter"):
+        evaluate_episodes(
+            BatchedPrototype(metric="nope"),
+            X,
+            y,
+            n_way=3,
+            n_shot=1,
+            n_query=2,
+            n_episodes=2,
+        )
+
+
+def test_a_drawn_nan_is_reported_by_the_head(blobs):
+    X, y = blobs
+    X = X.copy()
+    X[y == 0] = np.nan  # class 0 is drawn in the first batch
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        evaluate_episodes(
+            BatchedPrototype(), X, y, n_way=9, n_shot=1, n_query=2, n_episodes=5
+        )
+
+
+def test_an_undrawn_nan_changes_nothing(blobs):
+    # rows of a class too small to be drawn are never looked at, as before
+    X, y = blobs
+    X = np.vstack([X, [[np.nan] * DIM]])
+    y = np.append(y, 99)
+    plain, batched = both_paths(X, y, n_episodes=20)
+    np.testing.assert_array_equal(batched, plain)
+    assert BatchedPrototype.batches == [20]
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "dot"])
+def test_overflowing_logits_take_the_per_episode_path(blobs, metric):
+    # float32 features at 1e20: the logits overflow float32; the head retries
+    # in float64, the batch is handed to it, and the results agree
+    X, y = blobs
+    X = X.astype(np.float32) * np.float32(1e20)
+    plain, batched = both_paths(X, y, n_episodes=10, metric=metric)
+    np.testing.assert_array_equal(batched, plain)
+    assert BatchedPrototype.batches == [10]
+
+
+@pytest.mark.parametrize("factor", [1e20, 1e-30])
+def test_cosine_does_not_depend_on_the_scale_of_the_features(blobs, factor):
+    X, y = blobs
+    X = X.astype(np.float32)
+    _, unscaled = both_paths(X, y)
+    plain, batched = both_paths(X * np.float32(factor), y)
+    np.testing.assert_array_equal(batched, unscaled)
+    np.testing.assert_array_equal(plain, unscaled)
+
+
+def test_tensor_normalisation_is_the_heads():
+    import torch
+
+    A = np.array(
+        [[3e20, 4e20, 0], [3e-30, 4e-30, 1e-31], [0, 0, 0], [1, 2, 2]],
+        dtype=np.float32,
+    )
+    expected = _l2_normalize(A)
+    got = _batched._l2_normalize(torch.as_tensor(A)[None])[0].numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    assert expected[0, 0] == pytest.approx(0.6, rel=1e-6)
+
+
+def test_huge_scale_gives_finite_logits(blobs):
+    X, y = blobs
+    plain, batched = both_paths(X.astype(np.float32), y, scale=1e38)
+    np.testing.assert_array_equal(batched, plain)
+    assert BatchedPrototype.batches
+
+
+# -------------------------------------------------------------------- memory
+
+
+def test_episode_batches_shrink_with_the_features():
+    episodes = iter(range(200))
+    sizes = [len(b) for b in episode_batches(episodes, 200, 100, 640)]
+    assert sizes == [64, 64, 64, 8]
+    # 2**23 entries at most: 100 rows of 2**17 features -> 1 episode a batch
+    assert [len(b) for b in episode_batches(iter(range(3)), 3, 100, 2**17)] == [1] * 3
+    assert [len(b) for b in episode_batches(iter(range(5)), 5, 100, 640)] == [5]
+
+
+def test_batches_are_drawn_lazily(blobs, monkeypatch):
+    X, y = blobs
+    draws = []
+    sample = EpisodeSampler.sample
+    monkeypatch.setattr(
+        EpisodeSampler, "sample", lambda self, rng: draws.append(1) or sample(self, rng)
+    )
+
+    class Stop(Exception):
+        pass
+
+    def stop(head, X):
+        def predict(*args):
+            raise Stop
+
+        return predict
+
+    monkeypatch.setattr(BatchedPrototype, "_fewshot_batch_predictor", stop)
+    with pytest.raises(Stop):
+        evaluate_episodes(
+            BatchedPrototype(),
+            X,
+            y,
+            n_way=3,
+            n_shot=1,
+            n_query=2,
+            n_episodes=10**6,
+        )
+    assert len(draws) == BATCH_EPISODES
+
+
+def test_memory_does_not_grow_with_n_episodes(blobs):
+    X, y = blobs
+
+    def run(n_episodes):
+        return lambda: evaluate_episodes(
+            BatchedPrototype(), X, y, n_way=4, n_shot=3, n_query=5,
+            n_episodes=n_episodes, random_state=0,
+        )  # fmt: skip
+
+    run(10)()  # warm up (imports, torch)
+    small, large = peak_bytes(run(200)), peak_bytes(run(3000))
+    # the accuracies (8 bytes an episode) grow; the batches do not
+    assert large < small + 3000 * 8 + 256 * 2**10
+
+
+# ------------------------------------------------------------------ layering
+
+
+def test_declaring_the_capability_does_not_import_torch():
+    code = """
+import sys
+import skfewshot._batched
+import skfewshot._episodes
+assert "torch" not in sys.modules, "torch was imported"
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
