@@ -491,6 +491,15 @@ def evaluate_episodes(
     :class:`~skfewshot.text.SentenceEncoder` declare it; so can any
     transformer).
 
+    **Batched episodes.** When what is fitted per episode is a single head
+    whose class declares ``_fewshot_batch_predictor`` (the library's own
+    heads), up to 64 episodes at a time are stacked and computed as one torch
+    computation instead of one fitted clone each: the same episodes and the
+    same accuracies (up to float rounding of exact ties), many times faster.
+    Options a head does not batch, a subclass that overrides ``fit`` or
+    ``predict``, sparse or non-numeric features and any other estimator take
+    the per-episode path.
+
     Parameters
     ----------
     estimator : estimator object implementing ``fit`` and ``predict``
@@ -534,6 +543,8 @@ def evaluate_episodes(
     n_jobs : int, default=None
         Episodes evaluated in parallel with joblib. ``None`` means 1 unless in a
         :obj:`joblib.parallel_backend` context; ``-1`` uses all processors.
+        Batched episodes ignore it: each batch is one torch computation in
+        this process.
 
     verbose : int, default=0
         When > 0, show a progress bar (tqdm) with the running mean accuracy.
