@@ -25,6 +25,8 @@ machine, versions and command. Run from the repository root (about 5 minutes
 on a 2-core CPU with the defaults)::
 
     python benchmarks/bench_transductive.py --data-dir /work/shared/data
+
+(``docs/benchmarks_transductive.rst`` shows its output.)
 """
 
 from __future__ import annotations
@@ -191,7 +193,7 @@ def main(argv=None):
     parser.add_argument("--entropy-weight", type=float, default=0.1)
     parser.add_argument("--synthetic-episodes", type=int, default=100)
     parser.add_argument("--episodes", type=int, default=200)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=5)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     warnings.simplefilter("ignore", ConvergenceWarning)
