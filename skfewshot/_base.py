@@ -7,6 +7,14 @@ class means, scale-safe L2 normalisation, cosine logits, and a mixin that
 derives ``predict`` / ``predict_proba`` / ``predict_log_proba`` /
 ``decision_function`` from one ``_logits`` method, so both classifiers follow
 the same conventions.
+
+Few-shot heads are fitted and queried once per episode, thousands of times, on
+small arrays, so the checks here run once per call and take a short path for
+the common input (an in-memory float32/float64 ndarray, integer labels): the
+short path returns exactly what ``validate_data`` would, and anything else
+(data frames, lists, sparse matrices, other dtypes, non-finite values,
+feature names) goes through ``validate_data`` itself, so every message and
+warning is scikit-learn's.
 """
 
 from __future__ import annotations
@@ -30,6 +38,73 @@ _FLOAT_DTYPES = [np.float64, np.float32]
 
 #: ``_parameter_constraints`` entry of the heads' ``unlabelled_label``.
 _UNLABELLED_LABEL_CONSTRAINT = [None, Integral, str]
+
+#: Class means use a dense (classes x rows) averaging matrix up to this many
+#: entries (512 KiB of float64), a sparse one beyond: at episode sizes the
+#: sparse matrix costs more to build than the product.
+_DENSE_AVERAGING_MAX_ENTRIES = 1 << 16
+
+#: Parameter values that passed ``_parameter_constraints``, per class
+#: (bounded: cleared when it reaches ``_VALIDATED_PARAMS_MAX`` entries).
+_VALIDATED_PARAMS: set = set()
+_VALIDATED_PARAMS_MAX = 1024
+
+
+def _is_plain_float_matrix(X) -> bool:
+    """True when ``check_array(X, dtype=_FLOAT_DTYPES)`` would return ``X`` itself.
+
+    That is: an exact :class:`numpy.ndarray` (no subclass, no data frame, no
+    sparse matrix) with two dimensions, at least one row and one column, a
+    dtype in ``_FLOAT_DTYPES`` and finite entries. Finiteness is checked as
+    scikit-learn checks it first, on the sum; a sum that overflows answers
+    False, and ``validate_data`` then checks the entries one by one.
+    """
+    if not (
+        type(X) is np.ndarray
+        and X.ndim == 2
+        and X.dtype in _FLOAT_DTYPES
+        and X.shape[0] > 0
+        and X.shape[1] > 0
+    ):
+        return False
+    with np.errstate(over="ignore", invalid="ignore"):  # inf / nan: answer False
+        return bool(np.isfinite(X.sum()))
+
+
+def _validate_X(estimator, X, *, reset):
+    """``validate_data(estimator, X, dtype=_FLOAT_DTYPES, reset=reset)``, fast.
+
+    A plain float matrix (:func:`_is_plain_float_matrix`) of an estimator
+    without ``feature_names_in_`` (and, when ``reset`` is False, with the
+    fitted number of features) is returned as is, with ``n_features_in_``
+    set when ``reset``: exactly what ``validate_data`` does for it. Every
+    other input goes through ``validate_data``, which raises or warns.
+    """
+    if (
+        not hasattr(estimator, "feature_names_in_")
+        and _is_plain_float_matrix(X)
+        and (reset or X.shape[1] == getattr(estimator, "n_features_in_", None))
+    ):
+        if reset:
+            estimator.n_features_in_ = X.shape[1]
+        return X
+    return validate_data(estimator, X, dtype=_FLOAT_DTYPES, reset=reset)
+
+
+def _is_integer_labels(y, n_samples) -> bool:
+    """True for a 1-D integer ndarray of ``n_samples`` labels.
+
+    For those, ``validate_data``'s target checks return the same values, and
+    :func:`~sklearn.utils.multiclass.check_classification_targets` finds
+    "binary" or "multiclass" targets: it can only warn (see
+    :func:`_encode_labels`).
+    """
+    return (
+        type(y) is np.ndarray
+        and y.ndim == 1
+        and y.dtype.kind in "iu"
+        and y.shape[0] == n_samples
+    )
 
 
 def _unlabelled_mask(y, unlabelled_label):
@@ -82,8 +157,15 @@ def _encode_labels(y, unlabelled_label=None):
             "of at least 2 classes."
         )
     y_labelled = y if n_unlabelled == 0 else y[~unlabelled]
-    check_classification_targets(y_labelled)
+    integer = _is_integer_labels(y_labelled, y_labelled.shape[0])
+    if not integer:
+        check_classification_targets(y_labelled)
     classes, codes_labelled = np.unique(y_labelled, return_inverse=True)
+    n_labelled = y_labelled.shape[0]
+    if integer and n_labelled > 20 and classes.shape[0] > round(0.5 * n_labelled):
+        # Integer labels are always classes, but scikit-learn warns that so
+        # many distinct labels could be a regression target: let it say so.
+        check_classification_targets(y_labelled)
     if classes.shape[0] < 2:
         note = (
             f" ({n_unlabelled} rows with y == {unlabelled_label!r} are unlabelled "
@@ -111,16 +193,27 @@ def _validate_support(estimator, X, y, sample_weight):
     not overflow float32), the labels through :func:`_encode_labels` with the
     estimator's ``unlabelled_label``.
 
+    A plain float matrix with integer labels (:func:`_is_plain_float_matrix`,
+    :func:`_is_integer_labels`) takes the short path of :func:`_validate_X`,
+    which returns what ``validate_data`` returns; everything else goes
+    through ``validate_data``.
+
     Returns
     -------
     X, classes, codes, sample_weight
         The validated features, the classes, the per-row codes (``-1`` for
         unlabelled rows) and the row weights.
     """
-    X, y = validate_data(estimator, X, y, dtype=_FLOAT_DTYPES)
-    sample_weight = _check_sample_weight(
-        sample_weight, X, dtype=np.float64, ensure_non_negative=True
-    )
+    if type(X) is np.ndarray and X.ndim == 2 and _is_integer_labels(y, len(X)):
+        X = _validate_X(estimator, X, reset=True)
+    else:
+        X, y = validate_data(estimator, X, y, dtype=_FLOAT_DTYPES)
+    if sample_weight is None:  # what _check_sample_weight returns for None
+        sample_weight = np.ones(X.shape[0], dtype=np.float64)
+    else:
+        sample_weight = _check_sample_weight(
+            sample_weight, X, dtype=np.float64, ensure_non_negative=True
+        )
     classes, codes = _encode_labels(y, estimator.unlabelled_label)
     return X, classes, codes, sample_weight
 
@@ -140,9 +233,11 @@ def _class_means(X, codes, classes, sample_weight):
 
     Each mean is a convex combination of rows (weights normalised per class
     first), so it cannot overflow whatever the scale of ``X`` or of the
-    weights, and it is computed as one sparse (classes x rows) matrix product:
-    the extra memory is a few arrays of one entry per row, never a dense
-    classes x rows matrix or a copy of ``X``.
+    weights. It is computed as one (classes x rows) averaging matrix times
+    ``X``: a dense matrix when it has at most
+    ``_DENSE_AVERAGING_MAX_ENTRIES`` entries (512 KiB), a sparse one
+    otherwise, so the extra memory is a few arrays of one entry per row and
+    never a large dense classes x rows matrix or a copy of ``X``.
 
     Returns an array of shape (n_classes, n_features) in the dtype of ``X``.
     Raises ``ValueError`` naming a class whose rows all have zero weight.
@@ -150,7 +245,8 @@ def _class_means(X, codes, classes, sample_weight):
     n_classes = classes.shape[0]
     weight = _rescaled_weights(sample_weight)
     rows = np.flatnonzero(codes >= 0)
-    codes, weight = codes[rows], weight[rows]
+    if rows.shape[0] < codes.shape[0]:
+        codes, weight = codes[rows], weight[rows]
     totals = np.bincount(codes, weights=weight, minlength=n_classes)
     empty = totals <= 0
     if empty.any():
@@ -159,6 +255,10 @@ def _class_means(X, codes, classes, sample_weight):
             "sample_weight, so the mean (prototype) of that class is undefined."
         )
     coefficients = (weight / totals[codes]).astype(X.dtype, copy=False)
+    if n_classes * X.shape[0] <= _DENSE_AVERAGING_MAX_ENTRIES:
+        averaging = np.zeros((n_classes, X.shape[0]), dtype=X.dtype)
+        averaging[codes, rows] = coefficients
+        return averaging @ X
     # Row c of the averaging matrix holds the coefficients of class c's rows.
     order = np.argsort(codes, kind="stable")
     indptr = np.zeros(n_classes + 1, dtype=np.intp)
@@ -173,6 +273,18 @@ def _weighted_mean(X, sample_weight):
     """Weighted mean of all rows of ``X`` (in its dtype), without copying ``X``."""
     weight = _rescaled_weights(sample_weight)
     return (weight / weight.sum()).astype(X.dtype, copy=False) @ X
+
+
+def _accurate_squares(squares, n_features, dtype):
+    """Which squared row norms are exact enough to normalise with.
+
+    False where the sum overflowed (float32 rows around 1e20) or may have
+    lost squares to underflow at machine epsilon (rows around 1e-30).
+    """
+    info = np.finfo(dtype)
+    return (squares >= n_features * float(info.tiny / info.eps)) & (
+        squares <= float(info.max)
+    )
 
 
 def _l2_normalize(A, *, copy=True) -> np.ndarray:
@@ -195,11 +307,7 @@ def _l2_normalize(A, *, copy=True) -> np.ndarray:
     if A.size == 0:
         return A
     squares = row_norms(A, squared=True)
-    info = np.finfo(dtype)
-    # Below this sum, squares lost to underflow could matter at machine epsilon.
-    accurate = (squares >= A.shape[1] * float(info.tiny / info.eps)) & (
-        squares <= float(info.max)
-    )
+    accurate = _accurate_squares(squares, A.shape[1], dtype)
     if not accurate.all():
         rows = np.flatnonzero(~accurate)
         block = A[rows]
@@ -226,8 +334,54 @@ def _scaled(cosines, scale):
 
 
 def _cosine_logits(X, M, scale):
-    """``scale * cos(x_i, m_c)``: an (n_samples, n_classes) array."""
-    return _scaled(_l2_normalize(X) @ _l2_normalize(M).T, scale)
+    """``scale * cos(x_i, m_c)``: an (n_samples, n_classes) array.
+
+    The rows of ``M`` are normalised; the rows of ``X`` are not copied when
+    their squared norms are exact (:func:`_accurate_squares`): the products
+    ``X @ M.T`` are divided by the row norms instead. Rows at extreme scales
+    are normalised first, as :func:`_l2_normalize` does, so the result does
+    not depend on the scale of ``X`` either way.
+    """
+    M = _l2_normalize(M)
+    dtype = np.result_type(X, np.float32)
+    squares = row_norms(X, squared=True) if X.size else np.zeros(X.shape[0])
+    if X.size and _accurate_squares(squares, X.shape[1], dtype).all():
+        cosines = X @ M.T
+        norms = np.sqrt(squares, out=squares)
+        cosines /= norms[:, None]
+    else:  # extreme scales, or all-zero rows (whose cosines are zero)
+        cosines = _l2_normalize(X) @ M.T
+    return _scaled(cosines, scale)
+
+
+class _ValidatedParamsMixin:
+    """Validate ``_parameter_constraints`` once per distinct parameter value.
+
+    ``fit`` (through ``_fit_context``) validates the parameters on every
+    call; a head is refitted once per episode with the same parameters.
+    Whether a value passes its constraints depends on the value and its type
+    only, so values (with their types) that passed once are remembered, per
+    class, and pass again without the check; unhashable or new values are
+    checked as usual, with scikit-learn's error messages.
+    """
+
+    def _validate_params(self):
+        try:
+            key = (type(self),) + tuple(
+                (name, type(value), value)
+                for name in self._parameter_constraints
+                for value in (getattr(self, name),)
+            )
+            known = key in _VALIDATED_PARAMS
+        except TypeError:  # an unhashable parameter value
+            key, known = None, False
+        if known:
+            return
+        super()._validate_params()
+        if key is not None:
+            if len(_VALIDATED_PARAMS) >= _VALIDATED_PARAMS_MAX:
+                _VALIDATED_PARAMS.clear()
+            _VALIDATED_PARAMS.add(key)
 
 
 class _LogitClassifierMixin:
@@ -244,7 +398,7 @@ class _LogitClassifierMixin:
     def _validate_queries(self, X):
         """Check the head is fitted; ``X`` validated against the fitted shape."""
         check_is_fitted(self)
-        return validate_data(self, X, dtype=_FLOAT_DTYPES, reset=False)
+        return _validate_X(self, X, reset=False)
 
     def decision_function(self, X: ArrayLike) -> np.ndarray:
         """Class scores (logits) of the rows of ``X``.

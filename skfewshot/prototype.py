@@ -16,13 +16,16 @@ from skfewshot._base import (
     _cosine_logits,
     _LogitClassifierMixin,
     _validate_support,
+    _ValidatedParamsMixin,
     _weighted_mean,
 )
 
 __all__ = ["PrototypeClassifier"]
 
 
-class PrototypeClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEstimator):
+class PrototypeClassifier(
+    _ValidatedParamsMixin, _LogitClassifierMixin, ClassifierMixin, BaseEstimator
+):
     """Few-shot classifier that scores queries against class prototypes.
 
     ``fit`` takes the support set: the prototype of a class is the (weighted)
@@ -62,6 +65,34 @@ class PrototypeClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEstimator)
         cannot be a class): those rows belong to no prototype and count in
         ``mean_`` only, because centring needs no labels.
 
+    transductive : bool, default=False
+        If True, :meth:`predict` and the other prediction methods first
+        rectify the prototypes with the rows of ``X`` they are given, as
+        BD-CSPN [3]_ does, without changing the fitted state:
+
+        1. the queries are shifted by the difference between the mean of the
+           support (the weighted mean of all rows given to :meth:`fit`, as
+           ``mean_``) and their own mean, which removes the bias between
+           the two sets;
+        2. each shifted query takes the class of the fitted prototype it is
+           most similar to (a pseudo-label);
+        3. the prototype of class ``c`` becomes the weighted mean of the
+           support rows of class ``c`` and of the shifted queries labelled
+           ``c``, each row weighted by ``exp(cos(row, prototype_c))``, times
+           its ``sample_weight`` for a support row (each query weighs one,
+           so a weight acts as repeating the support row);
+        4. the queries are scored against these prototypes.
+
+        Similarities are cosines, after centring when ``center=True``, so
+        ``metric`` must be ``"cosine"``. The weights use temperature 1, as
+        easyfsl's ``BDCSPN``: ``scale`` only sharpens the final
+        probabilities (the paper's temperature 10 nearly ignores the
+        queries at 1-shot, where a support row has cosine 1 with its
+        prototype). Predictions depend on all the rows of ``X`` together:
+        predict the whole query set of an episode in one call. :meth:`fit`
+        keeps a copy of the labelled support rows for this. With False (the
+        default) each row is scored against ``prototypes_`` on its own.
+
     Attributes
     ----------
     prototypes_ : ndarray of shape (n_classes, n_features)
@@ -98,7 +129,15 @@ class PrototypeClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEstimator)
     features too large even for that raise a ``ValueError``.
 
     :meth:`fit` needs memory for the prototypes and a few arrays of one entry
-    per row, never a classes x rows matrix or a copy of ``X``.
+    per row, never a copy of ``X`` or a classes x rows matrix of more than
+    65,536 entries; with ``transductive=True`` it keeps a copy of the
+    labelled support rows, and each prediction holds the support and query
+    rows stacked once more.
+
+    Fitting and predicting one episode costs little more than the arithmetic:
+    a float32 or float64 :class:`numpy.ndarray` with integer labels is
+    validated once per call, without copies or dtype conversions, and other
+    inputs go through :func:`~sklearn.utils.validation.validate_data`.
 
     With two classes, :meth:`decision_function` returns the 1-D difference of
     the logits ``logits[:, 1] - logits[:, 0]``, as scikit-learn's binary
@@ -111,6 +150,8 @@ class PrototypeClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEstimator)
     .. [2] Y. Wang, W.-L. Chao, K. Q. Weinberger and L. van der Maaten,
        "SimpleShot: Revisiting Nearest-Neighbor Classification for Few-Shot
        Learning", arXiv:1911.04623, 2019.
+    .. [3] J. Liu, L. Song and Y. Qin, "Prototype Rectification for Few-Shot
+       Learning", ECCV 2020.
 
     Examples
     --------
@@ -138,6 +179,16 @@ class PrototypeClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEstimator)
            [0., 2.]])
     >>> clf.mean_
     array([1. , 1.5])
+
+    With ``transductive=True`` the queries of one call rectify the
+    prototypes (BD-CSPN); the fitted prototypes do not change:
+
+    >>> clf = PrototypeClassifier(transductive=True).fit(X, y)
+    >>> clf.predict([[5.0, 1.0], [1.0, 5.0], [4.0, 0.5]])
+    array(['cat', 'dog', 'cat'], dtype='<U3')
+    >>> clf.prototypes_
+    array([[2., 0.],
+           [0., 3.]])
     """
 
     _parameter_constraints: dict = {
@@ -145,6 +196,7 @@ class PrototypeClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEstimator)
         "center": ["boolean"],
         "scale": [Interval(Real, 0, None, closed="neither")],
         "unlabelled_label": _UNLABELLED_LABEL_CONSTRAINT,
+        "transductive": ["boolean"],
     }
 
     def __init__(
@@ -154,11 +206,13 @@ class PrototypeClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEstimator)
         center: bool = False,
         scale: float = 10.0,
         unlabelled_label: int | str | None = None,
+        transductive: bool = False,
     ) -> None:
         self.metric = metric
         self.center = center
         self.scale = scale
         self.unlabelled_label = unlabelled_label
+        self.transductive = transductive
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(
@@ -182,25 +236,99 @@ class PrototypeClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEstimator)
         self : PrototypeClassifier
             The fitted classifier.
         """
+        if self.transductive and self.metric != "cosine":
+            raise ValueError(
+                "transductive=True (BD-CSPN) compares rows by cosine similarity, "
+                f"so it needs metric='cosine'; got metric={self.metric!r}."
+            )
         X, self.classes_, codes, sample_weight = _validate_support(
             self, X, y, sample_weight
         )
         self.prototypes_ = _class_means(X, codes, self.classes_, sample_weight)
+        mean = (
+            _weighted_mean(X, sample_weight)
+            if self.center or self.transductive
+            else None
+        )
         if self.center:
-            self.mean_ = _weighted_mean(X, sample_weight)
+            self.mean_ = mean
         elif hasattr(self, "mean_"):
             del self.mean_
+        if self.transductive:  # BD-CSPN reweights the labelled support rows
+            labelled = codes >= 0
+            self._support = (
+                X[labelled],  # a copy: the caller's X may change after fit
+                codes[labelled],
+                sample_weight[labelled],  # against queries of weight 1 each
+                mean,
+            )
+        elif hasattr(self, "_support"):
+            del self._support
         return self
 
     def _logits(self, X):
         """Validated ``X`` -> (n_samples, n_classes) logits for ``metric``."""
         X = self._validate_queries(X)
-        M = self.prototypes_
+        if self.transductive:
+            return self._scores(X, self._rectify(X))
+        return self._scores(X, self.prototypes_)
+
+    def _rectify(self, X):
+        """BD-CSPN's prototypes rectified with the queries ``X``."""
+        if not hasattr(self, "_support"):
+            raise ValueError(
+                "transductive=True needs the support rows, which fit keeps only "
+                "when transductive=True; this PrototypeClassifier was fitted "
+                "with transductive=False: fit it again."
+            )
+        S, codes, weight, support_mean = self._support
+        shifted = self._shifted(X, support_mean)
+        support_cos = self._scores(S, self.prototypes_, scale=1.0)
+        query_cos = self._scores(shifted, self.prototypes_, scale=1.0)
+        pseudo = np.argmax(query_cos, axis=1)
+        labels = np.concatenate([codes, pseudo])
+        with np.errstate(divide="ignore"):  # log(0) = -inf: zero sample_weight
+            log_weight = np.concatenate(
+                [
+                    support_cos[np.arange(codes.shape[0]), codes] + np.log(weight),
+                    query_cos[np.arange(pseudo.shape[0]), pseudo],
+                ]
+            )
+        # exp(log_weight - the largest of its class): in [0, 1], 1 in each class.
+        peak = np.full(self.classes_.shape[0], -np.inf)
+        np.maximum.at(peak, labels, log_weight)
+        weight = np.exp(log_weight - peak[labels])
+        rows = np.concatenate([S, shifted])
+        return _class_means(rows, labels, self.classes_, weight)
+
+    @staticmethod
+    def _shifted(X, support_mean):
+        """``X + (support_mean - mean of X)``; float64 if X's dtype overflows."""
+        query_mean = _weighted_mean(X, np.ones(X.shape[0]))
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            shifted = X + (support_mean - query_mean)
+        if not np.isfinite(shifted).all() and X.dtype != np.float64:
+            shifted = X.astype(np.float64) + (
+                support_mean.astype(np.float64) - query_mean
+            )
+        if not np.isfinite(shifted).all():
+            raise ValueError(
+                "The queries shifted onto the support mean (transductive=True) "
+                "overflow float64 (the largest absolute feature is "
+                f"{np.abs(X).max():.3g}); rescale the features."
+            )
+        return shifted
+
+    def _scores(self, X, M, *, scale=None):
+        """Logits of the rows of ``X`` against the prototypes ``M``.
+
+        ``scale`` replaces ``self.scale`` (for the cosine metric).
+        """
         if self.center:
             X = X - self.mean_
             M = M - self.mean_
         if self.metric == "cosine":
-            return _cosine_logits(X, M, self.scale)
+            return _cosine_logits(X, M, self.scale if scale is None else scale)
         with np.errstate(over="ignore", invalid="ignore"):  # checked just below
             logits = self._scale_dependent_logits(X, M)
         if np.isfinite(logits).all():
