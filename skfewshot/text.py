@@ -410,7 +410,7 @@ class LSAEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
 
         Returns
         -------
-        features : ndarray of shape (n_texts, n_components_), dtype float32
+        features : ndarray of shape (n_texts, ``n_components_``), dtype float32
             The texts' coordinates on the SVD components.
         """
         texts = _texts(X, type(self).__name__)
@@ -442,7 +442,7 @@ class LSAEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
 
         Returns
         -------
-        features : ndarray of shape (n_texts, n_components_), dtype float32
+        features : ndarray of shape (n_texts, ``n_components_``), dtype float32
             The texts' coordinates on the SVD components.
         """
         check_is_fitted(self)
