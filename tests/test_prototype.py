@@ -444,17 +444,21 @@ def test_transductive_rectified_prototypes_by_hand():
     # The queries themselves (not shifted) are scored against them.
     expected = _cosine_scores(Q, rectified, 0.0, 10.0)
     assert_allclose(
-        clf.decision_function(Q), expected[:, 1] - expected[:, 0], rtol=1e-10
+        clf.decision_function(Q),
+        expected[:, 1] - expected[:, 0],
+        rtol=1e-10,
+        atol=1e-12,
     )
     assert_allclose(
         clf.predict_proba(Q)[:, 1],
         1 / (1 + np.exp(expected[:, 0] - expected[:, 1])),
         rtol=1e-10,
+        atol=1e-12,
     )
     # (0.5, 0.5) now leans to the rectified prototype 0 (cosines 0.85, 0.71).
     assert_array_equal(clf.predict(Q), [0, 0])
     reference, _ = _bd_cspn_reference(X, y, np.ones(2), Q, center=False)
-    assert_allclose(reference, rectified, rtol=1e-12)
+    assert_allclose(reference, rectified, rtol=1e-12, atol=1e-15)
 
 
 def test_transductive_single_query_by_hand():
@@ -467,7 +471,9 @@ def test_transductive_single_query_by_hand():
     p0 = (np.e * np.array([2.0, 0.0]) + a * np.array([1.0, 0.5])) / (np.e + a)
     clf = PrototypeClassifier(transductive=True, scale=10.0).fit(X, y)
     expected = 10.0 * (1.0 - p0[1] / np.linalg.norm(p0))
-    assert_allclose(clf.decision_function([[0.0, 3.0]]), [expected], rtol=1e-10)
+    assert_allclose(
+        clf.decision_function([[0.0, 3.0]]), [expected], rtol=1e-10, atol=1e-12
+    )
     assert_array_equal(clf.predict([[0.0, 3.0]]), [1])
     assert np.isfinite(clf.predict_proba([[0.0, 3.0]])).all()
 
@@ -488,7 +494,11 @@ def test_transductive_matches_the_reference_formula(center, dtype):
     rectified, origin = _bd_cspn_reference(
         X64, y, weight, Q64, center, unlabelled=(y == -1)
     )
-    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {"rtol": 1e-9}
+    tol = (
+        {"rtol": 1e-4, "atol": 1e-4}
+        if dtype == np.float32
+        else {"rtol": 1e-9, "atol": 1e-9}
+    )
     expected = _cosine_scores(Q64, rectified, origin, 10.0)
     assert_allclose(clf.decision_function(Q), expected, **tol)
     assert_array_equal(clf.classes_, [0, 1, 2, 3])
@@ -504,7 +514,9 @@ def test_transductive_integer_weight_is_repetition():
     repeated = PrototypeClassifier(transductive=True).fit(
         np.repeat(X, weight, axis=0), np.repeat(y, weight)
     )
-    assert_allclose(weighted.predict_proba(Q), repeated.predict_proba(Q), rtol=1e-9)
+    assert_allclose(
+        weighted.predict_proba(Q), repeated.predict_proba(Q), rtol=1e-9, atol=1e-12
+    )
 
 
 def test_transductive_leaves_the_fitted_state_alone(episode):
