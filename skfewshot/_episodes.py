@@ -267,6 +267,8 @@ _PREDICTION_METHODS = (
     "predict_proba",
     "decision_function",
     "_logits",
+    "_scores",
+    "_rectify",
 )
 
 #: Episodes per batch, and the most feature entries one batch's stacked

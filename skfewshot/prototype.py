@@ -19,6 +19,7 @@ from skfewshot._base import (
     _ValidatedParamsMixin,
     _weighted_mean,
 )
+from skfewshot._batched import prototype_batch_predictor
 
 __all__ = ["PrototypeClassifier"]
 
@@ -190,6 +191,10 @@ class PrototypeClassifier(
     array([[2., 0.],
            [0., 3.]])
     """
+
+    # evaluate_episodes scores many episodes of this head at once (same
+    # results as one clone per episode; see skfewshot._batched)
+    _fewshot_batch_predictor = prototype_batch_predictor
 
     _parameter_constraints: dict = {
         "metric": [StrOptions({"cosine", "euclidean", "dot"})],
