@@ -193,20 +193,23 @@ def _check_zip(path):
     _open_zip(path).close()
 
 
-def _too_large(what, limit, size=None):
+def _too_large(what, size=None):
     declared = "" if size is None else f" ({size} bytes)"
     return ValueError(
-        f"{what} is larger{declared} than the {limit} bytes a skfewshot loader "
-        "reads from one file (a decompression bomb, or not a data file?)."
+        f"{what} is larger{declared} than the {_MAX_FILE_BYTES} bytes a skfewshot "
+        "loader reads from one file (a decompression bomb, or not a data file?)."
     )
 
 
-def _read_at_most(fh, limit):
-    """Up to ``limit + 1`` bytes of ``fh``, read in blocks.
+def _read_bounded(fh, what):
+    """The bytes of the open ``fh``, at most ``_MAX_FILE_BYTES`` of them.
 
-    ``fh.read(limit + 1)`` would allocate ``limit`` bytes up front (and a zip
-    member would inflate that much at once) even for a small file.
+    Read in blocks with a bound, whatever a header declares; more bytes raise
+    ``ValueError`` naming ``what``. ``fh.read(limit + 1)`` would allocate
+    ``limit`` bytes up front (and a zip member would inflate that much at
+    once) even for a small file.
     """
+    limit = _MAX_FILE_BYTES
     blocks, size = [], 0
     while size <= limit:
         block = fh.read(min(_BLOCK_BYTES, limit + 1 - size))
@@ -214,6 +217,8 @@ def _read_at_most(fh, limit):
             break
         blocks.append(block)
         size += len(block)
+    if size > limit:
+        raise _too_large(what)
     return b"".join(blocks)
 
 
@@ -225,34 +230,27 @@ def _read_member(archive, name, zip_path):
     raises ``ValueError``; a corrupt one ``OSError``; both name the zip and
     the member.
     """
-    what, limit = f"{zip_path}: member {name}", _MAX_FILE_BYTES
+    what = f"{zip_path}: member {name}"
     info = archive.getinfo(name)
-    if info.file_size > limit:
-        raise _too_large(what, limit, info.file_size)
+    if info.file_size > _MAX_FILE_BYTES:
+        raise _too_large(what, info.file_size)
     try:
         with archive.open(info) as member:
-            data = _read_at_most(member, limit)
+            return _read_bounded(member, what)
     except _ZIP_READ_ERRORS as exc:
         raise OSError(
             f"{what} is corrupt or unreadable ({type(exc).__name__}: {exc}); "
             "if the zip was downloaded, delete it and fetch it again."
         ) from exc
-    if len(data) > limit:
-        raise _too_large(what, limit)
-    return data
 
 
 def _read_file(path):
     """The bytes of file ``path``, at most ``_MAX_FILE_BYTES`` (else ``ValueError``)."""
-    limit = _MAX_FILE_BYTES
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
-        if size > limit:
-            raise _too_large(path, limit, size)
-        data = _read_at_most(fh, limit)
-    if len(data) > limit:
-        raise _too_large(path, limit)
-    return data
+        if size > _MAX_FILE_BYTES:
+            raise _too_large(path, size)
+        return _read_bounded(fh, path)
 
 
 def _fetch_file(url, target, *, md5=None, check=None, timeout=60):
