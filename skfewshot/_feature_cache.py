@@ -176,6 +176,8 @@ class _FeatureCache:
             block.rows[known[old]] = out[positions[old]]
             block.ticks[known[old]] = self._next_ticks(old.size)
             new = np.flatnonzero(known < 0)
+            # a row repeated within the call takes one slot (its last position)
+            new = np.fromiter({row_keys[i]: i for i in new.tolist()}.values(), np.int64)
             n_live = sum(len(b.index) for b in self._blocks.values())
             self._evict_oldest(n_live + new.size - max_rows)
             self._make_room(block, new.size, max_rows)

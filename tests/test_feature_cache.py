@@ -92,6 +92,17 @@ def test_a_call_larger_than_the_cap_keeps_its_last_rows():
     assert computed == []
 
 
+def test_a_row_repeated_in_one_call_is_stored_once():
+    X = np.array([[1, 2], [1, 2], [3, 4]], dtype=np.float32)
+    features(X, key=b"a", max_rows=4)
+    assert len(FEATURE_CACHE) == 2
+    Y = np.arange(20, dtype=np.float32).reshape(10, 2) + 100
+    features(Y, key=b"b", max_rows=4)  # evicts both rows of b"a"
+    assert len(FEATURE_CACHE) == 4
+    _, computed = features(X, key=b"a", max_rows=4)
+    assert computed == [0, 1, 2]
+
+
 def test_a_smaller_cap_shrinks_the_storage():
     rng = np.random.RandomState(0)
     X = rng.normal(size=(300, 6)).astype(np.float32)
