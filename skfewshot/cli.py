@@ -25,7 +25,7 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -247,11 +247,6 @@ class _Pool:
     warning: str | None = None  # why the classes may not be novel to the backbone
     record: dict = field(default_factory=dict)  # --json fields
 
-    def subset(self, keep):
-        """This pool restricted to the rows ``keep``."""
-        groups = None if self.groups is None else self.groups[keep]
-        return replace(self, X=self.X[keep], y=self.y[keep], groups=groups)
-
 
 def _digits_pool(meta, backbone):
     """Digits the backbone never saw, by its ``trained_on`` record.
@@ -287,23 +282,26 @@ def _digits_pool(meta, backbone):
             f"the backbone was trained on every digit ({_list_classes(excluded)}); "
             "no novel digits are left to evaluate on"
         )
-    pool = _Pool(
-        X,
-        y,
-        what=f"digits {_list_classes(classes)}",
-        record={"classes": classes, "excluded_classes": excluded},
-    ).subset(keep)
+    what = f"digits {_list_classes(classes)}"
+    note, warning = "", None
     if not recorded:
-        pool.warning = (
+        warning = (
             f"backbone file {backbone} does not record the data it was trained on, "
-            f"so the classes may not be novel to it; evaluating on {pool.what} "
+            f"so the classes may not be novel to it; evaluating on {what} "
             "(the novel digits of 'skfewshot demo'); record it with "
             "save_backbone(..., trained_on=...)"
         )
-        pool.note = f"not {_list_classes(excluded)}: assumed seen in training"
+        note = f"not {_list_classes(excluded)}: assumed seen in training"
     elif excluded:
-        pool.note = f"not {_list_classes(excluded)}: the backbone was trained on them"
-    return pool
+        note = f"not {_list_classes(excluded)}: the backbone was trained on them"
+    return _Pool(
+        X[keep],
+        y[keep],
+        what=what,
+        note=note,
+        warning=warning,
+        record={"classes": classes, "excluded_classes": excluded},
+    )
 
 
 def _omniglot_source(args):
