@@ -275,13 +275,14 @@ def _weighted_mean(X, sample_weight):
     return (weight / weight.sum()).astype(X.dtype, copy=False) @ X
 
 
-def _accurate_squares(squares, n_features, dtype):
+def _accurate_squares(squares, n_features, info):
     """Which squared row norms are exact enough to normalise with.
 
     False where the sum overflowed (float32 rows around 1e20) or may have
     lost squares to underflow at machine epsilon (rows around 1e-30).
+    ``info`` is the ``finfo`` of the rows' dtype: :class:`numpy.finfo` for
+    arrays, :class:`torch.finfo` for tensors (``squares`` is either).
     """
-    info = np.finfo(dtype)
     return (squares >= n_features * float(info.tiny / info.eps)) & (
         squares <= float(info.max)
     )
@@ -307,7 +308,7 @@ def _l2_normalize(A, *, copy=True) -> np.ndarray:
     if A.size == 0:
         return A
     squares = row_norms(A, squared=True)
-    accurate = _accurate_squares(squares, A.shape[1], dtype)
+    accurate = _accurate_squares(squares, A.shape[1], np.finfo(dtype))
     if not accurate.all():
         rows = np.flatnonzero(~accurate)
         block = A[rows]
@@ -345,7 +346,7 @@ def _cosine_logits(X, M, scale):
     M = _l2_normalize(M)
     dtype = np.result_type(X, np.float32)
     squares = row_norms(X, squared=True) if X.size else np.zeros(X.shape[0])
-    if X.size and _accurate_squares(squares, X.shape[1], dtype).all():
+    if X.size and _accurate_squares(squares, X.shape[1], np.finfo(dtype)).all():
         cosines = X @ M.T
         norms = np.sqrt(squares, out=squares)
         cosines /= norms[:, None]

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import math
 
+from skfewshot._base import _accurate_squares
+
 __all__ = ["prototype_batch_predictor"]
 
 #: Parameters of the prototype head that the batched computation implements.
@@ -178,8 +180,7 @@ def _l2_normalize(A):
     import torch
 
     squares = A.square().sum(dim=-1)
-    info = torch.finfo(A.dtype)
-    accurate = (squares >= A.shape[-1] * (info.tiny / info.eps)) & (squares <= info.max)
+    accurate = _accurate_squares(squares, A.shape[-1], torch.finfo(A.dtype))
     if not bool(accurate.all()):
         exponent = torch.frexp(A.abs().amax(dim=-1)).exponent
         exponent = torch.where(accurate, 0, exponent)
