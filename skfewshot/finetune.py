@@ -516,10 +516,15 @@ def _objective(
     if unlabelled is not None:
         Q_u, v_u = unlabelled
         lam_m = entropy_weight * marginal_weight
-        log_p_bar = _log_marginal(blocks, Q_u, v_u) if lam_m else None
-        if log_p_bar is not None:  # - lam_m H(p_bar)
+        # The marginal term takes two passes over the rows; a single block is
+        # computed once for both (more blocks are recomputed: bounded memory).
+        one_block = block_rows is None or Q_u.shape[0] <= block_rows
+        kept = list(blocks(Q_u)) if lam_m and one_block else None
+        log_p_bar = None
+        if lam_m:  # - lam_m H(p_bar)
+            log_p_bar = _log_marginal(kept or blocks(Q_u), v_u)
             loss = loss + lam_m * (log_p_bar.exp() * log_p_bar).sum()
-        for rows, Q_block, cos, log_p in blocks(Q_u):
+        for rows, Q_block, cos, log_p in kept or blocks(Q_u):
             p = log_p.exp()
             entropy = -(p * log_p).sum(dim=1, keepdim=True)
             v_block = v_u[rows, None]
@@ -540,16 +545,17 @@ def _objective(
     return loss, grad_W, grad_b, s * grad_s
 
 
-def _log_marginal(blocks, Q_u, v_u):
+def _log_marginal(blocks_u, v_u):
     """``log p_bar``: the log of the weighted mean prediction ``sum_u v_u p_u``.
 
-    One pass over the blocks of ``Q_u`` (``blocks`` as in :func:`_objective`),
-    by log-sum-exp, so it is finite wherever the rows' ``log p`` are (no
-    ``log 0`` when every prediction of a class underflows).
+    One pass over ``blocks_u``, the blocks of the unlabelled rows (as
+    ``blocks`` yields them in :func:`_objective`), by log-sum-exp, so it is
+    finite wherever the rows' ``log p`` are (no ``log 0`` when every
+    prediction of a class underflows).
     """
     log_v = torch.log(v_u)[:, None]
     log_p_bar = None
-    for rows, _, _, log_p in blocks(Q_u):
+    for rows, _, _, log_p in blocks_u:
         block = torch.logsumexp(log_p + log_v[rows], dim=0)
         log_p_bar = block if log_p_bar is None else torch.logaddexp(log_p_bar, block)
     return log_p_bar
