@@ -402,3 +402,13 @@ assert "torch" not in sys.modules, "torch was imported"
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_batched_parameter_lists_cover_every_prototype_parameter():
+    # a parameter added to PrototypeClassifier must be placed in one list on
+    # purpose (batched, or batched only at its default), or heads using it
+    # silently lose the batched path
+    from skfewshot._batched import _PROTOTYPE_PARAMS, _PROTOTYPE_UNBATCHED_OPTIONS
+
+    listed = set(_PROTOTYPE_PARAMS) | set(_PROTOTYPE_UNBATCHED_OPTIONS)
+    assert listed == set(PrototypeClassifier._get_param_names())
