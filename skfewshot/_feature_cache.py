@@ -20,6 +20,7 @@ import enum
 import functools
 import hashlib
 import itertools
+import sys
 import threading
 import types
 import warnings
@@ -51,8 +52,30 @@ _SERIALS = itertools.count()
 _IDENTITIES_LOCK = threading.Lock()
 # Attributes every nn.Module has, encoded (or checked) explicitly by _StateHash.
 _MODULE_INTERNALS = frozenset(vars(torch.nn.Module()))
-_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class defined in Python
+_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class created at run time
 _PLAIN_TYPES = (type(None), bool, int, float, complex, str, bytes)
+
+
+class _PlainProbe:
+    """A pure-Python class: the instance layout every such class shares."""
+
+
+# Extension classes (PyO3, Cython, pybind11) are heap types with a __dict__ too,
+# but their instances hold native state beyond it, so their layout differs.
+_PLAIN_LAYOUT = (
+    _PlainProbe.__basicsize__,
+    _PlainProbe.__dictoffset__,
+    _PlainProbe.__weakrefoffset__,
+)
+# Extension classes whose whole native state one call returns, by (module, name):
+# the class is looked up in sys.modules, so its package is never imported here.
+_SERIALISED_STATE = {
+    # A fast tokenizer's tokenizer.json (model, normalizer, pre- and post-
+    # processor, decoder, added tokens, truncation, padding) and the one
+    # setting that JSON leaves out.
+    ("tokenizers", "Tokenizer"): lambda t: (t.to_str(), t.encode_special_tokens),
+    ("tokenizers", "AddedToken"): lambda t: t.__getstate__(),
+}
 
 
 class _Block:
@@ -249,14 +272,49 @@ def _identity(obj) -> int:
         return serial
 
 
+def _is_python_class(cls) -> bool:
+    """Whether ``cls`` was defined by a ``class`` statement, without ``__slots__``."""
+    layout = (cls.__basicsize__, cls.__dictoffset__, cls.__weakrefoffset__)
+    return (
+        bool(cls.__flags__ & _HEAP_TYPE)
+        and "__slots__" not in vars(cls)
+        and (layout == _PLAIN_LAYOUT)
+    )
+
+
 def _is_plain_object(value) -> bool:
     """Whether ``value``'s whole state is its ``__dict__`` (a pure-Python class)."""
-    mro = type(value).__mro__[:-1]
     return (
         hasattr(value, "__dict__")
-        and all(c.__flags__ & _HEAP_TYPE and "__slots__" not in vars(c) for c in mro)
+        and all(_is_python_class(c) for c in type(value).__mro__[:-1])
         and not isinstance(value, type)
     )
+
+
+def _scalar_base(value):
+    """The builtin scalar type of a pure-Python subclass instance, else None.
+
+    Such a value (``torch.__version__``, a ``str`` subclass) is the scalar
+    plus its ``__dict__``, if any; classes with non-empty ``__slots__`` hold
+    more and are not accepted.
+    """
+    mro = type(value).__mro__
+    base = next((c for c in mro if c in _PLAIN_TYPES), None)
+    if base is None or base is type(value):
+        return None
+    for cls in mro[: mro.index(base)]:
+        if not cls.__flags__ & _HEAP_TYPE or vars(cls).get("__slots__", ()) != ():
+            return None
+    return base
+
+
+def _serialised_state(value):
+    """``(name, state)`` for an extension object of :data:`_SERIALISED_STATE`."""
+    cls = type(value)
+    for (module, name), state in _SERIALISED_STATE.items():
+        if cls is getattr(sys.modules.get(module), name, None):
+            return f"{module}.{name}", state(value)
+    return None
 
 
 class _StateHash:
@@ -266,9 +324,14 @@ class _StateHash:
     shape, stride and bytes; numpy arrays and scalars by dtype, shape and
     bytes; containers recursively; plain scalars by type and ``repr``; classes
     and functions by identity (:func:`_identity`) and their defaults and
-    ``functools.partial`` arguments; instances of pure-Python classes by class
-    and attribute dict. Anything else, a forward hook on any submodule, or a
-    closure raises :class:`_Uncacheable` naming it. Shared objects and cycles
+    ``functools.partial`` arguments; instances of pure-Python classes (not
+    extension classes, whose instances hold native state beside their
+    ``__dict__``: told apart by their layout) by class and attribute dict;
+    pure-Python subclasses of ``str``, ``int`` ... (``torch.__version__``) by
+    class, value and attribute dict; the extension objects of
+    :data:`_SERIALISED_STATE` (a fast tokenizer) by their serialised state.
+    Anything else, a forward hook on any submodule, or a closure raises
+    :class:`_Uncacheable` naming it. Shared objects and cycles
     are encoded once, then referred to by position.
     """
 
@@ -288,6 +351,12 @@ class _StateHash:
             value, (torch.dtype, torch.device, enum.Enum)
         ):
             self._text(f"{type(value).__qualname__}:{value!r};")
+            return
+        base = _scalar_base(value)
+        if base is not None:
+            cls = type(value)
+            self._text(f"{cls.__qualname__}#{_identity(cls)}:{base.__repr__(value)}:")
+            self.add(getattr(value, "__dict__", None))
             return
         if id(value) in self._seen:
             self._text(f"ref:{self._seen[id(value)]};")
@@ -383,6 +452,11 @@ class _StateHash:
         elif _is_plain_object(value):
             self._text(f"object:{type(value).__qualname__}#{_identity(type(value))}:")
             self.add(vars(value))
+        elif (serialised := _serialised_state(value)) is not None:
+            name, state = serialised
+            self._text(f"serialised:{name}:")
+            self.add(state)
+            self.add(getattr(value, "__dict__", None))
         else:
             raise _Uncacheable(f"a {type(value).__name__} object")
 

@@ -103,7 +103,7 @@ class SentenceEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
     Attributes
     ----------
     encoder_ : object
-        The loaded encoder.
+        The loaded encoder (a ``torch.nn.Module`` one is put in eval mode).
 
     n_features_out_ : int
         Embedding dimension.
@@ -124,11 +124,17 @@ class SentenceEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
     encoder's whole state (the digest :class:`~skfewshot.BackboneTransformer`
     documents, computed afresh at every call), the device type of its
     tensors and the float32 matmul precision equal those it was embedded
-    with; the text itself is keyed by a digest of its UTF-8 bytes. Embeddings
-    are cached before ``normalize``. An encoder holding state that digest
-    cannot capture (an object of a compiled class, such as the fast
-    tokenizer of a sentence-transformers model) embeds every text afresh,
-    and a ``UserWarning`` says why (``cache=False`` silences it).
+    with; the text itself is keyed by a digest of its UTF-8 bytes. For a
+    sentence-transformers (or Hugging Face ``transformers``) model the state
+    is its weights and buffers, every module's settings (``max_seq_length``,
+    ``do_lower_case``, pooling and normalisation, prompts) and the whole
+    serialised fast tokenizer (its ``tokenizer.json``), so a loaded
+    all-MiniLM-L6-v2 embeds each distinct text once per process, and any
+    change of weights, tokenizer or settings embeds afresh. Embeddings are
+    cached before ``normalize``. A text repeated within one call is encoded
+    once. An encoder holding state that digest cannot capture (an object of
+    an extension class it does not know) embeds every text afresh, and a
+    ``UserWarning`` says why (``cache=False`` silences it).
 
     Output feature names are ``sentenceencoder0``, ``sentenceencoder1``, ...
 
@@ -197,6 +203,9 @@ class SentenceEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         if getattr(self, "_loaded_from", None) is not self.model:
             self.encoder_ = self._load()
             self._loaded_from = self.model
+        if isinstance(self.encoder_, torch.nn.Module):
+            # frozen: eval mode, as encode sets it (the cache key reads the mode)
+            self.encoder_.eval()
         self.n_features_out_ = self._encode(texts[:1]).shape[1]
         return self
 
@@ -275,8 +284,13 @@ class SentenceEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         return state_key(encoder, settings, "encoder", stacklevel=4)
 
     def _compute(self, texts, rows, out):
-        """Encode ``texts[rows]`` into ``out[rows]`` (allocated here when None)."""
-        batch = [texts[i] for i in rows]
+        """Encode ``texts[rows]`` into ``out[rows]`` (allocated here when None).
+
+        A text repeated in ``rows`` is encoded once.
+        """
+        first = {}
+        where = np.array([first.setdefault(texts[i], len(first)) for i in rows])
+        batch = list(first)
         name = type(self.encoder_).__name__
         emb = np.asarray(
             self.encoder_.encode(batch, batch_size=self.batch_size), dtype=np.float32
@@ -291,10 +305,11 @@ class SentenceEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
                 f"the encoder {name} returned {emb.shape[1]} features per text, "
                 f"but {out.shape[1]} for earlier texts in the same state."
             )
-        check_finite_features(emb, f"the encoder {name}", rows)
+        firsts = rows[np.unique(where, return_index=True)[1]]
+        check_finite_features(emb, f"the encoder {name}", firsts)
         if out is None:
             out = np.empty((len(texts), emb.shape[1]), dtype=np.float32)
-        out[rows] = emb
+        out[rows] = emb[where]
         return out
 
 

