@@ -6,10 +6,22 @@ fine-tuning family) and :class:`ProtoNetMetaTrainer` (episodic meta-training).
 Both produce a plain ``torch.nn.Module`` as ``backbone_``, to wrap with
 :class:`skfewshot.BackboneTransformer`; :class:`EpisodicValidation` measures
 few-shot accuracy on held-out classes during training.
+:class:`TextSupervisedPretrainer` and :class:`TextProtoNetMetaTrainer` do the
+same on texts, training a sentence-transformers model or a
+:class:`TextEmbedder` (a Hugging Face model with mean pooling) that
+:class:`skfewshot.text.SentenceEncoder` then wraps.
 """
 
 from ._callbacks import EpisodicValidation
 from ._pretrain import SupervisedPretrainer
 from ._protonet import ProtoNetMetaTrainer
+from ._text import TextEmbedder, TextProtoNetMetaTrainer, TextSupervisedPretrainer
 
-__all__ = ["EpisodicValidation", "ProtoNetMetaTrainer", "SupervisedPretrainer"]
+__all__ = [
+    "EpisodicValidation",
+    "ProtoNetMetaTrainer",
+    "SupervisedPretrainer",
+    "TextEmbedder",
+    "TextProtoNetMetaTrainer",
+    "TextSupervisedPretrainer",
+]
