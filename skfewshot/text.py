@@ -22,8 +22,10 @@ from sklearn.base import (
 from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
+from sklearn.utils import gen_batches
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
+from tqdm.auto import tqdm
 
 from ._feature_cache import cached_features, state_key, text_keys
 from ._torch_utils import resolve_device
@@ -100,6 +102,10 @@ class SentenceEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         it, least recently used evicted first, as for
         :class:`~skfewshot.BackboneTransformer`.
 
+    verbose : int, default=0
+        If positive, texts to embed are passed to ``encode`` ``batch_size`` at
+        a time under a progress bar (tqdm, on stderr); otherwise in one call.
+
     Attributes
     ----------
     encoder_ : object
@@ -163,6 +169,7 @@ class SentenceEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         "device": [str],
         "cache": ["boolean"],
         "cache_size": [Interval(Integral, 1, None, closed="left")],
+        "verbose": ["verbose"],
     }
 
     def __init__(
@@ -174,6 +181,7 @@ class SentenceEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         device: str = "auto",
         cache: bool = True,
         cache_size: int = 100_000,
+        verbose: int = 0,
     ) -> None:
         self.model = model
         self.batch_size = batch_size
@@ -181,6 +189,7 @@ class SentenceEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         self.device = device
         self.cache = cache
         self.cache_size = cache_size
+        self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Sequence[str], y: None = None) -> SentenceEncoder:
@@ -283,6 +292,23 @@ class SentenceEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         settings = f"text|{devices}|{torch.get_float32_matmul_precision()}"
         return state_key(encoder, settings, "encoder", stacklevel=4)
 
+    def _encode_batches(self, batch):
+        """``encode(batch)``: one call, or ``batch_size`` texts a call when verbose."""
+        if self.verbose <= 0:
+            return self.encoder_.encode(batch, batch_size=self.batch_size)
+        parts = [
+            np.asarray(
+                self.encoder_.encode(batch[part], batch_size=self.batch_size),
+                dtype=np.float32,
+            )
+            for part in tqdm(
+                list(gen_batches(len(batch), self.batch_size)),
+                desc=type(self).__name__,
+                unit="batch",
+            )
+        ]
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
     def _compute(self, texts, rows, out):
         """Encode ``texts[rows]`` into ``out[rows]`` (allocated here when None).
 
@@ -292,9 +318,7 @@ class SentenceEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         where = np.array([first.setdefault(texts[i], len(first)) for i in rows])
         batch = list(first)
         name = type(self.encoder_).__name__
-        emb = np.asarray(
-            self.encoder_.encode(batch, batch_size=self.batch_size), dtype=np.float32
-        )
+        emb = np.asarray(self._encode_batches(batch), dtype=np.float32)
         if emb.ndim != 2 or emb.shape[0] != len(batch):
             raise ValueError(
                 f"the encoder returned an array of shape {emb.shape} for "

@@ -1,5 +1,6 @@
 """The ``skfewshot`` command: help, demo, evaluate, runs, and one-line errors."""
 
+import importlib.machinery
 import io
 import json
 import re
@@ -821,6 +822,60 @@ def test_banking77_shows_progress_and_times_each_step(tmp_path, capsys):
     )
     status, _, err = run_cli(capsys, *argv, "--quiet")
     assert status == 0 and err == ""
+
+
+class FakeSentenceTransformer:
+    """Stands in for a sentence-transformers model: one keyword count per intent.
+
+    The texts it encodes are recorded in a class attribute (not its state, so
+    the feature cache keys every instance alike).
+    """
+
+    words = ["card", "transfer", "refund", "pin", "atm", "fee"]
+    loads, encoded = [], []
+
+    def __init__(self, name, device=None):
+        type(self).loads.append(name)
+
+    def encode(self, texts, batch_size=32, **kwargs):
+        type(self).encoded.extend(texts)
+        return np.array([[t.count(w) for w in self.words] for t in texts], float)
+
+
+def test_text_encoder_embeds_each_text_once_with_progress(
+    tmp_path, monkeypatch, capsys
+):
+    from skfewshot._feature_cache import FEATURE_CACHE
+
+    fake = type(sys)("sentence_transformers")
+    fake.__spec__ = importlib.machinery.ModuleSpec("sentence_transformers", None)
+    fake.SentenceTransformer = FakeSentenceTransformer
+    monkeypatch.setitem(sys.modules, "sentence_transformers", fake)
+    FakeSentenceTransformer.loads, FakeSentenceTransformer.encoded = [], []
+    FEATURE_CACHE.clear()
+    argv = [*BANKING77, "--data-dir", str(banking77_dir(tmp_path)), "--json"]
+    argv += ["--episodes", "40", "--text-encoder", "some/model"]
+    try:
+        status, out, err = run_cli(capsys, *argv)
+    finally:
+        FEATURE_CACHE.clear()
+    assert status == 0
+    assert FakeSentenceTransformer.loads == ["some/model"]
+    texts = [
+        f"my {w} issue number {i}, please help"
+        for w in FakeSentenceTransformer.words
+        for i in range(6)
+    ]
+    assert sorted(FakeSentenceTransformer.encoded) == sorted(texts)
+    assert err.startswith(
+        "skfewshot evaluate: building SentenceEncoder(some/model) features of 36 "
+        "texts\n"
+    )
+    assert "SentenceEncoder: 100%" in err
+    result = json.loads(out)
+    assert result["architecture"] == "SentenceEncoder(some/model)"
+    assert list(result["timings"]) == ["data", "features", "episodes"]
+    assert result["n_episodes"] == 40 and result["mean"] == 1.0
 
 
 def test_text_encoder_without_sentence_transformers_fails_first(

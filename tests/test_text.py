@@ -233,6 +233,20 @@ def test_a_text_repeated_in_a_call_is_encoded_once():
     assert_array_equal(out[3], [0, 0, 0, 0, 0, 0, 2, 0])
 
 
+def test_verbose_encodes_batch_by_batch_under_a_progress_bar(capsys):
+    texts = words(5)
+    quiet = SentenceEncoder(Letters(), cache=False).fit(texts).transform(texts)
+    capsys.readouterr()
+    enc = SentenceEncoder(Letters(), batch_size=2, cache=False, verbose=1)
+    assert_array_equal(enc.fit(texts).transform(texts), quiet)
+    assert [batch for batch, _ in enc.encoder_.calls[1:]] == [
+        texts[:2],
+        texts[2:4],
+        texts[4:],
+    ]
+    assert "SentenceEncoder: 100%" in capsys.readouterr().err
+
+
 def test_non_finite_rows_named_when_texts_repeat():
     class Broken(Letters):
         def encode(self, texts, batch_size=32, **kwargs):
