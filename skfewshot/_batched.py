@@ -35,7 +35,7 @@ import math
 
 from skfewshot._base import _accurate_squares
 
-__all__ = ["prototype_batch_predictor"]
+__all__ = ["finetune_batch_predictor", "prototype_batch_predictor"]
 
 #: Parameters of the prototype head that the batched computation implements.
 _PROTOTYPE_PARAMS = frozenset({"metric", "center", "scale"})
@@ -45,6 +45,43 @@ _PROTOTYPE_PARAMS = frozenset({"metric", "center", "scale"})
 #: rectification is not batched). A head with a parameter in neither mapping
 #: (an option added later) is not batched at all.
 _PROTOTYPE_UNBATCHED_OPTIONS = {"unlabelled_label": None, "transductive": False}
+
+#: Parameters of the fine-tuned cosine head that the batched computation
+#: implements; an ``unlabelled_label`` is batched only at None.
+_FINETUNE_PARAMS = frozenset(
+    {
+        "alpha",
+        "entropy_weight",
+        "marginal_weight",
+        "scale",
+        "learn_scale",
+        "max_iter",
+        "tol",
+        "transductive",
+        "device",
+    }
+)
+_FINETUNE_UNBATCHED_OPTIONS = {"unlabelled_label": None}
+
+
+def _batched_params(head, implemented, unbatched_options):
+    """The head's parameters if the batched computation covers them, else None.
+
+    ``implemented`` names the parameters the computation implements at any
+    value; ``unbatched_options`` maps each other parameter to the one value
+    at which it is batched. The parameters are validated first, as ``fit``
+    validates them. A parameter in neither (an option added to the head
+    later) means None: the per-episode path decides.
+    """
+    head._validate_params()
+    params = head.get_params(deep=False)
+    options = {name: value for name, value in params.items() if name not in implemented}
+    if not implemented <= set(params) or any(
+        name not in unbatched_options or value is not unbatched_options[name]
+        for name, value in options.items()
+    ):
+        return None
+    return params
 
 
 def prototype_batch_predictor(head, X):
@@ -69,16 +106,8 @@ def prototype_batch_predictor(head, X):
         then be unlabelled) or ``transductive=True`` (the rectification is
         not batched): the per-episode path decides.
     """
-    head._validate_params()
-    params = head.get_params(deep=False)
-    options = {
-        name: value for name, value in params.items() if name not in _PROTOTYPE_PARAMS
-    }
-    if not _PROTOTYPE_PARAMS <= set(params) or any(
-        name not in _PROTOTYPE_UNBATCHED_OPTIONS
-        or value is not _PROTOTYPE_UNBATCHED_OPTIONS[name]
-        for name, value in options.items()
-    ):
+    params = _batched_params(head, _PROTOTYPE_PARAMS, _PROTOTYPE_UNBATCHED_OPTIONS)
+    if params is None:
         return None
     import torch
 
@@ -126,6 +155,175 @@ def _prototype_predictions(S, codes, Q, n_classes, metric, center, scale):
     if not torch.isfinite(logits).all():
         return None  # the head's own float64 retry or error decides
     return logits.argmax(dim=-1).cpu().numpy()
+
+
+def finetune_batch_predictor(head, X):
+    """Batch predictor of a fine-tuned cosine head (``FineTunedCosineClassifier``).
+
+    Each episode's head is fitted as the per-episode path fits it (the same
+    objective, from the same start, with L-BFGS and the same stopping rules,
+    :func:`skfewshot._lbfgs.minimize_batched`) and, when transductive, adapted
+    to its queries from the fitted state, then its queries are predicted: all
+    the episodes of a batch at once.
+
+    The episodes are solved in a basis of the span of their own normalised
+    rows (the support, plus the queries when transductive): the start ``W0``
+    and every gradient of the objective lie in that span, so the iterates
+    never leave it, and L-BFGS, invariant under rotations, runs the same
+    iteration on the coordinates in an orthonormal basis of it (at most
+    ``n_rows`` of them instead of ``n_features``). The gradient test is made
+    on the gradient in the features' coordinates, as the per-episode path
+    makes it.
+
+    Parameters
+    ----------
+    head : estimator
+        An unfitted head with the parameters of
+        :class:`~skfewshot.finetune.FineTunedCosineClassifier`; they are
+        validated as ``fit`` validates them.
+    X : ndarray of shape (n_samples, n_features)
+        The pool of float features the episodes index.
+
+    Returns
+    -------
+    predict : callable or None
+        The batch predictor described in the module docstring, computing in
+        float64 on the head's ``device``. None when the head has a parameter
+        this function does not know, an ``unlabelled_label``, or a device
+        without float64 (Apple MPS): the per-episode path decides.
+    """
+    params = _batched_params(head, _FINETUNE_PARAMS, _FINETUNE_UNBATCHED_OPTIONS)
+    if params is None:
+        return None
+    import torch
+
+    from skfewshot._torch_utils import resolve_device
+
+    device = resolve_device(params["device"])
+    if device.type == "mps":
+        return None
+    pool = torch.as_tensor(X, device=device)
+
+    def predict(support, codes, query, n_classes):
+        with torch.no_grad(), _cpu_threads(device):
+            logits = _finetune_logits(
+                pool[torch.as_tensor(support, device=device)],
+                torch.as_tensor(codes, device=device),
+                pool[torch.as_tensor(query, device=device)],
+                n_classes,
+                params,
+            )
+            if not torch.isfinite(logits).all():
+                return None  # the head's own path reports it
+            return logits.argmax(dim=-1).cpu().numpy()
+
+    return predict
+
+
+def _finetune_logits(S, codes, Q, n_classes, params):
+    """Logits (B, n_q, n_classes) of the queries of stacked episodes."""
+    import torch
+
+    f64 = torch.float64
+    S_n, Q_n = _l2_normalize(S).to(f64), _l2_normalize(Q).to(f64)
+    W0 = _l2_normalize(_class_means(S, codes, n_classes)).to(f64)
+    transductive = params["transductive"] and params["entropy_weight"] > 0
+    basis = torch.linalg.qr((torch.cat([S_n, Q_n], dim=1) if transductive else S_n).mT)[
+        0
+    ]
+    S_r, Q_r, W0_r = S_n @ basis, Q_n @ basis, W0 @ basis
+    n_episodes, n_support = codes.shape
+    support = (S_r, codes, S_r.new_full((n_episodes, n_support), 1 / n_support))
+    state = (W0_r, S_r.new_zeros((n_episodes, n_classes)))
+    state += (S_r.new_full((n_episodes,), math.log(params["scale"])),)
+    if params["max_iter"] > 0:
+        state = _fine_tune_batch(state, support, None, W0_r, basis, params)
+        if transductive:
+            n_query = Q_r.shape[1]
+            queries = (Q_r, Q_r.new_full((n_episodes, n_query), 1 / n_query))
+            state = _fine_tune_batch(state, support, queries, W0_r, basis, params)
+    W, b, log_s = state
+    W_unit = W / torch.linalg.vector_norm(W, dim=-1, keepdim=True)
+    return torch.exp(log_s)[:, None, None] * (Q_r @ W_unit.mT) + b[:, None, :]
+
+
+def _fine_tune_batch(start, support, unlabelled, W0, basis, params):
+    """``(W, b, log_s)`` of each episode after fine-tuning from ``start``.
+
+    The batched twin of ``FineTunedCosineClassifier._fine_tune``: the same
+    objective (:func:`skfewshot.finetune._objective`, whose tensors carry the
+    episode as a batch dimension), variables (``W`` and ``b``, plus ``log s``
+    when ``learn_scale``), start and stopping rules (``max_iter``, ``tol`` on
+    the largest gradient entry, in the features' coordinates: ``basis``
+    maps the episode's coordinates back to them). Warns as the head does
+    when episodes run out of iterations.
+    """
+    import warnings
+
+    import torch
+    from sklearn.exceptions import ConvergenceWarning
+
+    from skfewshot._lbfgs import minimize_batched
+    from skfewshot.finetune import _objective
+
+    W_start, b_start, log_s_start = start
+    n_episodes, n_classes, k = W_start.shape
+    n_coef = n_classes * k
+    learn_scale = params["learn_scale"]
+
+    def unpack(x, problems):
+        W = x[:, :n_coef].view(-1, n_classes, k)
+        b = x[:, n_coef : n_coef + n_classes]
+        return W, b, x[:, -1] if learn_scale else log_s_start[problems]
+
+    def select(tensors, problems):
+        if tensors is None or problems.shape[0] == n_episodes:
+            return tensors
+        return tuple(t[problems] for t in tensors)
+
+    def fun(x, problems):
+        loss, grad_W, grad_b, grad_log_s = _objective(
+            *unpack(x, problems),
+            select(support, problems),
+            select(unlabelled, problems),
+            select((W0,), problems)[0],
+            params["alpha"],
+            params["entropy_weight"],
+            marginal_weight=params["marginal_weight"],
+        )
+        grads = [grad_W.reshape(x.shape[0], -1), grad_b]
+        if learn_scale:
+            grads.append(grad_log_s[:, None])
+        return loss, torch.cat(grads, dim=1)
+
+    def largest_entry(g, problems):
+        grad_W = g[:, :n_coef].view(-1, n_classes, k) @ select((basis,), problems)[0].mT
+        return torch.maximum(
+            grad_W.abs().amax(dim=(-2, -1)), g[:, n_coef:].abs().amax(dim=-1)
+        )
+
+    x0 = [W_start.reshape(n_episodes, -1), b_start]
+    if learn_scale:
+        x0.append(log_s_start[:, None])
+    x, n_iter, converged = minimize_batched(
+        fun,
+        torch.cat(x0, dim=1),
+        max_iter=params["max_iter"],
+        tol=params["tol"],
+        grad_measure=largest_entry,
+    )
+    out_of_iterations = int((~converged & (n_iter >= params["max_iter"])).sum())
+    if out_of_iterations:
+        warnings.warn(
+            f"FineTunedCosineClassifier stopped after max_iter={params['max_iter']} "
+            f"L-BFGS iterations with the largest gradient entry above "
+            f"tol={params['tol']} in {out_of_iterations} of {n_episodes} batched "
+            "episodes; increase max_iter or tol.",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    W, b, log_s = unpack(x, torch.arange(n_episodes, device=x.device))
+    return W, b, log_s.clone()
 
 
 def _cpu_threads(device):

@@ -25,6 +25,7 @@ from skfewshot._base import (
     _rescaled_weights,
     _validate_support,
 )
+from skfewshot._batched import finetune_batch_predictor
 from skfewshot._torch_utils import (
     resolve_device,
     single_thread,
@@ -211,6 +212,12 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
     The objective is evaluated in blocks of rows, so :meth:`fit` needs about
     one copy of ``X`` of extra memory, plus a bounded working space.
 
+    :func:`~skfewshot.model_selection.evaluate_episodes` fine-tunes the
+    episodes of this head (with ``unlabelled_label=None``, on a device with
+    float64) a batch at a time: the same objective, start and stopping
+    rules, solved for all the episodes at once by L-BFGS in the span of each
+    episode's rows, where the iterates lie (see ``skfewshot._batched``).
+
     With two classes, :meth:`decision_function` returns the 1-D logit
     difference ``logits[:, 1] - logits[:, 0]``, as scikit-learn's binary
     classifiers do.
@@ -246,6 +253,10 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
     >>> semi.fit(X_u, [0, 0, 1, 1, -1]).classes_
     array([0, 1])
     """
+
+    # evaluate_episodes fine-tunes many episodes of this head at once (the
+    # same objective and stopping rules; see skfewshot._batched)
+    _fewshot_batch_predictor = finetune_batch_predictor
 
     _parameter_constraints: dict = {
         "alpha": [Interval(Real, 0, None, closed="left")],
@@ -454,13 +465,18 @@ def _objective(
 ):
     """The fine-tuning objective and its gradient, in closed form.
 
+    Every tensor may carry leading batch dimensions ``...`` (one problem per
+    index, as :mod:`skfewshot._batched` solves many episodes at once); a
+    single problem has none.
+
     Parameters
     ----------
     W, b, log_s : tensor
-        Weights (n_classes, n_features), biases (n_classes,), log of the scale.
+        Weights (..., n_classes, n_features), biases (..., n_classes), log of
+        the scale (...).
     support : tuple of tensor
-        ``(Q, codes, v)``: L2-normalised labelled rows (n, n_features), their
-        class indices (n,) and their weights (n,), summing to 1.
+        ``(Q, codes, v)``: L2-normalised labelled rows (..., n, n_features),
+        their class indices (..., n) and their weights (..., n), summing to 1.
     unlabelled : tuple of tensor or None
         ``(Q_u, v_u)``: L2-normalised unlabelled rows and their weights
         (summing to 1); ``None`` when the transductive terms are off.
@@ -481,67 +497,72 @@ def _objective(
     Returns
     -------
     loss, grad_W, grad_b, grad_log_s : tensor
-        The objective documented in :class:`FineTunedCosineClassifier` and its
-        partial derivatives. Closed form instead of autograd: the problem is
-        tiny, so the autograd graph would cost more than the arithmetic.
+        The objective documented in :class:`FineTunedCosineClassifier` (shape
+        ``...``) and its partial derivatives. Closed form instead of
+        autograd: the problem is tiny, so the autograd graph would cost more
+        than the arithmetic.
     """
-    norms = torch.linalg.vector_norm(W, dim=1, keepdim=True).clamp_min(1e-12)
+    norms = torch.linalg.vector_norm(W, dim=-1, keepdim=True).clamp_min(1e-12)
     W_n = W / norms
     s = torch.exp(log_s)
-    loss = W.new_zeros(())
+    s_rows = s[..., None, None]  # broadcasts over (rows, classes)
+    b_rows = b.unsqueeze(-2)
+    loss = W.new_zeros(W.shape[:-2])
     grad_W_n, grad_b, grad_s = (torch.zeros_like(t) for t in (W_n, b, s))
 
     def blocks(Q):
         """``(rows, Q_block, cos, log_p)`` for each block of the rows of ``Q``."""
-        for rows in gen_batches(Q.shape[0], block_rows or max(Q.shape[0], 1)):
-            Q_block = Q[rows].to(W.dtype)
-            cos = Q_block @ W_n.T
-            yield rows, Q_block, cos, torch.log_softmax(s * cos + b, dim=1)
+        n_rows = Q.shape[-2]
+        for rows in gen_batches(n_rows, block_rows or max(n_rows, 1)):
+            Q_block = Q[..., rows, :].to(W.dtype)
+            cos = Q_block @ W_n.mT
+            yield rows, Q_block, cos, torch.log_softmax(s_rows * cos + b_rows, dim=-1)
 
     def add_gradient(grad_logits, Q_block, cos):
         """Chain rule from d loss / d logits to ``W_n``, ``b`` and ``s``."""
         nonlocal grad_W_n, grad_b, grad_s
-        grad_W_n = grad_W_n + s * (grad_logits.T @ Q_block)
-        grad_b = grad_b + grad_logits.sum(dim=0)
-        grad_s = grad_s + (grad_logits * cos).sum()
+        grad_W_n = grad_W_n + s_rows * (grad_logits.mT @ Q_block)
+        grad_b = grad_b + grad_logits.sum(dim=-2)
+        grad_s = grad_s + (grad_logits * cos).sum(dim=(-2, -1))
 
     Q, codes, v = support
     for rows, Q_block, cos, log_p in blocks(Q):
-        v_block, codes_block = v[rows, None], codes[rows, None]
-        loss = loss - (v_block * log_p.gather(1, codes_block)).sum()
+        v_block, codes_block = v[..., rows, None], codes[..., rows, None]
+        loss = loss - (v_block * log_p.gather(-1, codes_block)).sum(dim=(-2, -1))
         # d loss / d logits of a weighted cross-entropy: v_i (p_i - onehot_i).
         grad_logits = v_block * log_p.exp()
-        grad_logits.scatter_add_(1, codes_block, -v_block)
+        grad_logits.scatter_add_(-1, codes_block, -v_block)
         add_gradient(grad_logits, Q_block, cos)
     if unlabelled is not None:
         Q_u, v_u = unlabelled
         lam_m = entropy_weight * marginal_weight
         # The marginal term takes two passes over the rows; a single block is
         # computed once for both (more blocks are recomputed: bounded memory).
-        one_block = block_rows is None or Q_u.shape[0] <= block_rows
+        one_block = block_rows is None or Q_u.shape[-2] <= block_rows
         kept = list(blocks(Q_u)) if lam_m and one_block else None
         log_p_bar = None
         if lam_m:  # - lam_m H(p_bar)
             log_p_bar = _log_marginal(kept or blocks(Q_u), v_u)
-            loss = loss + lam_m * (log_p_bar.exp() * log_p_bar).sum()
+            loss = loss + lam_m * (log_p_bar.exp() * log_p_bar).sum(dim=-1)
+            log_p_bar = log_p_bar.unsqueeze(-2)  # broadcasts over the rows
         for rows, Q_block, cos, log_p in kept or blocks(Q_u):
             p = log_p.exp()
-            entropy = -(p * log_p).sum(dim=1, keepdim=True)
-            v_block = v_u[rows, None]
-            loss = loss + entropy_weight * (v_block * entropy).sum()
+            entropy = -(p * log_p).sum(dim=-1, keepdim=True)
+            v_block = v_u[..., rows, None]
+            loss = loss + entropy_weight * (v_block * entropy).sum(dim=(-2, -1))
             # d H / d logits = -p (log p + H), row by row.
             grad_logits = -entropy_weight * v_block * p * (log_p + entropy)
             if log_p_bar is not None:
                 # d (-H(p_bar)) / d logits_u = v_u p_u (log p_bar - <p_u, log p_bar>)
-                centred = log_p_bar - (p * log_p_bar).sum(dim=1, keepdim=True)
+                centred = log_p_bar - (p * log_p_bar).sum(dim=-1, keepdim=True)
                 grad_logits = grad_logits + lam_m * v_block * p * centred
             add_gradient(grad_logits, Q_block, cos)
     delta = W_n - W0
-    loss = loss + alpha * (delta.square().sum() + b.square().sum())
+    loss = loss + alpha * (delta.square().sum(dim=(-2, -1)) + b.square().sum(dim=-1))
     grad_W_n = grad_W_n + 2 * alpha * delta
     grad_b = grad_b + 2 * alpha * b
     # Through the normalisation w / |w|: remove the radial part, divide by |w|.
-    grad_W = (grad_W_n - W_n * (W_n * grad_W_n).sum(dim=1, keepdim=True)) / norms
+    grad_W = (grad_W_n - W_n * (W_n * grad_W_n).sum(dim=-1, keepdim=True)) / norms
     return loss, grad_W, grad_b, s * grad_s
 
 
@@ -551,11 +572,11 @@ def _log_marginal(blocks_u, v_u):
     One pass over ``blocks_u``, the blocks of the unlabelled rows (as
     ``blocks`` yields them in :func:`_objective`), by log-sum-exp, so it is
     finite wherever the rows' ``log p`` are (no ``log 0`` when every
-    prediction of a class underflows).
+    prediction of a class underflows). Shape (..., n_classes).
     """
-    log_v = torch.log(v_u)[:, None]
+    log_v = torch.log(v_u).unsqueeze(-1)
     log_p_bar = None
     for rows, _, _, log_p in blocks_u:
-        block = torch.logsumexp(log_p + log_v[rows], dim=0)
+        block = torch.logsumexp(log_p + log_v[..., rows, :], dim=-2)
         log_p_bar = block if log_p_bar is None else torch.logaddexp(log_p_bar, block)
     return log_p_bar

@@ -7,6 +7,8 @@ import sys
 import numpy as np
 import pytest
 from _memory_testing import peak_bytes
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -15,6 +17,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from skfewshot import _batched
 from skfewshot._base import _l2_normalize
 from skfewshot._episodes import BATCH_EPISODES, EpisodeSampler, episode_batches
+from skfewshot.finetune import FineTunedCosineClassifier
 from skfewshot.model_selection import (
     EpisodicSplit,
     _episode_codes,
@@ -412,3 +415,160 @@ def test_the_batched_parameter_lists_cover_every_prototype_parameter():
 
     listed = set(_PROTOTYPE_PARAMS) | set(_PROTOTYPE_UNBATCHED_OPTIONS)
     assert listed == set(PrototypeClassifier._get_param_names())
+
+
+# ------------------------------------------------------ the fine-tuned head
+
+
+def finetune_logits(X, y, episodes, **params):
+    """Batched logits and per-episode decision_function of the same episodes."""
+    import torch
+
+    support = np.stack([s for s, _ in episodes])
+    query = np.stack([q for _, q in episodes])
+    codes, _ = _episode_codes(y[support], y[query])
+    head = FineTunedCosineClassifier(**params)
+    X_t = torch.as_tensor(X)
+    batched = _batched._finetune_logits(
+        X_t[support], torch.as_tensor(codes), X_t[query], codes.max() + 1,
+        head.get_params(),
+    ).numpy()  # fmt: skip
+    plain = np.stack(
+        [clone(head).fit(X[s], y[s]).decision_function(X[q]) for s, q in episodes]
+    )
+    return batched, plain
+
+
+def draw(y, n_episodes=12, n_way=4, n_shot=3, n_query=5, seed=0):
+    sampler = EpisodeSampler(y, n_way, n_shot, n_query)
+    rng = np.random.RandomState(seed)
+    return [sampler.sample(rng) for _ in range(n_episodes)]
+
+
+@pytest.mark.parametrize(
+    "params, dtype",
+    [
+        ({}, np.float32),
+        ({}, np.float64),
+        ({"alpha": 0.5, "scale": 3.0}, np.float64),
+        ({"learn_scale": True}, np.float32),
+        ({"transductive": True, "entropy_weight": 0.1}, np.float32),
+        (
+            {"transductive": True, "entropy_weight": 1.0, "marginal_weight": 0.3},
+            np.float64,
+        ),
+    ],
+    ids=["default32", "default64", "alpha_scale", "learn_scale", "tim", "tim_mu"],
+)
+def test_batched_fine_tuning_finds_the_per_episode_classifier(blobs, params, dtype):
+    # solved to a tight tol, both paths reach the same minimum: the same
+    # logits to far better than the scale of the objective's curvature
+    X, y = blobs
+    X = X.astype(dtype)
+    tight = dict(params, tol=1e-10, max_iter=1000)
+    if params.get("learn_scale"):
+        # a learned scale has a minimum only where the support is not
+        # separable (its cosines): 12 shots of 4 classes of noise in 3-d
+        y = np.repeat(np.arange(6), 40)
+        X = np.random.RandomState(0).normal(size=(len(y), 3)).astype(dtype)
+        batched, plain = finetune_logits(X, y, draw(y, n_shot=12), **tight)
+    else:
+        episodes = draw(y, n_episodes=6 if params.get("transductive") else 12)
+        batched, plain = finetune_logits(X, y, episodes, **tight)
+    np.testing.assert_allclose(batched, plain, rtol=1e-5, atol=1e-5)
+    assert np.ptp(plain) > 1  # logits that tell the classes apart
+
+
+def test_batched_fine_tuning_in_more_features_than_rows():
+    # 64-d rows, 12 support and 20 query rows an episode: the episode's span is
+    # smaller than the features, where the batched path solves it
+    rng = np.random.RandomState(1)
+    y = np.repeat(np.arange(8), 12)
+    X = rng.normal(scale=0.4, size=(8, 64))[y] + rng.normal(size=(len(y), 64))
+    for params in [{}, {"transductive": True, "entropy_weight": 0.1}]:
+        tight = dict(params, tol=1e-10, max_iter=1000)
+        batched, plain = finetune_logits(X, y, draw(y, n_episodes=4), **tight)
+        np.testing.assert_allclose(batched, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_max_iter_zero_is_the_cosine_prototype_classifier(blobs):
+    X, y = blobs
+    episodes = draw(y)
+    batched, plain = finetune_logits(X, y, episodes, max_iter=0, scale=2.0)
+    np.testing.assert_allclose(batched, plain, rtol=1e-10, atol=1e-12)
+    for logits, (s, q) in zip(batched, episodes):
+        prototypes = PrototypeClassifier(metric="cosine", scale=2.0).fit(X[s], y[s])
+        np.testing.assert_allclose(
+            logits, prototypes.decision_function(X[q]), rtol=1e-10, atol=1e-12
+        )
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"transductive": True, "entropy_weight": 0.1}],
+    ids=["default", "tim"],
+)
+def test_fine_tuned_head_is_batched_in_evaluate_episodes(blobs, monkeypatch, params):
+    # at the default tol the two paths may differ only on a query within the
+    # tolerance of a tie: none on these episodes (a learned scale is left
+    # out: on a separable support it grows until max_iter, wherever the path)
+    X, y = blobs
+    batches = []
+    predictor = _batched.finetune_batch_predictor
+
+    def counting(head, X):
+        inner = predictor(head, X)
+
+        def predict(support, codes, query, n_classes):
+            batches.append(len(support))
+            return inner(support, codes, query, n_classes)
+
+        return predict
+
+    kwargs = dict(n_way=4, n_shot=3, n_query=5, n_episodes=70, random_state=0)
+    plain = evaluate_episodes(PerEpisodeFineTuned(**params), X, y, **kwargs)
+    monkeypatch.setattr(FineTunedCosineClassifier, "_fewshot_batch_predictor", counting)
+    batched = evaluate_episodes(FineTunedCosineClassifier(**params), X, y, **kwargs)
+    np.testing.assert_array_equal(batched.accuracies, plain.accuracies)
+    assert batches == [BATCH_EPISODES, 70 - BATCH_EPISODES]
+    assert 0.3 < plain.mean < 0.95
+
+
+class PerEpisodeFineTuned(FineTunedCosineClassifier):
+    """Overrides fit, which voids the batched capability: one clone an episode."""
+
+    def fit(self, X, y, sample_weight=None):
+        return super().fit(X, y, sample_weight)
+
+
+def test_batched_fine_tuning_warns_when_iterations_run_out(blobs):
+    X, y = blobs
+    kwargs = dict(n_way=4, n_shot=3, n_query=5, n_episodes=6, random_state=0)
+    with pytest.warns(ConvergenceWarning, match=r"max_iter=2 .* in 6 of 6 batched"):
+        batched = evaluate_episodes(
+            FineTunedCosineClassifier(max_iter=2), X, y, **kwargs
+        )
+    with pytest.warns(ConvergenceWarning, match="max_iter=2"):
+        plain = evaluate_episodes(PerEpisodeFineTuned(max_iter=2), X, y, **kwargs)
+    np.testing.assert_array_equal(batched.accuracies, plain.accuracies)
+
+
+@pytest.mark.parametrize(
+    "params", [{"unlabelled_label": -1}, {"device": "meta"}], ids=["unlabelled", "meta"]
+)
+def test_fine_tuned_options_not_batched(blobs, params):
+    # an unlabelled_label could make a drawn class unlabelled
+    X, _ = blobs
+    head = FineTunedCosineClassifier(**params)
+    if params.get("device") == "meta":
+        with pytest.raises(ValueError, match="meta"):
+            _batched.finetune_batch_predictor(head, X)
+    else:
+        assert _batched.finetune_batch_predictor(head, X) is None
+
+
+def test_the_batched_parameter_lists_cover_every_fine_tuned_parameter():
+    from skfewshot._batched import _FINETUNE_PARAMS, _FINETUNE_UNBATCHED_OPTIONS
+
+    listed = set(_FINETUNE_PARAMS) | set(_FINETUNE_UNBATCHED_OPTIONS)
+    assert listed == set(FineTunedCosineClassifier._get_param_names())
