@@ -17,6 +17,7 @@ _LAZY = {
     "BackboneTransformer": "skfewshot.backbone",
     "PrototypeClassifier": "skfewshot.prototype",
     "FineTunedCosineClassifier": "skfewshot.finetune",
+    "EpisodicGridSearchCV": "skfewshot.model_selection",
     "EpisodicSplit": "skfewshot.model_selection",
     "EpisodeScores": "skfewshot.model_selection",
     "evaluate_episodes": "skfewshot.model_selection",

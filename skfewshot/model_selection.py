@@ -4,7 +4,9 @@
 K-shot episodes (the support set is the training fold, the queries are the test
 fold), so ``cross_val_score``, ``cross_validate`` and ``GridSearchCV`` run the
 protocol unchanged. :func:`evaluate_episodes` runs it directly, reuses the
-features of frozen backbones across episodes and returns :class:`EpisodeScores`.
+features of frozen backbones across episodes and returns :class:`EpisodeScores`;
+:class:`EpisodicGridSearchCV` scores a parameter grid with it, every candidate
+on the same episodes.
 
 This module uses only the scikit-learn estimator API: it does not import torch.
 """
@@ -13,31 +15,41 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 import warnings
 from collections.abc import Iterator
+from copy import deepcopy
 from dataclasses import dataclass
 from numbers import Integral
 from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike
-from sklearn.base import clone
+from scipy.stats import rankdata
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, _fit_context, clone
 from sklearn.metrics import accuracy_score
-from sklearn.model_selection import BaseShuffleSplit
-from sklearn.utils import _safe_indexing, check_random_state
+from sklearn.model_selection import BaseShuffleSplit, ParameterGrid
+from sklearn.utils import _safe_indexing, check_random_state, get_tags
 from sklearn.utils._param_validation import (
     HasMethods,
     validate_parameter_constraints,
     validate_params,
 )
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.parallel import Parallel, delayed
-from sklearn.utils.validation import check_array, check_consistent_length, indexable
+from sklearn.utils.validation import (
+    check_array,
+    check_consistent_length,
+    check_is_fitted,
+    indexable,
+)
 from tqdm.auto import tqdm
 
 from ._episodes import (
     EPISODE_CONSTRAINTS,
     EPISODE_DEFAULTS,
     EpisodeSampler,
+    _split_frozen_prefix,
     batch_predictor,
     episode_batches,
     estimator_name,
@@ -47,7 +59,12 @@ from ._episodes import (
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["EpisodicSplit", "EpisodeScores", "evaluate_episodes"]
+__all__ = [
+    "EpisodeScores",
+    "EpisodicGridSearchCV",
+    "EpisodicSplit",
+    "evaluate_episodes",
+]
 
 
 class EpisodicSplit(BaseShuffleSplit):
@@ -380,6 +397,23 @@ class EpisodeScores:
         )
 
 
+def _warn_unused_groups(groups, within_groups, caller):
+    """Warn that ``groups`` given without ``within_groups=True`` does nothing.
+
+    Called from the body of a public function or ``fit`` method behind one
+    wrapper (``validate_params``, ``_fit_context``): the warning points at
+    the user's call.
+    """
+    if groups is not None and not within_groups:
+        warnings.warn(
+            f"groups has no effect in {caller} with within_groups=False; "
+            "pass within_groups=True to draw the classes of each episode from "
+            "one group, or leave groups out.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
 def _fit_and_score_episode(estimator, X_support, y_support, X_query, y_query):
     """Fit on the support set, return the accuracy on the whole query set."""
     estimator.fit(X_support, y_support)
@@ -589,14 +623,7 @@ def evaluate_episodes(
     X, y, groups = indexable(X, y, groups)
     check_consistent_length(X, y, groups)
     y = check_array(y, input_name="y", ensure_2d=False, dtype=None)
-    if groups is not None and not within_groups:
-        warnings.warn(
-            "groups has no effect in evaluate_episodes with within_groups=False; "
-            "pass within_groups=True to draw the classes of each episode from "
-            "one group, or leave groups out.",
-            UserWarning,
-            stacklevel=3,  # the caller of the validate_params wrapper
-        )
+    _warn_unused_groups(groups, within_groups, "evaluate_episodes")
     cv = EpisodicSplit(
         n_way,
         n_shot=n_shot,
@@ -645,3 +672,472 @@ def evaluate_episodes(
         random_state=random_state,
         estimator_name=estimator_name(estimator),
     )
+
+
+def _search_estimator_has(attr):
+    """``available_if`` check: ``attr`` of the refitted (or given) estimator.
+
+    As scikit-learn's search estimators do: unavailable with ``refit=False``
+    (the error says so), otherwise available when the best estimator (after
+    ``fit``) or the given estimator (before) has it.
+    """
+
+    def check(self):
+        if not self.refit:
+            raise AttributeError(
+                f"This {type(self).__name__} instance was initialized with "
+                f"refit=False. {attr} is available only after refitting on the "
+                "best parameters; set refit=True, or fit "
+                "estimator.set_params(**search.best_params_) yourself."
+            )
+        getattr(getattr(self, "best_estimator_", self.estimator), attr)
+        return True
+
+    return check
+
+
+def _masked_param_arrays(candidates):
+    """``param_<name>`` masked arrays of ``cv_results_``, as ``GridSearchCV``'s.
+
+    A candidate without the parameter (a grid of a list of grids) is masked;
+    numeric values keep their dtype, anything else is an object array.
+    """
+    values = {}
+    for index, params in enumerate(candidates):
+        for name, value in params.items():
+            values.setdefault(f"param_{name}", {})[index] = value
+    for key, by_index in values.items():
+        try:
+            inferred = np.array(list(by_index.values()))
+        except ValueError:  # sequences of different lengths
+            dtype = np.dtype(object)
+        else:
+            keep = inferred.ndim == 1 and inferred.dtype.kind != "U"
+            dtype = inferred.dtype if keep else np.dtype(object)
+        array = np.ma.MaskedArray(np.empty(len(candidates), dtype=dtype), mask=True)
+        for index, value in by_index.items():
+            array[index] = value  # unmasks it
+        yield key, array
+
+
+class EpisodicGridSearchCV(MetaEstimatorMixin, BaseEstimator):
+    """Exhaustive search over a parameter grid, each candidate scored on episodes.
+
+    The few-shot counterpart of :class:`~sklearn.model_selection.GridSearchCV`
+    with ``cv=EpisodicSplit(...)``, with the same results: every candidate of
+    ``param_grid`` is scored by :func:`evaluate_episodes` on the *same*
+    ``n_episodes`` N-way K-shot episodes of ``X`` (fitted on each support set,
+    accuracy on its queries), and ranked by its mean accuracy.
+
+    It is faster than ``GridSearchCV`` for two reasons:
+
+    - **Batched episodes.** A candidate whose per-episode part is one of the
+      library's heads (:class:`~skfewshot.PrototypeClassifier`,
+      :class:`~skfewshot.FineTunedCosineClassifier`) is computed up to 64
+      episodes at a time as one torch computation instead of one fitted
+      clone per episode; other candidates take the per-episode path (see
+      :func:`evaluate_episodes`).
+    - **Frozen steps once for the whole search.** When ``estimator`` is a
+      :class:`~sklearn.pipeline.Pipeline` whose leading steps are frozen
+      (:class:`~skfewshot.BackboneTransformer`,
+      :class:`~skfewshot.text.SentenceEncoder`, a
+      :class:`~sklearn.frozen.FrozenEstimator`, any step declaring
+      ``frozen_features = True``) and no parameter of the grid belongs to
+      those steps (e.g. a grid over ``"head__alpha"`` only), the frozen steps
+      run once on ``X`` and every candidate is evaluated on the features.
+      When the grid sets a frozen step's parameter (or replaces the step),
+      each candidate computes its own frozen features once, for all its
+      episodes: the same scores, one backbone pass per candidate.
+
+    Parameters
+    ----------
+    estimator : estimator object implementing ``fit`` and ``predict``
+        The few-shot classifier or pipeline to tune; cloned, never modified.
+
+    param_grid : dict or list of dicts
+        Parameter names (as for ``estimator.set_params``, e.g.
+        ``"finetunedcosineclassifier__alpha"``) mapped to the lists of values
+        to try, or a list of such dicts, each a grid of its own (see
+        :class:`~sklearn.model_selection.ParameterGrid`).
+
+    n_way : int, default=5
+        Classes per episode, at least 2.
+
+    n_shot : int, default=1
+        Support samples per class.
+
+    n_query : int, default=15
+        Query samples per class.
+
+    n_episodes : int, default=600
+        Number of episodes every candidate is scored on.
+
+    within_groups : bool, default=False
+        Draw all classes of an episode from one group (the ``groups`` argument
+        of :meth:`fit`), e.g. one Omniglot alphabet.
+
+    random_state : int, RandomState instance or None, default=None
+        Controls which episodes are drawn. All candidates are scored on the
+        same episodes: an int is the seed of the episodes (the episodes of
+        ``EpisodicSplit(..., random_state=that_int)``), and with None or a
+        RandomState instance one seed is drawn from it once per call of
+        :meth:`fit`. Randomness inside the estimator is controlled by the
+        estimator's own ``random_state``.
+
+    refit : bool, default=True
+        Refit the estimator with the best parameters on the whole of ``X``
+        and ``y``, as ``GridSearchCV`` does, for :meth:`predict` and
+        :meth:`score`. In a few-shot setting this is usually not what you
+        want: ``X`` holds the validation classes, which the test episodes will
+        not contain, so the useful output is :attr:`best_params_`;
+        ``refit=False`` skips the refit.
+
+    n_jobs : int, default=None
+        Episodes evaluated in parallel with joblib on the per-episode path
+        (see :func:`evaluate_episodes`); batched episodes ignore it. ``None``
+        means 1 unless in a :obj:`joblib.parallel_backend` context; ``-1``
+        uses all processors.
+
+    verbose : int, default=0
+        When > 0, print the number of candidates and episodes, show a progress
+        bar (tqdm) per candidate and print each candidate's score.
+
+    Attributes
+    ----------
+    cv_results_ : dict of ndarray
+        One entry per candidate in each array, in the keys of
+        ``GridSearchCV``'s ``cv_results_`` that apply (so
+        ``pandas.DataFrame(search.cv_results_)`` is a table):
+        ``params`` (the list of parameter dicts), ``param_<name>`` (masked
+        arrays, masked where a candidate of a list of grids lacks the
+        parameter), ``split<i>_test_score`` (accuracy on episode ``i``),
+        ``mean_test_score``, ``std_test_score`` (``ddof=0``),
+        ``rank_test_score`` (1 is best; ties share the lowest rank) and
+        ``ci95_test_score``, the half-width of the 95% confidence interval of
+        the mean, ``1.96 * std / sqrt(n_episodes)``, as
+        :class:`EpisodeScores` computes it. There are no fit or score times:
+        batched episodes have none of their own.
+
+    best_estimator_ : estimator
+        ``estimator`` with :attr:`best_params_`, fitted on all of ``X``;
+        only with ``refit=True``.
+
+    best_score_ : float
+        Mean accuracy of the best candidate.
+
+    best_params_ : dict
+        Parameters of the best candidate: the first of those with the highest
+        mean accuracy.
+
+    best_index_ : int
+        Index of the best candidate in the arrays of :attr:`cv_results_`.
+
+    n_splits_ : int
+        Number of episodes, ``n_episodes``.
+
+    refit_time_ : float
+        Seconds spent refitting the best estimator; only with ``refit=True``.
+
+    classes_ : ndarray
+        Class labels of :attr:`best_estimator_`; only with ``refit=True``.
+
+    See Also
+    --------
+    evaluate_episodes : Score one estimator on episodes.
+    EpisodicSplit : The episodes as a CV splitter, for ``GridSearchCV`` and
+        any other scikit-learn search.
+    sklearn.model_selection.GridSearchCV : The general search.
+
+    Notes
+    -----
+    A candidate whose fit fails raises its error (as ``GridSearchCV`` with
+    ``error_score="raise"``): no score is silently replaced by NaN. A
+    parameter that the estimator does not have raises the ``ValueError`` of
+    ``set_params`` before any episode is evaluated.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from skfewshot import PrototypeClassifier
+    >>> from skfewshot.model_selection import EpisodicGridSearchCV
+    >>> X, y = load_digits(return_X_y=True)
+    >>> search = EpisodicGridSearchCV(
+    ...     PrototypeClassifier(),
+    ...     {"metric": ["cosine", "dot"]},
+    ...     n_way=5, n_shot=1, n_episodes=100, random_state=0, refit=False,
+    ... ).fit(X, y)
+    >>> search.best_params_
+    {'metric': 'cosine'}
+    >>> search.cv_results_["mean_test_score"].round(2)
+    array([0.72, 0.59])
+    >>> search.cv_results_["rank_test_score"]
+    array([1, 2], dtype=int32)
+    >>> search.n_splits_
+    100
+    """
+
+    _parameter_constraints: dict = {
+        "estimator": [HasMethods(["fit", "predict"])],
+        "param_grid": [dict, list],
+        **EPISODE_CONSTRAINTS,
+        "within_groups": ["boolean"],
+        "random_state": ["random_state"],
+        "refit": ["boolean"],
+        "n_jobs": [Integral, None],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        estimator,
+        param_grid: dict | list[dict],
+        *,
+        n_way: int = EPISODE_DEFAULTS["n_way"],
+        n_shot: int = EPISODE_DEFAULTS["n_shot"],
+        n_query: int = EPISODE_DEFAULTS["n_query"],
+        n_episodes: int = EPISODE_DEFAULTS["n_episodes"],
+        within_groups: bool = False,
+        random_state: int | np.random.RandomState | None = None,
+        refit: bool = True,
+        n_jobs: int | None = None,
+        verbose: int = 0,
+    ) -> None:
+        self.estimator = estimator
+        self.param_grid = param_grid
+        self.n_way = n_way
+        self.n_shot = n_shot
+        self.n_query = n_query
+        self.n_episodes = n_episodes
+        self.within_groups = within_groups
+        self.random_state = random_state
+        self.refit = refit
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+
+    # the estimator's own parameters are validated when each clone is fitted
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(
+        self, X: ArrayLike, y: ArrayLike, groups: ArrayLike | None = None
+    ) -> EpisodicGridSearchCV:
+        """Score every candidate on the same episodes of ``X``, ``y``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            The pool of samples of the validation classes, indexed with
+            :func:`sklearn.utils._safe_indexing`.
+
+        y : array-like of shape (n_samples,)
+            Class labels of ``X``.
+
+        groups : array-like of shape (n_samples,), default=None
+            Group of each sample, used with ``within_groups=True``; given
+            without it, ``groups`` has no effect and a warning says so.
+
+        Returns
+        -------
+        self : EpisodicGridSearchCV
+            The fitted search.
+
+        Raises
+        ------
+        ValueError
+            When ``param_grid`` has no candidate, a parameter is not one of
+            the estimator's, ``X`` and ``y`` differ in length, or fewer than
+            ``n_way`` classes have ``n_shot + n_query`` samples.
+        TypeError
+            When ``param_grid`` is not a dict of lists or a list of them.
+        """
+        candidates = list(ParameterGrid(self.param_grid))
+        if not candidates:
+            raise ValueError(
+                f"param_grid={self.param_grid!r} has no candidate; give a dict "
+                "of parameter lists or a non-empty list of them."
+            )
+        X, y, groups = indexable(X, y, groups)
+        check_consistent_length(X, y, groups)
+        y = check_array(y, input_name="y", ensure_2d=False, dtype=None)
+        _warn_unused_groups(groups, self.within_groups, type(self).__name__)
+        groups = groups if self.within_groups else None
+        episode_settings = {
+            "n_way": self.n_way,
+            "n_shot": self.n_shot,
+            "n_query": self.n_query,
+            "n_episodes": self.n_episodes,
+        }
+        # enough classes for the episodes? (before any backbone runs)
+        EpisodicSplit(**episode_settings, within_groups=self.within_groups)._sampler(
+            y, groups
+        )
+        seed = self.random_state
+        if not isinstance(seed, Integral):  # one draw: every candidate shares it
+            seed = check_random_state(seed).randint(np.iinfo(np.int32).max)
+
+        head = self._shared_head(candidates)
+        base = self.estimator if head is None else head
+        for params in candidates:  # unknown parameters raise before any work
+            clone(base).set_params(**params)
+        features = X if head is None else reuse_frozen_features(self.estimator, X, y)[0]
+        if self.verbose > 0:
+            n = len(candidates)
+            print(
+                f"Scoring {n} candidate{'s' * (n != 1)} on the same "
+                f"{self.n_episodes} episodes ({self.n_way}-way {self.n_shot}-shot)"
+            )
+        scores = np.empty((len(candidates), self.n_episodes))
+        # the body of evaluate_episodes: its settings are validated above, and
+        # its validate_params wrapper would rename a head's invalid parameter
+        # ("the 'alpha' parameter of FineTunedCosineClassifier") after itself
+        evaluate = evaluate_episodes.__wrapped__
+        for i, params in enumerate(candidates):
+            result = evaluate(
+                clone(base).set_params(**clone(params, safe=False)),
+                features,
+                y,
+                **episode_settings,
+                groups=groups,
+                within_groups=self.within_groups,
+                random_state=seed,
+                n_jobs=self.n_jobs,
+                verbose=self.verbose,
+            )
+            scores[i] = result.accuracies
+            if self.verbose > 0:
+                print(f"[{i + 1}/{len(candidates)}] {params}: {result}")
+
+        self.cv_results_ = self._results(candidates, scores)
+        self.best_index_ = int(self.cv_results_["rank_test_score"].argmin())
+        self.best_score_ = float(self.cv_results_["mean_test_score"][self.best_index_])
+        self.best_params_ = candidates[self.best_index_]
+        self.n_splits_ = self.n_episodes
+        if self.refit:
+            start = time.perf_counter()
+            self.best_estimator_ = (
+                clone(self.estimator)
+                .set_params(**clone(self.best_params_, safe=False))
+                .fit(X, y)
+            )
+            self.refit_time_ = time.perf_counter() - start
+        return self
+
+    def _shared_head(self, candidates):
+        """The part of the estimator every candidate sets, or None.
+
+        That part is what follows the estimator's frozen leading steps (the
+        whole estimator when it has none): when no candidate sets a parameter
+        of those steps, their features are computed once for the search and
+        each candidate is a clone of the rest. None when a candidate touches
+        them (each evaluation then computes its own frozen features once).
+        """
+        prefix, head = _split_frozen_prefix(self.estimator)
+        if not prefix:
+            return head
+        # a key names a parameter of the pipeline itself ("memory"), or of a
+        # step ("head__alpha"), or replaces a step ("head")
+        keys = {key.split("__", 1)[0] for params in candidates for key in params}
+        return head if keys <= {name for name, _ in head.steps} else None
+
+    def _results(self, candidates, scores):
+        """``cv_results_`` of per-episode ``scores`` (n_candidates, n_episodes).
+
+        The arithmetic of ``GridSearchCV`` (unweighted ``np.average`` for the
+        mean and the standard deviation, ``rankdata(..., method="min")`` of
+        the negated means), so equal episode scores give equal results.
+        """
+        results = dict(_masked_param_arrays(candidates))
+        results["params"] = candidates
+        for i in range(scores.shape[1]):
+            results[f"split{i}_test_score"] = scores[:, i]
+        means = np.average(scores, axis=1)
+        stds = np.sqrt(np.average((scores - means[:, np.newaxis]) ** 2, axis=1))
+        results["mean_test_score"] = means
+        results["std_test_score"] = stds
+        results["ci95_test_score"] = 1.96 * stds / math.sqrt(scores.shape[1])
+        results["rank_test_score"] = rankdata(-means, method="min").astype(np.int32)
+        return results
+
+    @property
+    def classes_(self) -> np.ndarray:
+        """Class labels of :attr:`best_estimator_` (with ``refit=True``)."""
+        _search_estimator_has("classes_")(self)
+        return self.best_estimator_.classes_
+
+    @available_if(_search_estimator_has("predict"))
+    def predict(self, X: ArrayLike) -> np.ndarray:
+        """Predict with :attr:`best_estimator_`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Samples, as ``estimator.predict`` takes them.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            Predicted labels.
+        """
+        check_is_fitted(self)
+        return self.best_estimator_.predict(X)
+
+    @available_if(_search_estimator_has("predict_proba"))
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
+        """Class probabilities from :attr:`best_estimator_`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Samples, as ``estimator.predict_proba`` takes them.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Probabilities, columns in the order of :attr:`classes_`.
+        """
+        check_is_fitted(self)
+        return self.best_estimator_.predict_proba(X)
+
+    @available_if(_search_estimator_has("decision_function"))
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
+        """Decision scores from :attr:`best_estimator_`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Samples, as ``estimator.decision_function`` takes them.
+
+        Returns
+        -------
+        scores : ndarray
+            What ``best_estimator_.decision_function`` returns.
+        """
+        check_is_fitted(self)
+        return self.best_estimator_.decision_function(X)
+
+    @available_if(_search_estimator_has("score"))
+    def score(self, X: ArrayLike, y: ArrayLike) -> float:
+        """Score of :attr:`best_estimator_` on ``X``, ``y`` (its ``score``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Samples.
+
+        y : array-like of shape (n_samples,)
+            True labels.
+
+        Returns
+        -------
+        score : float
+            ``best_estimator_.score(X, y)``: the accuracy for a classifier.
+        """
+        check_is_fitted(self)
+        return self.best_estimator_.score(X, y)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        estimator_tags = get_tags(self.estimator)
+        tags.estimator_type = estimator_tags.estimator_type
+        tags.classifier_tags = deepcopy(estimator_tags.classifier_tags)
+        tags.input_tags.pairwise = estimator_tags.input_tags.pairwise
+        tags.input_tags.sparse = estimator_tags.input_tags.sparse
+        return tags
