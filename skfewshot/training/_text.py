@@ -403,7 +403,9 @@ class TextSupervisedPretrainer(_TextTrainerMixin, SupervisedPretrainer):
         pretrained transformer with AdamW).
     head_lr : float or None, default=0.01
         Learning rate of the head, which starts from random weights; ``None``
-        uses ``lr``.
+        uses ``lr``. The head is then the first parameter group, so the
+        ``lr`` column of the epoch table (skorch reports the first group's)
+        is the head's.
     batch_size : int, default=32
         Texts per training mini-batch.
     {optimizer}
@@ -552,7 +554,8 @@ class TextProtoNetMetaTrainer(_TextTrainerMixin, ProtoNetMetaTrainer):
         pretrained transformer with AdamW).
     head_lr : float or None, default=0.01
         Learning rate of the head (the learnt scale of ``metric="cosine"``);
-        ``None`` uses ``lr``.
+        ``None`` uses ``lr``. The ``lr`` column of the epoch table is the
+        head's (skorch reports the first parameter group's).
     {optimizer}
     {weight_decay}
     {lr_schedule}
