@@ -850,6 +850,14 @@ class EpisodicGridSearchCV(MetaEstimatorMixin, BaseEstimator):
 
     Notes
     -----
+    The scores are those of ``GridSearchCV`` with ``cv=EpisodicSplit(...,
+    random_state=random_state)`` and an int ``random_state``: equal for
+    :class:`~skfewshot.PrototypeClassifier` and foreign estimators; for the
+    batched :class:`~skfewshot.FineTunedCosineClassifier` a query that lies
+    within the solver's ``tol`` of a tie may be labelled differently (see
+    :func:`evaluate_episodes`), so two candidates whose mean accuracies
+    differ by about one query may rank in the other order.
+
     A candidate whose fit fails raises its error (as ``GridSearchCV`` with
     ``error_score="raise"``): no score is silently replaced by NaN. A
     parameter that the estimator does not have raises the ``ValueError`` of
