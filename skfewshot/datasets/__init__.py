@@ -1,24 +1,30 @@
 """Few-shot data sets as scikit-learn :class:`~sklearn.utils.Bunch` objects.
 
-Images come as float32 arrays of shape (n, 1, s, s) with ink = 1, texts as
-lists of str; every loader reads local files (a path or the data home, see
-:func:`get_data_home`), and ``load_omniglot`` can download the published zips
-with an md5 check. numpy only: no torch, no Pillow.
+Images come as float32 arrays of shape (n, C, h, w) in [0, 1] (Omniglot and
+digits: one channel, ink = 1), texts as lists of str; every loader reads local
+files (a path or the data home, see :func:`get_data_home`), and
+``load_omniglot`` can download the published zips with an md5 check. A user's
+own images load with :func:`load_image_folder` (a class-per-folder tree) or
+go through a pipeline as file paths with :class:`ImageFileReader`. Images are
+decoded by Pillow; no torch.
 """
 
 from ._augment import augment_rotations
 from ._banking77 import load_banking77
 from ._base import clear_data_home, get_data_home
 from ._digits import load_digits_images
+from ._folder import ImageFileReader, load_image_folder
 from ._omniglot import load_omniglot, omniglot_shared_alphabets
 from ._omniglot_runs import load_omniglot_runs
 
 __all__ = [
+    "ImageFileReader",
     "augment_rotations",
     "clear_data_home",
     "get_data_home",
     "load_banking77",
     "load_digits_images",
+    "load_image_folder",
     "load_omniglot",
     "load_omniglot_runs",
     "omniglot_shared_alphabets",

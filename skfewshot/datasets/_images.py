@@ -46,9 +46,10 @@ class _ImageShape(_ImageSide):
     """
 
     def is_satisfied_by(self, val):
+        side = super().is_satisfied_by
         if isinstance(val, (tuple, list)):
-            return len(val) == 2 and all(super().is_satisfied_by(v) for v in val)
-        return super().is_satisfied_by(val)
+            return len(val) == 2 and all(side(v) for v in val)
+        return side(val)
 
     def __str__(self):
         return "an int >= 1 or a (height, width) pair of them"
