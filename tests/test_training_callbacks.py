@@ -1,4 +1,4 @@
-"""Tests for skfewshot.training._callbacks: EpisodicValidation."""
+"""Tests for skfewshot.training._callbacks: EpisodicValidation, TrainingCheckpoint."""
 
 import pytest
 import torch
@@ -6,6 +6,7 @@ from _training_testing import (
     episodic_validation,
     pretrainer,
     protonet,
+    same_state,
 )
 from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback, Checkpoint, EarlyStopping
@@ -17,6 +18,7 @@ from skfewshot.prototype import PrototypeClassifier
 from skfewshot.training import (
     EpisodicValidation,
 )
+from skfewshot.training._callbacks import TrainingCheckpoint
 
 
 class _RecordTrainingFlags(Callback):
@@ -124,3 +126,84 @@ def test_episodic_validation_needs_a_backbone_attribute(base, novel):
     )
     with pytest.raises(TypeError, match="has no 'backbone' attribute"):
         net.fit(*base)
+
+
+class _CtrlC(Callback):
+    """Raises KeyboardInterrupt (as Ctrl-C would) in the middle of an epoch."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_batch_begin(self, net, **kwargs):
+        if len(net.history) == self.epoch:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("make", [pretrainer, protonet], ids=["pretrain", "proto"])
+def test_checkpoint_resume_equals_an_uninterrupted_run(make, base, novel, tmp_path):
+    path = tmp_path / "run.ckpt"
+    validation = episodic_validation(novel)
+    full = make(max_epochs=3, callbacks=[validation]).fit(*base)
+    # Ctrl-C during the third epoch: the checkpoint of the second is on disk
+    interrupted = make(
+        max_epochs=3, callbacks=[validation, TrainingCheckpoint(path), _CtrlC(3)]
+    )
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit(*base)
+    assert not hasattr(interrupted, "backbone_")
+    resumed = make(
+        max_epochs=3, callbacks=[validation, TrainingCheckpoint(path, resume=True)]
+    ).fit(*base)
+    checkpoint = dict(resumed.net_.callbacks_)["TrainingCheckpoint"]
+    assert checkpoint.resumed_epochs_ == 2
+    assert len(resumed.history_) == 3
+    # weights, optimizer state, schedule and random streams all carried over
+    assert same_state(resumed.net_.module_, full.net_.module_)
+    for key in ("train_loss", "valid_fsl_acc", "valid_fsl_acc_best"):
+        assert resumed.history_[:, key] == full.history_[:, key]
+
+
+def test_checkpoint_of_a_finished_run_trains_no_more_epochs(base, tmp_path):
+    path = tmp_path / "run.ckpt"
+    first = pretrainer(max_epochs=2, callbacks=[TrainingCheckpoint(path)]).fit(*base)
+    again = pretrainer(
+        max_epochs=2, callbacks=[TrainingCheckpoint(path, resume=True)]
+    ).fit(*base)
+    assert len(again.history_) == 2
+    assert same_state(again.backbone_, first.backbone_)
+
+
+def test_checkpoint_refuses_another_run(base, tmp_path):
+    path = tmp_path / "run.ckpt"
+    settings = {"lr": 0.05, "epochs": 2}
+    pretrainer(
+        max_epochs=1, callbacks=[TrainingCheckpoint(path, settings=settings)]
+    ).fit(*base)
+
+    def resume(settings, X, y):
+        callback = TrainingCheckpoint(path, settings=settings, resume=True)
+        pretrainer(max_epochs=2, callbacks=[callback]).fit(X, y)
+
+    with pytest.raises(ValueError, match=r"written with lr=0.05, this run has lr=0.1"):
+        resume({**settings, "lr": 0.1}, *base)
+    with pytest.raises(ValueError, match=r"written with seed=None, this run has seed"):
+        resume({**settings, "seed": 1}, *base)
+    X, y = base
+    with pytest.raises(ValueError, match="written for other training data"):
+        resume(settings, X[::-1], y[::-1])
+    other = "another network .parameter 'head.weight': .5, 8. there, None here"
+    with pytest.raises(ValueError, match=other):
+        callback = TrainingCheckpoint(path, settings=settings, resume=True)
+        protonet(max_epochs=2, callbacks=[callback]).fit(X, y)
+
+
+def test_checkpoint_missing_or_foreign_file(base, tmp_path):
+    missing = TrainingCheckpoint(tmp_path / "none.ckpt", resume=True)
+    with pytest.raises(FileNotFoundError, match="no training checkpoint .*none.ckpt"):
+        pretrainer(max_epochs=1, callbacks=[missing]).fit(*base)
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.ckpt' is not a readable training"):
+        pretrainer(max_epochs=1, callbacks=[TrainingCheckpoint(junk, resume=True)]).fit(
+            *base
+        )

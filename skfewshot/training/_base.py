@@ -134,20 +134,27 @@ def _all_finite(module):
 class _StopOnNonFinite(Callback):
     """End training at the first epoch with a non-finite loss or weights.
 
-    The module's state (head included) is copied to the CPU at the start of
-    training and after every epoch that ends with finite batch losses and
-    finite weights; at the first epoch that does not, that copy is loaded back,
-    a ``RuntimeWarning`` names the epoch and the weights kept, and training
-    ends the way skorch's ``EarlyStopping`` ends it (``KeyboardInterrupt`` from
-    ``on_epoch_end``). It runs before the user's callbacks, so they never see
-    the diverged weights.
+    The module's state (head included) is copied to the CPU as the first
+    epoch begins (after any resumed state is loaded) and after every epoch
+    that ends with finite batch losses and finite weights; at the first epoch
+    that does not, that copy is loaded back, a ``RuntimeWarning`` names the
+    epoch and the weights kept, and training ends the way skorch's
+    ``EarlyStopping`` ends it (``KeyboardInterrupt`` from ``on_epoch_end``).
+    It runs before the user's callbacks, so they never see the diverged
+    weights.
     """
 
     def __init__(self, owner):
         self.owner = owner
 
     def on_train_begin(self, net, **kwargs):
-        self._keep(net, len(net.history))  # 0, or the epochs of a warm start
+        self._kept = None
+
+    def on_epoch_begin(self, net, **kwargs):
+        # kept at the first epoch, after every on_train_begin: a resumed run
+        # (TrainingCheckpoint) falls back to the weights it resumed from
+        if self._kept is None:
+            self._keep(net, len(net.history) - 1)  # the row just opened
 
     def _keep(self, net, epoch):
         state = net.module_.state_dict()
@@ -238,6 +245,8 @@ class _TrainerNetMixin:
       (Ctrl-C) propagates out of ``fit`` / ``partial_fit``, without
       ``on_train_end`` (so nothing is saved or reported as if training had
       completed).
+    - A run resumed by :class:`~skfewshot.training._callbacks.TrainingCheckpoint`
+      trains the epochs left to ``max_epochs``, not ``max_epochs`` more.
     """
 
     def __init__(self, *args, augment=None, **kwargs):
@@ -258,17 +267,21 @@ class _TrainerNetMixin:
             self._stop_requested = method_name == "on_epoch_end"
             raise
 
-    def fit_loop(self, X, y=None, **fit_params):
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
         self._stop_requested = False
+        if epochs is None and getattr(self, "_epochs_restored", 0):
+            # resumed by TrainingCheckpoint: only the epochs left to max_epochs
+            epochs = max(self.max_epochs - self._epochs_restored, 0)
         with _watch_sigint() as sigints:
             try:
-                return super().fit_loop(X, y, **fit_params)
+                return super().fit_loop(X, y, epochs=epochs, **fit_params)
             except KeyboardInterrupt as exc:
                 if self._stop_requested and not sigints:
                     raise  # a callback ended training: skorch stops quietly
                 raise _Interrupted(exc) from None
 
     def partial_fit(self, *args, **kwargs):
+        self._epochs_restored = 0  # set by TrainingCheckpoint(resume=True)
         try:
             return super().partial_fit(*args, **kwargs)
         except _Interrupted as exc:
@@ -432,6 +445,7 @@ class _BaseTrainer(BaseEstimator):
 
     def _fit(self, X, y):
         X, y = validate_data(self, X, y, allow_nd=True, dtype=np.float32)
+        X = np.ascontiguousarray(X)  # torch takes no negative strides (X[::-1])
         check_classification_targets(y)
         classes, y_encoded = np.unique(y, return_inverse=True)
         if len(classes) < 2:

@@ -1,19 +1,24 @@
-"""Few-shot validation on held-out classes, as a skorch callback."""
+"""Training callbacks: few-shot validation on held-out classes, and a
+checkpoint that lets an interrupted training resume exactly."""
 
 from __future__ import annotations
 
+import hashlib
 from contextlib import suppress
+from pathlib import Path
 
 import numpy as np
+import torch
 from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils import check_array, column_or_1d
 from skorch.callbacks import Callback
 
 from .._episodes import EPISODE_DEFAULTS, EpisodeSampler
+from .._fileio import atomic_path
 from ..backbone import BackboneTransformer
 
-__all__ = ["EpisodicValidation"]
+__all__ = ["EpisodicValidation", "TrainingCheckpoint"]
 
 
 class EpisodicValidation(Callback):
@@ -157,7 +162,15 @@ class EpisodicValidation(Callback):
             groups=self.groups,
             within_groups=self.within_groups,
         )
-        # warm start: carry on from the best score already in the history
+        self._best_read = False
+
+    def _read_best(self, net):
+        """Warm start or resumed run: carry on from the best score in the history.
+
+        Read at the first epoch's end, after every ``on_train_begin`` (so after
+        :class:`TrainingCheckpoint` restored the history).
+        """
+        self._best_read = True
         with suppress(ValueError, IndexError, KeyError):
             flags = net.history[:, f"{self.name}_best"]
             last_best = len(flags) - 1 - flags[::-1].index(True)
@@ -198,9 +211,230 @@ class EpisodicValidation(Callback):
             random_state=self.random_state,
         )
         score = float(scores.mean)
+        if not self._best_read:
+            self._read_best(net)
         is_best = self._is_best_score(score)
         if is_best:
             self.best_score_ = score
         net.history.record(self.name, score)
         net.history.record(f"{self.name}_ci95", float(scores.ci95))
         net.history.record(f"{self.name}_best", bool(is_best))
+
+
+_CHECKPOINT_FORMAT = "skfewshot.training_checkpoint"
+_CHECKPOINT_VERSION = 1
+
+
+def _data_digest(X, y):
+    """SHA-256 of the training inputs and labels, to recognise the same data."""
+    digest = hashlib.sha256()
+    for array in (X, y):
+        array = np.ascontiguousarray(np.asarray(array))
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.data)
+    return digest.hexdigest()
+
+
+def _schedulers(net):
+    """The learning-rate schedulers of the net's callbacks, by callback name."""
+    return {
+        name: cb.lr_scheduler_
+        for name, cb in getattr(net, "callbacks_", [])
+        if hasattr(getattr(cb, "lr_scheduler_", None), "state_dict")
+    }
+
+
+def _python_values(value):
+    """``value`` with numpy scalars and arrays as Python values (for torch.load's
+    weights-only reader, which takes tensors and plain Python data only)."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _python_values(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_python_values(v) for v in value)
+    return value
+
+
+def _numpy_rng_state(rng):
+    name, keys, *rest = rng.get_state()
+    return [name, torch.from_numpy(keys.astype(np.int64)), *_python_values(rest)]
+
+
+class TrainingCheckpoint(Callback):
+    """Save a resumable training state after every epoch; resume from it.
+
+    After each epoch the whole training state is written to ``path``
+    atomically (a reader sees the previous epoch's file or the new one, never
+    a half-written one): the weights of the net's module (backbone and
+    training head), the optimizer's state, the learning-rate schedulers'
+    states, the history, and every random number generator training draws
+    from (torch's global generators, the data loader's generator and the
+    episode sampler's). With ``resume=True``, ``fit`` starts by loading that
+    state and trains only the epochs left to ``max_epochs``; on the CPU the
+    result equals, bit for bit, a run that was never interrupted.
+
+    Put it last in ``callbacks``, so that the saved history holds what the
+    other callbacks record (e.g. :class:`EpisodicValidation`).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The checkpoint file (its folder must exist).
+    settings : dict or None, default=None
+        Plain data describing the run (e.g. the command-line options). A
+        resumed run must have equal settings; the inputs and labels given to
+        ``fit`` must be the same too (the file keeps their SHA-256 digest).
+    resume : bool, default=False
+        Load ``path`` at the start of training instead of starting over.
+
+    Attributes
+    ----------
+    resumed_epochs_ : int
+        Epochs restored from ``path`` at the start of training (0 when not
+        resuming).
+
+    Raises
+    ------
+    FileNotFoundError
+        At the start of training, with ``resume=True`` and no file at ``path``.
+    ValueError
+        At the start of training, with ``resume=True``, when the file is not a
+        training checkpoint, or it was written with other settings (the
+        message names the first setting that differs), other training data,
+        or another network (parameter names or shapes).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from skfewshot.models import Conv4
+    >>> from skfewshot.training import SupervisedPretrainer
+    >>> from skfewshot.training._callbacks import TrainingCheckpoint
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.rand(40, 1, 16, 16).astype(np.float32)
+    >>> y = np.repeat(np.arange(4), 10)
+    >>> path = os.path.join(tempfile.mkdtemp(), "run.ckpt")
+    >>> def trainer(epochs, resume=False):
+    ...     return SupervisedPretrainer(
+    ...         Conv4(hidden=8), max_epochs=epochs, device="cpu", verbose=0,
+    ...         random_state=0, callbacks=[TrainingCheckpoint(path, resume=resume)])
+    >>> first = trainer(2).fit(X, y)  # as if stopped after 2 of 3 epochs
+    >>> resumed = trainer(3, resume=True).fit(X, y)
+    >>> checkpoint = dict(resumed.net_.callbacks_)["TrainingCheckpoint"]
+    >>> len(resumed.history_), checkpoint.resumed_epochs_
+    (3, 2)
+    """
+
+    def __init__(self, path, *, settings=None, resume=False):
+        self.path = path
+        self.settings = settings
+        self.resume = resume
+
+    def initialize(self):
+        self.resumed_epochs_ = 0
+        return self
+
+    def _state(self, net):
+        params = net.get_params_for("iterator_train")
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        if isinstance(params.get("generator"), torch.Generator):
+            rng["generator"] = params["generator"].get_state()
+        sampler_rng = getattr(params.get("batch_sampler"), "rng", None)
+        if isinstance(sampler_rng, np.random.RandomState):
+            rng["batch_sampler"] = _numpy_rng_state(sampler_rng)
+        return {
+            "format": _CHECKPOINT_FORMAT,
+            "version": _CHECKPOINT_VERSION,
+            "settings": self.settings,
+            "data": self.data_digest_,
+            "epochs": len(net.history),
+            "history": _python_values(net.history.to_list()),
+            "module_state": net.module_.state_dict(),
+            "optimizer": net.optimizer_.state_dict(),
+            "schedulers": {k: v.state_dict() for k, v in _schedulers(net).items()},
+            "rng": rng,
+        }
+
+    def _load(self):
+        path = Path(self.path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no training checkpoint {str(path)!r} to resume from (it is "
+                "written after each epoch of a run and removed when the run ends)"
+            )
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated, foreign or corrupted files
+            raise ValueError(
+                f"{str(path)!r} is not a readable training checkpoint "
+                f"({type(exc).__name__}: {str(exc).strip()[:200]})"
+            ) from exc
+        if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
+            raise ValueError(f"{str(path)!r} is not a skfewshot training checkpoint")
+        if state.get("version") != _CHECKPOINT_VERSION:
+            raise ValueError(
+                f"{str(path)!r} has checkpoint version {state.get('version')!r}; "
+                f"this skfewshot reads version {_CHECKPOINT_VERSION}"
+            )
+        return state
+
+    def _check_same_run(self, state, net):
+        saved, current = state["settings"] or {}, self.settings or {}
+        for key in sorted(set(saved) | set(current), key=str):
+            if saved.get(key) != current.get(key):
+                raise ValueError(
+                    f"cannot resume from {str(self.path)!r}: it was written with "
+                    f"{key}={saved.get(key)!r}, this run has {key}="
+                    f"{current.get(key)!r}; rerun with the same settings, or "
+                    "without resuming to start over"
+                )
+        if state["data"] != self.data_digest_:
+            raise ValueError(
+                f"cannot resume from {str(self.path)!r}: it was written for other "
+                "training data (other images, labels or order)"
+            )
+        saved = {k: tuple(v.shape) for k, v in state["module_state"].items()}
+        current = {k: tuple(v.shape) for k, v in net.module_.state_dict().items()}
+        if saved != current:
+            key = next(k for k in [*saved, *current] if saved.get(k) != current.get(k))
+            raise ValueError(
+                f"cannot resume from {str(self.path)!r}: it trained another "
+                f"network (parameter {key!r}: {saved.get(key)} there, "
+                f"{current.get(key)} here)"
+            )
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        self.data_digest_ = _data_digest(X, y)
+        self.resumed_epochs_ = 0
+        if not self.resume:
+            return
+        state = self._load()
+        self._check_same_run(state, net)
+        net.module_.load_state_dict(state["module_state"])
+        net.optimizer_.load_state_dict(state["optimizer"])
+        schedulers = _schedulers(net)
+        for name, scheduler_state in state["schedulers"].items():
+            schedulers[name].load_state_dict(scheduler_state)
+        net.history.clear()
+        net.history.extend(state["history"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        params = net.get_params_for("iterator_train")
+        if "generator" in rng:
+            params["generator"].set_state(rng["generator"])
+        if "batch_sampler" in rng:
+            name, keys, *rest = rng["batch_sampler"]
+            params["batch_sampler"].rng.set_state(
+                (name, keys.numpy().astype(np.uint32), *rest)
+            )
+        self.resumed_epochs_ = state["epochs"]
+        net._epochs_restored = state["epochs"]  # fit_loop trains the rest
+
+    def on_epoch_end(self, net, **kwargs):
+        with atomic_path(self.path) as tmp:
+            torch.save(self._state(net), tmp)
