@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from _memory_testing import traced
 from PIL import Image, features
 from sklearn.base import clone
 from sklearn.exceptions import SkipTestWarning
@@ -385,3 +386,16 @@ def test_paths_may_be_path_like(tmp_path):
     path = save(tmp_path / "x.png", np.full((2, 2), 255, np.uint8))
     assert isinstance(path, os.PathLike)
     np.testing.assert_array_equal(ImageFileReader(image_size=1).transform([path]), 1)
+
+
+def test_memory_is_the_result_plus_one_image(tmp_path):
+    # 24 photos of 200x200 RGB (960 kB each as float64) into 4x4: read one at
+    # a time, the traced peak stays near one photo, far from all 24 (23 MB)
+    rng = np.random.RandomState(0)
+    for i in range(24):
+        save(
+            tmp_path / "c" / f"{i:02d}.png",
+            rng.randint(0, 256, (200, 200, 3), np.uint8),
+        )
+    _, peak, _ = traced(lambda: load_image_folder(tmp_path, image_size=4, color="rgb"))
+    assert peak < 3 << 20
