@@ -216,9 +216,9 @@ def load_omniglot(
         or the zip or one of its members is unreadable (corrupt data, bad
         CRC); the message names the zip and the member.
     ValueError
-        When the zip holds no Omniglot images, a member is not a PNG this
-        loader reads (corrupt, 0 pixels, too many pixels, image data inflating
-        past its header's size) or is larger than 64 MiB, or
+        When the zip holds no Omniglot images, a member is not an image
+        Pillow reads (corrupt, truncated, 0 pixels) or has more pixels than
+        ``PIL.Image.MAX_IMAGE_PIXELS``, is larger than 64 MiB, or
         ``alphabets``/``exclude_alphabets`` name an alphabet the zip lacks or
         leave none; the message names the zip and the member.
     TypeError
@@ -233,9 +233,9 @@ def load_omniglot(
     Notes
     -----
     Memory stays bounded whatever the zip holds: each member is read with a
-    64 MiB bound (declared and actual size), and each PNG is inflated only up
-    to the size its header implies, at most 4096 x 4096 pixels; drawings are
-    decoded and resized one at a time.
+    64 MiB bound (declared and actual size), and each drawing is decoded by
+    Pillow, which inflates only the rows its header declares, up to its
+    decompression-bomb limit; drawings are decoded and resized one at a time.
 
     Examples
     --------
