@@ -1,4 +1,4 @@
-"""The ``skfewshot`` command: ``demo``, ``evaluate`` and ``runs``.
+"""The ``skfewshot`` command: ``demo``, ``evaluate``, ``runs``, ``train``, ``predict``.
 
 Sits on top of the library and only parses, calls it and prints: the heads and
 the demo are :mod:`skfewshot.recipes`; nothing imports this module. Arguments
@@ -606,6 +606,563 @@ def _cmd_runs(args):
 
 
 # --------------------------------------------------------------------------
+# train: a backbone from a labelled folder (or a built-in data set)
+# --------------------------------------------------------------------------
+
+#: The backbone architectures ``train --arch`` builds, by their CLI names.
+_ARCHS = {"conv4": "Conv4", "resnet12": "ResNet12"}
+#: Episodes of ``--val-classes`` validation per epoch.
+_VAL_EPISODES = 100
+
+
+def _checkpoint_path(output):
+    """Where ``train`` keeps the resumable state of a run writing ``output``."""
+    return Path(f"{Path(output).expanduser()}.ckpt")
+
+
+def _check_output_path(path, flag="--output"):
+    """Fail now, before any work, if ``path`` cannot be written."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise _CLIError(f"{flag} {path} is a folder; give a file name")
+    if not target.parent.is_dir():
+        raise _CLIError(f"{flag} {path}: folder {target.parent} does not exist")
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        raise _CLIError(f"{flag} {path}: folder {target.parent} is not writable")
+
+
+def _check_train_args(args):
+    """Every check of ``train`` that needs no heavy import."""
+    if (args.data is None) == (args.dataset is None):
+        raise _CLIError(
+            "give either a folder of labelled images (DIR, one sub-folder per "
+            "class) or --dataset, not both"
+            if args.data
+            else "give a folder of labelled images (DIR, one sub-folder per "
+            "class) or --dataset omniglot|digits"
+        )
+    if args.data is not None:
+        _check_exists(args.data, "DIR")
+        if not Path(args.data).expanduser().is_dir():
+            raise _CLIError(
+                f"DIR {args.data} is a file; give a folder of class folders"
+            )
+    if args.dataset == "omniglot":
+        if not args.data_dir:
+            raise _CLIError(
+                "omniglot needs --data-dir (the folder with the Omniglot zips)"
+            )
+        _check_exists(args.data_dir, "--data-dir")
+        for subset in args.subset or [_OMNIGLOT_SUBSET]:
+            if not (Path(args.data_dir).expanduser() / f"{subset}.zip").is_file():
+                raise _CLIError(f"--data-dir {args.data_dir} holds no {subset}.zip")
+    elif args.data_dir or args.subset or args.rotations:
+        flag = (
+            "--data-dir"
+            if args.data_dir
+            else "--subset"
+            if args.subset
+            else "--rotations"
+        )
+        raise _CLIError(f"{flag} applies to --dataset omniglot only")
+    if args.recipe == "protonet" and args.batch_size is not None:
+        raise _CLIError(
+            "--batch-size applies to --recipe pretrain; a ProtoNet batch is one "
+            "episode (--n-way, --n-shot, --n-query)"
+        )
+    if args.val_classes == 1:
+        raise _CLIError("--val-classes needs at least 2 classes to make episodes")
+    _check_output_path(args.output)
+    checkpoint = _checkpoint_path(args.output)
+    if args.resume and not checkpoint.is_file():
+        raise _CLIError(
+            f"--resume: no checkpoint {checkpoint} of an interrupted run to "
+            "continue (run without --resume to start)"
+        )
+    if not args.resume and checkpoint.exists():
+        raise _CLIError(
+            f"{checkpoint} holds an interrupted run: continue it with --resume, "
+            "or delete it to start over"
+        )
+
+
+def _train_settings(args):
+    """What a resumed run must share with the run it continues (not device)."""
+    data = (
+        {"data": str(Path(args.data).expanduser().resolve())}
+        if args.data is not None
+        else {
+            "dataset": args.dataset,
+            "subset": args.subset,
+            "rotations": args.rotations,
+        }
+    )
+    return {
+        **data,
+        **{
+            key: getattr(args, key)
+            for key in (
+                "recipe",
+                "arch",
+                "epochs",
+                "image_size",
+                "color",
+                "batch_size",
+                "lr",
+                "seed",
+                "val_classes",
+                "n_way",
+                "n_shot",
+                "n_query",
+                "episodes_per_epoch",
+            )
+        },
+    }
+
+
+def _omniglot_training_data(args):
+    """Omniglot subsets with shared alphabets read once, as the benchmark does."""
+    from .datasets import augment_rotations, load_omniglot
+
+    Xs, ys, names, alphabets = [], [], [], []
+    for subset in args.subset or [_OMNIGLOT_SUBSET]:
+        bunch = load_omniglot(
+            subset,
+            path=Path(args.data_dir).expanduser() / f"{subset}.zip",
+            image_size=args.image_size,
+            exclude_alphabets=alphabets or None,  # the same images in two subsets
+        )
+        Xs.append(bunch.data)
+        ys.append(bunch.target + len(names))
+        names += [str(n) for n in bunch.target_names]
+        alphabets += bunch.group_names.tolist()
+    X, y = np.concatenate(Xs), np.concatenate(ys)
+    if args.rotations:
+        X, y = augment_rotations(X, y)
+        names += [f"{n} ({deg} degrees)" for deg in (90, 180, 270) for n in names]
+    trained_on = {
+        "dataset": "omniglot",
+        "subset": list(args.subset or [_OMNIGLOT_SUBSET]),
+        "alphabets": alphabets,
+    }
+    return X, y, names, trained_on
+
+
+def _training_data(args):
+    """``(X, y codes, class names, trained_on)`` of the data ``train`` reads."""
+    if args.data is not None:
+        from .datasets import load_image_folder
+
+        bunch = load_image_folder(
+            Path(args.data).expanduser(), image_size=args.image_size, color=args.color
+        )
+        names = [str(n) for n in bunch.target_names]
+        return bunch.data, bunch.target, names, {"dataset": "folder", "classes": names}
+    if args.color != "grayscale":
+        raise _CLIError(f"--dataset {args.dataset} is grayscale; leave --color out")
+    if args.dataset == "digits":
+        from .datasets import load_digits_images
+
+        X, y = load_digits_images(image_size=args.image_size, return_X_y=True)
+        keep = np.isin(y, recipes.DEMO_BASE_CLASSES)
+        classes = list(recipes.DEMO_BASE_CLASSES)
+        return (
+            X[keep],
+            y[keep],
+            [str(c) for c in classes],
+            {
+                "dataset": "digits",
+                "classes": classes,
+            },
+        )
+    return _omniglot_training_data(args)
+
+
+def _split_validation(X, y, names, n_val, seed):
+    """Hold out ``n_val`` classes drawn with ``seed``: ``(train, val, val names)``."""
+    n_classes = len(names)
+    if n_val and n_val > n_classes - 2:
+        raise _CLIError(
+            f"--val-classes {n_val} leaves {n_classes - n_val} of the {n_classes} "
+            "classes to train on; at least 2 are needed"
+        )
+    val = np.sort(np.random.RandomState(seed).permutation(n_classes)[:n_val])
+    held = np.isin(y, val)
+    _, y_train = np.unique(y[~held], return_inverse=True)
+    return (X[~held], y_train), (X[held], y[held]), [names[i] for i in val]
+
+
+def _validation_callback(X_val, y_val, seed):
+    """Episodic few-shot accuracy on the held-out classes, once per epoch."""
+    from .training import EpisodicValidation
+
+    counts = np.unique(y_val, return_counts=True)[1]
+    if counts.min() < 2:
+        raise _CLIError(
+            "--val-classes: every held-out class needs 2 images or more (1 "
+            "support + 1 query); one has "
+            f"{counts.min()}"
+        )
+    return EpisodicValidation(
+        X_val,
+        y_val,
+        n_way=min(5, len(counts)),
+        n_shot=1,
+        n_query=int(min(15, counts.min() - 1)),
+        n_episodes=_VAL_EPISODES,
+        random_state=seed,
+    )
+
+
+def _make_trainer(args, in_channels, callbacks):
+    import torch
+
+    from . import models
+    from .training import ProtoNetMetaTrainer, SupervisedPretrainer
+
+    with torch.random.fork_rng():  # seeded initial weights, global RNG untouched
+        torch.manual_seed(args.seed)
+        module = getattr(models, _ARCHS[args.arch])(in_channels=in_channels)
+    common = {
+        "max_epochs": args.epochs,
+        "device": args.device,
+        "callbacks": callbacks,
+        "verbose": 0 if args.quiet else 2,
+        "random_state": args.seed,
+    }
+    if args.lr is not None:
+        common["lr"] = args.lr
+    if args.recipe == "protonet":
+        return ProtoNetMetaTrainer(
+            module,
+            n_way=args.n_way,
+            n_shot=args.n_shot,
+            n_query=args.n_query,
+            episodes_per_epoch=args.episodes_per_epoch,
+            **common,
+        )
+    if args.batch_size is not None:
+        common["batch_size"] = args.batch_size
+    return SupervisedPretrainer(module, **common)
+
+
+def _versions():
+    import platform
+
+    import sklearn
+    import skorch
+    import torch
+
+    from . import __version__
+
+    return {
+        "skfewshot": __version__,
+        "torch": torch.__version__,
+        "scikit-learn": sklearn.__version__,
+        "skorch": skorch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _write_text(path, text):
+    """Write ``text`` to ``path`` atomically (the old file stays on failure)."""
+    from ._fileio import atomic_path
+
+    with atomic_path(Path(path).expanduser()) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def _cmd_train(args):
+    _check_train_args(args)
+    from .models import save_backbone
+    from .training._callbacks import TrainingCheckpoint
+
+    started = time.time()
+    X, y, names, trained_on = _training_data(args)
+    (X_train, y_train), (X_val, y_val), val_names = _split_validation(
+        X, y, names, args.val_classes, args.seed
+    )
+    train_names = [n for n in names if n not in set(val_names)]
+    if trained_on["dataset"] != "omniglot":
+        trained_on["classes"] = [
+            c for c, n in zip(trained_on["classes"], names) if n not in set(val_names)
+        ]
+    callbacks = [_validation_callback(X_val, y_val, args.seed)] if val_names else []
+    checkpoint = _checkpoint_path(args.output)
+    settings = _train_settings(args)
+    callbacks.append(
+        TrainingCheckpoint(checkpoint, settings=settings, resume=args.resume)
+    )
+    trainer = _make_trainer(args, X.shape[1], callbacks)
+    if not args.quiet:
+        print(
+            f"skfewshot train: {args.recipe} {_ARCHS[args.arch]} on {len(X_train)} "
+            f"images of {len(train_names)} classes"
+            + (
+                f", validating on {len(val_names)} held-out classes"
+                if val_names
+                else ""
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
+    t0, c0 = time.perf_counter(), time.process_time()
+    with _progress(not args.quiet):
+        trainer.fit(X_train, y_train)
+    train_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
+    history = trainer.history_
+    last = history[-1]
+    save_backbone(
+        trainer.backbone_,
+        Path(args.output).expanduser(),
+        input_shape=X.shape[1:],
+        trained_on=trained_on,
+    )
+    resumed = dict(trainer.net_.callbacks_)["TrainingCheckpoint"].resumed_epochs_
+    record = {
+        "command": "train",
+        "argv": args.argv,
+        "output": str(args.output),
+        "settings": {**settings, "device": args.device},
+        "architecture": _ARCHS[args.arch],
+        "input_shape": list(X.shape[1:]),
+        "trained_on": trained_on,
+        "classes": train_names,
+        "val_classes": val_names,
+        "n_images": len(X_train),
+        "epochs_run": len(history),
+        "resumed_from_epoch": resumed,
+        "final_train_loss": float(last["train_loss"]),
+        "final_train_acc": float(last["train_acc"]),
+        "final_val_accuracy": float(last["valid_fsl_acc"]) if val_names else None,
+        "history": [
+            {
+                k: row[k]
+                for k in ("epoch", "train_loss", "train_acc", "valid_fsl_acc", "dur")
+                if k in row
+            }
+            for row in history
+        ],
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "train_seconds": round(train_s, 2),
+        "train_cpu_seconds": round(cpu_s, 2),
+        "versions": _versions(),
+    }
+    _write_text(f"{Path(args.output).expanduser()}.json", json.dumps(record, indent=2))
+    checkpoint.unlink(missing_ok=True)  # the run is complete
+    val = ""
+    if val_names:
+        accuracy = 100 * record["final_val_accuracy"]
+        val = f", few-shot accuracy on held-out classes {accuracy:.1f}%"
+    text = (
+        f"Trained {_ARCHS[args.arch]} ({args.recipe}) on {len(X_train)} images of "
+        f"{len(train_names)} classes, {len(history)} epochs, final loss "
+        f"{record['final_train_loss']:.4f}{val} [{train_s:.1f} s]\n"
+        f"Backbone written to {args.output} (record: {args.output}.json)"
+    )
+    _emit(args, record, text)
+
+
+# --------------------------------------------------------------------------
+# predict: a saved backbone + a head fitted on a support folder
+# --------------------------------------------------------------------------
+
+
+def _parse_head_params(pairs):
+    """``["alpha=0.1", "metric=cosine"]`` -> ``{"alpha": 0.1, "metric": "cosine"}``."""
+    import ast
+
+    params = {}
+    for pair in pairs or []:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise _CLIError(f"--head-param {pair!r}: expected KEY=VALUE")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text  # a bare word is a string: metric=cosine
+        params[key.strip()] = value
+    return params
+
+
+def _final_estimator(head):
+    return head.steps[-1][1] if hasattr(head, "steps") else head
+
+
+def _make_predict_head(args):
+    """The head with its ``--head-param`` s, validated by the head itself."""
+    params = _parse_head_params(args.head_param)
+    if args.unknown:
+        params["unknown_label"] = "unknown"
+    allowed = _final_estimator(recipes.make_head(args.head)).get_params(deep=False)
+    bad = [key for key in params if key not in allowed]
+    if bad:
+        if bad[0] == "unknown_label":
+            raise _CLIError(
+                f"--unknown needs a head with an unknown_label parameter; the "
+                f"installed {HEAD_LABELS[args.head]} has none"
+            )
+        raise _CLIError(
+            f"--head-param {bad[0]}: {HEAD_LABELS[args.head]} has no parameter "
+            f"{bad[0]!r}; it takes {', '.join(sorted(allowed))}"
+        )
+    head = recipes.make_head(args.head, **params)
+    try:
+        _final_estimator(head)._validate_params()  # scikit-learn's own checks
+    except ValueError as exc:
+        raise _CLIError(f"--head-param: {exc}") from None
+    return head
+
+
+def _query_files(queries):
+    """Every image file of ``--query``: files as given, folders searched recursively."""
+    from .datasets._folder import IMAGE_EXTENSIONS
+
+    files = []
+    for query in queries:
+        path = Path(query).expanduser()
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in IMAGE_EXTENSIONS
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+            if not found:
+                raise _CLIError(
+                    f"--query folder {query} holds no image file ("
+                    + " ".join(IMAGE_EXTENSIONS)
+                    + ")"
+                )
+            files += [str(Path(query) / p.relative_to(path)) for p in found]
+        else:
+            files.append(str(query))
+    return sorted(set(files))
+
+
+def _predict_input_format(args, meta):
+    """``(image_size, color)`` of the backbone file; flags must agree with it."""
+    shape = meta.get("input_shape")
+    if shape is None:
+        if args.image_size is None or args.color is None:
+            raise _CLIError(
+                f"backbone file {args.backbone} does not record its input shape; "
+                "give --image-size and --color"
+            )
+        return args.image_size, args.color
+    channels, size = shape[0] if len(shape) == 3 else 1, tuple(shape[-2:])
+    color = {1: "grayscale", 3: "rgb"}.get(channels)
+    if color is None:
+        raise _CLIError(
+            f"backbone file {args.backbone} takes {channels}-channel images; "
+            "images are read as grayscale (1) or rgb (3)"
+        )
+    if args.color not in (None, color):
+        raise _CLIError(
+            f"--color {args.color} does not match backbone file {args.backbone}, "
+            f"which takes {color} images (leave --color out)"
+        )
+    if args.image_size is not None and (args.image_size,) * 2 != size:
+        raise _CLIError(
+            f"--image-size {args.image_size} does not match backbone file "
+            f"{args.backbone}, which takes {size[0]}x{size[1]} images (leave "
+            "--image-size out)"
+        )
+    return size, color
+
+
+def _prediction_rows(files, proba, predictions, classes, top_k):
+    order = np.argsort(-proba, axis=1, kind="stable")
+    rows = []
+    for file, p, pred, rank in zip(files, proba, predictions, order):
+        row = {"file": file, "prediction": pred, "probability": float(p[rank[0]])}
+        for k in range(1, top_k):
+            row[f"top{k + 1}"] = classes[rank[k]]
+            row[f"top{k + 1}_probability"] = float(p[rank[k]])
+        rows.append(row)
+    return rows
+
+
+def _format_csv(rows):
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(
+            {k: f"{v:.6f}" if isinstance(v, float) else v for k, v in row.items()}
+        )
+    return out.getvalue()
+
+
+def _cmd_predict(args):
+    _check_backbone_file(args.backbone)
+    _check_exists(args.support, "--support")
+    for query in args.query:
+        _check_exists(query, "--query")
+    if args.output:
+        _check_output_path(args.output)
+    head = _make_predict_head(args)
+    from .backbone import BackboneTransformer
+    from .datasets import ImageFileReader, load_image_folder
+    from .models import load_backbone
+
+    module, meta = load_backbone(Path(args.backbone).expanduser())
+    size, color = _predict_input_format(args, meta)
+    support = load_image_folder(
+        Path(args.support).expanduser(), image_size=size, color=color
+    )
+    classes = [str(n) for n in support.target_names]
+    if args.top_k > len(classes):
+        raise _CLIError(
+            f"--top-k {args.top_k} is more than the {len(classes)} support classes"
+        )
+    files = _query_files(args.query)
+    X_query = ImageFileReader(image_size=size, color=color).transform(files)
+    features = BackboneTransformer(module, device=args.device, cache=False)
+    F_support = features.fit_transform(support.data)
+    head.fit(F_support, np.asarray(classes)[support.target])
+    F_query = features.transform(X_query)
+    proba = head.predict_proba(F_query)
+    head_classes = [str(c) for c in head.classes_]
+    rows = _prediction_rows(
+        files, proba, [str(p) for p in head.predict(F_query)], head_classes, args.top_k
+    )
+    if args.json:
+        text = (
+            json.dumps(
+                {
+                    "command": "predict",
+                    "backbone": args.backbone,
+                    "support": args.support,
+                    "head": args.head,
+                    "head_params": _parse_head_params(args.head_param),
+                    "unknown": bool(args.unknown),
+                    "classes": head_classes,
+                    "predictions": rows,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+    else:
+        text = _format_csv(rows)
+    if args.output:
+        _write_text(args.output, text)
+        if not args.quiet:
+            print(
+                f"skfewshot predict: {len(rows)} predictions written to {args.output}",
+                file=sys.stderr,
+            )
+    else:
+        sys.stdout.write(text)
+
+
+# --------------------------------------------------------------------------
 # argument parsing
 # --------------------------------------------------------------------------
 
@@ -784,7 +1341,187 @@ def build_parser():
         help="backbone file written by skfewshot.models.save_backbone",
     )
     runs.set_defaults(func=_cmd_runs)
+    _add_train_parser(sub, common)
+    _add_predict_parser(sub, common, head)
     return parser
+
+
+def _add_train_parser(sub, common):
+    train = sub.add_parser(
+        "train",
+        parents=[common],
+        help="train a backbone on a folder of labelled images (or a built-in set)",
+        description=(
+            "Train a backbone on labelled images: DIR holds one sub-folder of "
+            "images per class (any format Pillow reads), or --dataset names a "
+            "built-in data set. Writes the backbone file OUTPUT (architecture, "
+            "input size and colour, classes trained on; read by evaluate, runs "
+            "and predict) and a JSON record OUTPUT.json (command line, settings, "
+            "data, epochs, final loss and validation accuracy, times, versions). "
+            "After every epoch the run's state is kept in OUTPUT.ckpt; an "
+            "interrupted run (Ctrl-C: exit status 130, OUTPUT untouched) "
+            "continues from it with --resume and the same options, and it is "
+            "removed when the run completes."
+        ),
+    )
+    train.add_argument(
+        "data", nargs="?", metavar="DIR", help="folder with one sub-folder per class"
+    )
+    train.add_argument(
+        "--output", "-o", metavar="FILE", required=True, help="backbone file to write"
+    )
+    train.add_argument(
+        "--dataset",
+        choices=("omniglot", "digits"),
+        help="a built-in data set instead of DIR: omniglot (from --data-dir) or "
+        "scikit-learn's digits 0-4 (so that evaluate --dataset digits tests on 5-9)",
+    )
+    train.add_argument(
+        "--data-dir", metavar="DIR", help="omniglot: the folder with the zips"
+    )
+    train.add_argument(
+        "--subset",
+        nargs="+",
+        help=f"omniglot subsets to train on (default: {_OMNIGLOT_SUBSET}); "
+        "alphabets shared by two subsets are read once",
+    )
+    train.add_argument(
+        "--rotations",
+        action="store_true",
+        help="omniglot: add the 90/180/270-degree rotations as new classes",
+    )
+    train.add_argument(
+        "--recipe",
+        choices=("pretrain", "protonet"),
+        default="pretrain",
+        help="pretrain: supervised classification (SupervisedPretrainer); "
+        "protonet: episodic meta-training (ProtoNetMetaTrainer) (default: pretrain)",
+    )
+    train.add_argument(
+        "--arch", choices=tuple(_ARCHS), default="conv4", help="(default: conv4)"
+    )
+    train.add_argument(
+        "--epochs", type=_positive_int, default=20, help="epochs (default: 20)"
+    )
+    train.add_argument(
+        "--image-size",
+        type=_positive_int,
+        default=28,
+        help="images are resized to this square side (default: 28)",
+    )
+    train.add_argument(
+        "--color",
+        choices=("grayscale", "rgb"),
+        default="grayscale",
+        help="read images as grayscale (1 channel) or rgb (3) (default: grayscale)",
+    )
+    train.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        help="pretrain mini-batch size (default: the trainer's, 64)",
+    )
+    train.add_argument("--lr", type=float, help="learning rate (default: the recipe's)")
+    train.add_argument(
+        "--val-classes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="hold out N classes (drawn with --seed, never trained on) and print "
+        "the few-shot accuracy on them after every epoch (default: 0, none)",
+    )
+    train.add_argument(
+        "--n-way", type=_positive_int, default=5, help="protonet: classes per episode"
+    )
+    train.add_argument(
+        "--n-shot", type=_positive_int, default=1, help="protonet: shots per class"
+    )
+    train.add_argument(
+        "--n-query", type=_positive_int, default=15, help="protonet: queries per class"
+    )
+    train.add_argument(
+        "--episodes-per-epoch",
+        type=_positive_int,
+        default=100,
+        help="protonet: episodes per epoch (default: 100)",
+    )
+    train.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA, MPS, CPU), cpu, cuda... (default: auto)",
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run whose checkpoint is OUTPUT.ckpt",
+    )
+    train.set_defaults(func=_cmd_train)
+
+
+def _add_predict_parser(sub, common, head):
+    predict = sub.add_parser(
+        "predict",
+        parents=[common, head],
+        help="label new images with a saved backbone and a few labelled examples",
+        description=(
+            "Fit a few-shot head on the support images (one sub-folder per class) "
+            "embedded by a backbone file, and print one CSV row per query image "
+            "(sorted by path): file,prediction,probability, then the runners-up "
+            "with --top-k. Images are read at the size and colour the backbone "
+            "file records."
+        ),
+    )
+    predict.add_argument(
+        "--backbone",
+        metavar="FILE",
+        required=True,
+        help="backbone file (skfewshot train or skfewshot.models.save_backbone)",
+    )
+    predict.add_argument(
+        "--support",
+        metavar="DIR",
+        required=True,
+        help="labelled examples: one sub-folder of images per class",
+    )
+    predict.add_argument(
+        "--query",
+        metavar="PATH",
+        nargs="+",
+        required=True,
+        help="image files, or folders searched recursively for images",
+    )
+    predict.add_argument(
+        "--top-k",
+        type=_positive_int,
+        default=1,
+        metavar="K",
+        help="also give the 2nd to K-th most likely classes (default: 1)",
+    )
+    predict.add_argument(
+        "--head-param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a parameter of the head, e.g. alpha=0.1 (repeatable)",
+    )
+    predict.add_argument(
+        "--unknown",
+        action="store_true",
+        help="answer 'unknown' for queries like none of the support classes",
+    )
+    predict.add_argument(
+        "--output", "-o", metavar="FILE", help="write the CSV (or JSON) to FILE"
+    )
+    predict.add_argument(
+        "--image-size",
+        type=_positive_int,
+        help="must match the backbone file (which says it; no need to give it)",
+    )
+    predict.add_argument(
+        "--color",
+        choices=("grayscale", "rgb"),
+        help="must match the backbone file (which says it; no need to give it)",
+    )
+    predict.add_argument("--device", default="auto", help="(default: auto)")
+    predict.set_defaults(func=_cmd_predict)
 
 
 def main(argv=None):
@@ -810,7 +1547,9 @@ def main(argv=None):
     >>> main(["runs", "--runs", "/nonexistent", "--backbone", "/nonexistent.pt"])
     1
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # train records its command line
     try:
         args.func(args)
     except _USER_ERRORS as exc:
