@@ -170,6 +170,11 @@ def test_folder_errors_name_the_path(tmp_path):
         r"other file\(s\), e.g. 'dog/1.heic'\)",
     ):
         load_image_folder(tmp_path)
+    (tmp_path / "dog" / "1.heic").unlink()  # an empty class folder
+    with pytest.raises(
+        ValueError, match=r"class folder .*dog has no image file \(.bmp, .*\.webp\)\.$"
+    ):
+        load_image_folder(tmp_path)
 
 
 def _broken_folder(tmp_path):

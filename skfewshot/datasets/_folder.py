@@ -93,11 +93,15 @@ def _scan(root):
     for index, name in enumerate(classes):
         images, others = _class_files(root, root / name)
         if not images:
-            found = f"; it holds {len(others)} other file(s), e.g. {others[0]!r}"
+            found = (
+                f"; it holds {len(others)} other file(s), e.g. {others[0]!r}"
+                if others
+                else ""
+            )
             raise ValueError(
                 f"class folder {root / name} has no image file ("
                 + ", ".join(IMAGE_EXTENSIONS)
-                + (found if others else "")
+                + found
                 + ")."
             )
         files += [(image, index) for image in images]
