@@ -19,12 +19,14 @@ warning is scikit-learn's.
 
 from __future__ import annotations
 
-from numbers import Integral
+import warnings
+from numbers import Integral, Real
 
 import numpy as np
 import scipy.sparse
 from numpy.typing import ArrayLike
 from scipy.special import log_softmax, softmax
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.extmath import row_norms
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
@@ -38,6 +40,10 @@ _FLOAT_DTYPES = [np.float64, np.float32]
 
 #: ``_parameter_constraints`` entry of the heads' ``unlabelled_label``.
 _UNLABELLED_LABEL_CONSTRAINT = [None, Integral, str]
+
+#: ``_parameter_constraints`` entries of the heads' open-set options.
+_UNKNOWN_LABEL_CONSTRAINT = [None, Integral, str]
+_UNKNOWN_THRESHOLD_CONSTRAINT = [StrOptions({"auto"}), Real]
 
 #: Class means use a dense (classes x rows) averaging matrix up to this many
 #: entries (512 KiB of float64), a sparse one beyond: at episode sizes the
@@ -401,6 +407,60 @@ class _LogitClassifierMixin:
         check_is_fitted(self)
         return _validate_X(self, X, reset=False)
 
+    def _fit_open_set(self, X, codes, sample_weight):
+        """Fitted state of ``unknown_label``: predict's labels and the threshold.
+
+        ``X``, ``codes`` and ``sample_weight`` are the validated support (as
+        :func:`_validate_support` returns them). Sets ``_predict_labels``
+        (``classes_`` then ``unknown_label``, or None when it is None) and,
+        with an ``unknown_label``, ``unknown_threshold_``: the float given, or
+        the ``"auto"`` rule (:func:`_auto_threshold`) on the rows as
+        :meth:`score_samples` sees them (``_novelty_space``).
+        """
+        self._predict_labels = _open_set_labels(self, self.classes_)
+        if self._predict_labels is None:
+            if hasattr(self, "unknown_threshold_"):
+                del self.unknown_threshold_
+            return
+        if isinstance(self.unknown_threshold, str):  # "auto"
+            self.unknown_threshold_ = _auto_threshold(
+                self._novelty_space(X),
+                codes,
+                self.classes_.shape[0],
+                sample_weight,
+                estimator_name=type(self).__name__,
+            )
+        else:
+            self.unknown_threshold_ = float(self.unknown_threshold)
+
+    def _novelty_space(self, X):
+        """The rows as the novelty score compares them (centred by a head
+        that centres); the identity here."""
+        return X
+
+    def score_samples(self, X: ArrayLike) -> np.ndarray:
+        """Novelty score of each row of ``X``: higher is more like a support class.
+
+        The cosine similarity between the row and the nearest class direction
+        (see the class docstring for which directions), in [-1, 1]; each row
+        is scored on its own, so the score does not depend on the other rows
+        of ``X`` (even with ``transductive=True``). With an
+        ``unknown_label``, :meth:`predict` answers it for the rows whose
+        score is below ``unknown_threshold_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Query features.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+            Largest cosine to a class direction.
+        """
+        X = self._novelty_space(self._validate_queries(X))
+        return _cosine_logits(X, self._novelty_directions(), 1.0).max(axis=1)
+
     def decision_function(self, X: ArrayLike) -> np.ndarray:
         """Class scores (logits) of the rows of ``X``.
 
@@ -423,6 +483,9 @@ class _LogitClassifierMixin:
     def predict(self, X: ArrayLike) -> np.ndarray:
         """Predicted class of each row of ``X`` (the largest logit).
 
+        With an ``unknown_label``, the rows whose :meth:`score_samples` is
+        below ``unknown_threshold_`` are predicted ``unknown_label`` instead.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
@@ -431,10 +494,14 @@ class _LogitClassifierMixin:
         Returns
         -------
         y_pred : ndarray of shape (n_samples,)
-            Labels taken from ``classes_``.
+            Labels taken from ``classes_`` (and ``unknown_label``).
         """
-        logits = self._logits(X)
-        return self.classes_[np.argmax(logits, axis=1)]
+        codes = np.argmax(self._logits(X), axis=1)
+        labels = getattr(self, "_predict_labels", None)
+        if labels is None:
+            return self.classes_[codes]
+        codes[self.score_samples(X) < self.unknown_threshold_] = labels.shape[0] - 1
+        return labels[codes]
 
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities: the softmax of the logits.
@@ -465,3 +532,133 @@ class _LogitClassifierMixin:
             Columns follow ``classes_``.
         """
         return log_softmax(self._logits(X), axis=1)
+
+
+#: The ``auto`` threshold: this quantile of the support rows' leave-one-out
+#: novelty scores (see :func:`_auto_threshold`).
+_AUTO_QUANTILE = 0.05
+
+#: With one row per class, the ``auto`` threshold is this quantile of the
+#: scores of the support rows against the other classes (see
+#: :func:`_auto_threshold`).
+_ONE_SHOT_QUANTILE = 1.0
+
+
+def _is_text_labels(classes) -> bool:
+    """True for string classes (a str/bytes array, or an object array of str)."""
+    if classes.dtype.kind in "US":
+        return True
+    return classes.dtype.kind == "O" and all(isinstance(c, str) for c in classes)
+
+
+def _open_set_labels(estimator, classes):
+    """``classes`` followed by the head's ``unknown_label``: predict's labels.
+
+    None when ``unknown_label`` is None. The array's dtype holds both (string
+    classes and a str label: a str array wide enough for both, or object for
+    object classes; numeric classes and an int label: the classes' dtype,
+    widened only when the label does not fit it, e.g. ``-1`` with unsigned
+    classes; a str label with numeric classes, or an int label with string
+    classes: an object array).
+
+    Raises
+    ------
+    ValueError
+        If ``unknown_label`` is one of the classes, or equals
+        ``unlabelled_label``.
+    """
+    unknown = estimator.unknown_label
+    if unknown is None:
+        return None
+    unlabelled = getattr(estimator, "unlabelled_label", None)
+    is_text = isinstance(unknown, str)
+    if (
+        unlabelled is not None
+        and is_text == isinstance(unlabelled, str)
+        and unknown == unlabelled
+    ):
+        raise ValueError(
+            f"unknown_label={unknown!r} equals unlabelled_label={unlabelled!r}: "
+            "one marks the unlabelled rows of fit, the other is predict's answer "
+            "for a query of no support class; give them different values."
+        )
+    if is_text == _is_text_labels(classes) and np.any(classes == unknown):
+        raise ValueError(
+            f"unknown_label={unknown!r} is one of the classes {classes.tolist()!r}; "
+            "predict could not tell an unknown query from that class: choose a "
+            "label that no support row has."
+        )
+    if is_text != _is_text_labels(classes):  # a str among numbers, or the reverse
+        dtype = np.dtype(object)
+    elif is_text:
+        dtype = np.result_type(classes, np.array(unknown).dtype)
+    else:
+        dtype = np.result_type(classes, np.min_scalar_type(unknown))
+    labels = np.empty(classes.shape[0] + 1, dtype=dtype)
+    labels[:-1] = classes
+    labels[-1] = unknown
+    return labels
+
+
+def _leave_one_out_scores(X, codes, n_classes, sample_weight):
+    """Novelty scores of the support rows, each computed without itself.
+
+    ``X`` are the (centred, if the head centres) support rows, ``codes``
+    their class indices (``-1`` for unlabelled rows, which are skipped).
+    For each labelled row ``i`` with a positive weight, of class ``c``:
+
+    - ``unknown[i]``: its largest cosine to the prototypes of the *other*
+      classes, the score it would have if its class were not in the support
+      (leave one class out);
+    - ``known[i]``: its largest cosine to the prototypes, the prototype of
+      ``c`` computed without row ``i`` (leave one row out); only for rows
+      whose class has another row of positive weight.
+
+    Returns ``(known, unknown)``, 1-D float arrays.
+    """
+    rows = np.flatnonzero((codes >= 0) & (sample_weight > 0))
+    X, codes = X[rows], codes[rows]
+    weight = _rescaled_weights(sample_weight[rows])
+    means = _class_means(X, codes, np.arange(n_classes), weight)
+    cosines = _cosine_logits(X, means, 1.0)
+    own = np.arange(rows.shape[0]), codes
+    others = cosines.copy()
+    others[own] = -np.inf
+    unknown = others.max(axis=1)
+    counts = np.bincount(codes, minlength=n_classes)
+    has_other = counts[codes] >= 2
+    totals = np.bincount(codes, weights=weight, minlength=n_classes)
+    # sum of the class's other rows = total * mean - w_i x_i (its direction
+    # is the leave-one-out prototype's)
+    rest = totals[codes, None] * means[codes] - weight[:, None] * X
+    rest = rest[has_other]
+    loo = np.einsum("ij,ij->i", _l2_normalize(X[has_other]), _l2_normalize(rest))
+    known = np.maximum(unknown[has_other], loo)
+    return known, unknown
+
+
+def _auto_threshold(X, codes, n_classes, sample_weight, *, estimator_name):
+    """The ``unknown_threshold="auto"`` rule, from the support set alone.
+
+    The ``_AUTO_QUANTILE`` quantile of the rows' leave-one-out scores
+    (``known`` of :func:`_leave_one_out_scores`): about that fraction of
+    queries of the support classes (scored, pessimistically, against a
+    prototype of one row fewer) fall below it. When no class has two rows
+    (one shot per class) there is nothing to leave out: the threshold is
+    then the ``_ONE_SHOT_QUANTILE`` quantile (the largest) of the rows'
+    scores against the other classes' prototypes (each row standing for a
+    query of a class outside the support), and a warning says it is a guess.
+    """
+    known, unknown = _leave_one_out_scores(X, codes, n_classes, sample_weight)
+    if known.size:
+        return float(np.quantile(known, _AUTO_QUANTILE))
+    warnings.warn(
+        f"{estimator_name}(unknown_threshold='auto') was fitted with one row per "
+        "class, so no support row can be left out of its own class: the "
+        "threshold is the largest cosine between a support row and another "
+        "class's prototype, a guess. Give a float unknown_threshold (e.g. "
+        "chosen on open-set validation episodes) or two or more rows per class.",
+        UserWarning,
+        stacklevel=4,
+    )
+    return float(np.quantile(unknown, _ONE_SHOT_QUANTILE))

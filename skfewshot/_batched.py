@@ -37,19 +37,29 @@ from skfewshot._base import _accurate_squares
 
 __all__ = ["finetune_batch_predictor", "prototype_batch_predictor"]
 
-#: Parameters of the prototype head that the batched computation implements.
-_PROTOTYPE_PARAMS = frozenset({"metric", "center", "scale"})
+#: Parameters of the prototype head that the batched computation implements
+#: (``unknown_threshold`` acts only with an ``unknown_label``, which is
+#: batched only at None: at any threshold the predictions are the classes').
+_PROTOTYPE_PARAMS = frozenset({"metric", "center", "scale", "unknown_threshold"})
 
 #: Options of the prototype head that are batched only at these values (an
 #: ``unlabelled_label`` could make a drawn class unlabelled; the transductive
-#: rectification is not batched). A head with a parameter in neither mapping
-#: (an option added later) is not batched at all.
-_PROTOTYPE_UNBATCHED_OPTIONS = {"unlabelled_label": None, "transductive": False}
+#: rectification and the ``unknown_label`` answer are not batched). A head
+#: with a parameter in neither mapping (an option added later) is not batched
+#: at all.
+_PROTOTYPE_UNBATCHED_OPTIONS = {
+    "unlabelled_label": None,
+    "transductive": False,
+    "unknown_label": None,
+}
 
 #: Parameters of the fine-tuned cosine head that the batched computation
-#: implements; an ``unlabelled_label`` is batched only at None.
+#: implements; an ``unlabelled_label`` and an ``unknown_label`` are batched
+#: only at None (so ``unknown_threshold``, which acts only with an
+#: ``unknown_label``, changes nothing batched).
 _FINETUNE_PARAMS = frozenset(
     {
+        "unknown_threshold",
         "alpha",
         "entropy_weight",
         "marginal_weight",
@@ -61,7 +71,7 @@ _FINETUNE_PARAMS = frozenset(
         "device",
     }
 )
-_FINETUNE_UNBATCHED_OPTIONS = {"unlabelled_label": None}
+_FINETUNE_UNBATCHED_OPTIONS = {"unlabelled_label": None, "unknown_label": None}
 
 
 def _batched_params(head, implemented, unbatched_options):
@@ -103,8 +113,9 @@ def prototype_batch_predictor(head, X):
         ``device="auto"`` (CUDA, then MPS, then the CPU; ``X`` is moved there
         once). None when the head has a parameter this function does not know
         (an option added later), an ``unlabelled_label`` (a drawn class could
-        then be unlabelled) or ``transductive=True`` (the rectification is
-        not batched): the per-episode path decides.
+        then be unlabelled), an ``unknown_label`` (the rejection is not
+        batched) or ``transductive=True`` (the rectification is not
+        batched): the per-episode path decides.
     """
     params = _batched_params(head, _PROTOTYPE_PARAMS, _PROTOTYPE_UNBATCHED_OPTIONS)
     if params is None:
@@ -189,7 +200,8 @@ def finetune_batch_predictor(head, X):
     predict : callable or None
         The batch predictor described in the module docstring, computing in
         float64 on the head's ``device``. None when the head has a parameter
-        this function does not know, an ``unlabelled_label``, or a device
+        this function does not know, an ``unlabelled_label``, an
+        ``unknown_label``, or a device
         without float64 (Apple MPS): the per-episode path decides.
     """
     params = _batched_params(head, _FINETUNE_PARAMS, _FINETUNE_UNBATCHED_OPTIONS)

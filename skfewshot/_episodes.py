@@ -68,7 +68,13 @@ class EpisodeSampler:
         ``within_groups=True``: all classes of one episode come from one group.
     within_groups : bool, default=False
         Draw every episode's classes from a single group, chosen uniformly among
-        the groups that have at least ``n_way`` eligible classes.
+        the groups that have at least ``n_way + n_unknown_way`` eligible
+        classes.
+    n_unknown_way : int, default=0
+        Classes per episode outside the support (open-set episodes): after
+        the ``n_way`` classes, exactly as drawn without this option,
+        ``n_unknown_way`` other eligible classes are drawn and ``n_query``
+        samples of each are appended to the queries.
 
     Attributes
     ----------
@@ -84,7 +90,17 @@ class EpisodeSampler:
         have ``n_shot + n_query`` samples; the message says how many do.
     """
 
-    def __init__(self, y, n_way, n_shot, n_query, *, groups=None, within_groups=False):
+    def __init__(
+        self,
+        y,
+        n_way,
+        n_shot,
+        n_query,
+        *,
+        groups=None,
+        within_groups=False,
+        n_unknown_way=0,
+    ):
         y = np.asarray(y)
         if y.ndim != 1:
             raise ValueError(f"y must be 1-D, got an array of shape {y.shape}.")
@@ -95,6 +111,12 @@ class EpisodeSampler:
             caller_name=type(self).__name__,
         )
         self.n_way, self.n_shot, self.n_query = int(n_way), int(n_shot), int(n_query)
+        if not isinstance(n_unknown_way, Integral) or n_unknown_way < 0:
+            raise ValueError(
+                f"n_unknown_way must be an int >= 0, got {n_unknown_way!r}."
+            )
+        self.n_unknown_way = int(n_unknown_way)
+        n_classes = self.n_way + self.n_unknown_way  # classes an episode draws
         need = self.n_shot + self.n_query
         classes, y_idx, counts = np.unique(y, return_inverse=True, return_counts=True)
         order = np.argsort(y_idx, kind="stable")
@@ -123,24 +145,30 @@ class EpisodeSampler:
                     )
                 pools.setdefault(g[0], []).append(c)
             self._pools = [
-                np.array(v) for _, v in sorted(pools.items()) if len(v) >= self.n_way
+                np.array(v) for _, v in sorted(pools.items()) if len(v) >= n_classes
             ]
             if not self._pools:
                 best = max((len(v) for v in pools.values()), default=0)
                 raise ValueError(
-                    f"n_way={self.n_way} within one group was asked, but no group "
+                    f"{self._asked_classes()} within one group was asked, but no group "
                     f"has that many classes with at least n_shot + n_query = {need} "
                     "samples "
                     f"(the largest group has {best})."
                 )
         else:
-            if len(eligible) < self.n_way:
+            if len(eligible) < n_classes:
                 raise ValueError(
-                    f"n_way={self.n_way} classes with at least n_shot + n_query = "
+                    f"{self._asked_classes()} classes with at least n_shot + n_query = "
                     f"{need} samples each were asked, but only {len(eligible)} of "
                     f"{len(classes)} classes have that many."
                 )
             self._pools = [eligible]
+
+    def _asked_classes(self):
+        """``n_way=5`` or ``n_way + n_unknown_way = 5 + 5``, for messages."""
+        if not self.n_unknown_way:
+            return f"n_way={self.n_way}"
+        return f"n_way + n_unknown_way = {self.n_way} + {self.n_unknown_way}"
 
     def sample(self, rng):
         """Draw one episode.
@@ -154,8 +182,10 @@ class EpisodeSampler:
         -------
         support_idx : ndarray of shape (n_way * n_shot,)
             Indices into ``y``, class-major (the shots of class 1, then class 2...).
-        query_idx : ndarray of shape (n_way * n_query,)
-            Indices into ``y``, class-major, disjoint from ``support_idx``.
+        query_idx : ndarray of shape ((n_way + n_unknown_way) * n_query,)
+            Indices into ``y``, class-major, disjoint from ``support_idx``:
+            the queries of the support's classes, then those of the
+            ``n_unknown_way`` classes outside the support.
         """
         pool = (
             self._pools[rng.randint(len(self._pools))]
@@ -164,13 +194,19 @@ class EpisodeSampler:
         )
         # rng.choice(a, size, replace=False) is a[rng.permutation(len(a))[:size]]
         # in RandomState (same draws, same state after), at half the overhead
-        chosen = pool[rng.permutation(len(pool))[: self.n_way]]
+        order = rng.permutation(len(pool))
+        chosen = pool[order[: self.n_way]]
         support, query = [], []
         for c in chosen:
             members = self._members[c]
             picks = members[rng.permutation(len(members))[: self.n_shot + self.n_query]]
             support.append(picks[: self.n_shot])
             query.append(picks[self.n_shot :])
+        # open-set classes: drawn after the known ones, so the known part
+        # (and the generator's state after it) is the same as without them
+        for c in pool[order[self.n_way : self.n_way + self.n_unknown_way]]:
+            members = self._members[c]
+            query.append(members[rng.permutation(len(members))[: self.n_query]])
         return np.concatenate(support), np.concatenate(query)
 
     def episodes(self, rng, n_episodes):

@@ -17,6 +17,8 @@ from sklearn.utils._param_validation import Interval
 from threadpoolctl import ThreadpoolController
 
 from skfewshot._base import (
+    _UNKNOWN_LABEL_CONSTRAINT,
+    _UNKNOWN_THRESHOLD_CONSTRAINT,
     _UNLABELLED_LABEL_CONSTRAINT,
     _class_means,
     _cosine_logits,
@@ -269,6 +271,8 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
         "transductive": ["boolean"],
         "device": [str, torch.device],
         "unlabelled_label": _UNLABELLED_LABEL_CONSTRAINT,
+        "unknown_label": _UNKNOWN_LABEL_CONSTRAINT,
+        "unknown_threshold": _UNKNOWN_THRESHOLD_CONSTRAINT,
     }
 
     def __init__(
@@ -284,6 +288,8 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
         transductive: bool = False,
         device: str | torch.device = "auto",
         unlabelled_label: int | str | None = None,
+        unknown_label: int | str | None = None,
+        unknown_threshold: str | float = "auto",
     ) -> None:
         self.alpha = alpha
         self.entropy_weight = entropy_weight
@@ -295,6 +301,8 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
         self.transductive = transductive
         self.device = device
         self.unlabelled_label = unlabelled_label
+        self.unknown_label = unknown_label
+        self.unknown_threshold = unknown_threshold
 
     @_fit_context(prefer_skip_nested_validation=True)
     @_single_blas_thread
@@ -345,7 +353,18 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
         start = (self._coef_init, np.zeros(W0.shape[0]), float(self.scale))
         coef, intercept, scale, self.n_iter_ = self._fine_tune(start, unlabelled)
         self.coef_, self.intercept_, self.scale_ = coef, intercept, scale
+        self._fit_open_set(X, codes, sample_weight)
         return self
+
+    def _novelty_directions(self):
+        """The unit prototypes the fine-tuning starts from (``W0``).
+
+        Not ``coef_``: the ``"auto"`` threshold is a leave-one-out statistic
+        of prototype cosines, and fine-tuning moves the directions away from
+        the support rows' mean, so the cosines to ``coef_`` lie on another
+        scale (on digits, every query fell below the prototype threshold).
+        """
+        return self._coef_init
 
     def _fine_tune(self, start, unlabelled):
         """Minimise the objective from ``start = (W, b, s)`` with L-BFGS-B.

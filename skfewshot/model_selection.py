@@ -27,11 +27,13 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.stats import rankdata
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, _fit_context, clone
-from sklearn.metrics import accuracy_score
+from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.model_selection import BaseShuffleSplit, ParameterGrid
+from sklearn.pipeline import Pipeline
 from sklearn.utils import _safe_indexing, check_random_state, get_tags
 from sklearn.utils._param_validation import (
     HasMethods,
+    Interval,
     validate_parameter_constraints,
     validate_params,
 )
@@ -98,9 +100,18 @@ class EpisodicSplit(BaseShuffleSplit):
     within_groups : bool, default=False
         Draw all classes of an episode from one group (the ``groups`` argument
         of :meth:`split`), e.g. one Omniglot alphabet, chosen uniformly among
-        the groups with at least ``n_way`` eligible classes. When False,
-        ``groups`` is ignored, as scikit-learn's splitters that do not use
-        groups ignore them.
+        the groups with at least ``n_way + n_unknown_way`` eligible classes.
+        When False, ``groups`` is ignored, as scikit-learn's splitters that do
+        not use groups ignore them.
+
+    n_unknown_way : int, default=0
+        Open-set episodes: classes per episode *outside* the support, whose
+        ``n_query`` samples each are appended to the test fold (queries of no
+        support class, which a head with an ``unknown_label`` should answer
+        with it). They are drawn among the eligible classes other than the
+        episode's ``n_way``, after those: the support and the known queries
+        are the episodes drawn with ``n_unknown_way=0`` (the same seed keeps
+        its episodes).
 
     random_state : int, RandomState instance or None, default=None
         Controls which episodes are drawn. Pass an int for the same episodes on
@@ -134,8 +145,8 @@ class EpisodicSplit(BaseShuffleSplit):
     >>> cv = EpisodicSplit(n_way=2, n_shot=1, n_query=2, n_episodes=3,
     ...                    random_state=0)
     >>> cv
-    EpisodicSplit(n_episodes=3, n_query=2, n_shot=1, n_way=2, random_state=0,
-                  within_groups=False)
+    EpisodicSplit(n_episodes=3, n_query=2, n_shot=1, n_unknown_way=0, n_way=2,
+                  random_state=0, within_groups=False)
     >>> cv.get_n_splits()
     3
     >>> for support, query in cv.split(X, y):
@@ -148,6 +159,7 @@ class EpisodicSplit(BaseShuffleSplit):
     _parameter_constraints: dict = {
         **EPISODE_CONSTRAINTS,
         "within_groups": ["boolean"],
+        "n_unknown_way": [Interval(Integral, 0, None, closed="left")],
         "random_state": ["random_state"],
     }
     # split consumes groups: with metadata routing on, they are routed here by
@@ -162,6 +174,7 @@ class EpisodicSplit(BaseShuffleSplit):
         n_query: int = EPISODE_DEFAULTS["n_query"],
         n_episodes: int = EPISODE_DEFAULTS["n_episodes"],
         within_groups: bool = False,
+        n_unknown_way: int = 0,
         random_state: int | np.random.RandomState | None = None,
     ) -> None:
         self.n_way = n_way
@@ -169,6 +182,7 @@ class EpisodicSplit(BaseShuffleSplit):
         self.n_query = n_query
         self.n_episodes = n_episodes
         self.within_groups = within_groups
+        self.n_unknown_way = n_unknown_way
         self.random_state = random_state
 
     def split(
@@ -194,9 +208,10 @@ class EpisodicSplit(BaseShuffleSplit):
         support : ndarray of shape (n_way * n_shot,)
             Indices of the support (training) samples, class-major.
 
-        query : ndarray of shape (n_way * n_query,)
+        query : ndarray of shape ((n_way + n_unknown_way) * n_query,)
             Indices of the query (test) samples, class-major, disjoint from
-            ``support``.
+            ``support``; those of the ``n_unknown_way`` classes outside the
+            support come last.
 
         Raises
         ------
@@ -229,6 +244,7 @@ class EpisodicSplit(BaseShuffleSplit):
             self.n_query,
             groups=groups if self.within_groups else None,
             within_groups=self.within_groups,
+            n_unknown_way=self.n_unknown_way,
         )
 
     def get_n_splits(self, X=None, y=None, groups=None) -> int:
@@ -268,6 +284,21 @@ class EpisodeScores:
         Readable name of the evaluated estimator (class names of a pipeline's
         steps joined by ``+``).
 
+    known_accuracies : ndarray of shape (n_episodes,) or None, default=None
+        Open-set episodes: accuracy of each episode on the queries of its
+        support classes only (a query answered "unknown" counts as wrong).
+        In open-set episodes ``accuracies`` covers all queries, a query of
+        a class outside the support being right when its prediction is no
+        support class (the head's ``unknown_label``): the open-set accuracy.
+
+    aurocs : ndarray of shape (n_episodes,) or None, default=None
+        Open-set episodes: area under the ROC curve of the estimator's
+        ``score_samples`` separating the support classes' queries
+        (positives) from the others, per episode.
+
+    n_unknown_way : int, default=0
+        Classes outside the support per episode (0: closed-set episodes).
+
     Attributes
     ----------
     n_episodes : int
@@ -284,6 +315,10 @@ class EpisodeScores:
         Half-width of the 95% confidence interval of the mean,
         ``1.96 * std / sqrt(n_episodes)``.
 
+    known_mean, known_ci95, auroc_mean, auroc_ci95 : float or None
+        Mean and 95% half-width of ``known_accuracies`` and of ``aurocs``, as
+        ``mean`` and ``ci95``; None when the array is None.
+
     See Also
     --------
     evaluate_episodes : Produces an ``EpisodeScores``.
@@ -298,6 +333,16 @@ class EpisodeScores:
     (0.9, 0.0707, 0.0693)
     >>> print(scores)
     90.0 ± 6.9 % (95% CI, 4 episodes, 5-way 1-shot)
+
+    Open-set episodes add the accuracy on the known classes and the AUROC:
+
+    >>> open_set = EpisodeScores(np.array([0.8, 0.6]), n_way=5, n_shot=1,
+    ...                          n_query=2, known_accuracies=np.array([0.9, 0.7]),
+    ...                          aurocs=np.array([0.75, 0.85]), n_unknown_way=5)
+    >>> round(open_set.known_mean, 4), round(open_set.auroc_mean, 4)
+    (0.8, 0.8)
+    >>> str(open_set).split("; ")[1]
+    'known 80.0 ± 13.9 %, AUROC 0.800 ± 0.069)'
     """
 
     accuracies: np.ndarray
@@ -306,16 +351,27 @@ class EpisodeScores:
     n_query: int
     random_state: object = None
     estimator_name: str = ""
+    known_accuracies: np.ndarray | None = None
+    aurocs: np.ndarray | None = None
+    n_unknown_way: int = 0
 
     def __post_init__(self) -> None:
-        accuracies = np.array(self.accuracies, dtype=np.float64)  # own copy
-        if accuracies.ndim != 1 or accuracies.size == 0:
-            raise ValueError(
-                "accuracies must be a non-empty 1-D array, got shape "
-                f"{accuracies.shape}."
-            )
-        accuracies.setflags(write=False)
-        object.__setattr__(self, "accuracies", accuracies)
+        for name in ("accuracies", "known_accuracies", "aurocs"):
+            value = getattr(self, name)
+            if value is None and name != "accuracies":
+                continue
+            array = np.array(value, dtype=np.float64)  # own copy
+            if array.ndim != 1 or array.size == 0:
+                raise ValueError(
+                    f"{name} must be a non-empty 1-D array, got shape {array.shape}."
+                )
+            if name != "accuracies" and array.shape != self.accuracies.shape:
+                raise ValueError(
+                    f"{name} has shape {array.shape} but accuracies has shape "
+                    f"{self.accuracies.shape}: one value per episode."
+                )
+            array.setflags(write=False)
+            object.__setattr__(self, name, array)
 
     @property
     def n_episodes(self) -> int:
@@ -331,31 +387,69 @@ class EpisodeScores:
 
     @property
     def ci95(self) -> float:
-        return 1.96 * self.std / math.sqrt(self.n_episodes)
+        return _ci95(self.accuracies)
+
+    @property
+    def known_mean(self) -> float | None:
+        return _mean_or_none(self.known_accuracies)
+
+    @property
+    def known_ci95(self) -> float | None:
+        return None if self.known_accuracies is None else _ci95(self.known_accuracies)
+
+    @property
+    def auroc_mean(self) -> float | None:
+        return _mean_or_none(self.aurocs)
+
+    @property
+    def auroc_ci95(self) -> float | None:
+        return None if self.aurocs is None else _ci95(self.aurocs)
 
     def __str__(self) -> str:
         episodes = "episode" if self.n_episodes == 1 else "episodes"
+        open_set = ""
+        if self.n_unknown_way:
+            open_set = f", {self.n_unknown_way} unknown classes"
+        extra = []
+        if self.known_accuracies is not None:
+            extra.append(
+                f"known {100 * self.known_mean:.1f} ± {100 * self.known_ci95:.1f} %"
+            )
+        if self.aurocs is not None:
+            extra.append(f"AUROC {self.auroc_mean:.3f} ± {self.auroc_ci95:.3f}")
+        extra = f"; {', '.join(extra)}" if extra else ""
         return (
             f"{100 * self.mean:.1f} ± {100 * self.ci95:.1f} % (95% CI, "
-            f"{self.n_episodes} {episodes}, {self.n_way}-way {self.n_shot}-shot)"
+            f"{self.n_episodes} {episodes}, {self.n_way}-way {self.n_shot}-shot"
+            f"{open_set}{extra})"
         )
 
     def __repr__(self) -> str:
         name = (
             f", estimator_name={self.estimator_name!r}" if self.estimator_name else ""
         )
+        open_set = ""
+        if self.n_unknown_way:
+            open_set = f", n_unknown_way={self.n_unknown_way}"
+        for label, value in (
+            ("known_mean", self.known_mean),
+            ("auroc_mean", self.auroc_mean),
+        ):
+            if value is not None:
+                open_set += f", {label}={value:.4f}"
         return (
             f"{type(self).__name__}(mean={self.mean:.4f}, ci95={self.ci95:.4f}, "
             f"n_episodes={self.n_episodes}, n_way={self.n_way}, "
-            f"n_shot={self.n_shot}, n_query={self.n_query}{name})"
+            f"n_shot={self.n_shot}, n_query={self.n_query}{open_set}{name})"
         )
 
     def to_frame(self) -> pd.DataFrame:
         """One row per episode as a pandas DataFrame.
 
         Columns: ``episode``, ``accuracy``, ``n_way``, ``n_shot``, ``n_query``
-        and ``estimator``, so frames of several evaluations concatenate into one
-        long table (e.g. accuracy against shots).
+        and ``estimator`` (then ``known_accuracy`` and ``auroc`` for open-set
+        evaluations that have them), so frames of several evaluations
+        concatenate into one long table (e.g. accuracy against shots).
 
         Returns
         -------
@@ -385,16 +479,29 @@ class EpisodeScores:
                 "install it with `pip install pandas`."
             ) from exc
         n = self.n_episodes
-        return pd.DataFrame(
-            {
-                "episode": np.arange(n),
-                "accuracy": self.accuracies,
-                "n_way": np.full(n, self.n_way),
-                "n_shot": np.full(n, self.n_shot),
-                "n_query": np.full(n, self.n_query),
-                "estimator": [self.estimator_name] * n,
-            }
-        )
+        columns = {
+            "episode": np.arange(n),
+            "accuracy": self.accuracies,
+            "n_way": np.full(n, self.n_way),
+            "n_shot": np.full(n, self.n_shot),
+            "n_query": np.full(n, self.n_query),
+            "estimator": [self.estimator_name] * n,
+        }
+        if self.known_accuracies is not None:
+            columns["known_accuracy"] = self.known_accuracies
+        if self.aurocs is not None:
+            columns["auroc"] = self.aurocs
+        return pd.DataFrame(columns)
+
+
+def _ci95(values):
+    """Half-width of the 95% confidence interval of the mean of ``values``."""
+    return 1.96 * float(np.std(values, ddof=0)) / math.sqrt(len(values))
+
+
+def _mean_or_none(values):
+    """``float(np.mean(values))``, or None for None."""
+    return None if values is None else float(np.mean(values))
 
 
 def _warn_unused_groups(groups, within_groups, caller):
@@ -418,6 +525,30 @@ def _fit_and_score_episode(estimator, X_support, y_support, X_query, y_query):
     """Fit on the support set, return the accuracy on the whole query set."""
     estimator.fit(X_support, y_support)
     return accuracy_score(y_query, estimator.predict(X_query))
+
+
+def _unknown_label_of(estimator):
+    """The ``unknown_label`` of the estimator (a pipeline's last step), or None."""
+    if isinstance(estimator, Pipeline):
+        estimator = estimator.steps[-1][1]
+    return getattr(estimator, "unknown_label", None)
+
+
+def _fit_and_score_open_set_episode(estimator, X_support, y_support, X_query, y_query):
+    """``(accuracy, known accuracy, AUROC)`` of one open-set episode.
+
+    A query of a class outside the support counts as right when its
+    prediction is no support class (the head's ``unknown_label``). The AUROC
+    is that of ``score_samples`` (None when the estimator has none).
+    """
+    estimator.fit(X_support, y_support)
+    predicted = estimator.predict(X_query)
+    known = np.isin(y_query, y_support)
+    right = np.where(known, predicted == y_query, ~np.isin(predicted, y_support))
+    auroc = None
+    if hasattr(estimator, "score_samples"):
+        auroc = roc_auc_score(known, estimator.score_samples(X_query))
+    return float(np.mean(right)), float(np.mean(right[known])), auroc
 
 
 def _episode(X, y, episode):
@@ -484,6 +615,7 @@ def _batched_accuracies(batched, head, X, y, episodes, n_episodes, n_way, rows):
         "random_state": ["random_state"],
         "n_jobs": [Integral, None],
         "verbose": ["verbose"],
+        "n_unknown_way": [Interval(Integral, 0, None, closed="left")],
         **EPISODE_CONSTRAINTS,
     },
     prefer_skip_nested_validation=False,
@@ -502,6 +634,7 @@ def evaluate_episodes(
     random_state: int | np.random.RandomState | None = None,
     n_jobs: int | None = None,
     verbose: int = 0,
+    n_unknown_way: int = 0,
 ) -> EpisodeScores:
     """Evaluate a few-shot classifier on random N-way K-shot episodes.
 
@@ -589,6 +722,18 @@ def evaluate_episodes(
     verbose : int, default=0
         When > 0, show a progress bar (tqdm) with the running mean accuracy.
 
+    n_unknown_way : int, default=0
+        Open-set episodes (see :class:`EpisodicSplit`): ``n_query`` queries
+        of each of ``n_unknown_way`` classes outside the support are added to
+        every episode. The result then holds, per episode, the accuracy on
+        all queries (a query of an unknown class is right when its prediction
+        is no support class, i.e. the head's ``unknown_label``), the
+        accuracy on the support classes' queries (``known_accuracies``) and
+        the AUROC of the estimator's ``score_samples`` between the two kinds
+        of queries (``aurocs``; None, with a warning, for an estimator
+        without ``score_samples``). Open-set episodes take the per-episode
+        path (not batched).
+
     Returns
     -------
     scores : EpisodeScores
@@ -630,6 +775,7 @@ def evaluate_episodes(
         n_query=n_query,
         n_episodes=n_episodes,
         within_groups=within_groups,
+        n_unknown_way=n_unknown_way,
         random_state=random_state,
     )
     # validated now (before the backbone runs); each episode is drawn only
@@ -639,6 +785,8 @@ def evaluate_episodes(
     )
 
     X, head = reuse_frozen_features(estimator, X, y)
+    if n_unknown_way:
+        return _evaluate_open_set(estimator, head, X, y, episodes, cv, n_jobs, verbose)
     batched = batch_predictor(head, X, y)
     if batched is None:
         results = Parallel(n_jobs=n_jobs, return_as="generator")(
@@ -671,6 +819,44 @@ def evaluate_episodes(
         n_query=n_query,
         random_state=random_state,
         estimator_name=estimator_name(estimator),
+    )
+
+
+def _evaluate_open_set(estimator, head, X, y, episodes, cv, n_jobs, verbose):
+    """:func:`evaluate_episodes` of open-set episodes, one fitted clone each."""
+    if not hasattr(head, "score_samples"):
+        warnings.warn(
+            f"{estimator_name(head)} has no score_samples, so the open-set "
+            "evaluation reports no AUROC (aurocs is None).",
+            UserWarning,
+            stacklevel=4,
+        )
+    results = Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(_fit_and_score_open_set_episode)(clone(head), *_episode(X, y, episode))
+        for episode in episodes
+    )
+    scores = np.full((cv.n_episodes, 3), np.nan)
+    for i, result in enumerate(
+        tqdm(
+            results,
+            total=cv.n_episodes,
+            desc=f"{cv.n_way}-way {cv.n_shot}-shot open-set",
+            disable=not verbose,
+            mininterval=0.1 if sys.stderr.isatty() else 30,
+        )
+    ):
+        scores[i] = [np.nan if value is None else value for value in result]
+    has_auroc = not np.isnan(scores[:, 2]).any()
+    return EpisodeScores(
+        scores[:, 0],
+        n_way=cv.n_way,
+        n_shot=cv.n_shot,
+        n_query=cv.n_query,
+        random_state=cv.random_state,
+        estimator_name=estimator_name(estimator),
+        known_accuracies=scores[:, 1],
+        aurocs=scores[:, 2] if has_auroc else None,
+        n_unknown_way=cv.n_unknown_way,
     )
 
 

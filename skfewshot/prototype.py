@@ -11,6 +11,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.extmath import row_norms
 
 from skfewshot._base import (
+    _UNKNOWN_LABEL_CONSTRAINT,
+    _UNKNOWN_THRESHOLD_CONSTRAINT,
     _UNLABELLED_LABEL_CONSTRAINT,
     _class_means,
     _cosine_logits,
@@ -202,6 +204,8 @@ class PrototypeClassifier(
         "scale": [Interval(Real, 0, None, closed="neither")],
         "unlabelled_label": _UNLABELLED_LABEL_CONSTRAINT,
         "transductive": ["boolean"],
+        "unknown_label": _UNKNOWN_LABEL_CONSTRAINT,
+        "unknown_threshold": _UNKNOWN_THRESHOLD_CONSTRAINT,
     }
 
     def __init__(
@@ -212,12 +216,16 @@ class PrototypeClassifier(
         scale: float = 10.0,
         unlabelled_label: int | str | None = None,
         transductive: bool = False,
+        unknown_label: int | str | None = None,
+        unknown_threshold: str | float = "auto",
     ) -> None:
         self.metric = metric
         self.center = center
         self.scale = scale
         self.unlabelled_label = unlabelled_label
         self.transductive = transductive
+        self.unknown_label = unknown_label
+        self.unknown_threshold = unknown_threshold
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(
@@ -269,7 +277,16 @@ class PrototypeClassifier(
             )
         elif hasattr(self, "_support"):
             del self._support
+        self._fit_open_set(X, codes, sample_weight)
         return self
+
+    def _novelty_space(self, X):
+        """``X`` centred as the prototypes are (``center=True``)."""
+        return X - self.mean_ if self.center else X
+
+    def _novelty_directions(self):
+        """The prototypes, centred when ``center=True``."""
+        return self._novelty_space(self.prototypes_)
 
     def _logits(self, X):
         """Validated ``X`` -> (n_samples, n_classes) logits for ``metric``."""

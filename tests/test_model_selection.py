@@ -213,8 +213,8 @@ def test_split_error_messages(blobs):
 
 def test_split_repr():
     assert repr(EpisodicSplit(20, n_shot=1, n_episodes=100, random_state=3)) == (
-        "EpisodicSplit(n_episodes=100, n_query=15, n_shot=1, n_way=20, "
-        "random_state=3,\n       within_groups=False)"
+        "EpisodicSplit(n_episodes=100, n_query=15, n_shot=1, n_unknown_way=0, "
+        "n_way=20,\n       random_state=3, within_groups=False)"
     )
 
 
