@@ -96,11 +96,43 @@ class PrototypeClassifier(
         keeps a copy of the labelled support rows for this. With False (the
         default) each row is scored against ``prototypes_`` on its own.
 
+    unknown_label : int, str or None, default=None
+        Opt-in "none of these" answer: with a label (e.g. ``-1`` or
+        ``"unknown"``), :meth:`predict` returns it for the queries whose
+        :meth:`score_samples` is below ``unknown_threshold_``;
+        :meth:`predict_proba` and :meth:`decision_function` are unchanged
+        (over ``classes_``, the known classes). It must not be a class of
+        ``y`` nor equal ``unlabelled_label`` (``ValueError``). Predictions
+        are an array holding both: string classes with a str label give a
+        str array, numeric classes with an int label the classes' dtype
+        (widened if needed), and a mix an object array.
+
+    unknown_threshold : "auto" or float, default="auto"
+        Threshold on :meth:`score_samples` (a cosine, in [-1, 1]) below
+        which a query is ``unknown_label``; used only with an
+        ``unknown_label``. A float is used as is. ``"auto"`` chooses it from
+        the support set by leave-one-out: each support row is scored against
+        the prototypes with its own class's prototype computed without it,
+        and the threshold is the 5% quantile of those scores. With one row
+        per class nothing can be left out: the threshold is then the largest
+        cosine between a support row and another class's prototype (each
+        row standing for a query of a class outside the support), and a
+        ``UserWarning`` says it is a guess. :meth:`score_samples` is the
+        cosine between the (centred, with ``center=True``) query and the nearest
+        prototype, whatever ``metric``; it does not depend on the other queries,
+        even with
+        ``transductive=True``.
+
     Attributes
     ----------
     prototypes_ : ndarray of shape (n_classes, n_features)
         Weighted mean of the support features of each class, before centring
         or normalisation.
+
+    unknown_threshold_ : float
+        Threshold of :meth:`score_samples` below which :meth:`predict`
+        answers ``unknown_label``. Only set when ``unknown_label`` is not
+        None.
 
     classes_ : ndarray of shape (n_classes,)
         Class labels, sorted as :func:`numpy.unique` sorts them.
