@@ -12,6 +12,7 @@ itself is :mod:`skfewshot._feature_cache`).
 from __future__ import annotations
 
 import contextlib
+import copyreg
 import io
 import os
 import threading
@@ -34,6 +35,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
 from ._feature_cache import FEATURE_CACHE, cached_features, row_keys, state_key
+from ._persistence import portable_state, restored_state
 from ._torch_utils import resolve_device, to_host_array, torch_dtype
 from ._utils import check_finite_features
 
@@ -47,6 +49,8 @@ _HOST_DTYPES = {
     "bfloat16": np.float32,
 }
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+# Attributes holding the torch module (one object after fit).
+_MODULE_KEYS = ("module", "module_")
 
 
 class BackboneTransformer(
@@ -351,16 +355,34 @@ class BackboneTransformer(
         tags.transformer_tags.preserves_dtype = ["float32"]
         return tags
 
-    def __getstate__(self):
+    def __reduce_ex__(self, protocol):
+        # pickle, copy and joblib: the module objects themselves (any nn.Module)
+        return copyreg.__newobj__, (type(self),), self._pickle_state()
+
+    def _pickle_state(self):
+        """The state pickle stores: modules as they are, copied to the CPU."""
         state = dict(super().__getstate__())
         copies = {}
-        for key in ("module", "module_"):
+        for key in _MODULE_KEYS:
             module = state.get(key)
             if isinstance(module, torch.nn.Module) and not _on_cpu(module):
                 if id(module) not in copies:
                     copies[id(module)] = _cpu_copy(module)
                 state[key] = copies[id(module)]
         return state
+
+    def __getstate__(self):
+        """The portable state: plain data only, as ``skops.io`` stores it.
+
+        The module is described as a :mod:`skfewshot.models` architecture,
+        its configuration and its weights as numpy arrays; a module that is
+        not one raises ``TypeError`` naming its class (pickle and joblib,
+        which go through ``__reduce_ex__``, store any module).
+        """
+        return portable_state(super().__getstate__(), _MODULE_KEYS, type(self).__name__)
+
+    def __setstate__(self, state):
+        super().__setstate__(restored_state(state, _MODULE_KEYS, type(self).__name__))
 
     # -- input -------------------------------------------------------------
 

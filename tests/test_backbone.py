@@ -411,9 +411,10 @@ def test_pickled_state_moves_accelerator_modules_to_cpu(rng, monkeypatch):
     bt = BackboneTransformer(seeded(Counting), device="cpu").fit(
         rng.normal(size=(3, 6))
     )
-    # Pretend the module sits on an accelerator: __getstate__ must copy it to the CPU.
+    # Pretend the module sits on an accelerator: the state pickle stores (through
+    # __reduce_ex__) must hold a CPU copy of it.
     monkeypatch.setattr(backbone_mod, "_on_cpu", lambda module: False)
-    state = bt.__getstate__()
+    state = bt.__reduce_ex__(pickle.HIGHEST_PROTOCOL)[2]
     assert state["module"] is not bt.module  # the live module is left alone
     assert state["module_"] is state["module"]  # one copy, identity kept
     for name, tensor in state["module"].state_dict().items():
