@@ -163,9 +163,19 @@ class BackboneTransformer(
     ... (scikit-learn's class-name prefix convention, as ``PCA`` gives
     ``pca0``...), so ``set_output(transform="pandas")`` works.
 
-    Pickling moves the module to the CPU first (a copy; the live module stays
-    where it is), so a file written on a GPU machine loads on a CPU-only one;
-    the next ``transform`` resolves ``device`` again and moves it there.
+    **Saving.** Pickle and joblib store the module object itself (any
+    ``nn.Module``), copied to the CPU first (the live module stays where it
+    is), so a file written on a GPU machine loads on a CPU-only one; the next
+    ``transform`` resolves ``device`` again and moves it there. ``skops.io``
+    (:func:`skfewshot.persistence.dump`) stores a :mod:`skfewshot.models`
+    backbone as plain data: its architecture, constructor arguments and
+    weights (numpy arrays on the host), every submodule's train/eval flag and
+    which parameters are frozen; loading checks all of it and rebuilds the
+    module on the CPU, bit for bit. Any other module (your own class, a
+    torchvision model), or one whose state that description would not
+    reproduce (an added attribute or hook, non-contiguous or non-finite
+    weights), makes ``skops.io.dump`` raise ``TypeError`` naming it: skops
+    cannot store an arbitrary module without running its code at load.
 
     **Frozen.** The class attribute ``frozen_features = True`` declares that
     ``fit`` learns nothing from the data and ``transform`` maps each row
