@@ -4,7 +4,6 @@ skops tests skip (with the reason) when skops is not installed.
 """
 
 import importlib
-import importlib.util
 import json
 import os
 import pickle
@@ -29,10 +28,15 @@ from skfewshot.datasets import ImageFileReader
 from skfewshot.models import Conv4, ResNet12
 from skfewshot.text import SentenceEncoder
 
-needs_skops = pytest.mark.skipif(
-    importlib.util.find_spec("skops") is None,
-    reason="skops is not installed (pip install skops, or 'skfewshot[persist]')",
-)
+try:
+    import skops.io  # noqa: F401
+
+    HAS_SKOPS = True
+except ImportError:
+    HAS_SKOPS = False
+
+SKOPS_MISSING = "skops is not installed (pip install skops, or 'skfewshot[persist]')"
+needs_skops = pytest.mark.skipif(not HAS_SKOPS, reason=SKOPS_MISSING)
 
 BT = "skfewshot.backbone.BackboneTransformer"
 PROTO = "skfewshot.prototype.PrototypeClassifier"
@@ -499,7 +503,8 @@ def test_pipeline_fitted_on_a_gpu_predicts_in_a_cpu_only_process(how, tmp_path):
 
 @pytest.fixture
 def skops_file(tmp_path):
-    pytest.importorskip("skops", reason="skops is not installed")
+    if not HAS_SKOPS:
+        pytest.skip(SKOPS_MISSING)
     from skfewshot.persistence import dump
 
     X, y = _data()
@@ -563,8 +568,8 @@ def test_corrupted_member_is_named(skops_file):
         load(skops_file)
 
 
+@needs_skops
 def test_other_file_is_named(tmp_path):
-    pytest.importorskip("skops", reason="skops is not installed")
     from skfewshot.persistence import load
 
     (tmp_path / "junk.skops").write_bytes(b"not a zip")
@@ -601,8 +606,8 @@ def test_crafted_backbone_description_is_rejected(skops_file, keys, content, pro
         load(skops_file)
 
 
+@needs_skops
 def test_untrusted_type_is_named_with_the_file(tmp_path):
-    pytest.importorskip("skops", reason="skops is not installed")
     from skops.io.exceptions import UntrustedTypesFoundException
 
     from skfewshot.persistence import dump, load
