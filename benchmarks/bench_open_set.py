@@ -13,9 +13,9 @@ Features:
   (64 features; all 10 digits as 5-way + 5 unknown, and the novel digits 5-9
   as 3-way + 2 unknown) and Omniglot's novel alphabets (784 features);
 * digits Conv4: the backbone of ``skfewshot demo``, trained by
-  :func:`skfewshot.recipes.run_demo` itself (Conv4 pretrained on digits 0-4,
-  20 epochs), evaluated on the novel digits 5-9 as 3-way + 2 unknown, the
-  only split five novel classes allow;
+  :func:`skfewshot.recipes.pretrain_demo_backbone` as the demo trains it
+  (Conv4 pretrained on digits 0-4, 20 epochs), evaluated on the novel
+  digits 5-9 as 3-way + 2 unknown, the only split five novel classes allow;
 * Omniglot Conv4: supervised pretraining (linear head, the recipe and
   augmentation of ``benchmarks/omniglot_meta_vs_finetune.py``) on
   ``images_background_small1`` without its validation alphabets
@@ -46,7 +46,6 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import torch
@@ -128,9 +127,8 @@ def omniglot_backbone(X, y, epochs, seed, use_cache):
 def digits_demo_features(seed, use_cache):
     """Features of the novel digits 5-9 from ``skfewshot demo``'s backbone.
 
-    :func:`skfewshot.recipes.run_demo` trains the backbone (one 1-episode
-    evaluation); its features pipeline and novel images are taken from its
-    call to ``evaluate_episodes``, so the backbone is the demo's, bit for bit.
+    :func:`skfewshot.recipes.pretrain_demo_backbone` trains it exactly as
+    :func:`skfewshot.recipes.run_demo` does, so it is the demo's, bit for bit.
     """
     path = CACHE / f"digits_demo_s{seed}.npz"
     if use_cache and path.exists():
@@ -138,16 +136,14 @@ def digits_demo_features(seed, use_cache):
         print(f"[digits] reused {path} (trained in {saved['cpu_s']:.0f} CPU s)")
         return saved["F"], saved["y"], {"cpu_s": float(saved["cpu_s"])}
     cpu = _cpu()
-    with mock.patch.object(ms, "evaluate_episodes", wraps=ms.evaluate_episodes) as spy:
-        _, info = recipes.run_demo(
-            random_state=seed, shots=(1,), n_episodes=1, heads=("prototype",), verbose=0
-        )
-    pipeline, X_novel, y_novel = spy.call_args.args[:3]
-    F = embed(pipeline[0].module, X_novel)
+    trainer, X_novel, y_novel = recipes.pretrain_demo_backbone(
+        random_state=seed, verbose=0
+    )
+    F = embed(trainer.backbone_, X_novel)
     cpu_s = _cpu() - cpu
     CACHE.mkdir(parents=True, exist_ok=True)
     np.savez(path, F=F, y=y_novel, cpu_s=cpu_s)
-    return F, y_novel, {"cpu_s": cpu_s, "epochs": info["epochs_trained"]}
+    return F, y_novel, {"cpu_s": cpu_s, "epochs": len(trainer.history_)}
 
 
 # -- test tables ------------------------------------------------------------

@@ -876,7 +876,7 @@ def _write_text(path, text):
 def _cmd_train(args):
     _check_train_args(args)
     from .models import save_backbone
-    from .training._callbacks import TrainingCheckpoint
+    from .training import TrainingCheckpoint
 
     started = time.time()
     X, y, names, trained_on = _training_data(args)

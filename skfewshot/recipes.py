@@ -24,7 +24,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .model_selection import EpisodeScores
 
-__all__ = ["DEMO_BASE_CLASSES", "HEADS", "HEAD_LABELS", "make_head", "run_demo"]
+__all__ = [
+    "DEMO_BASE_CLASSES",
+    "HEADS",
+    "HEAD_LABELS",
+    "make_head",
+    "pretrain_demo_backbone",
+    "run_demo",
+]
 
 #: Short names of the heads :func:`make_head` builds.
 HEADS = ("prototype", "finetune", "transductive", "logreg")
@@ -109,6 +116,62 @@ def make_head(name: str, **params: Any) -> BaseEstimator:
     raise ValueError(f"unknown head {name!r}; choose from {', '.join(HEADS)}.")
 
 
+def pretrain_demo_backbone(
+    *, random_state: int = 0, max_epochs: int = 20, verbose: int = 1
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The demo's backbone: a Conv4 pretrained on the base digits 0-4.
+
+    scikit-learn's digits (8x8, enlarged to 32x32 for Conv4) of the classes
+    :data:`DEMO_BASE_CLASSES` train a :class:`~skfewshot.models.Conv4`
+    (``hidden=32``) with :class:`~skfewshot.training.SupervisedPretrainer`,
+    exactly as :func:`run_demo` does; the novel digits are returned for the
+    few-shot evaluation.
+
+    Parameters
+    ----------
+    random_state : int, default=0
+        Seeds the initial weights and the training: the same seed gives the
+        same weights on the CPU.
+    max_epochs : int, default=20
+        Pretraining epochs.
+    verbose : int, default=1
+        0 is silent; 1 prints the training table (one line per epoch).
+
+    Returns
+    -------
+    trainer : SupervisedPretrainer
+        The fitted trainer: ``trainer.backbone_`` is the backbone,
+        ``trainer.history_`` its training history.
+    X_novel : ndarray of shape (n_novel, 1, 32, 32)
+        The images of the novel digits 5-9, never seen in training.
+    y_novel : ndarray of shape (n_novel,)
+        Their labels.
+
+    Examples
+    --------
+    >>> from skfewshot.recipes import pretrain_demo_backbone
+    >>> trainer, X_novel, y_novel = pretrain_demo_backbone(max_epochs=1, verbose=0)
+    >>> X_novel.shape[1:], sorted(set(y_novel.tolist()))
+    ((1, 32, 32), [5, 6, 7, 8, 9])
+    """
+    import torch
+
+    from .datasets import load_digits_images
+    from .models import Conv4
+    from .training import SupervisedPretrainer
+
+    X, y = load_digits_images(image_size=_DEMO_IMAGE_SIZE, return_X_y=True)
+    base = np.isin(y, DEMO_BASE_CLASSES)
+    with torch.random.fork_rng():  # seeded initial weights, global RNG untouched
+        torch.manual_seed(random_state)
+        net = Conv4(in_channels=1, hidden=32)
+    trainer = SupervisedPretrainer(
+        net, max_epochs=max_epochs, random_state=random_state, verbose=verbose
+    )
+    trainer.fit(X[base], y[base])
+    return trainer, X[~base], y[~base]
+
+
 def run_demo(
     *,
     random_state: int = 0,
@@ -174,38 +237,27 @@ def run_demo(
     >>> scores.n_way, scores.n_shot, scores.n_episodes
     (5, 1, 2)
     """
-    import torch
+    from sklearn.datasets import load_digits
     from sklearn.pipeline import make_pipeline
 
     from .backbone import BackboneTransformer
-    from .datasets import load_digits_images
     from .model_selection import evaluate_episodes
-    from .models import Conv4
-    from .training import SupervisedPretrainer
 
     heads = list(heads)
     for name in heads:  # fail before training, not after
         make_head(name)
-    X, y = load_digits_images(image_size=_DEMO_IMAGE_SIZE, return_X_y=True)
-    trained_on = {"dataset": "digits", "classes": list(DEMO_BASE_CLASSES)}
-    base = np.isin(y, trained_on["classes"])
-    novel = ~base
-    with torch.random.fork_rng():  # seeded initial weights, global RNG untouched
-        torch.manual_seed(random_state)
-        net = Conv4(in_channels=1, hidden=32)
-    trainer = SupervisedPretrainer(
-        net, max_epochs=max_epochs, random_state=random_state, verbose=verbose
-    )
     t0 = time.perf_counter()
-    trainer.fit(X[base], y[base])
+    trainer, X_novel, y_novel = pretrain_demo_backbone(
+        random_state=random_state, max_epochs=max_epochs, verbose=verbose
+    )
     train_time = time.perf_counter() - t0
     features = BackboneTransformer(trainer.backbone_)
     results = {
         head: [
             evaluate_episodes(
                 make_pipeline(features, make_head(head)),
-                X[novel],
-                y[novel],
+                X_novel,
+                y_novel,
                 n_way=5,
                 n_shot=k,
                 n_query=15,
@@ -219,10 +271,10 @@ def run_demo(
     }
     info = {
         "train_time_s": round(train_time, 2),
-        "trained_on": trained_on,
-        "classes": np.unique(y[novel]).tolist(),
-        "n_base": int(base.sum()),
-        "n_novel": int(novel.sum()),
+        "trained_on": {"dataset": "digits", "classes": list(DEMO_BASE_CLASSES)},
+        "classes": np.unique(y_novel).tolist(),
+        "n_base": int(np.isin(load_digits().target, DEMO_BASE_CLASSES).sum()),
+        "n_novel": len(y_novel),
         "max_epochs": max_epochs,
         "epochs_trained": len(trainer.history_),
     }

@@ -310,7 +310,7 @@ class TrainingCheckpoint(Callback):
     >>> import numpy as np
     >>> from skfewshot.models import Conv4
     >>> from skfewshot.training import SupervisedPretrainer
-    >>> from skfewshot.training._callbacks import TrainingCheckpoint
+    >>> from skfewshot.training import TrainingCheckpoint
     >>> rng = np.random.RandomState(0)
     >>> X = rng.rand(40, 1, 16, 16).astype(np.float32)
     >>> y = np.repeat(np.arange(4), 10)
