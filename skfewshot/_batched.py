@@ -282,6 +282,7 @@ def _fine_tune_batch(start, support, unlabelled, W0, basis, params):
     n_episodes, n_classes, k = W_start.shape
     n_coef = n_classes * k
     learn_scale = params["learn_scale"]
+    tol = params["tol"]
 
     def unpack(x, problems):
         W = x[:, :n_coef].view(-1, n_classes, k)
@@ -309,10 +310,21 @@ def _fine_tune_batch(start, support, unlabelled, W0, basis, params):
         return loss, torch.cat(grads, dim=1)
 
     def largest_entry(g, problems):
-        grad_W = g[:, :n_coef].view(-1, n_classes, k) @ select((basis,), problems)[0].mT
-        return torch.maximum(
-            grad_W.abs().amax(dim=(-2, -1)), g[:, n_coef:].abs().amax(dim=-1)
-        )
+        """The largest gradient entry in the features' coordinates, or a value
+        on the same side of ``tol``: each row of the gradient of ``W`` there
+        is its row here times the orthonormal ``basis.T``, whose largest entry
+        lies between its norm / sqrt(n_features) and its norm; only problems
+        those bounds leave undecided pay for the product."""
+        grad_W = g[:, :n_coef].view(-1, n_classes, k)
+        rest = g[:, n_coef:].abs().amax(dim=-1)
+        norms = torch.linalg.vector_norm(grad_W, dim=-1).amax(dim=-1)
+        measure = torch.maximum(norms, rest)
+        undecided = (norms > tol) & (norms <= tol * math.sqrt(basis.shape[-2]))
+        if bool(undecided.any()):
+            rows = undecided.nonzero().squeeze(1)
+            full = grad_W[rows] @ basis[problems[rows]].mT
+            measure[rows] = torch.maximum(full.abs().amax(dim=(-2, -1)), rest[rows])
+        return measure
 
     x0 = [W_start.reshape(n_episodes, -1), b_start]
     if learn_scale:
@@ -321,7 +333,7 @@ def _fine_tune_batch(start, support, unlabelled, W0, basis, params):
         fun,
         torch.cat(x0, dim=1),
         max_iter=params["max_iter"],
-        tol=params["tol"],
+        tol=tol,
         grad_measure=largest_entry,
     )
     out_of_iterations = int((~converged & (n_iter >= params["max_iter"])).sum())
