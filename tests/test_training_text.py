@@ -369,3 +369,19 @@ def test_text_embedder_errors():
 
     with pytest.raises(ValueError, match=r"token states .* it returned \(1, 6\)"):
         TextEmbedder(Pooled(), char_tokenizer).encode(["ab"])
+
+
+@pytest.mark.parametrize("make", [supervised, protonet], ids=["supervised", "proto"])
+def test_a_checkpoint_of_other_texts_is_not_resumed(make, base, tmp_path):
+    # the net is fit on row indices: the checkpoint must recognise the texts too
+    from skfewshot.training import TrainingCheckpoint
+
+    path = tmp_path / "run.ckpt"
+    texts, intents = base
+    make(max_epochs=1, callbacks=[TrainingCheckpoint(path)]).fit(texts, intents)
+    other = [" ".join(reversed(t.split())) + " please" for t in texts]
+    resumed = make(max_epochs=2, callbacks=[TrainingCheckpoint(path, resume=True)])
+    with pytest.raises(ValueError, match="other training data"):
+        resumed.fit(other, intents)
+    resumed.fit(texts, intents)  # the same texts resume
+    assert dict(resumed.net_.callbacks_)["TrainingCheckpoint"].resumed_epochs_ == 1

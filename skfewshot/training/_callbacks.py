@@ -225,13 +225,20 @@ _CHECKPOINT_FORMAT = "skfewshot.training_checkpoint"
 _CHECKPOINT_VERSION = 1
 
 
-def _data_digest(X, y):
-    """SHA-256 of the training inputs and labels, to recognise the same data."""
+def _data_digest(X, y, texts=None):
+    """SHA-256 of the training inputs and labels, to recognise the same data.
+
+    ``texts``: what ``X`` indexes when it is row indices (the text trainers
+    fit their net on ``arange(n_texts)``), so other texts make another digest.
+    """
     digest = hashlib.sha256()
     for array in (X, y):
         array = np.ascontiguousarray(np.asarray(array))
         digest.update(f"{array.dtype.str}{array.shape}".encode())
         digest.update(array.data)
+    for text in texts if texts is not None else ():
+        data = text.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "little") + data)
     return digest.hexdigest()
 
 
@@ -407,7 +414,8 @@ class TrainingCheckpoint(Callback):
             )
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
-        self.data_digest_ = _data_digest(X, y)
+        # a text trainer's X is row indices into the texts its net declares
+        self.data_digest_ = _data_digest(X, y, getattr(net, "_row_inputs", None))
         self.resumed_epochs_ = 0
         if not self.resume:
             return

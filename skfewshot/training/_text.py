@@ -331,6 +331,7 @@ class _TextTrainerMixin:
             net = self._make_net(
                 module, y_encoded, seed, self._common_net_kwargs(device, seed)
             )
+            net._row_inputs = texts  # what X indexes, for TrainingCheckpoint
             net.fit(np.arange(len(texts)), y_encoded)
         self.classes_ = classes
         self.n_features_out_ = n_features
