@@ -305,6 +305,7 @@ _PREDICTION_METHODS = (
     "_logits",
     "_scores",
     "_rectify",
+    "_fine_tune",
 )
 
 #: Episodes per batch, and the most feature entries one batch's stacked

@@ -541,6 +541,23 @@ class PerEpisodeFineTuned(FineTunedCosineClassifier):
         return super().fit(X, y, sample_weight)
 
 
+def test_a_subclass_overriding_the_fine_tuning_takes_the_per_episode_path(blobs):
+    # the batched path replaces _fine_tune: an override of it must be run
+    class NegatedFineTuned(FineTunedCosineClassifier):
+        def _fine_tune(self, start, unlabelled):
+            coef, intercept, scale = start
+            return -coef, intercept, scale, 0
+
+    X, y = blobs
+    kwargs = dict(n_way=4, n_shot=3, n_query=5, n_episodes=6, random_state=0)
+    scores = evaluate_episodes(NegatedFineTuned(), X, y, **kwargs)
+    expected = [
+        np.mean(NegatedFineTuned().fit(X[s], y[s]).predict(X[q]) == y[q])
+        for s, q in EpisodicSplit(**kwargs).split(X, y)
+    ]
+    np.testing.assert_array_equal(scores.accuracies, expected)
+
+
 def test_batched_fine_tuning_warns_when_iterations_run_out(blobs):
     X, y = blobs
     kwargs = dict(n_way=4, n_shot=3, n_query=5, n_episodes=6, random_state=0)
