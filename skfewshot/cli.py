@@ -866,11 +866,15 @@ def _versions():
 
 
 def _write_text(path, text):
-    """Write ``text`` to ``path`` atomically (the old file stays on failure)."""
+    """Write ``text`` to ``path`` atomically (the old file stays on failure).
+
+    File names that are not UTF-8 (surrogate escapes) keep their bytes, as
+    on stdout.
+    """
     from ._fileio import atomic_path
 
     with atomic_path(Path(path).expanduser()) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
 
 
 def _cmd_train(args):

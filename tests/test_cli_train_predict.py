@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import os
 
 import numpy as np
 import pytest
@@ -307,3 +308,20 @@ def test_predict_unknown_answers_unknown(backbone, episode, tmp_path, capsys):
     # flat grey image is none of the classes
     assert [r["prediction"] for r in rows] == [*CLASSES, "unknown"]
     assert rows[-1]["file"] == str(odd)
+
+
+def test_predict_csv_file_keeps_a_non_utf8_file_name(
+    backbone, episode, tmp_path, capsys
+):
+    # a file name that is not UTF-8 (e.g. Latin-1 from an old camera or zip)
+    support, _, files = episode
+    query = tmp_path / os.fsdecode(b"caf\xe9.png")
+    query.write_bytes(files[0].read_bytes())
+    target = tmp_path / "predictions.csv"
+    status, _, err = run(
+        capsys, "predict", "--backbone", backbone, "--support", support,
+        "--query", query, "--output", target,
+    )  # fmt: skip
+    assert status == 0, err
+    # the name's original bytes, as printing to stdout writes them
+    assert os.fsencode(str(query)) in target.read_bytes()
