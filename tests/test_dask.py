@@ -1,0 +1,198 @@
+"""Episodes, searches and predictions on a real ``dask.distributed`` cluster.
+
+One ``LocalCluster`` of two worker processes (one thread each) serves the
+whole module; ``joblib.parallel_config(backend="dask")`` sends the episodes to
+it. Every result is compared with the same call at ``n_jobs=1``: the same seed
+must give the same numbers, bit for bit, wherever the episodes ran.
+"""
+
+import logging
+import os
+import signal
+
+import numpy as np
+import pytest
+from joblib import parallel_config
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.datasets import make_blobs
+from sklearn.neighbors import NearestCentroid
+from sklearn.pipeline import make_pipeline
+
+from skfewshot import PrototypeClassifier
+from skfewshot.model_selection import evaluate_episodes
+
+distributed = pytest.importorskip(
+    "distributed",
+    reason="dask.distributed is not installed (pip install 'skfewshot[dask]')",
+)
+
+EPISODES = dict(n_way=5, n_shot=2, n_query=3, n_episodes=30, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A client of two worker processes, closed when the module is done."""
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,  # no fixed port: no clash with another run
+        silence_logs=logging.ERROR,
+    )
+    client = distributed.Client(cluster, timeout="60s")
+    try:
+        client.wait_for_workers(2, timeout=60)
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+@pytest.fixture
+def blobs():
+    X, y = make_blobs(n_samples=300, centers=10, cluster_std=3, random_state=0)
+    return X, y
+
+
+def executed(client):
+    """Tasks the cluster's workers have run so far, all workers together."""
+    counts = client.run(lambda dask_worker: dask_worker.state.executed_count)
+    return sum(counts.values())
+
+
+def worker_pids(client):
+    """The process ids of the cluster's workers."""
+    return sorted(client.run(os.getpid).values())
+
+
+def on_worker():
+    """True in a dask worker process's task, False in the client."""
+    try:
+        distributed.get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------ evaluate_episodes
+
+
+@pytest.mark.parametrize(
+    "head",
+    # the per-episode path: a foreign estimator, and a library head with an
+    # option the batched path declines (a batched head never reaches joblib)
+    [NearestCentroid(), PrototypeClassifier(unlabelled_label=-1)],
+    ids=["NearestCentroid", "PrototypeClassifier"],
+)
+def test_evaluate_episodes_on_the_cluster_equals_one_job(client, blobs, head):
+    X, y = blobs
+    expected = evaluate_episodes(head, X, y, **EPISODES, n_jobs=1)
+    before = executed(client)
+    with parallel_config(backend="dask"):
+        scores = evaluate_episodes(head, X, y, **EPISODES, n_jobs=2)
+    assert executed(client) > before  # the episodes ran on the workers
+    np.testing.assert_array_equal(scores.accuracies, expected.accuracies)
+    assert scores.estimator_name == expected.estimator_name
+
+
+class CountingTransformer(TransformerMixin, BaseEstimator):
+    """A frozen row-wise map counting, per process, the rows it transforms."""
+
+    frozen_features = True
+    rows = 0
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = np.asarray(X).shape[1]
+        return self
+
+    def transform(self, X):
+        X = np.asarray(X, dtype=float)
+        type(self).rows += len(X)
+        return np.tanh(X) * 2.0
+
+
+def worker_rows():
+    """``CountingTransformer.rows`` in the process that runs this."""
+    return CountingTransformer.rows
+
+
+def test_frozen_step_runs_once_in_the_client(client, blobs):
+    X, y = blobs
+    pipe = make_pipeline(CountingTransformer(), NearestCentroid())
+    expected = evaluate_episodes(pipe, X, y, **EPISODES, n_jobs=1)
+    CountingTransformer.rows = 0
+    with parallel_config(backend="dask"):
+        scores = evaluate_episodes(pipe, X, y, **EPISODES, n_jobs=2)
+    # each row once, in this process, before any episode is dispatched; the
+    # workers receive features and never run the step
+    assert CountingTransformer.rows == len(X)
+    assert set(client.run(worker_rows).values()) == {0}
+    np.testing.assert_array_equal(scores.accuracies, expected.accuracies)
+
+
+class EpisodeFailure(RuntimeError):
+    """Raised by :class:`FailsOnWorkers` (a type the client must see again)."""
+
+
+class FailsOnWorkers(NearestCentroid):
+    """A NearestCentroid whose ``fit`` fails in a dask worker's task."""
+
+    def fit(self, X, y):
+        if on_worker():
+            pid = os.getpid()
+            raise EpisodeFailure(f"support of {len(X)} rows refused on pid {pid}")
+        return super().fit(X, y)
+
+
+def test_a_failing_task_surfaces_as_the_original_exception(client, blobs):
+    X, y = blobs
+    evaluate_episodes(FailsOnWorkers(), X, y, **EPISODES, n_jobs=1)  # fine here
+    with parallel_config(backend="dask"):
+        with pytest.raises(
+            EpisodeFailure, match=r"^support of 10 rows refused on pid \d+$"
+        ) as excinfo:
+            evaluate_episodes(FailsOnWorkers(), X, y, **EPISODES, n_jobs=2)
+    # raised in a worker process, re-raised here with its type and message
+    assert str(excinfo.value).split()[-1] in map(str, worker_pids(client))
+
+
+class DiesOnce(NearestCentroid):
+    """A NearestCentroid whose first ``fit`` in a worker kills that worker.
+
+    The first task to create the file ``flag`` (atomically: one task in the
+    whole cluster) sends SIGKILL to its own process, as the kernel's
+    out-of-memory killer would; every other fit, and every fit outside a
+    worker, is NearestCentroid's.
+    """
+
+    def __init__(self, flag=None):
+        super().__init__()
+        self.flag = flag
+
+    def fit(self, X, y):
+        if self.flag is not None and on_worker():
+            try:
+                os.close(os.open(self.flag, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                pass
+            else:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return super().fit(X, y)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="no SIGKILL on Windows")
+def test_a_worker_killed_mid_job_does_not_change_the_result(client, blobs, tmp_path):
+    # last in the module: the cluster runs on with a replacement worker
+    X, y = blobs
+    expected = evaluate_episodes(DiesOnce(), X, y, **EPISODES, n_jobs=1)
+    flag = tmp_path / "killed"
+    before = worker_pids(client)
+    with parallel_config(backend="dask"):
+        scores = evaluate_episodes(DiesOnce(str(flag)), X, y, **EPISODES, n_jobs=2)
+    assert flag.exists()  # one worker died mid-job; its tasks were rescheduled
+    np.testing.assert_array_equal(scores.accuracies, expected.accuracies)
+    # the nanny replaced the dead worker: one process id is new
+    client.wait_for_workers(2, timeout=60)
+    after = worker_pids(client)
+    assert len(after) == 2
+    assert len(set(before) & set(after)) == 1
