@@ -240,3 +240,16 @@ def test_real_omniglot_decodes_as_the_former_numpy_decoder(shared_data, subset, 
     assert set(np.unique(bunch.data).tolist()) == {0.0, 1.0}
     packed = np.packbits(bunch.data > 0.5).tobytes()
     assert hashlib.sha256(packed).hexdigest() == digest
+
+
+def test_a_float_image_with_nan_is_refused_naming_the_file(tmp_path):
+    from PIL import Image
+
+    from skfewshot.datasets import ImageFileReader
+
+    values = np.full((4, 4), 0.5, np.float32)
+    values[0, 0] = np.nan
+    path = tmp_path / "nan.tif"
+    Image.fromarray(values, mode="F").save(path)
+    with pytest.raises(ValueError, match="nan.tif"):
+        ImageFileReader(image_size=None).transform([str(path)])

@@ -144,7 +144,9 @@ def _samples(image, name):
     if mode in (*_SIXTEEN_BIT, "I", "F") and not alpha:
         values = np.asarray(image)
         top = 1.0 if mode == "F" else 65535.0
-        if values.size and (values.min() < 0 or values.max() > top):
+        if values.size and not (
+            np.isfinite(values).all() and values.min() >= 0 and values.max() <= top
+        ):  # NaN fails every comparison: test it explicitly
             raise ValueError(
                 f"{name}: {mode}-mode pixel values span [{values.min()}, "
                 f"{values.max()}], outside the [0, {top:g}] this loader reads; "
