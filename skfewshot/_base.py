@@ -407,7 +407,7 @@ class _LogitClassifierMixin:
         check_is_fitted(self)
         return _validate_X(self, X, reset=False)
 
-    def _fit_open_set(self, X, codes, sample_weight):
+    def _fit_open_set(self, X, codes, sample_weight, *, stacklevel):
         """Fitted state of ``unknown_label``: predict's labels and the threshold.
 
         ``X``, ``codes`` and ``sample_weight`` are the validated support (as
@@ -415,7 +415,9 @@ class _LogitClassifierMixin:
         (``classes_`` then ``unknown_label``, or None when it is None) and,
         with an ``unknown_label``, ``unknown_threshold_``: the float given, or
         the ``"auto"`` rule (:func:`_auto_threshold`) on the rows as
-        :meth:`score_samples` sees them (``_novelty_space``).
+        :meth:`score_samples` sees them (``_novelty_space``). ``stacklevel``
+        of the one-shot warning: that of the caller of the head's ``fit``
+        seen from this method (3 plus the decorators around ``fit``).
         """
         self._predict_labels = _open_set_labels(self, self.classes_)
         if self._predict_labels is None:
@@ -429,6 +431,7 @@ class _LogitClassifierMixin:
                 self.classes_.shape[0],
                 sample_weight,
                 estimator_name=type(self).__name__,
+                stacklevel=stacklevel + 1,
             )
         else:
             self.unknown_threshold_ = float(self.unknown_threshold)
@@ -641,7 +644,7 @@ def _leave_one_out_scores(X, codes, n_classes, sample_weight):
     return known, unknown
 
 
-def _auto_threshold(X, codes, n_classes, sample_weight, *, estimator_name):
+def _auto_threshold(X, codes, n_classes, sample_weight, *, estimator_name, stacklevel):
     """The ``unknown_threshold="auto"`` rule, from the support set alone.
 
     The ``_AUTO_QUANTILE`` quantile of the rows' leave-one-out scores
@@ -663,6 +666,6 @@ def _auto_threshold(X, codes, n_classes, sample_weight, *, estimator_name):
         "class's prototype, a guess. Give a float unknown_threshold (e.g. "
         "chosen on open-set validation episodes) or two or more rows per class.",
         UserWarning,
-        stacklevel=4,
+        stacklevel=stacklevel,
     )
     return float(np.quantile(unknown, _ONE_SHOT_QUANTILE))

@@ -386,7 +386,8 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
         start = (self._coef_init, np.zeros(W0.shape[0]), float(self.scale))
         coef, intercept, scale, self.n_iter_ = self._fine_tune(start, unlabelled)
         self.coef_, self.intercept_, self.scale_ = coef, intercept, scale
-        self._fit_open_set(X, codes, sample_weight)
+        # the caller of fit, past _fit_context and _single_blas_thread
+        self._fit_open_set(X, codes, sample_weight, stacklevel=5)
         return self
 
     def _novelty_directions(self):

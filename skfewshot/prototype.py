@@ -309,7 +309,7 @@ class PrototypeClassifier(
             )
         elif hasattr(self, "_support"):
             del self._support
-        self._fit_open_set(X, codes, sample_weight)
+        self._fit_open_set(X, codes, sample_weight, stacklevel=4)  # past _fit_context
         return self
 
     def _novelty_space(self, X):

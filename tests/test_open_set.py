@@ -95,6 +95,14 @@ def test_one_shot_auto_threshold_warns_and_uses_the_other_classes():
 
 
 @pytest.mark.parametrize("head", HEADS)
+def test_one_shot_auto_threshold_warning_points_at_the_fit_call(head):
+    X = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    with pytest.warns(UserWarning, match="a guess") as record:
+        head(unknown_label=-1).fit(X, [0, 1, 2])
+    assert [w.filename for w in record if "a guess" in str(w.message)] == [__file__]
+
+
+@pytest.mark.parametrize("head", HEADS)
 @pytest.mark.parametrize(
     "y, unknown, dtype",
     [
