@@ -207,3 +207,22 @@ def test_checkpoint_missing_or_foreign_file(base, tmp_path):
         pretrainer(max_epochs=1, callbacks=[TrainingCheckpoint(junk, resume=True)]).fit(
             *base
         )
+
+
+@pytest.mark.parametrize("damage", ["drop_optimizer", "bad_module_state"])
+def test_a_damaged_checkpoint_is_a_value_error_naming_it(base, tmp_path, damage):
+    # a file in the checkpoint format whose content is incomplete or does not
+    # fit the network: a ValueError naming the file, not a KeyError/RuntimeError
+    path = tmp_path / "run.ckpt"
+    pretrainer(max_epochs=1, callbacks=[TrainingCheckpoint(path)]).fit(*base)
+    state = torch.load(path, weights_only=True)
+    if damage == "drop_optimizer":
+        del state["optimizer"]
+        match = "run.ckpt' is a damaged training checkpoint: it lacks optimizer"
+    else:
+        state["optimizer"] = {"state": {}, "param_groups": []}
+        match = "run.ckpt' is a damaged training checkpoint \\(ValueError"
+    torch.save(state, path)
+    resume = TrainingCheckpoint(path, resume=True)
+    with pytest.raises(ValueError, match=match):
+        pretrainer(max_epochs=2, callbacks=[resume]).fit(*base)

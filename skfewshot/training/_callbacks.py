@@ -223,6 +223,11 @@ class EpisodicValidation(Callback):
 
 _CHECKPOINT_FORMAT = "skfewshot.training_checkpoint"
 _CHECKPOINT_VERSION = 1
+#: What every checkpoint holds (a file without one of them is damaged).
+_CHECKPOINT_KEYS = frozenset(
+    {"settings", "data", "epochs", "history", "module_state", "optimizer"}
+    | {"schedulers", "rng"}
+)
 
 
 def _data_digest(X, y, texts=None):
@@ -386,6 +391,12 @@ class TrainingCheckpoint(Callback):
                 f"{str(path)!r} has checkpoint version {state.get('version')!r}; "
                 f"this skfewshot reads version {_CHECKPOINT_VERSION}"
             )
+        missing = sorted(_CHECKPOINT_KEYS - set(state))
+        if missing:
+            raise ValueError(
+                f"{str(path)!r} is a damaged training checkpoint: it lacks "
+                f"{', '.join(missing)}"
+            )
         return state
 
     def _check_same_run(self, state, net):
@@ -421,11 +432,17 @@ class TrainingCheckpoint(Callback):
             return
         state = self._load()
         self._check_same_run(state, net)
-        net.module_.load_state_dict(state["module_state"])
-        net.optimizer_.load_state_dict(state["optimizer"])
-        schedulers = _schedulers(net)
-        for name, scheduler_state in state["schedulers"].items():
-            schedulers[name].load_state_dict(scheduler_state)
+        try:
+            net.module_.load_state_dict(state["module_state"])
+            net.optimizer_.load_state_dict(state["optimizer"])
+            schedulers = _schedulers(net)
+            for name, scheduler_state in state["schedulers"].items():
+                schedulers[name].load_state_dict(scheduler_state)
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+            raise ValueError(
+                f"{str(self.path)!r} is a damaged training checkpoint "
+                f"({type(exc).__name__}: {str(exc).strip()[:200]})"
+            ) from exc
         net.history.clear()
         net.history.extend(state["history"])
         rng = state["rng"]
