@@ -18,7 +18,7 @@ from sklearn.datasets import make_blobs
 from sklearn.neighbors import NearestCentroid
 from sklearn.pipeline import make_pipeline
 
-from skfewshot import PrototypeClassifier
+from skfewshot import FineTunedCosineClassifier, PrototypeClassifier
 from skfewshot.model_selection import evaluate_episodes
 
 distributed = pytest.importorskip(
@@ -154,6 +154,52 @@ def test_a_failing_task_surfaces_as_the_original_exception(client, blobs):
             evaluate_episodes(FailsOnWorkers(), X, y, **EPISODES, n_jobs=2)
     # raised in a worker process, re-raised here with its type and message
     assert str(excinfo.value).split()[-1] in map(str, worker_pids(client))
+
+
+# ------------------------------------------- a fitted head over a dask.array
+
+
+def predict_blockwise(head, queries):
+    """The recipe of docs/scaling.rst: ``predict`` and ``predict_proba`` of a
+    fitted row-wise head, one task per block of query rows."""
+    queries = queries.rechunk({1: -1})  # whole rows in every block
+    labels = queries.map_blocks(head.predict, drop_axis=1, dtype=head.classes_.dtype)
+    dtype = head.predict_proba(queries[:1].compute()).dtype  # float32 or float64
+    proba = queries.map_blocks(
+        head.predict_proba,
+        chunks=(queries.chunks[0], (len(head.classes_),)),
+        dtype=dtype,
+    )
+    return labels, proba
+
+
+@pytest.mark.parametrize(
+    "head",
+    [PrototypeClassifier(), FineTunedCosineClassifier()],
+    ids=["PrototypeClassifier", "FineTunedCosineClassifier"],
+)
+def test_a_fitted_head_predicts_a_dask_array_block_by_block(client, head):
+    da = pytest.importorskip("dask.array")
+    X, y = make_blobs(
+        n_samples=2100, centers=5, n_features=16, cluster_std=4, random_state=0
+    )
+    X = X.astype(np.float32)
+    head.fit(X[:100], y[:100])
+    queries = da.from_array(X[100:], chunks=(500, 8))  # 4 x 2 blocks
+    labels, proba = predict_blockwise(head, queries)
+    assert labels.numblocks == (4,) and proba.numblocks == (4, 1)
+    before = executed(client)
+    labels, proba = client.compute([labels, proba], sync=True)
+    assert executed(client) > before  # the blocks ran on the workers
+    # each query row is scored alone: the same labels and probabilities as
+    # one call on all of them (up to float rounding of another batch size)
+    np.testing.assert_array_equal(labels, head.predict(X[100:]))
+    expected = head.predict_proba(X[100:])
+    assert proba.dtype == expected.dtype
+    np.testing.assert_allclose(proba, expected, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------- a worker killed mid-job
 
 
 class DiesOnce(NearestCentroid):
