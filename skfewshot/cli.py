@@ -1509,7 +1509,9 @@ def _add_predict_parser(sub, common, head):
     predict.add_argument(
         "--unknown",
         action="store_true",
-        help="answer 'unknown' for queries like none of the support classes",
+        help="answer 'unknown' for queries like none of the support classes "
+        "(the probability column then still gives the most likely support "
+        "class's probability; top2... list the support classes)",
     )
     predict.add_argument(
         "--output", "-o", metavar="FILE", help="write the CSV (or JSON) to FILE"
