@@ -251,7 +251,11 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
     episodes of this head (with ``unlabelled_label=None``, on a device with
     float64) a batch at a time: the same objective, start and stopping
     rules, solved for all the episodes at once by L-BFGS in the span of each
-    episode's rows, where the iterates lie (see ``skfewshot._batched``).
+    episode's rows, where the iterates lie (see ``skfewshot._batched``). The
+    inductive objective gives the same classifier to within ``tol``; with
+    ``transductive=True`` (a non-convex objective) an episode may settle in
+    another minimum than SciPy's line search reaches, so compare transductive
+    results computed by one path.
 
     With two classes, :meth:`decision_function` returns the 1-D logit
     difference ``logits[:, 1] - logits[:, 0]``, as scikit-learn's binary

@@ -527,13 +527,6 @@ def _fit_and_score_episode(estimator, X_support, y_support, X_query, y_query):
     return accuracy_score(y_query, estimator.predict(X_query))
 
 
-def _unknown_label_of(estimator):
-    """The ``unknown_label`` of the estimator (a pipeline's last step), or None."""
-    if isinstance(estimator, Pipeline):
-        estimator = estimator.steps[-1][1]
-    return getattr(estimator, "unknown_label", None)
-
-
 def _fit_and_score_open_set_episode(estimator, X_support, y_support, X_query, y_query):
     """``(accuracy, known accuracy, AUROC)`` of one open-set episode.
 
@@ -665,10 +658,15 @@ def evaluate_episodes(
     same accuracies, many times faster. For
     :class:`~skfewshot.PrototypeClassifier` they are equal up to float
     rounding of exact ties; :class:`~skfewshot.FineTunedCosineClassifier` is
-    fine-tuned by the same L-BFGS iteration to the same ``tol``, so its
-    classifiers agree to within that tolerance and a query that the two paths
-    label differently is one that lies within it of a tie (one query in
-    45,000 on the benchmark of the user guide).
+    fine-tuned by the same L-BFGS iteration to the same ``tol``; its
+    inductive objective has one minimum, so the two paths' classifiers agree
+    to within that tolerance and a query they label differently lies within
+    it of a tie (one query in 45,000 on the benchmark of the user guide).
+    With ``transductive=True`` the entropy terms make the objective
+    non-convex, and the batched line search (backtracking) is not SciPy's, so
+    an episode may settle in another minimum of the same objective: 9 queries
+    in 45,000 were labelled differently on that benchmark (the same mean
+    accuracy to 0.01%); compare transductive results computed by one path.
     Options a head does not batch, a subclass that overrides ``fit`` or
     ``predict``, sparse or non-numeric features and any other estimator take
     the per-episode path.
@@ -1040,9 +1038,11 @@ class EpisodicGridSearchCV(MetaEstimatorMixin, BaseEstimator):
     random_state=random_state)`` and an int ``random_state``: equal for
     :class:`~skfewshot.PrototypeClassifier` and foreign estimators; for the
     batched :class:`~skfewshot.FineTunedCosineClassifier` a query that lies
-    within the solver's ``tol`` of a tie may be labelled differently (see
-    :func:`evaluate_episodes`), so two candidates whose mean accuracies
-    differ by about one query may rank in the other order.
+    within the solver's ``tol`` of a tie may be labelled differently, and with
+    ``transductive=True`` an episode may settle in another minimum of its
+    non-convex objective (see :func:`evaluate_episodes`), so two candidates
+    whose mean accuracies differ by about one query may rank in the other
+    order.
 
     A candidate whose fit fails raises its error (as ``GridSearchCV`` with
     ``error_score="raise"``): no score is silently replaced by NaN. A
