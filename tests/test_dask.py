@@ -15,11 +15,16 @@ import pytest
 from joblib import parallel_config
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.datasets import make_blobs
+from sklearn.model_selection import GridSearchCV
 from sklearn.neighbors import NearestCentroid
 from sklearn.pipeline import make_pipeline
 
 from skfewshot import FineTunedCosineClassifier, PrototypeClassifier
-from skfewshot.model_selection import evaluate_episodes
+from skfewshot.model_selection import (
+    EpisodicGridSearchCV,
+    EpisodicSplit,
+    evaluate_episodes,
+)
 
 distributed = pytest.importorskip(
     "distributed",
@@ -154,6 +159,80 @@ def test_a_failing_task_surfaces_as_the_original_exception(client, blobs):
             evaluate_episodes(FailsOnWorkers(), X, y, **EPISODES, n_jobs=2)
     # raised in a worker process, re-raised here with its type and message
     assert str(excinfo.value).split()[-1] in map(str, worker_pids(client))
+
+
+# ------------------------------------------------- searches and curves
+
+
+def split_scores(results, n_splits):
+    return np.column_stack([results[f"split{i}_test_score"] for i in range(n_splits)])
+
+
+def test_episodic_grid_search_on_the_cluster_equals_one_job(client, blobs):
+    X, y = blobs
+    pipe = make_pipeline(
+        CountingTransformer(), PrototypeClassifier(unlabelled_label=-1)
+    )
+    grid = {"prototypeclassifier__metric": ["cosine", "euclidean"]}
+    settings = dict(EPISODES, refit=False)
+    expected = EpisodicGridSearchCV(pipe, grid, **settings, n_jobs=1).fit(X, y)
+    CountingTransformer.rows = 0
+    before = executed(client)
+    with parallel_config(backend="dask"):
+        search = EpisodicGridSearchCV(pipe, grid, **settings, n_jobs=2).fit(X, y)
+    assert executed(client) > before
+    # one run of the frozen step for the whole search, in this process
+    assert CountingTransformer.rows == len(X)
+    assert set(client.run(worker_rows).values()) == {0}
+    n = EPISODES["n_episodes"]
+    np.testing.assert_array_equal(
+        split_scores(search.cv_results_, n), split_scores(expected.cv_results_, n)
+    )
+    assert search.best_params_ == expected.best_params_
+
+
+def test_grid_search_over_episodic_split_on_the_cluster_equals_one_job(client, blobs):
+    # scikit-learn's own search: each fold's fit and score run on a worker
+    X, y = blobs
+    cv = EpisodicSplit(**EPISODES)
+    grid = {"metric": ["euclidean", "manhattan"]}
+    expected = GridSearchCV(NearestCentroid(), grid, cv=cv, n_jobs=1).fit(X, y)
+    before = executed(client)
+    with parallel_config(backend="dask"):
+        search = GridSearchCV(NearestCentroid(), grid, cv=cv, n_jobs=2).fit(X, y)
+    assert executed(client) > before
+    n = EPISODES["n_episodes"]
+    np.testing.assert_array_equal(
+        split_scores(search.cv_results_, n), split_scores(expected.cv_results_, n)
+    )
+
+
+def test_few_shot_curve_on_the_cluster_equals_one_job(client, blobs):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from skfewshot.plotting import FewShotCurveDisplay
+
+    X, y = blobs
+    pipe = make_pipeline(CountingTransformer(), NearestCentroid())
+    settings = dict(shots=[2, 4], n_way=5, n_query=3, n_episodes=20, random_state=0)
+    expected = FewShotCurveDisplay.from_estimator(pipe, X, y, **settings, n_jobs=1)
+    CountingTransformer.rows = 0
+    before = executed(client)
+    with parallel_config(backend="dask"):
+        display = FewShotCurveDisplay.from_estimator(pipe, X, y, **settings, n_jobs=2)
+    assert executed(client) > before
+    # the frozen step ran once for both shot counts, in this process
+    assert CountingTransformer.rows == len(X)
+    assert set(client.run(worker_rows).values()) == {0}
+    (got,) = display.scores.values()
+    (want,) = expected.scores.values()
+    for point, expected_point in zip(got, want, strict=True):
+        np.testing.assert_array_equal(point.accuracies, expected_point.accuracies)
+    np.testing.assert_array_equal(display.mean, expected.mean)
+    plt.close(display.figure_)
+    plt.close(expected.figure_)
 
 
 # ------------------------------------------- a fitted head over a dask.array
