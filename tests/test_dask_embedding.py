@@ -1,0 +1,164 @@
+"""Embedding a ``dask.array`` of images block by block on a real cluster.
+
+The recipe of docs/scaling.rst: a fitted ``BackboneTransformer`` is scattered
+once to every worker (``client.scatter(..., broadcast=True)``) and
+``map_blocks`` runs ``transform`` on one block of whole images per task. The
+tests check that the features equal one ``transform`` call, that each worker
+deserialises the backbone once (not once per task), that both workers embed
+rows, each row once, and that the heads and ``evaluate_episodes`` take the
+resulting dask array of features.
+"""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from skfewshot import BackboneTransformer, PrototypeClassifier
+from skfewshot.model_selection import evaluate_episodes
+from skfewshot.models import Conv4
+
+distributed = pytest.importorskip(
+    "distributed",
+    reason="dask.distributed is not installed (pip install 'skfewshot[dask]')",
+)
+da = pytest.importorskip(
+    "dask.array",
+    reason="dask.array is not installed (pip install 'skfewshot[dask]')",
+)
+
+N_CLASSES, PER_CLASS = 10, 40  # 400 images of 28x28
+BLOCK = 50  # 8 blocks
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A client of two worker processes, closed when the module is done."""
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,  # no fixed port: no clash with another run
+        silence_logs=logging.ERROR,
+    )
+    client = distributed.Client(cluster, timeout="60s")
+    try:
+        client.wait_for_workers(2, timeout=60)
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+class CountingConv4(Conv4):
+    """A Conv4 counting, per process, its unpicklings and the rows it embeds."""
+
+    loads = 0
+    rows = 0
+
+    def __setstate__(self, state):
+        type(self).loads += 1
+        super().__setstate__(state)
+
+    def forward(self, x):
+        type(self).rows += len(x)
+        return super().forward(x)
+
+
+def reset_counts():
+    CountingConv4.loads = CountingConv4.rows = 0
+
+
+def counts():
+    """``(loads, rows)`` of :class:`CountingConv4` in the process running this."""
+    return CountingConv4.loads, CountingConv4.rows
+
+
+def images():
+    """Labelled 28x28 grayscale images: a class-dependent bright band + noise."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(N_CLASSES), PER_CLASS)
+    X = rng.random((len(y), 1, 28, 28), dtype=np.float32) * 0.5
+    for label in range(N_CLASSES):
+        X[y == label, 0, 2 * label : 2 * label + 6, :] += 1.0
+    return X, y
+
+
+def fitted_backbone(X):
+    torch.manual_seed(0)
+    # cache=False: a one-pass job; a worker would otherwise keep up to
+    # cache_size rows of features in its process-wide cache
+    return BackboneTransformer(
+        CountingConv4(in_channels=1, hidden=16), device="cpu", cache=False
+    ).fit(X[:8])
+
+
+def _transform_block(block, transformer):
+    return transformer.transform(block)
+
+
+def embed_blockwise(client, transformer, images):
+    """The recipe of docs/scaling.rst: a fitted transformer over a dask.array.
+
+    One copy of the transformer per worker (scattered once, to all of them),
+    one task per block of whole images, float32 features of shape
+    ``(n_rows, n_features_out_)`` chunked like the rows.
+    """
+    remote = client.scatter(transformer, broadcast=True)
+    images = images.rechunk({axis: -1 for axis in range(1, images.ndim)})
+    return images.map_blocks(
+        _transform_block,
+        remote,
+        drop_axis=list(range(2, images.ndim)),
+        chunks=(images.chunks[0], (transformer.n_features_out_,)),
+        dtype=np.float32,
+        meta=np.empty((0, 0), np.float32),  # transform refuses 0 rows
+    )
+
+
+def test_blockwise_features_equal_one_transform_call(client):
+    X, _ = images()
+    backbone = fitted_backbone(X)
+    expected = backbone.transform(X)
+    # blocks that split the images too: the recipe rechunks to whole images
+    dX = da.from_array(X, chunks=(BLOCK, 1, 28, 14))
+    client.run(reset_counts)
+    features = embed_blockwise(client, backbone, dX)
+    assert features.dtype == np.float32
+    assert features.chunks == ((BLOCK,) * 8, (backbone.n_features_out_,))
+    got = client.compute(features, sync=True)
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    # the same rows through the same module in eval mode, in batches of
+    # another composition (50 rows per block here, 256 per batch there):
+    # some BLAS kernels round a float32 sum differently per batch size
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    loads_rows = client.run(counts)
+    # one copy of the backbone per worker: unpickled once, on its arrival,
+    # not once per task (8 tasks)
+    assert [loads for loads, _ in loads_rows.values()] == [1, 1]
+    # both workers embedded blocks, every row once
+    rows = [rows for _, rows in loads_rows.values()]
+    assert min(rows) >= BLOCK and sum(rows) == len(X)
+
+
+def test_heads_and_evaluate_episodes_take_the_dask_features(client):
+    X, y = images()
+    backbone = fitted_backbone(X)
+    features = embed_blockwise(client, backbone, da.from_array(X, chunks=BLOCK))
+    computed = client.compute(features, sync=True)
+    # evaluate_episodes computes the dask array into the client's memory
+    # (the episodes index rows of an in-memory array), then runs as usual
+    episodes = dict(n_way=5, n_shot=2, n_query=5, n_episodes=20, random_state=0)
+    scores = evaluate_episodes(PrototypeClassifier(), features, y, **episodes)
+    expected = evaluate_episodes(PrototypeClassifier(), computed, y, **episodes)
+    np.testing.assert_array_equal(scores.accuracies, expected.accuracies)
+    assert scores.accuracies.mean() > 0.5  # the features separate the classes
+    # a head fits and predicts on the dask array (computed by check_array)
+    support = np.r_[0:5, 40:45, 80:85]
+    head = PrototypeClassifier().fit(features[support], y[support])
+    reference = PrototypeClassifier().fit(computed[support], y[support])
+    np.testing.assert_array_equal(head.predict(features), reference.predict(computed))
+    np.testing.assert_array_equal(
+        head.predict_proba(features), reference.predict_proba(computed)
+    )
