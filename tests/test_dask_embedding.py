@@ -1,8 +1,8 @@
 """Embedding a ``dask.array`` of images block by block on a real cluster.
 
-The recipe of docs/scaling.rst: a fitted ``BackboneTransformer`` is scattered
-once to every worker (``client.scatter(..., broadcast=True)``) and
-``map_blocks`` runs ``transform`` on one block of whole images per task. The
+``skfewshot.dask.transform_blocks``: a fitted ``BackboneTransformer`` enters
+the graph once (one ``dask.delayed`` object) and ``map_blocks`` runs
+``transform`` on one block of whole images per task. The
 tests check that the features equal one ``transform`` call, that each worker
 deserialises the backbone once (not once per task), that both workers embed
 rows, each row once, and that the heads and ``evaluate_episodes`` take the
@@ -27,6 +27,7 @@ da = pytest.importorskip(
     "dask.array",
     reason="dask.array is not installed (pip install 'skfewshot[dask]')",
 )
+from skfewshot.dask import transform_blocks  # noqa: E402
 
 N_CLASSES, PER_CLASS = 10, 40  # 400 images of 28x28
 BLOCK = 50  # 8 blocks
@@ -94,29 +95,6 @@ def fitted_backbone(X):
     ).fit(X[:8])
 
 
-def _transform_block(block, transformer):
-    return transformer.transform(block)
-
-
-def embed_blockwise(client, transformer, images):
-    """The recipe of docs/scaling.rst: a fitted transformer over a dask.array.
-
-    One copy of the transformer per worker (scattered once, to all of them),
-    one task per block of whole images, float32 features of shape
-    ``(n_rows, n_features_out_)`` chunked like the rows.
-    """
-    remote = client.scatter(transformer, broadcast=True)
-    images = images.rechunk({axis: -1 for axis in range(1, images.ndim)})
-    return images.map_blocks(
-        _transform_block,
-        remote,
-        drop_axis=list(range(2, images.ndim)),
-        chunks=(images.chunks[0], (transformer.n_features_out_,)),
-        dtype=np.float32,
-        meta=np.empty((0, 0), np.float32),  # transform refuses 0 rows
-    )
-
-
 def test_blockwise_features_equal_one_transform_call(client):
     X, _ = images()
     backbone = fitted_backbone(X)
@@ -124,7 +102,7 @@ def test_blockwise_features_equal_one_transform_call(client):
     # blocks that split the images too: the recipe rechunks to whole images
     dX = da.from_array(X, chunks=(BLOCK, 1, 28, 14))
     client.run(reset_counts)
-    features = embed_blockwise(client, backbone, dX)
+    features = transform_blocks(backbone, dX)
     assert features.dtype == np.float32
     assert features.chunks == ((BLOCK,) * 8, (backbone.n_features_out_,))
     got = client.compute(features, sync=True)
@@ -134,8 +112,8 @@ def test_blockwise_features_equal_one_transform_call(client):
     # some BLAS kernels round a float32 sum differently per batch size
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     loads_rows = client.run(counts)
-    # one copy of the backbone per worker: unpickled once, on its arrival,
-    # not once per task (8 tasks)
+    # one copy of the backbone per worker: unpickled once, not once per task
+    # (8 tasks; the backbone itself as an argument of map_blocks gives [5, 5])
     assert [loads for loads, _ in loads_rows.values()] == [1, 1]
     # both workers embedded blocks, every row once
     rows = [rows for _, rows in loads_rows.values()]
@@ -145,7 +123,7 @@ def test_blockwise_features_equal_one_transform_call(client):
 def test_heads_and_evaluate_episodes_take_the_dask_features(client):
     X, y = images()
     backbone = fitted_backbone(X)
-    features = embed_blockwise(client, backbone, da.from_array(X, chunks=BLOCK))
+    features = transform_blocks(backbone, da.from_array(X, chunks=BLOCK))
     computed = client.compute(features, sync=True)
     # evaluate_episodes computes the dask array into the client's memory
     # (the episodes index rows of an in-memory array), then runs as usual
@@ -162,3 +140,39 @@ def test_heads_and_evaluate_episodes_take_the_dask_features(client):
     np.testing.assert_array_equal(
         head.predict_proba(features), reference.predict_proba(computed)
     )
+
+
+def digits(text):
+    """``"0123"`` -> ``[0., 1., 2., 3.]``: a preprocess for strings."""
+    return np.array([float(c) for c in text], dtype=np.float32)
+
+
+def test_a_one_dimensional_array_of_strings(client):
+    texts = np.array(["0123", "4567", "8901", "2345", "6789"] * 4)
+    torch.manual_seed(0)
+    encoder = BackboneTransformer(
+        torch.nn.Linear(4, 3), preprocess=digits, device="cpu", cache=False
+    ).fit(texts[:2])
+    features = transform_blocks(encoder, da.from_array(texts, chunks=6))
+    assert features.chunks == ((6, 6, 6, 2), (3,))
+    got = client.compute(features, sync=True)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, encoder.transform(texts), rtol=1e-5, atol=1e-6)
+
+
+def test_transform_blocks_refuses_what_it_cannot_split():
+    from sklearn.exceptions import NotFittedError
+    from sklearn.preprocessing import StandardScaler
+
+    X, _ = images()
+    with pytest.raises(
+        TypeError, match=r"^transform_blocks takes a dask.array.Array as X; got ndarray"
+    ):
+        transform_blocks(fitted_backbone(X), X)
+    dX = da.from_array(X[:, 0, 0, :])
+    with pytest.raises(
+        TypeError, match=r"needs a frozen transformer .*; StandardScaler is not one\.$"
+    ):
+        transform_blocks(StandardScaler().fit(X[:, 0, 0, :]), dX)
+    with pytest.raises(NotFittedError, match="BackboneTransformer"):
+        transform_blocks(BackboneTransformer(Conv4(in_channels=1)), dX)
