@@ -3,10 +3,10 @@
 ``N`` random 28x28 grayscale images (``--rows``, several values; drawn by
 ``dask.array.random`` on the workers, block by block, so the client never
 holds them) go through a ``BackboneTransformer(Conv4(hidden=32),
-cache=False)`` (random weights, ``torch.manual_seed(0)``) with the recipe of
-docs/scaling.rst: the fitted transformer is scattered once to every worker
-and ``map_blocks`` runs ``transform`` on one block of ``--block`` images per
-task. Two sinks:
+cache=False)`` (random weights, ``torch.manual_seed(0)``) with
+``skfewshot.dask.transform_blocks``: the fitted transformer enters the graph
+once (each worker unpickles it once) and one task per block of ``--block``
+images runs ``transform``. Two sinks:
 
 sum
     the features are reduced on the workers (their column sums come back):
@@ -43,11 +43,8 @@ import torch  # noqa: E402
 from bench_dask import _cpu_seconds, _peak_mib, _reset_peak  # noqa: E402
 
 from skfewshot import BackboneTransformer  # noqa: E402
+from skfewshot.dask import transform_blocks  # noqa: E402
 from skfewshot.models import Conv4  # noqa: E402
-
-
-def _transform_block(block, transformer):
-    return transformer.transform(block)
 
 
 def _warm_up(transformer):
@@ -76,15 +73,7 @@ def run(n_rows, block, sink, seed):
         images = da.random.default_rng(seed).random(
             (n_rows, 1, 28, 28), chunks=(block, 1, 28, 28), dtype=np.float32
         )
-        remote = client.scatter(transformer, broadcast=True)
-        features = images.map_blocks(
-            _transform_block,
-            remote,
-            drop_axis=[2, 3],
-            chunks=(images.chunks[0], (transformer.n_features_out_,)),
-            dtype=np.float32,
-            meta=np.empty((0, 0), np.float32),
-        )
+        features = transform_blocks(transformer, images)
         job = features.sum(axis=0) if sink == "sum" else features
         out = client.compute(job, sync=True)
         wall = time.perf_counter() - start
