@@ -20,11 +20,13 @@ def transform_blocks(transformer: Any, X: Any) -> da.Array:
 
     One task per block of rows runs ``transformer.transform`` on whole
     samples (the trailing axes of ``X`` are rechunked into one block first).
-    The transformer enters the graph once, as one ``dask.delayed`` object:
-    on a ``dask.distributed`` cluster each worker that runs a block
-    unpickles it once per computation and reuses it for all its blocks
-    (passing ``transformer.transform`` to ``map_blocks`` directly would
-    unpickle it in every task). Nothing runs until the result is computed.
+    Each worker holds one copy of the transformer and reuses it for all its
+    blocks (passing it to ``map_blocks`` directly would unpickle it in every
+    task): with a ``dask.distributed`` client (the default client), it is
+    scattered to every worker now (``client.scatter(..., broadcast=True)``,
+    sent once per worker, outside the task graph); otherwise it enters the
+    graph once as a ``dask.delayed`` object. The blocks run when the result
+    is computed.
 
     Parameters
     ----------
@@ -87,7 +89,7 @@ def transform_blocks(transformer: Any, X: Any) -> da.Array:
     X = X.rechunk({axis: -1 for axis in range(1, X.ndim)})
     return X.map_blocks(
         _transform_block,
-        dask.delayed(transformer),
+        _one_copy_per_worker(transformer),
         drop_axis=list(range(2, X.ndim)),
         new_axis=[1] if X.ndim == 1 else None,
         chunks=(X.chunks[0], (width,)),
@@ -98,3 +100,14 @@ def transform_blocks(transformer: Any, X: Any) -> da.Array:
 
 def _transform_block(block, transformer):
     return transformer.transform(block)
+
+
+def _one_copy_per_worker(transformer):
+    """A scattered future on the default distributed client, else a delayed."""
+    try:
+        from distributed import default_client
+
+        client = default_client()
+    except (ImportError, ValueError):  # no distributed, or no client
+        return dask.delayed(transformer)
+    return client.scatter(transformer, broadcast=True, hash=False)

