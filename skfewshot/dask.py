@@ -7,10 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import dask
-import dask.array as da
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
+
+try:
+    import dask
+    import dask.array as da
+except ImportError as error:
+    raise ImportError(
+        "skfewshot.dask needs dask.array: pip install 'skfewshot[dask]'."
+    ) from error
 
 __all__ = ["transform_blocks"]
 

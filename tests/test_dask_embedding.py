@@ -195,3 +195,13 @@ def test_a_sentence_encoder_over_a_dask_array_of_texts(client):
     got = client.compute(features, sync=True)
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, encoder.transform(texts), rtol=1e-5, atol=1e-6)
+
+
+def test_without_dask_the_import_names_the_extra(monkeypatch):
+    import importlib
+    import sys
+
+    monkeypatch.delitem(sys.modules, "skfewshot.dask")
+    monkeypatch.setitem(sys.modules, "dask.array", None)
+    with pytest.raises(ImportError, match=r"pip install 'skfewshot\[dask\]'"):
+        importlib.import_module("skfewshot.dask")
