@@ -103,3 +103,27 @@ def novel():
     from _training_testing import novel_classes
 
     return novel_classes()
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A ``dask.distributed`` client of two worker processes (one thread
+    each), shared by one test module and closed when it is done; the module
+    skips itself when ``distributed`` is not installed."""
+    import logging
+
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,  # no fixed port: no clash with another run
+        silence_logs=logging.ERROR,
+    )
+    client = distributed.Client(cluster, timeout="60s")
+    try:
+        client.wait_for_workers(2, timeout=60)
+        yield client
+    finally:
+        client.close()
+        cluster.close()

@@ -6,7 +6,6 @@ it. Every result is compared with the same call at ``n_jobs=1``: the same seed
 must give the same numbers, bit for bit, wherever the episodes ran.
 """
 
-import logging
 import os
 import signal
 
@@ -32,25 +31,6 @@ distributed = pytest.importorskip(
 )
 
 EPISODES = dict(n_way=5, n_shot=2, n_query=3, n_episodes=30, random_state=0)
-
-
-@pytest.fixture(scope="module")
-def client():
-    """A client of two worker processes, closed when the module is done."""
-    cluster = distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,  # no fixed port: no clash with another run
-        silence_logs=logging.ERROR,
-    )
-    client = distributed.Client(cluster, timeout="60s")
-    try:
-        client.wait_for_workers(2, timeout=60)
-        yield client
-    finally:
-        client.close()
-        cluster.close()
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ rows, each row once, and that the heads and ``evaluate_episodes`` take the
 resulting dask array of features.
 """
 
-import logging
-
 import numpy as np
 import pytest
 import torch
@@ -31,25 +29,6 @@ from skfewshot.dask import transform_blocks  # noqa: E402
 
 N_CLASSES, PER_CLASS = 10, 40  # 400 images of 28x28
 BLOCK = 50  # 8 blocks
-
-
-@pytest.fixture(scope="module")
-def client():
-    """A client of two worker processes, closed when the module is done."""
-    cluster = distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,  # no fixed port: no clash with another run
-        silence_logs=logging.ERROR,
-    )
-    client = distributed.Client(cluster, timeout="60s")
-    try:
-        client.wait_for_workers(2, timeout=60)
-        yield client
-    finally:
-        client.close()
-        cluster.close()
 
 
 class CountingConv4(Conv4):
