@@ -17,6 +17,7 @@ import math
 import sys
 import time
 import warnings
+import weakref
 from collections.abc import Iterator
 from copy import deepcopy
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from numbers import Integral
 from typing import TYPE_CHECKING
 
 import numpy as np
+from joblib.parallel import get_active_backend
 from numpy.typing import ArrayLike
 from scipy.stats import rankdata
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, _fit_context, clone
@@ -549,6 +551,102 @@ def _episode(X, y, episode):
     return _safe_indexing(X, support), y[support], _safe_indexing(X, query), y[query]
 
 
+def _score_episode(score, estimator, X, y, episode):
+    """``score(estimator, *_episode(X, y, episode))``: one per-episode task.
+
+    The episode is sliced where the task runs, out of the ``X`` and ``y``
+    that every task of the call shares (see :func:`_per_episode_scores`).
+    """
+    return score(estimator, *_episode(X, y, episode))
+
+
+def _per_episode_scores(score, head, X, y, episodes, n_jobs):
+    """``score(clone(head), *episode data)`` of each episode, in order, by joblib.
+
+    Every task takes the same ``X`` and ``y`` objects and its episode's
+    indices, and slices the episode where it runs, so joblib ships the data
+    once per call instead of the rows of every episode: loky memory-maps an
+    array over ``max_nbytes`` (1 MB), and under the ``dask`` backend ``X``
+    and ``y`` are sent to every worker before the first task (see
+    :func:`_episode_parallel`). A list or tuple (joblib cannot track it, so it
+    would travel with every task) and a lazy dask collection (its whole graph
+    would) are sliced here instead, as before. Returns a generator.
+    """
+    shared = _is_weakrefable(X) and not hasattr(X, "__dask_graph__")
+    if shared:
+        tasks = (
+            delayed(_score_episode)(score, clone(head), X, y, episode)
+            for episode in episodes
+        )
+    else:
+        tasks = (
+            delayed(score)(clone(head), *_episode(X, y, episode))
+            for episode in episodes
+        )
+    return _episode_parallel([X, y] if shared else [], n_jobs)(tasks)
+
+
+def _episode_parallel(shared, n_jobs):
+    """The ``Parallel`` (a generator) of the per-episode tasks.
+
+    Under joblib's ``dask`` backend, the objects ``shared`` by every task
+    are scattered to every worker first (the backend's ``scatter``, with
+    ``broadcast=True``): each worker then holds its copy before the first
+    task, so a lost worker loses no data (data that only a scattered future
+    holds cannot be recomputed, and the tasks that need it would be
+    cancelled), and no worker fetches them from a peer mid-job. The backend
+    otherwise scatters an argument over 1 kB to one worker at its first task.
+
+    That backend takes the cluster's total worker threads as ``n_jobs``,
+    whatever ``n_jobs`` the caller gives, and joblib runs ``n_jobs == 1``
+    sequentially in this process: a cluster of one single-threaded worker
+    receives nothing, and a warning says so, at the first caller outside
+    skfewshot and scikit-learn.
+    """
+    dask_backend = sys.modules.get("joblib._dask")  # imported when active
+    backend = get_active_backend()[0] if dask_backend else None
+    if dask_backend is None or not isinstance(
+        backend, dask_backend.DaskDistributedBackend
+    ):
+        return Parallel(n_jobs=n_jobs, return_as="generator")
+    if backend.effective_n_jobs(n_jobs) == 1:
+        frame, stacklevel = sys._getframe(1), 2  # our caller is stacklevel 2
+        while frame.f_back is not None and _library_frame(frame):
+            frame, stacklevel = frame.f_back, stacklevel + 1
+        warnings.warn(
+            "joblib's dask backend runs every episode one after another in "
+            "this process, not on the cluster: it takes the cluster's total "
+            "number of worker threads as n_jobs (whatever n_jobs is given), and "
+            "the cluster has 1. Give the cluster at least 2 worker threads, "
+            "e.g. LocalCluster(n_workers=2, threads_per_worker=1), or leave "
+            "out backend='dask' to use this machine's cores.",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+    elif shared:
+        backend = type(backend)(
+            client=backend.client,
+            scatter=shared,
+            wait_for_workers_timeout=backend.wait_for_workers_timeout,
+            **backend.submit_kwargs,
+        )
+    return Parallel(backend=backend, n_jobs=n_jobs, return_as="generator")
+
+
+def _library_frame(frame):
+    """Whether ``frame`` runs code of skfewshot or scikit-learn."""
+    module = frame.f_globals.get("__name__", "")
+    return module.split(".")[0] in ("skfewshot", "sklearn")
+
+
+def _is_weakrefable(obj):
+    try:
+        weakref.ref(obj)
+    except TypeError:
+        return False
+    return True
+
+
 def _episode_codes(support_labels, query_labels):
     """Each row's index into its episode's sorted classes, for stacked episodes.
 
@@ -786,9 +884,8 @@ def evaluate_episodes(
         return _evaluate_open_set(estimator, head, X, y, episodes, cv, n_jobs, verbose)
     batched = batch_predictor(head, X, y)
     if batched is None:
-        results = Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(_fit_and_score_episode)(clone(head), *_episode(X, y, episode))
-            for episode in episodes
+        results = _per_episode_scores(
+            _fit_and_score_episode, head, X, y, episodes, n_jobs
         )
     else:
         results = _batched_accuracies(
@@ -828,9 +925,8 @@ def _evaluate_open_set(estimator, head, X, y, episodes, cv, n_jobs, verbose):
             UserWarning,
             stacklevel=4,
         )
-    results = Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(_fit_and_score_open_set_episode)(clone(head), *_episode(X, y, episode))
-        for episode in episodes
+    results = _per_episode_scores(
+        _fit_and_score_open_set_episode, head, X, y, episodes, n_jobs
     )
     scores = np.full((cv.n_episodes, 3), np.nan)
     for i, result in enumerate(

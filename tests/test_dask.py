@@ -6,8 +6,10 @@ it. Every result is compared with the same call at ``n_jobs=1``: the same seed
 must give the same numbers, bit for bit, wherever the episodes ran.
 """
 
+import logging
 import os
 import signal
+import warnings
 
 import numpy as np
 import pytest
@@ -73,11 +75,130 @@ def test_evaluate_episodes_on_the_cluster_equals_one_job(client, blobs, head):
     X, y = blobs
     expected = evaluate_episodes(head, X, y, **EPISODES, n_jobs=1)
     before = executed(client)
-    with parallel_config(backend="dask"):
+    with (
+        parallel_config(backend="dask"),
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("always")
         scores = evaluate_episodes(head, X, y, **EPISODES, n_jobs=2)
     assert executed(client) > before  # the episodes ran on the workers
+    # two worker threads: no warning that the episodes run in the client
+    assert not [w for w in caught if "runs every episode" in str(w.message)]
     np.testing.assert_array_equal(scores.accuracies, expected.accuracies)
     assert scores.estimator_name == expected.estimator_name
+
+
+def record_scatters(client, monkeypatch):
+    """``(data, broadcast)`` of each ``client.scatter`` call from now on.
+
+    The list is filled in place. joblib's dask backend scatters the objects
+    given to its ``scatter`` parameter to every worker when it starts, and
+    any other argument over 1 kB to one worker when a task first needs it;
+    the tasks carry their futures, smaller arguments travel in each task.
+    """
+    scattered = []
+    scatter = client.scatter
+
+    def recording(data, *args, **kwargs):
+        scattered.append((data, kwargs.get("broadcast", False)))
+        return scatter(data, *args, **kwargs)
+
+    monkeypatch.setattr(client, "scatter", recording)
+    return scattered
+
+
+def wide_blobs():
+    """Episodes whose rows weigh over 1 kB (joblib's dask backend scatters
+    arguments over 1 kB), 240 kB in all."""
+    X, y = make_blobs(
+        n_samples=300, centers=10, n_features=100, cluster_std=10, random_state=0
+    )
+    return X, y
+
+
+@pytest.mark.parametrize("n_unknown_way", [0, 1], ids=["closed-set", "open-set"])
+def test_the_features_go_to_the_cluster_once(client, monkeypatch, n_unknown_way):
+    X, y = wide_blobs()
+    settings = dict(EPISODES, n_unknown_way=n_unknown_way)
+    with warnings.catch_warnings():  # open-set: NearestCentroid has no AUROC
+        warnings.simplefilter("ignore", UserWarning)
+        expected = evaluate_episodes(NearestCentroid(), X, y, **settings, n_jobs=1)
+        scattered = record_scatters(client, monkeypatch)
+        arguments = record_task_arguments(client, monkeypatch)
+        before = executed(client)
+        with parallel_config(backend="dask"):
+            scores = evaluate_episodes(NearestCentroid(), X, y, **settings, n_jobs=2)
+    assert executed(client) > before  # the episodes ran on the workers
+    # X and y once, to every worker, for all 30 episodes; the tasks carry
+    # their futures and their episode's indices, and slice the episode on
+    # the worker (sending each episode's rows would scatter its 2 arrays)
+    assert len(scattered) == 1
+    (data, broadcast), *_ = scattered
+    assert len(data) == 2 and data[0] is X and broadcast
+    np.testing.assert_array_equal(data[1], y)
+    # every task: (score, head, X's future, y's future, (support, query))
+    assert len(arguments) == EPISODES["n_episodes"]
+    futures = {type(args[2]).__name__ for args in arguments}
+    assert futures == {"Future"}
+    assert len({args[2].key for args in arguments}) == 1
+    assert {len(args[4][0]) for args in arguments} == {10}
+    np.testing.assert_array_equal(scores.accuracies, expected.accuracies)
+    if n_unknown_way:
+        np.testing.assert_array_equal(
+            scores.known_accuracies, expected.known_accuracies
+        )
+
+
+def test_grid_search_over_episodic_split_scatters_x_once(client, monkeypatch):
+    # scikit-learn's search gives every fold the whole X and y and the
+    # fold's indices: X goes to the cluster once for the whole search
+    X, y = wide_blobs()
+    cv = EpisodicSplit(**EPISODES)
+    grid = {"metric": ["euclidean", "manhattan"]}
+    expected = GridSearchCV(NearestCentroid(), grid, cv=cv, n_jobs=1).fit(X, y)
+    scattered = record_scatters(client, monkeypatch)
+    with parallel_config(backend="dask"):
+        search = GridSearchCV(NearestCentroid(), grid, cv=cv, n_jobs=2).fit(X, y)
+    assert [data is X for data, _ in scattered].count(True) == 1
+    assert all(np.ndim(data) < 2 for data, _ in scattered if data is not X)
+    n = EPISODES["n_episodes"]
+    np.testing.assert_array_equal(
+        split_scores(search.cv_results_, n), split_scores(expected.cv_results_, n)
+    )
+
+
+def record_task_arguments(client, monkeypatch):
+    """The arguments of every task joblib submits from now on (filled in place).
+
+    joblib's dask backend submits one dask task per batch of joblib tasks;
+    each joblib task's positional arguments are one list here, with the
+    futures of scattered arguments in place of the data.
+    """
+    arguments = []
+    submit = client.submit
+
+    def recording(*args, tasks=(), **kwargs):
+        arguments.extend(list(task_args) for _, task_args, _ in tasks)
+        return submit(*args, tasks=tasks, **kwargs)
+
+    monkeypatch.setattr(client, "submit", recording)
+    return arguments
+
+
+def test_a_list_is_sliced_in_the_client(client, monkeypatch):
+    # joblib's dask backend cannot track a list (no weak reference): whole,
+    # it would be pickled with every task; each task gets its episode's rows
+    X, y = wide_blobs()
+    expected = evaluate_episodes(NearestCentroid(), X, y, **EPISODES, n_jobs=1)
+    rows = list(X)
+    arguments = record_task_arguments(client, monkeypatch)
+    with parallel_config(backend="dask"):
+        scores = evaluate_episodes(NearestCentroid(), rows, y, **EPISODES, n_jobs=2)
+    assert len(arguments) == EPISODES["n_episodes"]
+    assert not any(argument is rows for args in arguments for argument in args)
+    lengths = {len(argument) for args in arguments for argument in args[1:]}
+    assert lengths == {10, 15}  # the support and query rows and labels
+    np.testing.assert_array_equal(scores.accuracies, expected.accuracies)
 
 
 class CountingTransformer(TransformerMixin, BaseEstimator):
@@ -139,6 +260,50 @@ def test_a_failing_task_surfaces_as_the_original_exception(client, blobs):
             evaluate_episodes(FailsOnWorkers(), X, y, **EPISODES, n_jobs=2)
     # raised in a worker process, re-raised here with its type and message
     assert str(excinfo.value).split()[-1] in map(str, worker_pids(client))
+
+
+RUNS_HERE = (
+    r"^joblib's dask backend runs every episode one after another in this "
+    r"process, not on the cluster: it takes the cluster's total number of "
+    r"worker threads as n_jobs \(whatever n_jobs is given\), and the cluster "
+    r"has 1\. Give the cluster at least 2 worker threads, e\.g\. "
+    r"LocalCluster\(n_workers=2, threads_per_worker=1\), or leave out "
+    r"backend='dask' to use this machine's cores\.$"
+)
+
+
+def test_a_one_thread_cluster_warns_that_the_episodes_run_here(blobs):
+    # joblib's dask backend takes the cluster's thread count as n_jobs, and
+    # runs n_jobs=1 sequentially in the client: FailsOnWorkers would raise
+    # on the worker, so fitting at all shows where the episodes ran
+    X, y = blobs
+    cluster = distributed.LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=":0",  # any free port
+        silence_logs=logging.ERROR,
+    )
+    one = distributed.Client(cluster, set_as_default=False, timeout="60s")
+    try:
+        one.wait_for_workers(1, timeout=60)
+        expected = evaluate_episodes(NearestCentroid(), X, y, **EPISODES)
+        grid = {"metric": ["euclidean", "manhattan"]}
+        settings = dict(EPISODES, refit=False)
+        with parallel_config(backend="dask", client=one):
+            with pytest.warns(UserWarning, match=RUNS_HERE) as record:
+                scores = evaluate_episodes(FailsOnWorkers(), X, y, **EPISODES, n_jobs=2)
+            assert len(record) == 1 and record[0].filename == __file__
+            with pytest.warns(UserWarning, match=RUNS_HERE) as record:
+                EpisodicGridSearchCV(FailsOnWorkers(), grid, **settings).fit(X, y)
+            # once per candidate (each is one call to joblib), at this line
+            assert len(record) == 2
+            assert {warning.filename for warning in record} == {__file__}
+        assert executed(one) == 0
+        np.testing.assert_array_equal(scores.accuracies, expected.accuracies)
+    finally:
+        one.close()
+        cluster.close()
 
 
 # ------------------------------------------------- searches and curves
