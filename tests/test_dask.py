@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pytest
 from joblib import parallel_config
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.datasets import make_blobs
 from sklearn.model_selection import GridSearchCV
 from sklearn.neighbors import NearestCentroid
@@ -421,6 +421,33 @@ def test_a_fitted_head_predicts_a_dask_array_block_by_block(client, head):
     expected = head.predict_proba(X[100:])
     assert proba.dtype == expected.dtype
     np.testing.assert_allclose(proba, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [PrototypeClassifier(), FineTunedCosineClassifier()],
+    ids=["PrototypeClassifier", "FineTunedCosineClassifier"],
+)
+def test_a_fitted_head_in_dask_ml_parallel_post_fit(client, head):
+    # dask-ml's wrapper: the same map_blocks route, written by dask-ml
+    wrappers = pytest.importorskip("dask_ml.wrappers", reason="dask-ml")
+    da = pytest.importorskip("dask.array")
+    X, y = make_blobs(
+        n_samples=1100, centers=5, n_features=16, cluster_std=4, random_state=0
+    )
+    X = X.astype(np.float32)
+    model = wrappers.ParallelPostFit(head).fit(X[:100], y[:100])
+    reference = clone(head).fit(X[:100], y[:100])
+    queries = da.from_array(X[100:], chunks=(250, 16))  # 4 blocks of whole rows
+    labels, proba = model.predict(queries), model.predict_proba(queries)
+    assert labels.numblocks == (4,)
+    before = executed(client)
+    labels, proba = client.compute([labels, proba], sync=True)
+    assert executed(client) > before  # the blocks ran on the workers
+    np.testing.assert_array_equal(labels, reference.predict(X[100:]))
+    np.testing.assert_allclose(
+        proba, reference.predict_proba(X[100:]), rtol=1e-5, atol=1e-6
+    )
 
 
 # ------------------------------------------------- a worker killed mid-job

@@ -176,6 +176,23 @@ def test_a_sentence_encoder_over_a_dask_array_of_texts(client):
     np.testing.assert_allclose(got, encoder.transform(texts), rtol=1e-5, atol=1e-6)
 
 
+def test_dask_ml_parallel_post_fit_does_not_fit_a_backbone():
+    # why transform_blocks exists: dask-ml's ParallelPostFit.transform guesses
+    # the output by transforming a dummy (1, X.shape[1]) array, maps the
+    # blocks as chunked (an image split in tiles reaches the backbone) and
+    # declares the input's chunks as the output's
+    wrappers = pytest.importorskip("dask_ml.wrappers", reason="dask-ml")
+    X, _ = images()
+    model = wrappers.ParallelPostFit(fitted_backbone(X))
+    with pytest.raises(ValueError, match=r"has per-sample shape \(1,\) but this"):
+        model.transform(da.from_array(X, chunks=BLOCK))
+    model.set_params(transform_meta=np.empty((0, 0), np.float32))
+    features = model.transform(da.from_array(X, chunks=(BLOCK, 1, 14, 14)))
+    assert features.shape == X.shape  # not (400, n_features_out)
+    with pytest.raises(ValueError, match=r"input of shape \(1, 14, 14\) per sample"):
+        features.compute(scheduler="sync")
+
+
 def test_without_dask_the_import_names_the_extra(monkeypatch):
     import importlib
     import sys
