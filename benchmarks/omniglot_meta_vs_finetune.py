@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -56,9 +55,9 @@ from pathlib import Path
 import numpy as np
 import sklearn
 import torch
-import torch.nn.functional as F
 from sklearn.model_selection import GridSearchCV
 
+from skfewshot.augment import RandomAffine
 from skfewshot.backbone import BackboneTransformer
 from skfewshot.datasets import augment_rotations, load_omniglot
 from skfewshot.model_selection import EpisodicSplit, evaluate_episodes
@@ -94,27 +93,6 @@ def column_name(n_way, n_shot, within):
     return f"{n_way}-way {n_shot}-shot" + (" within" if within else "")
 
 
-def random_shift_rotate(X, max_shift=2.0, max_degrees=10.0):
-    """Random translation (pixels) and rotation (degrees) of each image.
-
-    ``X`` is a float tensor ``(n, c, h, w)``; the draws come from torch's global
-    generator, which the trainers seed from their ``random_state``. Bilinear
-    resampling, zeros (background) outside the image.
-    """
-    n, _, h, w = X.shape
-    angle = (torch.rand(n, device=X.device) * 2 - 1) * math.radians(max_degrees)
-    shift = (torch.rand(n, 2, device=X.device) * 2 - 1) * max_shift
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    theta = torch.zeros(n, 2, 3, device=X.device, dtype=X.dtype)
-    theta[:, 0, 0], theta[:, 0, 1] = cos, -sin
-    theta[:, 1, 0], theta[:, 1, 1] = sin, cos
-    # affine_grid works in [-1, 1] coordinates: a pixel is 2 / size wide
-    theta[:, 0, 2] = shift[:, 0] * 2 / w
-    theta[:, 1, 2] = shift[:, 1] * 2 / h
-    grid = F.affine_grid(theta, list(X.shape), align_corners=False)
-    return F.grid_sample(X, grid, align_corners=False, padding_mode="zeros")
-
-
 def make_trainer(recipe, n_train, budget, seed):
     """The trainer of ``recipe`` with ``budget`` epochs' worth of images.
 
@@ -125,7 +103,7 @@ def make_trainer(recipe, n_train, budget, seed):
     common = dict(
         max_epochs=budget,
         lr_schedule="cosine",
-        augment=random_shift_rotate,
+        augment=RandomAffine(degrees=10.0, translate=2 / 28),  # 2 px of 28
         device="cpu",
         verbose=1,
         random_state=seed,
