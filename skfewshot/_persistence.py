@@ -27,7 +27,13 @@ import torch
 from ._feature_cache import _Uncacheable, module_digest
 from .models._io import _FORMAT as _BACKBONE_FORMAT
 from .models._io import _VERSION as _BACKBONE_VERSION
-from .models._io import _architectures, _check_keys, _config, _validated
+from .models._io import (
+    _check_keys,
+    _config,
+    _foreign,
+    _known_architectures,
+    _validated,
+)
 
 __all__ = [
     "TRUSTED_TYPES",
@@ -81,16 +87,16 @@ def describe_module(module: torch.nn.Module, where: str) -> dict[str, Any]:
     the module's class when it is not a :mod:`skfewshot.models` architecture
     or holds state its description cannot reproduce.
     """
-    archs = _architectures()
-    name = type(module).__name__
-    if archs.get(name) is not type(module):
+    foreign = _foreign(module, where)
+    if foreign is not None:
+        cls = type(foreign[1])
         reason = (
-            f"it is a {type(module).__module__}.{type(module).__qualname__}, not "
-            f"a skfewshot.models architecture ({', '.join(archs)}), and skops "
-            "cannot store an arbitrary torch module securely (loading it would "
-            "run its code)"
+            f"it is a {cls.__module__}.{cls.__qualname__}, not a skfewshot.models "
+            f"architecture {_known_architectures()}, and skops cannot store an "
+            "arbitrary torch module securely (loading it would run its code)"
         )
-        raise _refusal(where, reason)
+        raise _refusal(foreign[0], reason)
+    name = type(module).__name__
     weights, bit_views = {}, {}
     for key, tensor in module.state_dict().items():
         tensor = tensor.detach().to("cpu", copy=True)

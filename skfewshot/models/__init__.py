@@ -5,7 +5,8 @@ Train them with :mod:`skfewshot.training`, then wrap the trained module with
 """
 
 from ._conv4 import Conv4
+from ._ensemble import BackboneEnsemble
 from ._io import load_backbone, save_backbone
 from ._resnet12 import ResNet12
 
-__all__ = ["Conv4", "ResNet12", "load_backbone", "save_backbone"]
+__all__ = ["BackboneEnsemble", "Conv4", "ResNet12", "load_backbone", "save_backbone"]

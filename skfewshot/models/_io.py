@@ -38,9 +38,45 @@ _MAX_ITEMS = 100_000
 
 def _architectures():
     from ._conv4 import Conv4
+    from ._ensemble import BackboneEnsemble
     from ._resnet12 import ResNet12
 
-    return {"Conv4": Conv4, "ResNet12": ResNet12}
+    return {"Conv4": Conv4, "ResNet12": ResNet12, "BackboneEnsemble": BackboneEnsemble}
+
+
+def _member_args(cls):
+    """Constructor arguments of ``cls`` that hold member modules -> attribute names.
+
+    A composite architecture (``BackboneEnsemble``) declares them as the class
+    attribute ``_member_args``; its members are stored as their own
+    ``{"architecture", "config"}`` and their weights under the composite's.
+    """
+    return getattr(cls, "_member_args", {})
+
+
+def _known_architectures():
+    """``"(Conv4, ResNet12) or a BackboneEnsemble of them"``, for messages."""
+    archs = _architectures()
+    leaves = [name for name, cls in archs.items() if not _member_args(cls)]
+    composites = [name for name, cls in archs.items() if _member_args(cls)]
+    return f"({', '.join(leaves)}) or a {' or '.join(composites)} of them"
+
+
+def _foreign(module, where):
+    """``(where, module)`` of the first module that is no skfewshot architecture.
+
+    ``module`` itself, or a member of a composite (``where`` then names it, e.g.
+    ``"module.modules[1]"``); None when every module is one.
+    """
+    archs = _architectures()
+    if archs.get(type(module).__name__) is not type(module):
+        return where, module
+    for arg, attribute in _member_args(type(module)).items():
+        for i, member in enumerate(getattr(module, attribute)):
+            found = _foreign(member, f"{where}.{arg}[{i}]")
+            if found is not None:
+                return found
+    return None
 
 
 def _init_params(cls):
@@ -50,10 +86,18 @@ def _init_params(cls):
 
 
 def _config(module):
-    """Constructor arguments of a skfewshot model, read back from its attributes."""
+    """Constructor arguments of a skfewshot model, read back from its attributes.
+
+    Members of a composite are ``{"architecture": name, "config": config}``.
+    """
+    members = _member_args(type(module))
     config = {}
     for name in _init_params(type(module)):
-        value = getattr(module, name)
+        value = getattr(module, members.get(name, name))
+        if name in members:
+            value = [
+                {"architecture": type(m).__name__, "config": _config(m)} for m in value
+            ]
         config[name] = list(value) if isinstance(value, tuple) else value
     return config
 
@@ -192,17 +236,19 @@ def save_backbone(
     >>> meta["trained_on"]
     {'dataset': 'digits', 'classes': [0, 1, 2, 3, 4]}
     """
-    archs = _architectures()
-    name = type(module).__name__
-    if archs.get(name) is not type(module):
+    foreign = _foreign(module, "module")
+    if foreign is not None:
+        where, member = foreign
+        place = "" if member is module else f" as {where.removeprefix('module.')}"
         raise TypeError(
-            f"save_backbone saves skfewshot.models backbones ({', '.join(archs)}), "
-            f"got {name}; save module.state_dict() with torch.save instead."
+            "save_backbone saves skfewshot.models backbones "
+            f"{_known_architectures()}, got {type(member).__name__}{place}; save "
+            "module.state_dict() with torch.save instead."
         )
     blob = {
         "format": _FORMAT,
         "version": _VERSION,
-        "architecture": name,
+        "architecture": type(module).__name__,
         "config": _config(module),
         "input_shape": _check_input_shape(input_shape),
         "trained_on": _check_trained_on(trained_on),
@@ -311,33 +357,17 @@ def _validated(path, blob):
     problem = _check_keys("the file", blob, _REQUIRED_KEYS, _OPTIONAL_KEYS)
     if problem:
         fail(problem.replace("unexpected", "unexpected key", 1))
-    archs = _architectures()
-    name = blob["architecture"]
-    if not isinstance(name, str) or name not in archs:
-        fail(f"unknown architecture {name!r} (known: {', '.join(archs)})")
-    cls = archs[name]
-    config, state = blob["config"], blob["state_dict"]
-    for key, value in (("config", config), ("state_dict", state)):
-        if not _str_keyed_dict(value):
-            fail(f"{key!r} must be a dict with str keys, got {type(value).__name__}")
-    params = _init_params(cls)
-    problem = _check_keys(
-        f"config does not match {name}({', '.join(params)})", config, params
-    )
-    if problem:
-        fail(problem)
+    name, config, state = blob["architecture"], blob["config"], blob["state_dict"]
+    if not _str_keyed_dict(state):
+        fail(f"'state_dict' must be a dict with str keys, got {type(state).__name__}")
     try:
         input_shape = _check_input_shape(blob.get("input_shape"))
         trained_on = _check_trained_on(blob.get("trained_on"))
     except (TypeError, ValueError) as exc:
         fail(str(exc).rstrip("."))
-    config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
     # the declared model, without memory: its parameter names, shapes, dtypes
-    try:
-        with torch.device("meta"):
-            skeleton = cls(**config)
-    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
-        fail(f"invalid config {config!r}: {exc}".rstrip("."))
+    with torch.device("meta"):
+        skeleton, config = _skeleton(name, config, fail)
     expected = skeleton.state_dict()
     problem = _check_keys(f"state_dict does not match {name}", state, expected)
     if problem:
@@ -358,6 +388,55 @@ def _validated(path, blob):
         "trained_on": trained_on,
     }
     return skeleton, meta
+
+
+def _skeleton(name, config, fail, where="", depth=0):
+    """``(module, config)``: the declared architecture built from ``config``.
+
+    Called under ``torch.device("meta")``; ``fail(message)`` raises. The members
+    of a composite (``BackboneEnsemble``) are checked and built the same way,
+    each named in messages by its place (``modules[1]``).
+    """
+    archs = _architectures()
+    if not isinstance(name, str) or name not in archs:
+        fail(f"{where}unknown architecture {name!r} (known: {', '.join(archs)})")
+    if not _str_keyed_dict(config):
+        fail(
+            f"{where}'config' must be a dict with str keys, got {type(config).__name__}"
+        )
+    cls = archs[name]
+    params = _init_params(cls)
+    problem = _check_keys(
+        f"{where}config does not match {name}({', '.join(params)})", config, params
+    )
+    if problem:
+        fail(problem)
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    arguments = dict(config)
+    for arg in _member_args(cls):
+        specs = config[arg]
+        if not isinstance(specs, tuple) or depth >= _MAX_DEPTH:
+            fail(
+                f"{where}{arg!r} must be a list of members nested at most "
+                f"{_MAX_DEPTH} deep, got {type(specs).__name__} at depth {depth}"
+            )
+        members = []
+        for i, spec in enumerate(specs):
+            at = f"{where}{arg}[{i}]: "
+            if not _str_keyed_dict(spec):
+                fail(f"{at}must be a dict of 'architecture' and 'config'")
+            problem = _check_keys("the member", spec, ("architecture", "config"))
+            if problem:
+                fail(at + problem)
+            member, _ = _skeleton(
+                spec["architecture"], spec["config"], fail, at, depth + 1
+            )
+            members.append(member)
+        arguments[arg] = members
+    try:
+        return cls(**arguments), config
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        fail(f"{where}invalid config {config!r}: {exc}".rstrip("."))
 
 
 def load_backbone(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
