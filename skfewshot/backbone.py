@@ -17,7 +17,7 @@ import io
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from numbers import Integral
 from typing import Any
 
@@ -130,6 +130,22 @@ class BackboneTransformer(
         130 bytes per row for its index. A ``transform`` of ``n`` rows needs,
         besides its output, about 24 bytes per row while it runs.
 
+    test_time_shifts : int, sequence of (int, int) pairs or None, default=None
+        Test-time augmentation for image backbones: each row's features are
+        the mean of the backbone's features of shifted copies of the image.
+        An int ``s`` gives every shift ``(dy, dx)`` with ``-s <= dy, dx <= s``
+        (``(2s + 1)**2`` copies, ``dy`` slowest); a sequence gives the
+        ``(dy, dx)`` pairs themselves, in pixels. A shift by ``(dy, dx)``
+        moves the content ``dy`` rows down and ``dx`` columns right, filling
+        the uncovered border with zeros (the background); whole pixels, so
+        no interpolation. ``None`` or ``0``: no augmentation. Each copy is one
+        row of a forward pass (``batch_size`` copies per pass), so transforms
+        cost ``len(shifts)`` times as many forwards; the feature cache keeps
+        the averaged row, keyed by the shifts as well. ``X`` must be float
+        images of shape ``(n, height, width)`` or ``(n, channels, height,
+        width)`` (after ``preprocess``); anything else, or a shift of a whole
+        image size or more, raises ``ValueError`` naming this parameter.
+
     verbose : int, default=0
         Show a tqdm progress bar over batches when > 0.
 
@@ -233,6 +249,15 @@ class BackboneTransformer(
     ((8, 8), 16)
     >>> backbone.get_feature_names_out()[:2]
     array(['backbonetransformer0', 'backbonetransformer1'], dtype=object)
+
+    Test-time augmentation: with ``nn.Flatten`` as the backbone, the features
+    are the mean of the image and its copy shifted one column right.
+
+    >>> image = np.array([[[1.0, 2.0], [3.0, 4.0]]], dtype=np.float32)
+    >>> tta = BackboneTransformer(torch.nn.Flatten(), device="cpu",
+    ...                           test_time_shifts=[(0, 0), (0, 1)])
+    >>> tta.fit_transform(image)
+    array([[0.5, 1.5, 1.5, 3.5]], dtype=float32)
     """
 
     frozen_features = True
@@ -246,6 +271,12 @@ class BackboneTransformer(
         "amp": ["boolean"],
         "cache": ["boolean"],
         "cache_size": [Interval(Integral, 1, None, closed="left")],
+        "test_time_shifts": [
+            None,
+            Interval(Integral, 0, None, closed="left"),
+            list,
+            tuple,
+        ],
         "verbose": ["verbose"],
     }
 
@@ -260,6 +291,7 @@ class BackboneTransformer(
         amp: bool = False,
         cache: bool = True,
         cache_size: int = 100_000,
+        test_time_shifts: int | Sequence[tuple[int, int]] | None = None,
         verbose: int = 0,
     ) -> None:
         self.module = module
@@ -270,6 +302,7 @@ class BackboneTransformer(
         self.amp = amp
         self.cache = cache
         self.cache_size = cache_size
+        self.test_time_shifts = test_time_shifts
         self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -300,9 +333,10 @@ class BackboneTransformer(
             if hasattr(self, stale):
                 delattr(self, stale)
         X = self._validate_input(X, reset=True)
+        shifts = self._shifts(X)
         with _restored_on_error(self.module):
             module = self.module.to(device)
-            features = self._embed(module, X[: self.batch_size], device, None)
+            features = self._embed(module, X[: self.batch_size], device, None, shifts)
         self.module_ = module
         self.input_shape_ = tuple(int(s) for s in X.shape[1:])
         self.n_features_out_ = int(features.shape[1])
@@ -330,9 +364,10 @@ class BackboneTransformer(
                 f"{type(self).__name__} was fitted on per-sample shape "
                 f"{self.input_shape_}."
             )
+        shifts = self._shifts(X)
         with _restored_on_error(self.module_):
             self.module_.to(device)
-            return self._embed(self.module_, X, device, self.n_features_out_)
+            return self._embed(self.module_, X, device, self.n_features_out_, shifts)
 
     @staticmethod
     def clear_cache() -> int:
@@ -423,6 +458,43 @@ class BackboneTransformer(
             del self.n_features_in_  # axis 1 of an image batch is not a feature
         return np.ascontiguousarray(X)
 
+    def _shifts(self, X):
+        """``test_time_shifts`` as a tuple of ``(dy, dx)`` int pairs, or None.
+
+        Raises ValueError naming the parameter when it is malformed, when
+        ``X`` is not a batch of float images, or when a shift moves a whole
+        image out of view.
+        """
+        shifts = self.test_time_shifts
+        if shifts is None or (isinstance(shifts, Integral) and shifts == 0):
+            return None
+        if isinstance(shifts, Integral) and not isinstance(shifts, bool):
+            span = range(-int(shifts), int(shifts) + 1)
+            shifts = tuple((dy, dx) for dy in span for dx in span)
+        elif _int_pairs(shifts):
+            shifts = tuple((int(dy), int(dx)) for dy, dx in shifts)
+        else:
+            raise ValueError(
+                "test_time_shifts must be None, an int >= 0 or a non-empty sequence "
+                f"of (dy, dx) int pairs, got {self.test_time_shifts!r}."
+            )
+        if X.ndim not in (3, 4) or X.dtype.kind != "f":
+            raise ValueError(
+                "test_time_shifts shifts images, so X must hold float images of "
+                "shape (n, height, width) or (n, channels, height, width); got "
+                f"{X.dtype} rows of per-sample shape {X.shape[1:]}. Use "
+                "test_time_shifts=None for other inputs."
+            )
+        height, width = X.shape[-2:]
+        for dy, dx in shifts:
+            if abs(dy) >= height or abs(dx) >= width:
+                raise ValueError(
+                    f"test_time_shifts holds the shift {(dy, dx)}, which moves a "
+                    f"{height}x{width} image entirely out of view; shifts must be "
+                    "smaller than the image."
+                )
+        return shifts
+
     def _preprocess(self, X):
         if isinstance(X, torch.Tensor) or not hasattr(X, "__len__"):
             X = list(X) if hasattr(X, "__iter__") else X
@@ -457,11 +529,14 @@ class BackboneTransformer(
 
     # -- features ----------------------------------------------------------
 
-    def _embed(self, module, X, device, expected):
-        """Features of the host array ``X``: cached rows read back, others computed."""
-        key = self._backbone_key(module, X, device) if self.cache else None
+    def _embed(self, module, X, device, expected, shifts):
+        """Features of the host array ``X``: cached rows read back, others computed.
+
+        ``shifts``: the test-time shifts (:meth:`_shifts`) or None.
+        """
+        key = self._backbone_key(module, X, device, shifts) if self.cache else None
         if key is None:
-            return self._forward(module, X, None, device, expected)
+            return self._forward(module, X, None, device, expected, shifts)
         width = FEATURE_CACHE.width(key)
         if width is not None and expected is not None and width != expected:
             raise _width_error(width, expected, X.shape[1:])
@@ -469,28 +544,38 @@ class BackboneTransformer(
             key,
             X.shape[0],
             lambda rows: row_keys(X[rows]),
-            lambda rows, out: self._forward(module, X, rows, device, expected, out),
+            lambda rows, out: self._forward(
+                module, X, rows, device, expected, shifts, out
+            ),
             self.cache_size,
         )
 
-    def _backbone_key(self, module, X, device):
+    def _backbone_key(self, module, X, device, shifts):
         """Cache key of the module's state and of the settings (None: do not cache)."""
         settings = (
             f"{self.dtype}|{self.amp}|{device.type}|{X.dtype.str}|{X.shape[1:]}"
             f"|{torch.get_float32_matmul_precision()}"
         )
+        if shifts is not None:
+            settings += f"|shifts={shifts}"
         return state_key(module, settings, "backbone", stacklevel=4)
 
-    def _forward(self, module, X, rows, device, expected, out=None):
+    def _forward(self, module, X, rows, device, expected, shifts, out=None):
         """Run ``module`` on ``X[rows]`` (all rows if None) batch by batch.
 
         Eval mode, inference mode; results go to ``out[rows]`` (allocated
-        here when None) and non-finite outputs raise ``ValueError``.
+        here when None) and non-finite outputs raise ``ValueError``. With
+        ``shifts``, the batches hold ``batch_size`` shifted copies (row ``i``
+        gives copies ``i * k ... i * k + k - 1``, ``k = len(shifts)``) and a
+        row's result is the mean of its copies' features, summed in float64
+        in the order of ``shifts`` (so independent of ``batch_size``).
         """
         n_rows = X.shape[0] if rows is None else rows.size
         in_dtype = torch.int64 if X.dtype == np.int64 else torch_dtype(self.dtype)
+        k = 1 if shifts is None else len(shifts)
+        sums = None
         batches = tqdm(
-            list(gen_batches(n_rows, self.batch_size)),
+            list(gen_batches(n_rows * k, self.batch_size)),
             desc=type(self).__name__,
             unit="batch",
             disable=self.verbose <= 0,
@@ -506,9 +591,25 @@ class BackboneTransformer(
                     else contextlib.nullcontext(),
                 ):
                     for batch in batches:
-                        index = batch if rows is None else rows[batch]
-                        xb = torch.from_numpy(np.ascontiguousarray(X[index]))
-                        result = self._call_module(module, xb.to(device, in_dtype))
+                        copies = np.arange(batch.start, batch.stop)
+                        local = batch if shifts is None else copies // k
+                        index = local if rows is None else rows[local]
+                        if shifts is None:
+                            xb = torch.from_numpy(np.ascontiguousarray(X[index]))
+                            xb = xb.to(device, in_dtype)
+                        else:
+                            first, last = local[0], local[-1] + 1
+                            some = (
+                                slice(first, last) if rows is None else rows[first:last]
+                            )
+                            xb = torch.from_numpy(np.ascontiguousarray(X[some]))
+                            xb = _shifted_copies(
+                                xb.to(device, in_dtype),
+                                local - first,
+                                copies % k,
+                                shifts,
+                            )
+                        result = self._call_module(module, xb)
                         result = to_host_array(result.reshape(result.shape[0], -1))
                         if expected is not None and result.shape[1] != expected:
                             raise _width_error(result.shape[1], expected, X.shape[1:])
@@ -517,10 +618,17 @@ class BackboneTransformer(
                         )
                         if out is None:
                             out = np.empty((X.shape[0], result.shape[1]), np.float32)
-                        out[index] = result
+                        if shifts is None:
+                            out[index] = result
+                            continue
+                        if sums is None:
+                            sums = np.zeros((n_rows, result.shape[1]), np.float64)
+                        np.add.at(sums, local, result)
             finally:
                 for m, training in modes:
                     m.training = training
+        if shifts is not None:
+            out[slice(None) if rows is None else rows] = sums / k
         return out
 
     @staticmethod
@@ -545,6 +653,48 @@ class BackboneTransformer(
                 f"{xb.shape[0]} samples; the first dimension must be the batch."
             )
         return out
+
+
+def _int_pairs(value) -> bool:
+    """Whether ``value`` is a non-empty sequence of (int, int) pairs (no bools)."""
+
+    def is_int(v):
+        return isinstance(v, Integral) and not isinstance(v, bool)
+
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) > 0
+        and all(
+            isinstance(pair, (list, tuple))
+            and len(pair) == 2
+            and all(map(is_int, pair))
+            for pair in value
+        )
+    )
+
+
+def _shifted_copies(images, sources, which, shifts):
+    """``images[sources[j]]`` shifted by ``shifts[which[j]]``, for every ``j``.
+
+    ``images`` is a tensor ``(b, ..., height, width)``; a shift ``(dy, dx)``
+    moves the content down and right, zeros fill the uncovered border. Exact:
+    zero padding then slicing, one gather per distinct shift.
+    """
+    height, width = images.shape[-2:]
+    margin = max(max(abs(dy), abs(dx)) for dy, dx in shifts)
+    padded = torch.nn.functional.pad(images, (margin,) * 4)
+    out = images.new_empty((len(sources), *images.shape[1:]))
+    for j in np.unique(which):
+        dy, dx = shifts[j]
+        sel = np.flatnonzero(which == j)
+        top, left = margin - dy, margin - dx
+        out[torch.from_numpy(sel).to(out.device)] = padded[
+            torch.from_numpy(sources[sel]).to(out.device),
+            ...,
+            top : top + height,
+            left : left + width,
+        ]
+    return out
 
 
 def _width_error(width, expected, sample_shape):
