@@ -287,10 +287,15 @@ class _TrainerNetMixin:
         except _Interrupted as exc:
             raise exc.interrupt from None
 
+    def _augmented(self, Xi):
+        """The training inputs ``Xi`` on the net's device, through ``augment``."""
+        Xi = to_device(Xi, self.device)
+        return Xi if self.augment is None else self.augment(Xi)
+
     def train_step_single(self, batch, **fit_params):
         if self.augment is not None:
             Xi, yi = unpack_data(batch)
-            batch = (self.augment(to_device(Xi, self.device)), yi)
+            batch = (self._augmented(Xi), yi)
         return super().train_step_single(batch, **fit_params)
 
     def logits_and_targets(self, y_pred, y_true):
@@ -327,6 +332,10 @@ class _BaseTrainer(BaseEstimator):
 
     def _check_targets(self, y_encoded):
         """Raise ValueError when the encoded labels cannot be trained on."""
+
+    def _check_fit_inputs(self, X, classes):
+        """Raise when the validated ``X`` or the ``classes`` of ``y`` cannot be
+        trained on with this trainer's parameters (before any training)."""
 
     def _make_module(self, backbone, n_features, n_classes):
         """The ``nn.Module`` the net trains; its ``backbone`` is ``backbone``."""
@@ -455,6 +464,7 @@ class _BaseTrainer(BaseEstimator):
             )
         y_encoded = y_encoded.astype(np.int64)
         self._check_targets(y_encoded)
+        self._check_fit_inputs(X, classes)
         device = resolve_device(self.device)
         seed = seed_from(self.random_state)
         with _seeded_torch(seed, device):

@@ -69,18 +69,26 @@ def make_classifier_head(kind, in_features, n_classes):
     return nn.Linear(in_features, n_classes)
 
 
+#: Rotations of the auxiliary rotation-prediction task: k * 90 degrees, k < 4.
+N_ROTATIONS = 4
+
+
 class BackboneWithHead(nn.Module):
     """``forward(x) = head(backbone(x))``; ``apply_head=False`` returns features.
 
     The episodic trainer keeps ``apply_head=False``: its head compares query
     features with prototypes inside the loss, not inside ``forward``.
+    ``rotation_head``: an extra head on the same features (the auxiliary
+    rotation-prediction task of the supervised pretrainer), used by the loss
+    only; ``None`` adds nothing to the module or its ``state_dict``.
     """
 
-    def __init__(self, backbone, head, apply_head=True):
+    def __init__(self, backbone, head, apply_head=True, rotation_head=None):
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.apply_head = apply_head
+        self.rotation_head = rotation_head
 
     def forward(self, x):
         features = self.backbone(x)

@@ -2,23 +2,142 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
 from collections.abc import Callable, Sequence
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 import torch
+from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import Interval, StrOptions
 from skorch import NeuralNetClassifier
+from skorch.dataset import unpack_data
+from skorch.utils import to_device
+from torch.nn import functional as F
 
+from .._torch_utils import to_device_tensor
 from ._base import _BaseTrainer, _TrainerNetMixin
+from ._callbacks import TrainingCheckpoint
 from ._docstrings import _fill_shared_docs
-from ._heads import BackboneWithHead, make_classifier_head
+from ._heads import N_ROTATIONS, BackboneWithHead, make_classifier_head
 
 __all__ = ["SupervisedPretrainer"]
 
 
+def _rotated_copies(X):
+    """``X`` rotated by k * 90 degrees for k = 0..3, stacked, and each row's k.
+
+    ``torch.rot90`` on the last two axes (counter-clockwise); the first
+    ``len(X)`` rows are ``X`` itself.
+    """
+    rotated = torch.cat([torch.rot90(X, k, dims=(-2, -1)) for k in range(N_ROTATIONS)])
+    k = torch.arange(N_ROTATIONS, device=X.device).repeat_interleave(len(X))
+    return rotated, k
+
+
+def _distillation_loss(student_logits, teacher_logits, temperature):
+    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, batch mean.
+
+    The ``T^2`` keeps the gradients' scale independent of ``T`` (Hinton et
+    al., 2015).
+    """
+    return temperature**2 * F.kl_div(
+        F.log_softmax(student_logits / temperature, dim=1),
+        F.log_softmax(teacher_logits / temperature, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    )
+
+
+def _state_digest(module):
+    """SHA-256 of a module's ``state_dict``: names, dtypes, shapes and bytes."""
+    digest = hashlib.sha256()
+    for name, value in module.state_dict().items():
+        value = value.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}{value.dtype}{tuple(value.shape)}".encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _frozen_copy(module):
+    """A copy of ``module`` on the CPU, in eval mode, without gradients."""
+    module = copy.deepcopy(module).to("cpu").eval()
+    return module.requires_grad_(False)
+
+
 class _PretrainNet(_TrainerNetMixin, NeuralNetClassifier):
-    """``NeuralNetClassifier`` with per-batch augmentation and train accuracy."""
+    """``NeuralNetClassifier`` with per-batch augmentation and train accuracy,
+    plus the optional rotation-prediction and distillation losses.
+
+    ``teacher``: a module of the net's own (see :func:`_frozen_copy`), moved
+    to the net's device for training and back to the CPU after it (so a
+    pickled net holds no device tensors of it).
+    """
+
+    def __init__(
+        self,
+        *args,
+        rotation_loss_weight=0.0,
+        teacher=None,
+        distill_weight=0.5,
+        distill_temperature=4.0,
+        **kwargs,
+    ):
+        # set before skorch's __init__: a module set later would be registered
+        # as a part of the net (trained, saved, switched to train mode)
+        self.teacher = teacher
+        super().__init__(*args, **kwargs)
+        self.rotation_loss_weight = rotation_loss_weight
+        self.distill_weight = distill_weight
+        self.distill_temperature = distill_temperature
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        super().on_train_begin(net, X=X, y=y, **kwargs)
+        if self.teacher is None:
+            return
+        self.teacher.to(self.device).eval()
+        n_classes = len(np.unique(y))
+        with torch.no_grad():
+            out = self.teacher(to_device_tensor(X[:2], device=self.device))
+        if not isinstance(out, torch.Tensor) or out.shape != (len(X[:2]), n_classes):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out)
+            raise ValueError(
+                "The teacher must map a batch of inputs to base-class logits "
+                f"(batch, n_classes) with n_classes={n_classes}, the classes of y; "
+                f"on a batch of shape {tuple(X[:2].shape)} it returned {shape}."
+            )
+
+    def on_train_end(self, net, X=None, y=None, **kwargs):
+        super().on_train_end(net, X=X, y=y, **kwargs)
+        if self.teacher is not None:
+            self.teacher.to("cpu")
+
+    def train_step_single(self, batch, **fit_params):
+        if not self.rotation_loss_weight:
+            return super().train_step_single(batch, **fit_params)
+        # one forward pass over the (augmented) batch and its three rotations
+        self._set_training(True)
+        Xi, yi = unpack_data(batch)
+        Xi = self._augmented(Xi)
+        rotated, k = _rotated_copies(Xi)
+        module = self.module_
+        features = module.backbone(rotated)
+        y_pred = module.head(features[: len(Xi)])
+        rotation_loss = F.cross_entropy(module.rotation_head(features), k)
+        loss = self.get_loss(y_pred, yi, X=Xi, training=True)
+        loss = loss + self.rotation_loss_weight * rotation_loss
+        loss.backward()
+        return {"loss": loss, "y_pred": y_pred}
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        loss = super().get_loss(y_pred, y_true, X=X, training=training)
+        if not training or self.teacher is None:
+            return loss
+        with torch.no_grad():
+            teacher_logits = self.teacher(to_device(X, self.device))
+        distill = _distillation_loss(y_pred, teacher_logits, self.distill_temperature)
+        return (1 - self.distill_weight) * loss + self.distill_weight * distill
 
 
 @_fill_shared_docs
@@ -53,8 +172,41 @@ class SupervisedPretrainer(_BaseTrainer):
         0.1, stratified=True)``, which adds ``valid_loss`` and ``valid_acc`` to
         the history. ``None`` trains on all the data. To validate few-shot
         accuracy on held-out classes, use :class:`EpisodicValidation`.
+    rotation_loss_weight : float, default=0.0
+        Weight of an auxiliary rotation-prediction loss (Gidaris et al.,
+        2019). When positive, every training batch (after ``augment``) is also
+        rotated by 90, 180 and 270 degrees (``torch.rot90`` on the last two
+        axes, so images must be square); one forward pass embeds the four
+        copies, a separate 4-way linear head predicts each copy's rotation,
+        and the loss is the cross-entropy of the class head on the unrotated
+        images plus ``rotation_loss_weight`` times the rotation head's
+        cross-entropy over the four copies. The rotation head is dropped with
+        the class head. ``0.0`` trains exactly as without it.
+    teacher : SupervisedPretrainer, torch.nn.Module or None, default=None
+        Born-again self-distillation (Furlanello et al., 2018; Tian et al.,
+        2020): a fitted :class:`SupervisedPretrainer` trained on the same
+        labels (its ``classes_`` must equal those of ``y``; its whole trained
+        net, head included, gives the logits), or a module mapping a batch of
+        inputs to ``(batch, n_classes)`` base-class logits in the order of
+        ``np.unique(y)``. It sees the same (augmented) batch as the student,
+        in eval mode, without gradients, on the training device, and the loss
+        becomes ``(1 - distill_weight) * CE + distill_weight * T**2 *
+        KL(softmax(teacher / T) || softmax(student / T))`` with ``T =
+        distill_temperature``. The teacher is copied, never modified, and a
+        clone of this trainer shares it (it is not refitted). ``None``: no
+        distillation.
+    distill_weight : float in [0, 1], default=0.5
+        Weight of the distillation term; used only with a ``teacher``.
+    distill_temperature : float > 0, default=4.0
+        Softmax temperature ``T`` of the distillation term; used only with a
+        ``teacher``.
     {device}
     {callbacks}
+        A :class:`TrainingCheckpoint` among them also records the rotation and
+        distillation parameters in force (``rotation_loss_weight`` when
+        positive; with a ``teacher``, the SHA-256 of its weights as
+        ``"teacher"``, ``distill_weight`` and ``distill_temperature``) in its
+        ``settings``, so a run cannot resume with others.
     {verbose}
     {random_state}
 
@@ -83,6 +235,10 @@ class SupervisedPretrainer(_BaseTrainer):
     .. [2] Y. Tian, Y. Wang, D. Krishnan, J. B. Tenenbaum, P. Isola, "Rethinking
        Few-Shot Image Classification: a Good Embedding Is All You Need?",
        ECCV 2020.
+    .. [3] S. Gidaris, A. Bursuc, N. Komodakis, P. Perez, M. Cord, "Boosting
+       Few-Shot Visual Learning with Self-Supervision", ICCV 2019.
+    .. [4] T. Furlanello, Z. C. Lipton, M. Tschannen, L. Itti, A. Anandkumar,
+       "Born-Again Neural Networks", ICML 2018.
 
     Examples
     --------
@@ -100,6 +256,14 @@ class SupervisedPretrainer(_BaseTrainer):
     torch.Size([3, 8])
     >>> len(trainer.history_), trainer.n_features_out_
     (2, 8)
+
+    A second generation with the rotation loss, distilled from the first:
+
+    >>> student = SupervisedPretrainer(Conv4(hidden=8), rotation_loss_weight=1.0,
+    ...                                teacher=trainer, max_epochs=2, verbose=0,
+    ...                                random_state=0).fit(X, y)
+    >>> student.backbone_(torch.as_tensor(X[:3])).shape
+    torch.Size([3, 8])
     """
 
     _parameter_constraints: dict = {
@@ -107,6 +271,10 @@ class SupervisedPretrainer(_BaseTrainer):
         "head": [StrOptions({"linear", "cosine"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "train_split": [callable, None],
+        "rotation_loss_weight": [Interval(Real, 0, None, closed="left")],
+        # "teacher": set below the class (it names the class itself)
+        "distill_weight": [Interval(Real, 0, 1, closed="both")],
+        "distill_temperature": [Interval(Real, 0, None, closed="neither")],
     }
 
     def __init__(
@@ -122,6 +290,10 @@ class SupervisedPretrainer(_BaseTrainer):
         lr_schedule: str | None = "cosine",
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         train_split: Callable | None = None,
+        rotation_loss_weight: float = 0.0,
+        teacher: SupervisedPretrainer | torch.nn.Module | None = None,
+        distill_weight: float = 0.5,
+        distill_temperature: float = 4.0,
         device: str | torch.device = "auto",
         callbacks: Sequence | None = None,
         verbose: int = 1,
@@ -137,20 +309,108 @@ class SupervisedPretrainer(_BaseTrainer):
         self.lr_schedule = lr_schedule
         self.augment = augment
         self.train_split = train_split
+        self.rotation_loss_weight = rotation_loss_weight
+        self.teacher = teacher
+        self.distill_weight = distill_weight
+        self.distill_temperature = distill_temperature
         self.device = device
         self.callbacks = callbacks
         self.verbose = verbose
         self.random_state = random_state
 
+    def __sklearn_clone__(self):
+        # clone() would refit nothing but unfit an estimator parameter: the
+        # clone shares the (fitted) teacher instead, which fit never modifies
+        if self.teacher is None:
+            return super().__sklearn_clone__()
+        twin = copy.copy(self)
+        twin.teacher = None
+        clone = twin.__sklearn_clone__()
+        clone.teacher = self.teacher
+        return clone
+
+    def _check_fit_inputs(self, X, classes):
+        if self.rotation_loss_weight and (X.ndim < 3 or X.shape[-1] != X.shape[-2]):
+            raise ValueError(
+                f"rotation_loss_weight={self.rotation_loss_weight} rotates the "
+                "images by multiples of 90 degrees, which needs square images "
+                f"(..., H, W) with H == W; X has samples of shape {X.shape[1:]}."
+            )
+        teacher = self.teacher
+        if not isinstance(teacher, SupervisedPretrainer):
+            return
+        if not hasattr(teacher, "net_"):
+            raise NotFittedError(
+                "The teacher SupervisedPretrainer is not fitted: fit it on the "
+                "same (X, y) first, then pass it as teacher."
+            )
+        if not np.array_equal(teacher.classes_, classes):
+            theirs, ours = teacher.classes_.tolist(), classes.tolist()
+            at = next(
+                (i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b),
+                min(len(theirs), len(ours)),
+            )
+            raise ValueError(
+                f"The teacher was fitted on {len(theirs)} classes and y has "
+                f"{len(ours)}; its classes_ must equal the classes of y (its "
+                "logits follow their order), but they differ at index "
+                f"{at}: {theirs[at] if at < len(theirs) else 'none'!r} in the "
+                f"teacher, {ours[at] if at < len(ours) else 'none'!r} in y."
+            )
+
     def _make_module(self, backbone, n_features, n_classes):
         head = make_classifier_head(self.head, n_features, n_classes)
-        return BackboneWithHead(backbone, head)
+        rotation_head = (
+            torch.nn.Linear(n_features, N_ROTATIONS)
+            if self.rotation_loss_weight
+            else None
+        )
+        return BackboneWithHead(backbone, head, rotation_head=rotation_head)
 
     def _make_net(self, module, y_encoded, seed, common):
+        teacher = self.teacher
+        if isinstance(teacher, SupervisedPretrainer):
+            teacher = teacher.net_.module_
+        teacher = None if teacher is None else _frozen_copy(teacher)
+        _record_in_checkpoints(common["callbacks"], self._fingerprint(teacher))
         return _PretrainNet(
             module,
             batch_size=self.batch_size,
             train_split=self.train_split,
             iterator_train__shuffle=True,
+            rotation_loss_weight=self.rotation_loss_weight,
+            teacher=teacher,
+            distill_weight=self.distill_weight,
+            distill_temperature=self.distill_temperature,
             **common,
         )
+
+    def _fingerprint(self, teacher):
+        """What a resumed run must share with the checkpoint's run, beyond the
+        user's settings; the defaults add nothing (older checkpoints resume)."""
+        settings = {}
+        if self.rotation_loss_weight:
+            settings["rotation_loss_weight"] = float(self.rotation_loss_weight)
+        if teacher is not None:
+            settings["teacher"] = _state_digest(teacher)
+            settings["distill_weight"] = float(self.distill_weight)
+            settings["distill_temperature"] = float(self.distill_temperature)
+        return settings
+
+
+SupervisedPretrainer._parameter_constraints["teacher"] = [
+    SupervisedPretrainer,
+    torch.nn.Module,
+    None,
+]
+
+
+def _record_in_checkpoints(callbacks, settings):
+    """Add ``settings`` to those of every :class:`TrainingCheckpoint` in
+    ``callbacks`` (the net's copies, callbacks or ``(name, callback)`` pairs)."""
+    if not settings:
+        return
+    for callback in callbacks:
+        callback = callback[1] if isinstance(callback, tuple) else callback
+        if isinstance(callback, TrainingCheckpoint):
+            callback.settings = {**(callback.settings or {}), **settings}

@@ -1,0 +1,261 @@
+"""Tests for the boosters of skfewshot.training.SupervisedPretrainer: the
+auxiliary rotation-prediction loss and born-again self-distillation."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from _training_testing import conv4, pretrainer, same_state
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils._param_validation import InvalidParameterError
+from torch import nn
+
+from skfewshot.training import SupervisedPretrainer, TrainingCheckpoint
+
+# -- a tiny deterministic module: the loss by hand --------------------------
+
+RNG = np.random.RandomState(0)
+#: 6 single-channel 2x2 images of 3 classes; their features are the 4 pixels
+X_TINY = RNG.normal(size=(6, 1, 2, 2)).astype(np.float32)
+Y_TINY = np.array([0, 1, 2, 0, 1, 2])
+W_CLASS, B_CLASS = RNG.normal(size=(3, 4)), RNG.normal(size=3)
+W_ROT, B_ROT = RNG.normal(size=(4, 4)), RNG.normal(size=4)
+W_TEACHER, B_TEACHER = RNG.normal(size=(3, 4)), RNG.normal(size=3)
+
+
+def flip(X):
+    """A deterministic augmentation: mirror the images left-right."""
+    return X.flip(-1)
+
+
+def fixed_linear(weight, bias):
+    layer = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        layer.weight.copy_(torch.as_tensor(weight))
+        layer.bias.copy_(torch.as_tensor(bias))
+    return layer
+
+
+def teacher_module():
+    return nn.Sequential(nn.Flatten(), fixed_linear(W_TEACHER, B_TEACHER))
+
+
+def log_softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def cross_entropy(logits, y):
+    return -log_softmax(logits)[np.arange(len(y)), y].mean()
+
+
+def expected_loss(rotation_loss_weight, teacher, distill_weight, temperature):
+    """The loss of one step on (flip(X_TINY), Y_TINY), in numpy."""
+    X = X_TINY[..., ::-1].astype(np.float64)  # the augmented batch
+    features = X.reshape(len(X), -1)
+    loss = cross_entropy(features @ W_CLASS.T + B_CLASS, Y_TINY)
+    if teacher:
+        log_s = log_softmax((features @ W_CLASS.T + B_CLASS) / temperature)
+        log_t = log_softmax((features @ W_TEACHER.T + B_TEACHER) / temperature)
+        kl = (np.exp(log_t) * (log_t - log_s)).sum(axis=1).mean()
+        loss = (1 - distill_weight) * loss + distill_weight * temperature**2 * kl
+    if rotation_loss_weight:
+        # every image turned by k * 90 degrees counter-clockwise, k = 0..3
+        rotated = np.concatenate([np.rot90(X, k, axes=(-2, -1)) for k in range(4)])
+        rot_logits = rotated.reshape(len(rotated), -1) @ W_ROT.T + B_ROT
+        k = np.repeat(np.arange(4), len(X))
+        loss += rotation_loss_weight * cross_entropy(rot_logits, k)
+    return loss
+
+
+def tiny_trainer(**params):
+    params = {
+        "max_epochs": 1,
+        "batch_size": len(X_TINY),
+        "augment": flip,
+        "device": "cpu",
+        "verbose": 0,
+        "random_state": 0,
+        **params,
+    }
+    return SupervisedPretrainer(nn.Flatten(), **params).fit(X_TINY, Y_TINY)
+
+
+@pytest.mark.parametrize("rotation_loss_weight", [0.0, 0.5])
+@pytest.mark.parametrize("teacher", [False, True])
+def test_loss_of_a_training_step_by_hand(rotation_loss_weight, teacher):
+    distill_weight, temperature = 0.3, 2.0
+    trainer = tiny_trainer(
+        rotation_loss_weight=rotation_loss_weight,
+        teacher=teacher_module() if teacher else None,
+        distill_weight=distill_weight,
+        distill_temperature=temperature,
+    )
+    net = trainer.net_
+    with torch.no_grad():
+        net.module_.head.weight.copy_(torch.as_tensor(W_CLASS))
+        net.module_.head.bias.copy_(torch.as_tensor(B_CLASS))
+        if rotation_loss_weight:
+            net.module_.rotation_head.weight.copy_(torch.as_tensor(W_ROT))
+            net.module_.rotation_head.bias.copy_(torch.as_tensor(B_ROT))
+    step = net.train_step_single((torch.as_tensor(X_TINY), torch.as_tensor(Y_TINY)))
+    expected = expected_loss(rotation_loss_weight, teacher, distill_weight, temperature)
+    np.testing.assert_allclose(step["loss"].item(), expected, rtol=1e-5, atol=1e-6)
+    # the rotation head exists only when used, and never goes with the backbone
+    assert hasattr(net.module_.rotation_head, "weight") == bool(rotation_loss_weight)
+    assert isinstance(trainer.backbone_, nn.Flatten)
+
+
+def test_the_distillation_term_alone_by_hand():
+    # distill_weight=1: only T^2 * KL is left; it is 0 when student == teacher
+    trainer = tiny_trainer(teacher=teacher_module(), distill_weight=1.0)
+    net = trainer.net_
+    with torch.no_grad():
+        net.module_.head.weight.copy_(torch.as_tensor(W_TEACHER))
+        net.module_.head.bias.copy_(torch.as_tensor(B_TEACHER))
+    X, y = torch.as_tensor(X_TINY), torch.as_tensor(Y_TINY)
+    loss = net.get_loss(net.module_(X), y, X=X, training=True)
+    assert abs(loss.item()) < 1e-6
+    # validation (training=False) is the plain cross-entropy
+    plain = net.get_loss(net.module_(X), y, X=X, training=False)
+    np.testing.assert_allclose(
+        plain.item(),
+        cross_entropy(X_TINY.reshape(6, -1) @ W_TEACHER.T + B_TEACHER, Y_TINY),
+        rtol=1e-5,
+    )
+
+
+# -- the defaults change nothing ------------------------------------------
+
+
+def test_defaults_train_exactly_as_before(base):
+    # the history of pretrainer(max_epochs=2) before the boosters existed
+    # (commit 2d320e7, CPU)
+    before = [1.3604781341552734, 0.6142786669731141]
+    default = pretrainer(max_epochs=2, verbose=0).fit(*base)
+    np.testing.assert_allclose(default.history_[:, "train_loss"], before, rtol=1e-5)
+    off = pretrainer(
+        max_epochs=2,
+        verbose=0,
+        rotation_loss_weight=0.0,
+        teacher=None,
+        distill_weight=0.9,
+        distill_temperature=1.0,
+    ).fit(*base)
+    for key in ("train_loss", "train_acc"):
+        assert off.history_[:, key] == default.history_[:, key]
+    assert same_state(off.net_.module_, default.net_.module_)
+    assert "rotation_head.weight" not in off.net_.module_.state_dict()
+
+
+# -- a trainer as teacher ---------------------------------------------------
+
+
+def test_fitted_trainer_teaches_with_its_whole_net_and_is_not_modified(base):
+    teacher = pretrainer(max_epochs=1, verbose=0, rotation_loss_weight=1.0).fit(*base)
+    before = {k: v.clone() for k, v in teacher.net_.module_.state_dict().items()}
+    student = pretrainer(max_epochs=1, verbose=0, teacher=teacher).fit(*base)
+    # the student's copy: the teacher's net (head included), on the CPU, eval
+    copy = student.net_.teacher
+    assert copy is not teacher.net_.module_ and not copy.training
+    assert same_state(copy, teacher.net_.module_)
+    after = teacher.net_.module_.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # distillation changes training; clone shares the fitted teacher
+    plain = pretrainer(max_epochs=1, verbose=0).fit(*base)
+    assert student.history_[:, "train_loss"] != plain.history_[:, "train_loss"]
+    assert clone(student).teacher is teacher
+    assert clone(student).get_params()["distill_weight"] == 0.5
+    assert pickle.loads(pickle.dumps(student)).net_.teacher is not None
+
+
+# -- errors -----------------------------------------------------------------
+
+
+def test_rotation_needs_square_images():
+    X = np.zeros((6, 1, 2, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"needs square images .* shape \(1, 2, 3\)"):
+        SupervisedPretrainer(nn.Flatten(), rotation_loss_weight=0.1).fit(X, Y_TINY)
+    X = np.zeros((6, 4), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"needs square images .* shape \(4,\)"):
+        SupervisedPretrainer(nn.Flatten(), rotation_loss_weight=0.1).fit(X, Y_TINY)
+
+
+def test_teacher_with_another_number_of_logits():
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match=r"n_classes=3, .* it returned \(2, 2\)"):
+        tiny_trainer(teacher=teacher)
+
+
+def test_teacher_not_fitted():
+    with pytest.raises(NotFittedError, match="teacher SupervisedPretrainer is not"):
+        tiny_trainer(teacher=SupervisedPretrainer(nn.Flatten()))
+
+
+def test_teacher_fitted_on_other_classes():
+    teacher = tiny_trainer()
+    with pytest.raises(ValueError, match="differ at index 0: 0 in the teacher, 1 in y"):
+        SupervisedPretrainer(nn.Flatten(), teacher=teacher).fit(X_TINY, Y_TINY + 1)
+    with pytest.raises(ValueError, match="3 classes and y has 2;.* 'none' in y"):
+        SupervisedPretrainer(nn.Flatten(), teacher=teacher).fit(
+            X_TINY[Y_TINY < 2], Y_TINY[Y_TINY < 2]
+        )
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"rotation_loss_weight": -0.1}, "'rotation_loss_weight' parameter"),
+        ({"distill_weight": 1.5}, "'distill_weight' parameter"),
+        ({"distill_temperature": 0.0}, "'distill_temperature' parameter"),
+        ({"teacher": "teacher.pt"}, "'teacher' parameter"),
+    ],
+)
+def test_parameter_constraints(params, match):
+    with pytest.raises(InvalidParameterError, match=match):
+        SupervisedPretrainer(nn.Flatten(), **params).fit(X_TINY, Y_TINY)
+
+
+# -- checkpoints ------------------------------------------------------------
+
+
+def test_checkpoint_refuses_to_resume_with_other_boosters(base, tmp_path):
+    path = tmp_path / "run.ckpt"
+
+    def run(epochs, resume=False, **params):
+        return pretrainer(
+            max_epochs=epochs,
+            verbose=0,
+            callbacks=[TrainingCheckpoint(path, settings={"a": 1}, resume=resume)],
+            **params,
+        ).fit(*base)
+
+    run(1, rotation_loss_weight=0.5, teacher=conv4_teacher(0))
+    with pytest.raises(
+        ValueError,
+        match="rotation_loss_weight=0.5, this run has rotation_loss_weight=0.25",
+    ):
+        run(2, resume=True, rotation_loss_weight=0.25, teacher=conv4_teacher(0))
+    with pytest.raises(ValueError, match="written with teacher='[0-9a-f]{64}'"):
+        run(2, resume=True, rotation_loss_weight=0.5, teacher=conv4_teacher(1))
+    with pytest.raises(ValueError, match="distill_temperature=4.0, this run has"):
+        run(
+            2,
+            resume=True,
+            rotation_loss_weight=0.5,
+            teacher=conv4_teacher(0),
+            distill_temperature=2.0,
+        )
+    resumed = run(2, resume=True, rotation_loss_weight=0.5, teacher=conv4_teacher(0))
+    checkpoint = dict(resumed.net_.callbacks_)["TrainingCheckpoint"]
+    assert checkpoint.resumed_epochs_ == 1
+    assert checkpoint.settings["a"] == 1
+    assert checkpoint.settings["rotation_loss_weight"] == 0.5
+
+
+def conv4_teacher(seed):
+    """A module mapping the digits images to 5 logits, its weights from seed."""
+    torch.manual_seed(seed)
+    return nn.Sequential(conv4(seed), nn.Linear(8, 5))
