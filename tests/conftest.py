@@ -117,7 +117,7 @@ def client():
         n_workers=2,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=None,  # no fixed port: no clash with another run
+        dashboard_address=":0",  # a free port: None still takes 8787
         silence_logs=logging.ERROR,
     )
     client = distributed.Client(cluster, timeout="60s")
