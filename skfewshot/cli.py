@@ -411,6 +411,11 @@ def _load_dataset(args, meta):
 def _check_evaluate_args(args):
     """Every check that needs no heavy import: flags that go together, input paths."""
     if args.dataset == "banking77":
+        if args.test_time_shifts:
+            raise _CLIError(
+                "--test-time-shifts shifts images; banking77 is evaluated on texts "
+                "(leave it out)"
+            )
         if args.backbone:
             raise _CLIError(
                 "--backbone is an image backbone; banking77 is evaluated on "
@@ -454,6 +459,15 @@ def _check_evaluate_args(args):
                 f"--data-dir {args.data_dir} holds no train.csv (Banking77's "
                 "text,category rows); give that folder or the CSV file itself"
             )
+
+
+def _features(module, args, **kwargs):
+    """The :class:`BackboneTransformer` of ``module`` with ``--test-time-shifts``."""
+    from .backbone import BackboneTransformer
+
+    return BackboneTransformer(
+        module, test_time_shifts=args.test_time_shifts or None, **kwargs
+    )
 
 
 def _seconds(timings):
@@ -508,9 +522,7 @@ def _cmd_evaluate(args):
         timings["features"] = time.perf_counter() - start
         pipe = head
     else:
-        from .backbone import BackboneTransformer
-
-        pipe = make_pipeline(BackboneTransformer(module), head)
+        pipe = make_pipeline(_features(module, args), head)
     start = time.perf_counter()
     scores = evaluate_episodes(
         pipe,
@@ -538,6 +550,7 @@ def _cmd_evaluate(args):
         "novelty_warning": pool.warning,
         "head": args.head,
         "within_alphabet": bool(args.within_alphabet),
+        "test_time_shifts": args.test_time_shifts,
         "seed": args.seed,
         "seconds": round(sum(timings.values()), 2),
         "timings": {k: round(v, 2) for k, v in timings.items()},
@@ -561,7 +574,6 @@ def _cmd_runs(args):
     _check_exists(args.runs, "--runs")
     from sklearn.base import clone
 
-    from .backbone import BackboneTransformer
     from .datasets import load_omniglot_runs
     from .models import load_backbone
 
@@ -569,7 +581,7 @@ def _cmd_runs(args):
     runs = load_omniglot_runs(args.runs, image_size=_image_size(meta)).runs
     if not runs:
         raise _CLIError(f"no runs found under {args.runs}")
-    features = BackboneTransformer(module).fit(runs[0].X_support)
+    features = _features(module, args).fit(runs[0].X_support)
     head = recipes.make_head(args.head)
     rows = []
     for run in runs:
@@ -589,6 +601,7 @@ def _cmd_runs(args):
         "command": "runs",
         "backbone": args.backbone,
         "head": args.head,
+        "test_time_shifts": args.test_time_shifts,
         "runs": rows,
         "error_rate": overall,
     }
@@ -672,6 +685,23 @@ def _check_train_args(args):
         )
     if args.val_classes == 1:
         raise _CLIError("--val-classes needs at least 2 classes to make episodes")
+    if args.width is not None and args.arch != "conv4":
+        raise _CLIError(
+            f"--width sets Conv4's hidden channels; --arch {args.arch} has no width"
+        )
+    if args.recipe == "protonet":
+        for flag, given in (
+            ("--rotation-loss-weight", args.rotation_loss_weight is not None),
+            ("--distill-generations", args.distill_generations > 0),
+        ):
+            if given:
+                raise _CLIError(f"{flag} applies to --recipe pretrain only")
+    if args.resume and args.distill_generations:
+        raise _CLIError(
+            "--resume cannot continue a run with --distill-generations: such a "
+            "run keeps no checkpoint (its teachers would be lost); run it again "
+            "without --resume"
+        )
     _check_output_path(args.output)
     checkpoint = _checkpoint_path(args.output)
     if args.resume and not checkpoint.is_file():
@@ -715,6 +745,10 @@ def _train_settings(args):
                 "n_shot",
                 "n_query",
                 "episodes_per_epoch",
+                "augment",
+                "width",
+                "rotation_loss_weight",
+                "distill_generations",
             )
         },
     }
@@ -814,16 +848,41 @@ def _validation_callback(X_val, y_val, seed):
     )
 
 
-def _make_trainer(args, in_channels, callbacks):
+def _make_augment(name, image_size):
+    """The ``--augment`` recipe for images of side ``image_size`` (None: none).
+
+    The elastic distortion's size is relative to the image: Simard et al.'s
+    28 x 28 ``alpha`` and ``sigma`` (:class:`~skfewshot.augment.ElasticDistortion`'s
+    defaults) times ``k ** 2`` and ``k`` for ``k = image_size / 28``.
+    """
+    if name == "none":
+        return None
+    from .augment import Compose, ElasticDistortion, RandomAffine
+
+    if name == "shift-rotate":
+        return RandomAffine(degrees=10.0, translate=2 / 28)
+    affine = RandomAffine(degrees=15.0, translate=0.08, scale=(0.85, 1.15), shear=10.0)
+    if name == "affine":
+        return affine
+    k, simard = image_size / 28, ElasticDistortion()
+    return Compose(
+        [affine, ElasticDistortion(alpha=simard.alpha * k**2, sigma=simard.sigma * k)]
+    )
+
+
+def _make_trainer(args, in_channels, callbacks, teacher=None):
+    """A fresh trainer of the command line's recipe (seeded initial weights)."""
     import torch
 
     from . import models
     from .training import ProtoNetMetaTrainer, SupervisedPretrainer
 
+    width = {} if args.width is None else {"hidden": args.width}
     with torch.random.fork_rng():  # seeded initial weights, global RNG untouched
         torch.manual_seed(args.seed)
-        module = getattr(models, _ARCHS[args.arch])(in_channels=in_channels)
+        module = getattr(models, _ARCHS[args.arch])(in_channels=in_channels, **width)
     common = {
+        "augment": _make_augment(args.augment, args.image_size),
         "max_epochs": args.epochs,
         "device": args.device,
         "callbacks": callbacks,
@@ -843,7 +902,9 @@ def _make_trainer(args, in_channels, callbacks):
         )
     if args.batch_size is not None:
         common["batch_size"] = args.batch_size
-    return SupervisedPretrainer(module, **common)
+    if args.rotation_loss_weight is not None:
+        common["rotation_loss_weight"] = args.rotation_loss_weight
+    return SupervisedPretrainer(module, teacher=teacher, **common)
 
 
 def _versions():
@@ -892,38 +953,71 @@ def _cmd_train(args):
         trained_on["classes"] = [
             c for c, n in zip(trained_on["classes"], names) if n not in set(val_names)
         ]
-    callbacks = [_validation_callback(X_val, y_val, args.seed)] if val_names else []
     checkpoint = _checkpoint_path(args.output)
     settings = _train_settings(args)
-    callbacks.append(
-        TrainingCheckpoint(checkpoint, settings=settings, resume=args.resume)
-    )
-    trainer = _make_trainer(args, X.shape[1], callbacks)
-    if not args.quiet:
-        print(
-            f"skfewshot train: {args.recipe} {_ARCHS[args.arch]} on {len(X_train)} "
-            f"images of {len(train_names)} classes"
-            + (
-                f", validating on {len(val_names)} held-out classes"
-                if val_names
-                else ""
-            ),
-            file=sys.stderr,
-            flush=True,
+
+    def callbacks():
+        # a multi-generation run keeps no checkpoint: resuming it would need
+        # every finished generation (the teachers), so --resume refuses it
+        return (
+            [_validation_callback(X_val, y_val, args.seed)] if val_names else []
+        ) + (
+            []
+            if args.distill_generations
+            else [TrainingCheckpoint(checkpoint, settings=settings, resume=args.resume)]
         )
-    t0, c0 = time.perf_counter(), time.process_time()
-    with _progress(not args.quiet):
-        trainer.fit(X_train, y_train)
-    train_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
+
+    trainer, generations = None, []
+    for generation in range(args.distill_generations + 1):
+        # born-again: a fresh student of the same settings, the last one its teacher
+        trainer = _make_trainer(args, X.shape[1], callbacks(), teacher=trainer)
+        if not args.quiet:
+            print(
+                f"skfewshot train: {args.recipe} {_ARCHS[args.arch]} on "
+                f"{len(X_train)} images of {len(train_names)} classes"
+                + (
+                    f", validating on {len(val_names)} held-out classes"
+                    if val_names
+                    else ""
+                )
+                + (
+                    f"; born-again generation {generation} of "
+                    f"{args.distill_generations}, taught by generation "
+                    f"{generation - 1}"
+                    if generation
+                    else ""
+                ),
+                file=sys.stderr,
+                flush=True,
+            )
+        t0, c0 = time.perf_counter(), time.process_time()
+        with _progress(not args.quiet):
+            trainer.fit(X_train, y_train)
+        generations.append(
+            _generation_record(
+                generation,
+                trainer.history_,
+                time.perf_counter() - t0,
+                time.process_time() - c0,
+                bool(val_names),
+            )
+        )
+    train_s = sum(g["train_seconds"] for g in generations)
+    cpu_s = sum(g["train_cpu_seconds"] for g in generations)
     history = trainer.history_
-    last = history[-1]
+    last = generations[-1]
     save_backbone(
         trainer.backbone_,
         Path(args.output).expanduser(),
         input_shape=X.shape[1:],
         trained_on=trained_on,
     )
-    resumed = dict(trainer.net_.callbacks_)["TrainingCheckpoint"].resumed_epochs_
+    callbacks_ = dict(trainer.net_.callbacks_)
+    resumed = (
+        callbacks_["TrainingCheckpoint"].resumed_epochs_
+        if "TrainingCheckpoint" in callbacks_
+        else 0
+    )
     record = {
         "command": "train",
         "argv": args.argv,
@@ -937,9 +1031,10 @@ def _cmd_train(args):
         "n_images": len(X_train),
         "epochs_run": len(history),
         "resumed_from_epoch": resumed,
-        "final_train_loss": float(last["train_loss"]),
-        "final_train_acc": float(last["train_acc"]),
-        "final_val_accuracy": float(last["valid_fsl_acc"]) if val_names else None,
+        "final_train_loss": last["final_train_loss"],
+        "final_train_acc": last["final_train_acc"],
+        "final_val_accuracy": last["final_val_accuracy"],
+        "generations": generations,
         "history": [
             {
                 k: row[k]
@@ -955,17 +1050,44 @@ def _cmd_train(args):
     }
     _write_text(f"{Path(args.output).expanduser()}.json", json.dumps(record, indent=2))
     checkpoint.unlink(missing_ok=True)  # the run is complete
-    val = ""
-    if val_names:
-        accuracy = 100 * record["final_val_accuracy"]
-        val = f", few-shot accuracy on held-out classes {accuracy:.1f}%"
     text = (
         f"Trained {_ARCHS[args.arch]} ({args.recipe}) on {len(X_train)} images of "
-        f"{len(train_names)} classes, {len(history)} epochs, final loss "
-        f"{record['final_train_loss']:.4f}{val} [{train_s:.1f} s]\n"
-        f"Backbone written to {args.output} (record: {args.output}.json)"
+        f"{len(train_names)} classes, {len(history)} epochs, "
+        f"{_generation_summary({**last, 'train_seconds': train_s})}\n"
     )
+    if args.distill_generations:
+        text += "".join(
+            f"  generation {g['generation']}"
+            + (f" (teacher: {g['teacher']})" if g["teacher"] is not None else "")
+            + f": {_generation_summary(g)}\n"
+            for g in generations
+        )
+    text += f"Backbone written to {args.output} (record: {args.output}.json)"
     _emit(args, record, text)
+
+
+def _generation_record(generation, history, seconds, cpu_seconds, validated):
+    """One born-again generation's line of the ``train`` record."""
+    last = history[-1]
+    return {
+        "generation": generation,
+        "teacher": generation - 1 if generation else None,
+        "epochs_run": len(history),
+        "final_train_loss": float(last["train_loss"]),
+        "final_train_acc": float(last["train_acc"]),
+        "final_val_accuracy": float(last["valid_fsl_acc"]) if validated else None,
+        "train_seconds": round(seconds, 2),
+        "train_cpu_seconds": round(cpu_seconds, 2),
+    }
+
+
+def _generation_summary(g):
+    """``final loss 0.1234, few-shot accuracy on held-out classes 91.0% [3.1 s]``."""
+    val = ""
+    if g["final_val_accuracy"] is not None:
+        accuracy = 100 * g["final_val_accuracy"]
+        val = f", few-shot accuracy on held-out classes {accuracy:.1f}%"
+    return f"final loss {g['final_train_loss']:.4f}{val} [{g['train_seconds']:.1f} s]"
 
 
 # --------------------------------------------------------------------------
@@ -1111,7 +1233,6 @@ def _cmd_predict(args):
     if args.output:
         _check_output_path(args.output)
     head = _make_predict_head(args)
-    from .backbone import BackboneTransformer
     from .datasets import ImageFileReader, load_image_folder
     from .models import load_backbone
 
@@ -1127,7 +1248,7 @@ def _cmd_predict(args):
         )
     files = _query_files(args.query)
     X_query = ImageFileReader(image_size=size, color=color).transform(files)
-    features = BackboneTransformer(module, device=args.device, cache=False)
+    features = _features(module, args, device=args.device, cache=False)
     F_support = features.fit_transform(support.data)
     head.fit(F_support, np.asarray(classes)[support.target])
     F_query = features.transform(X_query)
@@ -1146,6 +1267,7 @@ def _cmd_predict(args):
                     "head": args.head,
                     "head_params": _parse_head_params(args.head_param),
                     "unknown": bool(args.unknown),
+                    "test_time_shifts": args.test_time_shifts,
                     "classes": head_classes,
                     "predictions": rows,
                 },
@@ -1181,6 +1303,23 @@ def _positive_int(text):
     return value
 
 
+def _nonnegative(kind):
+    """An argparse type: ``kind`` (int or float) of ``text``, at least 0."""
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+            ) from None
+        if not value >= 0:  # NaN too
+            raise argparse.ArgumentTypeError(f"expected a value >= 0, got {text}")
+        return value
+
+    return parse
+
+
 def build_parser():
     """The ``skfewshot`` argument parser (one sub-parser per command)."""
     parser = argparse.ArgumentParser(
@@ -1209,6 +1348,15 @@ def build_parser():
         choices=HEADS,
         default="prototype",
         help="few-shot head, see skfewshot.recipes.make_head (default: prototype)",
+    )
+    head.add_argument(
+        "--test-time-shifts",
+        type=_nonnegative(int),
+        default=0,
+        metavar="S",
+        help="image backbones: embed each image as the mean of its copies shifted "
+        "by every (dy, dx) in [-S, S]^2 pixels, zero fill (BackboneTransformer's "
+        "test_time_shifts; (2S+1)^2 forwards per image) (default: 0, no shift)",
     )
 
     demo = sub.add_parser(
@@ -1365,7 +1513,8 @@ def _add_train_parser(sub, common):
             "After every epoch the run's state is kept in OUTPUT.ckpt; an "
             "interrupted run (Ctrl-C: exit status 130, OUTPUT untouched) "
             "continues from it with --resume and the same options, and it is "
-            "removed when the run completes."
+            "removed when the run completes (a --distill-generations run keeps "
+            "none and cannot be resumed)."
         ),
     )
     train.add_argument(
@@ -1403,6 +1552,39 @@ def _add_train_parser(sub, common):
     )
     train.add_argument(
         "--arch", choices=tuple(_ARCHS), default="conv4", help="(default: conv4)"
+    )
+    train.add_argument(
+        "--width",
+        type=_positive_int,
+        metavar="N",
+        help="conv4: hidden channels of every block (default: Conv4's, 64)",
+    )
+    train.add_argument(
+        "--augment",
+        choices=("none", "shift-rotate", "affine", "affine-elastic"),
+        default="none",
+        help="random augmentation of every training batch (skfewshot.augment): "
+        "shift-rotate = RandomAffine(degrees=10, translate=2/28); affine = "
+        "RandomAffine(degrees=15, translate=0.08, scale=(0.85, 1.15), shear=10); "
+        "affine-elastic = affine then ElasticDistortion (Simard et al.'s 28 x 28 "
+        "alpha=34, sigma=4, scaled to --image-size) (default: none)",
+    )
+    train.add_argument(
+        "--rotation-loss-weight",
+        type=_nonnegative(float),
+        metavar="W",
+        help="pretrain: weight of the auxiliary 4-way rotation-prediction loss "
+        "(default: 0, none)",
+    )
+    train.add_argument(
+        "--distill-generations",
+        type=_nonnegative(int),
+        default=0,
+        metavar="G",
+        help="pretrain: after the first fit, G born-again generations, each a "
+        "fresh network of the same settings distilled from the one before "
+        "(SupervisedPretrainer's teacher); the last is written. Such a run keeps "
+        "no checkpoint and cannot be resumed (default: 0)",
     )
     train.add_argument(
         "--epochs", type=_positive_int, default=20, help="epochs (default: 20)"

@@ -183,11 +183,13 @@ def episode(tmp_path_factory):
     return support, root / "query", sorted(query.iterdir())
 
 
-def _expected(backbone, support, files):
+def _expected(backbone, support, files, test_time_shifts=None):
     """The same prediction through the library (a prototype head)."""
     module, _ = load_backbone(backbone)
     data = load_image_folder(support, image_size=16)
-    features = BackboneTransformer(module, cache=False).fit(data.data)
+    features = BackboneTransformer(
+        module, cache=False, test_time_shifts=test_time_shifts
+    ).fit(data.data)
     head = PrototypeClassifier().fit(
         features.transform(data.data), np.asarray(CLASSES)[data.target]
     )
@@ -234,6 +236,23 @@ def test_predict_json_to_a_file(backbone, episode, tmp_path, capsys):
     np.testing.assert_allclose(
         [r["probability"] for r in rows], proba.max(axis=1), rtol=1e-5, atol=1e-6
     )
+
+
+def test_predict_test_time_shifts(backbone, episode, capsys):
+    support, _, files = episode
+    argv = ["predict", "--backbone", backbone, "--support", support, "--json"]
+    status, out, err = run(capsys, *argv, "--query", *files, "--test-time-shifts", "1")
+    assert status == 0, err
+    payload = json.loads(out)
+    assert payload["test_time_shifts"] == 1
+    got = [r["probability"] for r in payload["predictions"]]
+    shifted = _expected(backbone, support, files, test_time_shifts=1).max(axis=1)
+    np.testing.assert_allclose(got, shifted, rtol=1e-5, atol=1e-6)
+    # the shifts change the features: not the probabilities without them
+    plain = _expected(backbone, support, files).max(axis=1)
+    assert np.abs(shifted - plain).max() > 1e-3
+    status, out, _ = run(capsys, *argv, "--query", *files)
+    assert json.loads(out)["test_time_shifts"] == 0
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,280 @@
+"""Issue 14's training recipe through the CLI: ``train --augment --width
+--rotation-loss-weight --distill-generations`` and ``--test-time-shifts``."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import build_omniglot_runs
+from test_cli_train_predict import TRAIN_CLASSES, _folder, run
+
+import skfewshot.backbone
+import skfewshot.training
+from skfewshot.augment import Compose, ElasticDistortion, RandomAffine
+from skfewshot.cli import main
+from skfewshot.models import Conv4, load_backbone, save_backbone
+from skfewshot.training import SupervisedPretrainer
+
+#: One quick epoch of a 4-channel Conv4 on 16 x 16 images.
+QUICK = ["--epochs", "1", "--image-size", "16", "--width", "4", "--batch-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return _folder(tmp_path_factory.mktemp("shapes"), 4, classes=TRAIN_CLASSES)
+
+
+@pytest.fixture
+def trainers(monkeypatch):
+    """Every SupervisedPretrainer the CLI fits, in order."""
+    made = []
+
+    class Spy(SupervisedPretrainer):
+        def fit(self, X, y, **fit_params):
+            made.append(self)
+            return super().fit(X, y, **fit_params)
+
+    monkeypatch.setattr(skfewshot.training, "SupervisedPretrainer", Spy)
+    return made
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("none", None),
+        ("shift-rotate", RandomAffine(degrees=10.0, translate=2 / 28)),
+        (
+            "affine",
+            RandomAffine(degrees=15.0, translate=0.08, scale=(0.85, 1.15), shear=10.0),
+        ),
+        (
+            "affine-elastic",
+            Compose(
+                [
+                    RandomAffine(
+                        degrees=15.0, translate=0.08, scale=(0.85, 1.15), shear=10.0
+                    ),
+                    # Simard's 28 x 28 alpha=34, sigma=4 at 16 x 16: k = 16/28,
+                    # alpha * k^2 = 34 * 256 / 784, sigma * k = 4 * 16 / 28
+                    ElasticDistortion(alpha=8704 / 784, sigma=64 / 28),
+                ]
+            ),
+        ),
+    ],
+)
+def test_train_augment_reaches_the_trainer(
+    shapes, trainers, tmp_path, capsys, name, expected
+):
+    out = tmp_path / "m.pt"
+    status, stdout, err = run(
+        capsys, "train", shapes, "-o", out, *QUICK, "--augment", name, "--json"
+    )
+    assert status == 0, err
+    (trainer,) = trainers
+    assert repr(trainer.augment) == repr(expected)
+    record = json.loads(stdout)
+    assert record["settings"]["augment"] == name
+    assert json.loads((tmp_path / "m.pt.json").read_text()) == record
+
+
+def test_train_width_and_rotation_loss(shapes, trainers, tmp_path, capsys):
+    out = tmp_path / "m.pt"
+    status, stdout, err = run(
+        capsys, "train", shapes, "-o", out, *QUICK, "--rotation-loss-weight", "0.5",
+        "--json",
+    )  # fmt: skip
+    assert status == 0, err
+    (trainer,) = trainers
+    assert trainer.rotation_loss_weight == 0.5 and trainer.teacher is None
+    module, _ = load_backbone(out)
+    assert module.hidden == 4
+    settings = json.loads(stdout)["settings"]
+    assert settings["width"] == 4 and settings["rotation_loss_weight"] == 0.5
+    assert settings["distill_generations"] == 0
+
+
+def test_train_born_again_generations(shapes, trainers, tmp_path, capsys):
+    out = tmp_path / "m.pt"
+    status, stdout, err = run(
+        capsys, "train", shapes, "-o", out, *QUICK, "--distill-generations", "2",
+        "--val-classes", "2",
+    )  # fmt: skip
+    assert status == 0, err
+    assert len(trainers) == 3
+    assert trainers[0].teacher is None
+    assert trainers[1].teacher is trainers[0] and trainers[2].teacher is trainers[1]
+    # the same settings in every generation, the last one written
+    assert {t.module.hidden for t in trainers} == {4}
+    assert {t.max_epochs for t in trainers} == {1}
+    assert "born-again generation 2 of 2, taught by generation 1" in err
+    assert "  generation 0: final loss" in stdout
+    assert "  generation 2 (teacher: 1): final loss" in stdout
+    record = json.loads((tmp_path / "m.pt.json").read_text())
+    generations = record["generations"]
+    assert [g["generation"] for g in generations] == [0, 1, 2]
+    assert [g["teacher"] for g in generations] == [None, 0, 1]
+    assert all(g["epochs_run"] == 1 for g in generations)
+    for g, trainer in zip(generations, trainers):
+        history = trainer.history_[-1]
+        assert g["final_train_loss"] == float(history["train_loss"])
+        assert g["final_val_accuracy"] == float(history["valid_fsl_acc"])
+    assert record["final_train_loss"] == generations[-1]["final_train_loss"]
+    assert record["settings"]["distill_generations"] == 2
+    written, _ = load_backbone(out)
+    final = trainers[2].backbone_.state_dict()
+    assert all(np.array_equal(v, final[k]) for k, v in written.state_dict().items())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "m.pt.json"]
+
+
+def test_interrupted_born_again_run_leaves_nothing(
+    shapes, trainers, tmp_path, capsys, monkeypatch
+):
+    fit = skfewshot.training.SupervisedPretrainer.fit
+
+    def ctrl_c_in_generation_1(self, X, y, **fit_params):
+        if len(trainers) == 1:
+            trainers.append(self)
+            raise KeyboardInterrupt
+        return fit(self, X, y, **fit_params)
+
+    monkeypatch.setattr(
+        skfewshot.training.SupervisedPretrainer, "fit", ctrl_c_in_generation_1
+    )
+    status, _, err = run(
+        capsys, "train", shapes, "-o", tmp_path / "m.pt", *QUICK,
+        "--distill-generations", "1",
+    )  # fmt: skip
+    assert status == 130 and "interrupted" in err
+    assert len(trainers) == 2 and trainers[1].teacher is trainers[0]
+    assert list(tmp_path.iterdir()) == []  # no output, no checkpoint to resume
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--arch", "resnet12", "--width", "8"],
+            "--width sets Conv4's hidden channels; --arch resnet12 has no width",
+        ),
+        (
+            ["--recipe", "protonet", "--rotation-loss-weight", "0.5"],
+            "--rotation-loss-weight applies to --recipe pretrain only",
+        ),
+        (
+            ["--recipe", "protonet", "--distill-generations", "1"],
+            "--distill-generations applies to --recipe pretrain only",
+        ),
+        (
+            ["--distill-generations", "1", "--resume"],
+            "--resume cannot continue a run with --distill-generations: such a run "
+            "keeps no checkpoint (its teachers would be lost); run it again without "
+            "--resume",
+        ),
+    ],
+)
+def test_train_refuses_flags_that_do_not_go_together(
+    shapes, tmp_path, capsys, argv, message
+):
+    status, out, err = run(capsys, "train", shapes, "-o", tmp_path / "m.pt", *argv)
+    assert status == 1 and out == ""
+    assert err == f"skfewshot train: error: {message}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--rotation-loss-weight", "-1"], "expected a value >= 0, got -1"),
+        (["--rotation-loss-weight", "nan"], "expected a value >= 0, got nan"),
+        (["--distill-generations", "-1"], "expected a value >= 0, got -1"),
+        (["--distill-generations", "1.5"], "expected an integer, got '1.5'"),
+        (["--augment", "elastic"], "invalid choice: 'elastic'"),
+    ],
+)
+def test_train_option_syntax(shapes, tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(shapes), "-o", str(tmp_path / "m.pt"), *argv])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_resume_with_another_augmentation_is_refused(
+    shapes, tmp_path, capsys, monkeypatch
+):
+    from test_cli_train_predict import _interrupt_at_epoch
+
+    out = tmp_path / "m.pt"
+    argv = ["train", shapes, "-o", out, *QUICK, "--epochs", "2"]
+    with monkeypatch.context() as patch:
+        _interrupt_at_epoch(patch, 2)
+        status, _, err = run(capsys, *argv, "--augment", "affine")
+    assert status == 130, err
+    status, _, err = run(capsys, *argv, "--augment", "affine-elastic", "--resume")
+    assert status == 1
+    assert (
+        "it was written with augment='affine', this run has augment='affine-elastic'"
+    ) in err
+    status, _, err = run(capsys, *argv, "--augment", "affine", "--resume")
+    assert status == 0, err
+    assert not (tmp_path / "m.pt.ckpt").exists()
+
+
+@pytest.fixture
+def transformers(monkeypatch):
+    """Every BackboneTransformer the CLI builds."""
+    made = []
+
+    class Spy(skfewshot.backbone.BackboneTransformer):
+        def fit(self, X, y=None):
+            made.append(self)
+            return super().fit(X, y)
+
+    monkeypatch.setattr(skfewshot.backbone, "BackboneTransformer", Spy)
+    return made
+
+
+@pytest.fixture(scope="module")
+def digits_backbone(tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits") / "digits.pt"
+    assert main(["train", "--dataset", "digits", "-o", str(out), *QUICK]) == 0
+    return out
+
+
+@pytest.mark.parametrize("shifts, expected", [("0", None), ("1", 1)])
+def test_evaluate_test_time_shifts(
+    digits_backbone, transformers, capsys, shifts, expected
+):
+    status, out, err = run(
+        capsys, "evaluate", "--dataset", "digits", "--backbone", digits_backbone,
+        "--episodes", "2", "--n-query", "2", "--test-time-shifts", shifts, "--json",
+        "--quiet",
+    )  # fmt: skip
+    assert status == 0, err
+    assert {t.test_time_shifts for t in transformers} == {expected}
+    assert json.loads(out)["test_time_shifts"] == int(shifts)
+
+
+def test_evaluate_refuses_shifts_of_texts(tmp_path, capsys):
+    status, _, err = run(
+        capsys, "evaluate", "--dataset", "banking77", "--data-dir", tmp_path,
+        "--test-time-shifts", "1",
+    )  # fmt: skip
+    assert status == 1
+    assert err == (
+        "skfewshot evaluate: error: --test-time-shifts shifts images; banking77 is "
+        "evaluated on texts (leave it out)\n"
+    )
+
+
+@pytest.mark.shared_data
+def test_runs_test_time_shifts(shared_data, transformers, tmp_path, capsys):
+    build_omniglot_runs(shared_data, tmp_path / "runs", n_runs=1, n_way=5)
+    backbone = tmp_path / "conv4.pt"
+    save_backbone(Conv4(hidden=4), backbone, input_shape=(1, 28, 28))
+    status, out, err = run(
+        capsys, "runs", "--runs", tmp_path / "runs", "--backbone", backbone,
+        "--test-time-shifts", "2", "--json",
+    )  # fmt: skip
+    assert status == 0, err
+    assert [t.test_time_shifts for t in transformers] == [2]
+    assert json.loads(out)["test_time_shifts"] == 2
