@@ -470,6 +470,12 @@ def _features(module, args, **kwargs):
     )
 
 
+def _shifts_note(args):
+    """``", test-time shifts of up to 1 pixel"`` (nothing without shifts)."""
+    s = args.test_time_shifts
+    return f", test-time shifts of up to {s} pixel{'s' if s > 1 else ''}" if s else ""
+
+
 def _seconds(timings):
     """``[51.0 s: data 1.3 s, features 45.1 s, episodes 4.6 s]``."""
     parts = ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
@@ -558,7 +564,8 @@ def _cmd_evaluate(args):
     }
     text = (
         f"{args.dataset} ({meta['architecture']} + {HEAD_LABELS[args.head]}"
-        f"{', within-alphabet' if args.within_alphabet else ''}): {scores}"
+        f"{', within-alphabet' if args.within_alphabet else ''}"
+        f"{_shifts_note(args)}): {scores}"
         f"  {_seconds(timings)}"
     )
     if pool.what:
@@ -613,7 +620,7 @@ def _cmd_runs(args):
     ]
     lines.append(
         f"overall error rate: {100 * overall:.2f}% over {len(rows)} runs "
-        f"({meta['architecture']} + {HEAD_LABELS[args.head]})"
+        f"({meta['architecture']} + {HEAD_LABELS[args.head]}{_shifts_note(args)})"
     )
     _emit(args, payload, "\n".join(lines))
 

@@ -254,6 +254,17 @@ def test_evaluate_test_time_shifts(
     assert json.loads(out)["test_time_shifts"] == int(shifts)
 
 
+def test_evaluate_table_names_the_shifts(digits_backbone, capsys):
+    status, out, err = run(
+        capsys, "evaluate", "--dataset", "digits", "--backbone", digits_backbone,
+        "--episodes", "2", "--n-query", "2", "--test-time-shifts", "2", "--quiet",
+    )  # fmt: skip
+    assert status == 0, err
+    assert out.startswith(
+        "digits (Conv4 + PrototypeClassifier, test-time shifts of up to 2 pixels): "
+    )
+
+
 def test_evaluate_refuses_shifts_of_texts(tmp_path, capsys):
     status, _, err = run(
         capsys, "evaluate", "--dataset", "banking77", "--data-dir", tmp_path,
@@ -278,3 +289,10 @@ def test_runs_test_time_shifts(shared_data, transformers, tmp_path, capsys):
     assert status == 0, err
     assert [t.test_time_shifts for t in transformers] == [2]
     assert json.loads(out)["test_time_shifts"] == 2
+    status, out, _ = run(
+        capsys, "runs", "--runs", tmp_path / "runs", "--backbone", backbone,
+        "--test-time-shifts", "1",
+    )  # fmt: skip
+    assert out.endswith(
+        "over 1 runs (Conv4 + PrototypeClassifier, test-time shifts of up to 1 pixel)\n"
+    )
