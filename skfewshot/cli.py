@@ -763,7 +763,7 @@ def _train_settings(args):
 
 def _omniglot_training_data(args):
     """Omniglot subsets with shared alphabets read once, as the benchmark does."""
-    from .datasets import augment_rotations, load_omniglot
+    from .datasets import load_omniglot
 
     Xs, ys, names, alphabets = [], [], [], []
     for subset in args.subset or [_OMNIGLOT_SUBSET]:
@@ -778,9 +778,9 @@ def _omniglot_training_data(args):
         names += [str(n) for n in bunch.target_names]
         alphabets += bunch.group_names.tolist()
     X, y = np.concatenate(Xs), np.concatenate(ys)
-    if args.rotations:
-        X, y = augment_rotations(X, y)
-        names += [f"{n} ({deg} degrees)" for deg in (90, 180, 270) for n in names]
+    # --rotations is applied by _cmd_train to the training classes only, after
+    # --val-classes has held some out: a held-out character's rotation must not
+    # be a training class
     trained_on = {
         "dataset": "omniglot",
         "subset": list(args.subset or [_OMNIGLOT_SUBSET]),
@@ -956,6 +956,13 @@ def _cmd_train(args):
         X, y, names, args.val_classes, args.seed
     )
     train_names = [n for n in names if n not in set(val_names)]
+    if args.rotations:
+        from .datasets import augment_rotations
+
+        X_train, y_train = augment_rotations(X_train, y_train)
+        train_names += [
+            f"{n} ({deg} degrees)" for deg in (90, 180, 270) for n in train_names
+        ]
     if trained_on["dataset"] != "omniglot":
         trained_on["classes"] = [
             c for c, n in zip(trained_on["classes"], names) if n not in set(val_names)

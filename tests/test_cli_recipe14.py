@@ -296,3 +296,30 @@ def test_runs_test_time_shifts(shared_data, transformers, tmp_path, capsys):
     assert out.endswith(
         "over 1 runs (Conv4 + PrototypeClassifier, test-time shifts of up to 1 pixel)\n"
     )
+
+
+def test_rotations_never_make_a_held_out_character_a_training_class(
+    trainers, tmp_path, capsys
+):
+    # --val-classes holds out whole characters; --rotations then rotates the
+    # training characters only (it used to rotate first, so a held-out class
+    # could be the 90-degree turn of a character trained on)
+    from _datasets_testing import fake_omniglot
+
+    fake_omniglot(tmp_path / "images_background_small1.zip")
+    out = tmp_path / "m.pt"
+    status, stdout, err = run(
+        capsys, "train", "--dataset", "omniglot", "--data-dir", tmp_path,
+        "--subset", "images_background_small1", "--rotations", "--val-classes",
+        "2", "-o", out, *QUICK, "--json",
+    )  # fmt: skip
+    assert status == 0, err
+    record = json.loads(stdout)
+    held = record["val_classes"]
+    assert len(held) == 2 and not any("degrees" in c for c in held)
+    base = [c for c in record["classes"] if "degrees" not in c]
+    assert len(base) == 2 and not set(held) & set(base)
+    assert not any(c.startswith(h + " (") for h in held for c in record["classes"])
+    assert len(record["classes"]) == 8  # 2 characters in 4 orientations
+    (trainer,) = trainers
+    assert len(trainer.classes_) == 8
