@@ -255,6 +255,27 @@ def test_checkpoint_refuses_to_resume_with_other_boosters(base, tmp_path):
     assert checkpoint.settings["rotation_loss_weight"] == 0.5
 
 
+def test_checkpoint_refuses_to_resume_with_another_augmentation(base, tmp_path):
+    from skfewshot.augment import RandomAffine
+
+    path = tmp_path / "run.ckpt"
+
+    def run(epochs, augment, resume=False):
+        return pretrainer(
+            max_epochs=epochs,
+            verbose=0,
+            augment=augment,
+            callbacks=[TrainingCheckpoint(path, resume=resume)],
+        ).fit(*base)
+
+    run(1, RandomAffine(degrees=5.0))
+    with pytest.raises(ValueError, match="RandomAffine.degrees=5.0.*this run has"):
+        run(2, RandomAffine(degrees=7.0), resume=True)
+    resumed = run(2, RandomAffine(degrees=5.0), resume=True)
+    checkpoint = dict(resumed.net_.callbacks_)["TrainingCheckpoint"]
+    assert checkpoint.resumed_epochs_ == 1
+
+
 def conv4_teacher(seed):
     """A module mapping the digits images to 5 logits, its weights from seed."""
     torch.manual_seed(seed)

@@ -389,6 +389,10 @@ class SupervisedPretrainer(_BaseTrainer):
         """What a resumed run must share with the checkpoint's run, beyond the
         user's settings; the defaults add nothing (older checkpoints resume)."""
         settings = {}
+        augment = getattr(self, "augment", None)
+        if augment is not None:
+            # skfewshot.augment objects have a repr naming every parameter
+            settings["augmentation"] = repr(augment)
         if self.rotation_loss_weight:
             settings["rotation_loss_weight"] = float(self.rotation_loss_weight)
         if teacher is not None:

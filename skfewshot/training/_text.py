@@ -354,10 +354,22 @@ class _TextTrainerMixin:
         return tags
 
 
+#: SupervisedPretrainer parameters that only make sense for images
+_IMAGE_ONLY = (
+    "rotation_loss_weight",
+    "teacher",
+    "distill_weight",
+    "distill_temperature",
+)
+
+
 def _text_constraints(parent: type) -> dict:
     """``parent``'s parameter constraints, without ``augment``, with ``head_lr``."""
     constraints = {k: v for k, v in parent._parameter_constraints.items()}
     del constraints["augment"]
+    # the image boosters (rotations, distillation) are not text trainers' parameters
+    for name in _IMAGE_ONLY:
+        constraints.pop(name, None)
     constraints["head_lr"] = [Interval(Real, 0, None, closed="neither"), None]
     return constraints
 
@@ -490,6 +502,11 @@ class TextSupervisedPretrainer(_TextTrainerMixin, SupervisedPretrainer):
     """
 
     _parameter_constraints: dict = _text_constraints(SupervisedPretrainer)
+    # SupervisedPretrainer's image-only boosters, off (not parameters here)
+    rotation_loss_weight = 0.0
+    teacher = None
+    distill_weight = 0.5
+    distill_temperature = 4.0
 
     def __init__(
         self,
