@@ -36,17 +36,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# the comparison's data and validation alphabet: one protocol for both benchmarks
+from omniglot_meta_vs_finetune import VALID_ALPHABET, load_small
+
 from skfewshot import PrototypeClassifier
 from skfewshot.augment import Compose, ElasticDistortion, RandomAffine
 from skfewshot.backbone import BackboneTransformer
-from skfewshot.datasets import augment_rotations, load_omniglot
+from skfewshot.datasets import augment_rotations
 from skfewshot.model_selection import evaluate_episodes
 from skfewshot.models import BackboneEnsemble, Conv4, load_backbone, save_backbone
 from skfewshot.training import SupervisedPretrainer
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "benchmarks" / "_artifacts"
-VALID_ALPHABET = "Early_Aramaic"
 TEST_ALPHABETS = ("Japanese_(katakana)", "Sanskrit", "Tagalog")
 AFFINE = RandomAffine(degrees=15.0, translate=0.08, scale=(0.85, 1.15), shear=10.0)
 CONFIGS = {
@@ -57,11 +59,6 @@ CONFIGS = {
     "affine-rotation": ({"augment": AFFINE, "rotation_loss_weight": 1.0}, None),
     "affine-distill": ({"augment": AFFINE}, "affine"),
 }
-
-
-def load(subset, data_dir, image_size):
-    b = load_omniglot(subset, path=data_dir, image_size=image_size)
-    return b.data, b.target, b.groups, np.asarray(b.group_names)
 
 
 def within_alphabet_1shot(features, y, groups, n_episodes, seed):
@@ -124,10 +121,10 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    X, y, groups, names = load("images_background_small1", args.data_dir, 28)
+    X, y, groups, names = load_small("images_background_small1", args.data_dir)
     valid = groups == list(names).index(VALID_ALPHABET)
     X_train, y_train = augment_rotations(X[~valid], y[~valid])
-    X_te, y_te, g_te, names_te = load("images_background_small2", args.data_dir, 28)
+    X_te, y_te, g_te, names_te = load_small("images_background_small2", args.data_dir)
     keep = np.isin(names_te[g_te], TEST_ALPHABETS)
     X_te, y_te, g_te = X_te[keep], y_te[keep], g_te[keep]
     if args.ensemble:
