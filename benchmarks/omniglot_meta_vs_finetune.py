@@ -31,10 +31,13 @@ with ``--reuse``), ``docs/benchmarks_omniglot.rst`` and
 
 ``--train-on-both`` instead trains one recipe on small1 + small2 together
 (their eight distinct alphabets, no held-out classes) and saves it with
-``save_backbone`` for the published 20-run benchmark::
+``save_backbone`` for the published 20-run benchmark. The default recipe,
+``final``, is issue 14's ensemble (see ``train_final`` and
+``omniglot_one_shot.py``: three trainings, about 30 minutes on an idle 2-core
+CPU), evaluated with test-time shifts::
 
-    skfewshot runs --runs PATH/TO/runs --backbone \
-        benchmarks/_artifacts/conv4_small12_<recipe>.pt
+    skfewshot runs --runs PATH/TO/runs --test-time-shifts 1 --backbone \
+        benchmarks/_artifacts/conv4_small12_final.pt
 
 Run from the repository root (9 minutes on an idle 2-core CPU; 3-5x more when
 the machine is shared: lower ``--epochs`` there)::
@@ -61,8 +64,8 @@ from skfewshot.augment import RandomAffine
 from skfewshot.backbone import BackboneTransformer
 from skfewshot.datasets import augment_rotations, load_omniglot
 from skfewshot.model_selection import EpisodicSplit, evaluate_episodes
-from skfewshot.models import Conv4, load_backbone, save_backbone
-from skfewshot.recipes import HEAD_LABELS, HEADS, make_head
+from skfewshot.models import BackboneEnsemble, Conv4, load_backbone, save_backbone
+from skfewshot.recipes import HEAD_LABELS, HEADS, make_augmentation, make_head
 from skfewshot.training import ProtoNetMetaTrainer, SupervisedPretrainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,6 +86,9 @@ COLUMNS = ((5, 1, False), (5, 5, False), (20, 1, False), (20, 5, False), (20, 1,
 N_QUERY = 15
 VALID_ALPHABET = "Early_Aramaic"  # the smallest small1 alphabet (22 characters)
 
+# issue 14's final recipe (train_final): (augmentation, born-again) per member
+FINAL_MEMBERS = (("affine", True), ("affine-elastic", False))
+
 # grids searched on the validation classes only
 ALPHA_GRID = (1e-3, 1e-2, 1e-1, 1.0)
 ENTROPY_GRID = (0.1, 0.3, 1.0)
@@ -93,13 +99,19 @@ def column_name(n_way, n_shot, within):
     return f"{n_way}-way {n_shot}-shot" + (" within" if within else "")
 
 
-def make_trainer(recipe, n_train, budget, seed):
+def make_trainer(recipe, n_train, budget, seed, hidden=64):
     """The trainer of ``recipe`` with ``budget`` epochs' worth of images.
 
     Every recipe sees ``budget * n_train`` images: supervised recipes in
     ``budget`` epochs of mini-batches, ProtoNet in ``budget`` epochs of
-    episodes of 20-way 5-shot 5-query (200 images each).
+    episodes of 20-way 5-shot 5-query (200 images each). The backbone is a
+    ``Conv4(hidden=hidden)`` whose initial weights are drawn with torch seeded
+    by ``seed`` (the trainers seed only their own draws: before this, every
+    run started from other weights).
     """
+    with torch.random.fork_rng():  # the global generator is left as it was
+        torch.manual_seed(seed)
+        module = Conv4(hidden=hidden)
     common = dict(
         max_epochs=budget,
         lr_schedule="cosine",
@@ -111,7 +123,7 @@ def make_trainer(recipe, n_train, budget, seed):
     if recipe == "protonet":
         n_way, n_shot, n_query = 20, 5, 5
         return ProtoNetMetaTrainer(
-            Conv4(),
+            module,
             n_way=n_way,
             n_shot=n_shot,
             n_query=n_query,
@@ -122,7 +134,7 @@ def make_trainer(recipe, n_train, budget, seed):
             **common,
         )
     return SupervisedPretrainer(
-        Conv4(),
+        module,
         head=recipe,
         batch_size=64,
         lr=0.05,
@@ -626,10 +638,44 @@ def run_comparison(args):
     return payload
 
 
+def train_final(X, y, args):
+    """Issue 14's recipe: the ensemble the one-shot ablation chose on validation.
+
+    Two supervised trainings with the ``affine`` augmentation (the second a
+    born-again student distilled from the first) and one with
+    ``affine-elastic``; the student and the elastic network make a
+    :class:`~skfewshot.models.BackboneEnsemble` (L2-normalised features
+    concatenated), to be evaluated with test-time shifts
+    (``--test-time-shifts 1``). ``skfewshot train --augment affine
+    --distill-generations 1``, ``skfewshot train --augment affine-elastic`` and
+    ``skfewshot ensemble`` reproduce it from the command line.
+    """
+    members, teacher = [], None
+    for augmentation, distill in FINAL_MEMBERS:
+        if distill and teacher is None:
+            teacher = fit_supervised(augmentation, X, y, args)
+        members.append(fit_supervised(augmentation, X, y, args, teacher=teacher))
+    return BackboneEnsemble([m.backbone_ for m in members])
+
+
+def fit_supervised(augmentation, X, y, args, *, teacher=None):
+    """The ``linear`` recipe with another augmentation (and a teacher), fitted."""
+    trainer = make_trainer("linear", len(X), args.epochs, args.seed)
+    trainer.set_params(augment=make_augmentation(augmentation), teacher=teacher)
+    print(
+        f"[final] {augmentation}"
+        + (" (born-again, distilled from the first)" if teacher else "")
+        + f" on {len(X)} images",
+        flush=True,
+    )
+    return trainer.fit(X, y)
+
+
 def run_train_on_both(args):
     Xs, ys = [], []
     offset, seen = 0, set()
-    for subset in ("images_background_small1", "images_background_small2"):
+    subsets = ("images_background_small1", "images_background_small2")
+    for subset in subsets:
         X, y, groups, names = load_small(subset, args.data_dir)
         # Greek and Latin are in both subsets (the same images): take them once
         keep = ~np.isin(names[groups], sorted(seen))
@@ -642,8 +688,20 @@ def run_train_on_both(args):
     recipe = args.recipe
     path = ARTIFACTS / f"conv4_small12_{recipe}.pt"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    train_or_load(recipe, X, y, path, args)
-    print(f"evaluate with: skfewshot runs --runs PATH --backbone {path}")
+    trained_on = {"dataset": "omniglot", "subset": list(subsets)}
+    if recipe != "final":
+        backbone = train_or_load(recipe, X, y, path, args)[0]
+        save_backbone(backbone, path, input_shape=(1, 28, 28), trained_on=trained_on)
+        print(f"evaluate with: skfewshot runs --runs PATH --backbone {path}")
+        return
+    start = time.perf_counter()
+    backbone = train_final(X, y, args)
+    save_backbone(backbone, path, input_shape=(1, 28, 28), trained_on=trained_on)
+    print(f"[final] trained in {time.perf_counter() - start:.0f} s, saved {path}")
+    print(
+        f"evaluate with: skfewshot runs --runs PATH --backbone {path} "
+        "--test-time-shifts 1"
+    )
 
 
 def main(argv=None):
@@ -691,9 +749,10 @@ def main(argv=None):
     )
     parser.add_argument(
         "--recipe",
-        choices=RECIPES,
-        default="linear",
-        help="recipe of --train-on-both (default: the best of the comparison)",
+        choices=(*RECIPES, "final"),
+        default="final",
+        help="recipe of --train-on-both (default: final, issue 14's ensemble of "
+        "omniglot_one_shot.py, chosen on validation)",
     )
     parser.add_argument(
         "--report",

@@ -37,27 +37,32 @@ import numpy as np
 import torch
 
 # the comparison's data and validation alphabet: one protocol for both benchmarks
-from omniglot_meta_vs_finetune import VALID_ALPHABET, load_small
+from omniglot_meta_vs_finetune import VALID_ALPHABET, load_small, make_trainer
 
 from skfewshot import PrototypeClassifier
-from skfewshot.augment import Compose, ElasticDistortion, RandomAffine
 from skfewshot.backbone import BackboneTransformer
 from skfewshot.datasets import augment_rotations
 from skfewshot.model_selection import evaluate_episodes
-from skfewshot.models import BackboneEnsemble, Conv4, load_backbone, save_backbone
-from skfewshot.training import SupervisedPretrainer
+from skfewshot.models import BackboneEnsemble, load_backbone, save_backbone
+from skfewshot.recipes import make_augmentation
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "benchmarks" / "_artifacts"
 TEST_ALPHABETS = ("Japanese_(katakana)", "Sanskrit", "Tagalog")
-AFFINE = RandomAffine(degrees=15.0, translate=0.08, scale=(0.85, 1.15), shear=10.0)
 CONFIGS = {
-    # name: (SupervisedPretrainer keyword arguments, teacher configuration)
-    "shift-rotate": ({"augment": RandomAffine(degrees=10.0, translate=2 / 28)}, None),
-    "affine": ({"augment": AFFINE}, None),
-    "affine-elastic": ({"augment": Compose([AFFINE, ElasticDistortion()])}, None),
-    "affine-rotation": ({"augment": AFFINE, "rotation_loss_weight": 1.0}, None),
-    "affine-distill": ({"augment": AFFINE}, "affine"),
+    # name: (trainer keyword arguments, teacher configuration); "hidden" is
+    # Conv4's width, "protonet" trains by ProtoNet episodes instead
+    "shift-rotate": ({"augment": "shift-rotate"}, None),
+    "affine": ({"augment": "affine"}, None),
+    "affine-elastic": ({"augment": "affine-elastic"}, None),
+    "affine-rotation": ({"augment": "affine", "rotation_loss_weight": 1.0}, None),
+    "affine-distill": ({"augment": "affine"}, "affine"),
+    "affine-wide": ({"augment": "affine", "hidden": 128}, None),
+    "protonet-affine": ({"augment": "affine", "protonet": True}, None),
+    "protonet-affine-elastic": (
+        {"augment": "affine-elastic", "protonet": True},
+        None,
+    ),
 }
 
 
@@ -78,21 +83,21 @@ def within_alphabet_1shot(features, y, groups, n_episodes, seed):
 
 
 def train(config, X, y, args):
-    params, teacher_config = CONFIGS[config]
+    params, teacher_config = dict(CONFIGS[config][0]), CONFIGS[config][1]
     teacher = train(teacher_config, X, y, args)[0] if teacher_config else None
-    trainer = SupervisedPretrainer(
-        Conv4(),
-        head="linear",
-        max_epochs=args.epochs,
-        lr=0.05,
-        batch_size=64,
-        optimizer="sgd",
-        weight_decay=5e-4,
-        lr_schedule="cosine",
-        device="cpu",
+    # the comparison's recipes (ProtoNet sees as many images per epoch as the
+    # supervised ones) with this configuration's augmentation and booster
+    trainer = make_trainer(
+        "protonet" if params.pop("protonet", False) else "linear",
+        len(X),
+        args.epochs,
+        args.seed,
+        hidden=params.pop("hidden", 64),
+    )
+    trainer.set_params(
+        augment=make_augmentation(params.pop("augment")),
         verbose=0,
-        random_state=args.seed,
-        teacher=teacher,
+        **({"teacher": teacher} if teacher is not None else {}),
         **params,
     )
     start, cpu = time.perf_counter(), time.process_time()

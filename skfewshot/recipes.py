@@ -25,9 +25,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from .model_selection import EpisodeScores
 
 __all__ = [
+    "AUGMENTATIONS",
     "DEMO_BASE_CLASSES",
     "HEADS",
     "HEAD_LABELS",
+    "make_augmentation",
     "make_head",
     "pretrain_demo_backbone",
     "run_demo",
@@ -43,6 +45,9 @@ HEAD_LABELS = {
     "transductive": "FineTunedCosine (transductive)",
     "logreg": "LogisticRegression",
 }
+
+#: Names of the training augmentations :func:`make_augmentation` builds.
+AUGMENTATIONS = ("none", "shift-rotate", "affine", "affine-elastic")
 
 #: The digits the demo's backbone is pretrained on (its novel classes are the rest).
 DEMO_BASE_CLASSES = (0, 1, 2, 3, 4)
@@ -114,6 +119,78 @@ def make_head(name: str, **params: Any) -> BaseEstimator:
         params = {"max_iter": 1000, **params}
         return make_pipeline(Normalizer(), LogisticRegression(**params))
     raise ValueError(f"unknown head {name!r}; choose from {', '.join(HEADS)}.")
+
+
+def make_augmentation(name: str, image_size: int = 28) -> Any:
+    """The training augmentation of a short name, for square images of a size.
+
+    One definition serves ``skfewshot train --augment`` and the Omniglot
+    benchmarks (issue 14's ablation chose ``"affine"`` and ``"affine-elastic"``
+    for its final ensemble): pass the result as a trainer's ``augment=``.
+
+    Parameters
+    ----------
+    name : {"none", "shift-rotate", "affine", "affine-elastic"}
+        Which augmentation (see :data:`AUGMENTATIONS`):
+
+        - ``"none"``: None (no augmentation);
+        - ``"shift-rotate"``: ``RandomAffine(degrees=10, translate=2/28)``, the
+          first Omniglot benchmark's shifts of up to 2 pixels of 28 and
+          rotations of up to 10 degrees;
+        - ``"affine"``: ``RandomAffine(degrees=15, translate=0.08,
+          scale=(0.85, 1.15), shear=10)``;
+        - ``"affine-elastic"``: ``"affine"`` then an
+          :class:`~skfewshot.augment.ElasticDistortion` whose size follows the
+          image: Simard et al.'s 28 x 28 ``alpha`` and ``sigma`` (its defaults)
+          times ``k ** 2`` and ``k`` for ``k = image_size / 28``.
+
+    image_size : int, default=28
+        Side of the (square) training images, in pixels.
+
+    Returns
+    -------
+    augment : callable or None
+        An augmentation of :mod:`skfewshot.augment` (None for ``"none"``).
+
+    Raises
+    ------
+    ValueError
+        When ``name`` is not one of :data:`AUGMENTATIONS` or ``image_size`` is
+        not a positive integer.
+
+    Examples
+    --------
+    >>> from skfewshot.recipes import make_augmentation
+    >>> make_augmentation("affine")
+    RandomAffine(degrees=15.0, translate=0.08, scale=(0.85, 1.15), shear=10.0)
+    >>> make_augmentation("affine-elastic", image_size=56).steps[1]
+    ElasticDistortion(alpha=136.0, sigma=8.0)
+    >>> make_augmentation("none") is None
+    True
+    """
+    if name not in AUGMENTATIONS:
+        raise ValueError(
+            f"unknown augmentation {name!r}; choose from {', '.join(AUGMENTATIONS)}."
+        )
+    if (
+        isinstance(image_size, bool)
+        or not isinstance(image_size, int)
+        or (image_size < 1)
+    ):
+        raise ValueError(f"image_size must be a positive int, got {image_size!r}.")
+    if name == "none":
+        return None
+    from .augment import Compose, ElasticDistortion, RandomAffine
+
+    if name == "shift-rotate":
+        return RandomAffine(degrees=10.0, translate=2 / 28)
+    affine = RandomAffine(degrees=15.0, translate=0.08, scale=(0.85, 1.15), shear=10.0)
+    if name == "affine":
+        return affine
+    k, simard = image_size / 28, ElasticDistortion()
+    return Compose(
+        [affine, ElasticDistortion(alpha=simard.alpha * k**2, sigma=simard.sigma * k)]
+    )
 
 
 def pretrain_demo_backbone(

@@ -97,3 +97,42 @@ def test_run_demo_unknown_head_fails_before_training(monkeypatch):
     )
     with pytest.raises(ValueError, match="unknown head 'knn'"):
         run_demo(**{**TINY, "heads": ("prototype", "knn")})
+
+
+# -- make_augmentation -------------------------------------------------------
+
+
+def test_make_augmentation_names_and_sizes():
+    from skfewshot.augment import Compose, ElasticDistortion, RandomAffine
+    from skfewshot.recipes import AUGMENTATIONS, make_augmentation
+
+    assert AUGMENTATIONS == ("none", "shift-rotate", "affine", "affine-elastic")
+    assert make_augmentation("none") is None
+    assert make_augmentation("shift-rotate") == RandomAffine(
+        degrees=10.0, translate=2 / 28
+    )
+    affine = RandomAffine(degrees=15.0, translate=0.08, scale=(0.85, 1.15), shear=10.0)
+    assert make_augmentation("affine", image_size=105) == affine
+    # Simard et al.'s alpha=34, sigma=4 at 28 px, scaled by k**2 and k
+    assert make_augmentation("affine-elastic") == Compose(
+        [affine, ElasticDistortion(alpha=34.0, sigma=4.0)]
+    )
+    assert make_augmentation("affine-elastic", image_size=56) == Compose(
+        [affine, ElasticDistortion(alpha=136.0, sigma=8.0)]
+    )
+
+
+@pytest.mark.parametrize(
+    "name, image_size, match",
+    [
+        ("elastic", 28, "unknown augmentation 'elastic'; choose from none, "),
+        ("affine", 0, "image_size must be a positive int, got 0"),
+        ("affine", 28.0, "image_size must be a positive int, got 28.0"),
+        ("affine", True, "image_size must be a positive int, got True"),
+    ],
+)
+def test_make_augmentation_rejects(name, image_size, match):
+    from skfewshot.recipes import make_augmentation
+
+    with pytest.raises(ValueError, match=match):
+        make_augmentation(name, image_size=image_size)
