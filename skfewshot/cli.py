@@ -1,4 +1,5 @@
-"""The ``skfewshot`` command: ``demo``, ``evaluate``, ``runs``, ``train``, ``predict``.
+"""The ``skfewshot`` command: ``demo``, ``evaluate``, ``runs``, ``train``, ``ensemble``,
+``predict``.
 
 Sits on top of the library and only parses, calls it and prints: the heads and
 the demo are :mod:`skfewshot.recipes`; nothing imports this module. Arguments
@@ -63,12 +64,12 @@ def _check_exists(path, flag):
         raise _CLIError(f"{flag} {path} does not exist")
 
 
-def _check_backbone_file(path):
-    """Fail before torch is imported if ``--backbone`` is absent or a folder."""
-    _check_exists(path, "--backbone")
+def _check_backbone_file(path, flag="--backbone"):
+    """Fail before torch is imported if the file of ``flag`` is absent or a folder."""
+    _check_exists(path, flag)
     if Path(path).expanduser().is_dir():
         raise _CLIError(
-            f"--backbone {path} is a directory, not a backbone file (give the .pt "
+            f"{flag} {path} is a directory, not a backbone file (give the .pt "
             "file written by skfewshot.models.save_backbone)"
         )
 
@@ -1105,6 +1106,194 @@ def _generation_summary(g):
 
 
 # --------------------------------------------------------------------------
+# ensemble: several saved backbones as one backbone file
+# --------------------------------------------------------------------------
+
+#: ``trained_on`` fields that list what a backbone saw (-> one of them, in
+#: words): an ensemble saw the union of its members' lists.
+_SEEN_FIELDS = {"subset": "subset", "alphabets": "alphabet", "classes": "class"}
+
+
+def _check_ensemble_args(args):
+    """Every check of ``ensemble`` that needs no heavy import."""
+    if len(args.members) < 2:
+        raise _CLIError(
+            f"an ensemble needs at least 2 backbone files, got {len(args.members)} "
+            f"({args.members[0]})"
+        )
+    for path in args.members:
+        _check_backbone_file(path, "member")
+    _check_output_path(args.output)
+    seen = {}
+    for path in args.members:
+        resolved = Path(path).expanduser().resolve()
+        if resolved in seen:
+            raise _CLIError(
+                f"member {path} is given twice (also as {seen[resolved]}); an "
+                "ensemble of a backbone with itself gives the same predictions"
+            )
+        seen[resolved] = path
+    output = Path(args.output).expanduser().resolve()
+    if output in seen:
+        raise _CLIError(
+            f"--output {args.output} is the member {seen[output]}: writing the "
+            "ensemble there would overwrite it; give another file name"
+        )
+
+
+def _sha256(path):
+    """Hex SHA-256 of the file at ``path``."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _union(lists):
+    """The values of ``lists`` in order of first appearance, without repeats."""
+    out, seen = [], set()
+    for values in lists:
+        for v in values if isinstance(values, list) else [values]:
+            key = json.dumps(v, sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                out.append(v)
+    return out
+
+
+def _ensemble_trained_on(records):
+    """``(trained_on, warnings)`` of an ensemble of ``records``: ``(path, trained_on)``.
+
+    The ensemble saw everything any member saw, so evaluate must leave out
+    the union: the :data:`_SEEN_FIELDS` lists are joined; a member with no
+    record, or without a list another member records, makes that part of
+    the ensemble's record unknown (left out, with a warning).
+    """
+    unrecorded = [path for path, t in records if t is None]
+    if unrecorded:
+        return None, [
+            f"{', '.join(unrecorded)} record{'s' if len(unrecorded) == 1 else ''} "
+            "no training data, so the ensemble records none and evaluate will not "
+            "be able to leave out its training classes (record them with "
+            "save_backbone(..., trained_on=...), or train with skfewshot train)"
+        ]
+    datasets = {t.get("dataset") for _, t in records}
+    if len(datasets) > 1:
+        trained = ", ".join(f"{p} on {t.get('dataset')!r}" for p, t in records)
+        raise _CLIError(
+            f"the members were trained on different data sets ({trained}); "
+            "evaluate could not leave out every class the ensemble saw"
+        )
+    keys = _union([list(t) for _, t in records])
+    trained_on, warnings = {}, []
+    for key in keys:
+        lacking = [p for p, t in records if key not in t]
+        if key in _SEEN_FIELDS:
+            if lacking:
+                warnings.append(
+                    f"{', '.join(lacking)} record{'s' if len(lacking) == 1 else ''} "
+                    f"no {key!r}, so the ensemble records none and evaluate will "
+                    f"not be able to leave out every {_SEEN_FIELDS[key]} it saw"
+                )
+            else:
+                trained_on[key] = _union([t[key] for _, t in records])
+            continue
+        values = _union([[t.get(key)] for _, t in records])
+        if len(values) > 1:
+            found = ", ".join(f"{p}: {t.get(key)!r}" for p, t in records)
+            raise _CLIError(
+                f"the members' training records disagree on {key!r} ({found})"
+            )
+        trained_on[key] = values[0]
+    return trained_on, warnings
+
+
+def _cmd_ensemble(args):
+    _check_ensemble_args(args)
+    from .models import BackboneEnsemble, load_backbone, save_backbone
+
+    members, records = [], []
+    for path in args.members:
+        digest = _sha256(Path(path).expanduser())
+        twin = next((r["path"] for r in records if r["sha256"] == digest), None)
+        if twin is not None:
+            raise _CLIError(
+                f"member {path} is a copy of {twin} (same SHA-256); an ensemble of "
+                "a backbone with itself gives the same predictions"
+            )
+        module, meta = load_backbone(Path(path).expanduser())
+        if meta["input_shape"] is None:
+            raise _CLIError(
+                f"member {path} records no input shape, so the ensemble's input "
+                "cannot be checked; save it with save_backbone(..., input_shape=...) "
+                "or train it with skfewshot train"
+            )
+        first = records[0] if records else None
+        if first is not None and list(meta["input_shape"]) != first["input_shape"]:
+            raise _CLIError(
+                f"the members take different inputs: {first['path']} "
+                f"{tuple(first['input_shape'])}, {path} {meta['input_shape']}; an "
+                "ensemble runs every member on the same images"
+            )
+        try:
+            n_features = int(module.out_features(meta["input_shape"]))
+        except ValueError as exc:
+            raise _CLIError(f"member {path}: {exc}") from exc
+        members.append(module)
+        records.append(
+            {
+                "path": str(path),
+                "sha256": digest,
+                "architecture": meta["architecture"],
+                "input_shape": list(meta["input_shape"]),
+                "n_features": n_features,
+                "trained_on": meta["trained_on"],
+            }
+        )
+    input_shape = records[0]["input_shape"]
+    ensemble = BackboneEnsemble(members, combine=args.combine)
+    try:
+        n_features = ensemble.out_features(input_shape)
+    except ValueError as exc:
+        widths = ", ".join(f"{r['path']}: {r['n_features']}" for r in records)
+        raise _CLIError(
+            f"--combine {args.combine}: the members' widths differ ({widths}); "
+            "use --combine concat, or members of one width"
+        ) from exc
+    trained_on, warnings = _ensemble_trained_on(
+        [(r["path"], r["trained_on"]) for r in records]
+    )
+    for warning in warnings:
+        print(f"skfewshot ensemble: warning: {warning}", file=sys.stderr)
+    output = Path(args.output).expanduser()
+    save_backbone(ensemble, output, input_shape=input_shape, trained_on=trained_on)
+    record = {
+        "command": "ensemble",
+        "argv": args.argv,
+        "output": str(args.output),
+        "architecture": "BackboneEnsemble",
+        "combine": args.combine,
+        "members": records,
+        "input_shape": input_shape,
+        "n_features": n_features,
+        "trained_on": trained_on,
+        "warnings": warnings,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": _versions(),
+    }
+    _write_text(f"{output}.json", json.dumps(record, indent=2))
+    text = (
+        f"Ensemble of {len(records)} backbones ({args.combine}: {n_features} "
+        f"features of {tuple(input_shape)} inputs) written to {args.output} "
+        f"(record: {args.output}.json)"
+    )
+    _emit(args, record, text)
+
+
+# --------------------------------------------------------------------------
 # predict: a saved backbone + a head fitted on a support folder
 # --------------------------------------------------------------------------
 
@@ -1342,18 +1531,20 @@ def build_parser():
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    common.add_argument(
+    # --json and --debug: every command; --seed and --quiet: those that compute
+    report = argparse.ArgumentParser(add_help=False)
+    report.add_argument(
         "--json", action="store_true", help="print a JSON document instead of the table"
     )
-    common.add_argument(
-        "--quiet", action="store_true", help="no progress bars (on stderr)"
-    )
-    common.add_argument(
+    report.add_argument(
         "--debug",
         action="store_true",
         help="show the traceback of any error (a user error is otherwise one line)",
+    )
+    common = argparse.ArgumentParser(add_help=False, parents=[report])
+    common.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    common.add_argument(
+        "--quiet", action="store_true", help="no progress bars (on stderr)"
     )
 
     head = argparse.ArgumentParser(add_help=False)
@@ -1508,6 +1699,7 @@ def build_parser():
     )
     runs.set_defaults(func=_cmd_runs)
     _add_train_parser(sub, common)
+    _add_ensemble_parser(sub, report)
     _add_predict_parser(sub, common, head)
     return parser
 
@@ -1655,6 +1847,52 @@ def _add_train_parser(sub, common):
         help="continue the interrupted run whose checkpoint is OUTPUT.ckpt",
     )
     train.set_defaults(func=_cmd_train)
+
+
+def _add_ensemble_parser(sub, report):
+    ensemble = sub.add_parser(
+        "ensemble",
+        parents=[report],
+        help="join backbone files into one ensemble backbone file",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Join backbones saved by skfewshot train (or save_backbone) into one\n"
+            "backbone file OUTPUT (a BackboneEnsemble: every member embeds the\n"
+            "image, its features are L2-normalised, then concatenated or averaged),\n"
+            "read by evaluate, runs and predict like any backbone file. The members\n"
+            "must take the same input shape; the ensemble records the union of\n"
+            "the data they were trained on, so evaluate leaves out every class\n"
+            "any member saw. Also writes a JSON record OUTPUT.json (command line,\n"
+            "members with their SHA-256, combine, input shape, versions)."
+        ),
+        epilog=(
+            "example (issue 14's recipe: two trainings, their ensemble, test-time "
+            "shifts):\n"
+            "  skfewshot train --dataset omniglot --data-dir DIR --augment affine \\\n"
+            "      --distill-generations 1 --rotations --output a.pt\n"
+            "  skfewshot train --dataset omniglot --data-dir DIR \\\n"
+            "      --augment affine-elastic --rotations --output b.pt\n"
+            "  skfewshot ensemble a.pt b.pt --output final.pt\n"
+            "  skfewshot runs --runs RUNS --backbone final.pt --test-time-shifts 1"
+        ),
+    )
+    ensemble.add_argument(
+        "members",
+        nargs="+",
+        metavar="FILE",
+        help="backbone files to join (at least 2, all of one input shape)",
+    )
+    ensemble.add_argument(
+        "--output", "-o", metavar="FILE", required=True, help="backbone file to write"
+    )
+    ensemble.add_argument(
+        "--combine",
+        choices=("concat", "mean"),
+        default="concat",
+        help="concat: the members' features side by side; mean: their average "
+        "(members of one width) (default: concat)",
+    )
+    ensemble.set_defaults(func=_cmd_ensemble)
 
 
 def _add_predict_parser(sub, common, head):

@@ -1,0 +1,343 @@
+"""``skfewshot ensemble``: backbone files joined into one ensemble backbone file."""
+
+import hashlib
+import json
+import shutil
+
+import pytest
+import torch
+from conftest import build_omniglot_runs
+
+from skfewshot.cli import build_parser, main
+from skfewshot.models import BackboneEnsemble, Conv4, load_backbone, save_backbone
+
+SHAPE = (1, 16, 16)
+DIGITS_A = {"dataset": "digits", "classes": [0, 1, 2, 9]}
+DIGITS_B = {"dataset": "digits", "classes": [0, 1, 2, 3, 4]}
+
+
+def run(capsys, *argv):
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _save(path, trained_on=DIGITS_A, hidden=4, seed=0, input_shape=SHAPE):
+    """A tiny untrained Conv4 (its weights drawn with ``seed``) saved to ``path``."""
+    torch.manual_seed(seed)
+    save_backbone(
+        Conv4(hidden=hidden), path, input_shape=input_shape, trained_on=trained_on
+    )
+    return path
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """Two members of different weights: a.pt (digits 0 1 2 9), b.pt (0-4)."""
+    return _save(tmp_path / "a.pt", DIGITS_A, seed=0), _save(
+        tmp_path / "b.pt", DIGITS_B, seed=1
+    )
+
+
+def _sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_ensemble_is_the_backbone_ensemble_of_its_members(pair, tmp_path, capsys):
+    a, b = pair
+    out = tmp_path / "final.pt"
+    argv = ["ensemble", a, b, "--output", out, "--json"]
+    status, stdout, err = run(capsys, *argv)
+    assert status == 0 and err == ""
+    net, meta = load_backbone(out)
+    expected = BackboneEnsemble([load_backbone(a)[0], load_backbone(b)[0]])
+    x = torch.randn(3, *SHAPE, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(net(x), expected(x))
+    assert (meta["architecture"], meta["config"]["combine"]) == (
+        "BackboneEnsemble",
+        "concat",
+    )
+    assert meta["input_shape"] == SHAPE
+    # the union, in order of first appearance
+    assert meta["trained_on"] == {"dataset": "digits", "classes": [0, 1, 2, 9, 3, 4]}
+    record = json.loads(stdout)
+    assert json.loads((tmp_path / "final.pt.json").read_text()) == record
+    assert record["command"] == "ensemble"
+    assert record["argv"] == [str(v) for v in argv]
+    assert record["combine"] == "concat"
+    assert record["input_shape"] == [1, 16, 16]
+    assert record["n_features"] == 8  # 4 + 4: Conv4(hidden=4) on 16 x 16 gives 4
+    assert record["trained_on"] == meta["trained_on"]
+    assert record["warnings"] == []
+    assert [(m["path"], m["sha256"]) for m in record["members"]] == [
+        (str(a), _sha256(a)),
+        (str(b), _sha256(b)),
+    ]
+    assert [m["trained_on"] for m in record["members"]] == [DIGITS_A, DIGITS_B]
+    assert [m["n_features"] for m in record["members"]] == [4, 4]
+    assert {"skfewshot", "torch", "python"} <= set(record["versions"])
+
+
+def test_ensemble_text_output_and_mean(pair, tmp_path, capsys):
+    out = tmp_path / "mean.pt"
+    status, stdout, err = run(capsys, "ensemble", *pair, "-o", out, "--combine", "mean")
+    assert status == 0 and err == ""
+    assert stdout == (
+        f"Ensemble of 2 backbones (mean: 4 features of (1, 16, 16) inputs) written "
+        f"to {out} (record: {out}.json)\n"
+    )
+    net, _ = load_backbone(out)
+    expected = BackboneEnsemble([load_backbone(p)[0] for p in pair], combine="mean")
+    x = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(net(x), expected(x))
+
+
+def test_mean_of_members_of_different_widths_names_the_widths(tmp_path, capsys):
+    a = _save(tmp_path / "a.pt", hidden=4)
+    b = _save(tmp_path / "b.pt", DIGITS_B, hidden=8)
+    out = tmp_path / "final.pt"
+    status, stdout, err = run(capsys, "ensemble", a, b, "-o", out, "--combine", "mean")
+    assert status == 1 and stdout == ""
+    assert err == (
+        f"skfewshot ensemble: error: --combine mean: the members' widths differ "
+        f"({a}: 4, {b}: 8); use --combine concat, or members of one width\n"
+    )
+    assert not out.exists() and not (tmp_path / "final.pt.json").exists()
+
+
+OMNIGLOT_1 = {
+    "dataset": "omniglot",
+    "subset": ["images_background_small1"],
+    "alphabets": ["Greek", "Latin", "Korean"],
+}
+# an older record: one subset as a str
+OMNIGLOT_2 = {
+    "dataset": "omniglot",
+    "subset": "images_background_small2",
+    "alphabets": ["Latin", "Greek", "Tagalog"],
+}
+
+
+@pytest.mark.parametrize(
+    "records, expected",
+    [
+        (
+            [DIGITS_A, DIGITS_B, DIGITS_A],
+            {"dataset": "digits", "classes": [0, 1, 2, 9, 3, 4]},
+        ),
+        (
+            [OMNIGLOT_1, OMNIGLOT_2],
+            {
+                "dataset": "omniglot",
+                "subset": ["images_background_small1", "images_background_small2"],
+                "alphabets": ["Greek", "Latin", "Korean", "Tagalog"],
+            },
+        ),
+        (
+            [
+                {"dataset": "folder", "classes": ["cat", "dog"]},
+                {"dataset": "folder", "classes": ["dog", "emu"]},
+            ],
+            {"dataset": "folder", "classes": ["cat", "dog", "emu"]},
+        ),
+    ],
+)
+def test_ensemble_records_the_union_of_what_its_members_saw(
+    records, expected, tmp_path, capsys
+):
+    paths = [_save(tmp_path / f"m{i}.pt", t, seed=i) for i, t in enumerate(records)]
+    out = tmp_path / "final.pt"
+    status, _, err = run(capsys, "ensemble", *paths, "-o", out)
+    assert status == 0 and err == ""
+    assert load_backbone(out)[1]["trained_on"] == expected
+
+
+def test_members_trained_on_different_data_sets_are_refused(tmp_path, capsys):
+    a = _save(tmp_path / "a.pt", DIGITS_A)
+    b = _save(tmp_path / "b.pt", OMNIGLOT_1, seed=1)
+    status, _, err = run(capsys, "ensemble", a, b, "-o", tmp_path / "final.pt")
+    assert status == 1
+    assert err == (
+        f"skfewshot ensemble: error: the members were trained on different data "
+        f"sets ({a} on 'digits', {b} on 'omniglot'); evaluate could not leave out "
+        "every class the ensemble saw\n"
+    )
+    assert not (tmp_path / "final.pt").exists()
+
+
+def test_members_disagreeing_on_another_field_are_refused(tmp_path, capsys):
+    a = _save(tmp_path / "a.pt", {**DIGITS_A, "image_size": 16})
+    b = _save(tmp_path / "b.pt", {**DIGITS_B, "image_size": 8}, seed=1)
+    status, _, err = run(capsys, "ensemble", a, b, "-o", tmp_path / "final.pt")
+    assert status == 1
+    assert err == (
+        "skfewshot ensemble: error: the members' training records disagree on "
+        f"'image_size' ({a}: 16, {b}: 8)\n"
+    )
+
+
+def test_a_member_without_a_record_makes_the_ensemble_record_none(
+    pair, tmp_path, capsys
+):
+    a, _ = pair
+    c = _save(tmp_path / "c.pt", None, seed=2)
+    out = tmp_path / "final.pt"
+    status, stdout, err = run(capsys, "ensemble", a, c, "-o", out, "--json")
+    assert status == 0
+    warning = (
+        f"{c} records no training data, so the ensemble records none and evaluate "
+        "will not be able to leave out its training classes (record them with "
+        "save_backbone(..., trained_on=...), or train with skfewshot train)"
+    )
+    assert err == f"skfewshot ensemble: warning: {warning}\n"
+    assert load_backbone(out)[1]["trained_on"] is None
+    record = json.loads(stdout)
+    assert record["trained_on"] is None and record["warnings"] == [warning]
+
+
+def test_a_member_without_a_seen_list_leaves_it_out_with_a_warning(tmp_path, capsys):
+    a = _save(tmp_path / "a.pt", DIGITS_A)
+    b = _save(tmp_path / "b.pt", {"dataset": "digits"}, seed=1)
+    out = tmp_path / "final.pt"
+    status, _, err = run(capsys, "ensemble", a, b, "-o", out)
+    assert status == 0
+    assert err == (
+        f"skfewshot ensemble: warning: {b} records no 'classes', so the ensemble "
+        "records none and evaluate will not be able to leave out every class it "
+        "saw\n"
+    )
+    # evaluate then treats the digits as unrecorded: warns and assumes 0-4
+    assert load_backbone(out)[1]["trained_on"] == {"dataset": "digits"}
+
+
+def test_members_of_different_input_shapes_are_refused(tmp_path, capsys):
+    a = _save(tmp_path / "a.pt")
+    b = _save(tmp_path / "b.pt", seed=1, input_shape=(1, 28, 28))
+    status, _, err = run(capsys, "ensemble", a, b, "-o", tmp_path / "final.pt")
+    assert status == 1
+    assert err == (
+        f"skfewshot ensemble: error: the members take different inputs: {a} "
+        f"(1, 16, 16), {b} (1, 28, 28); an ensemble runs every member on the "
+        "same images\n"
+    )
+
+
+def test_a_member_without_an_input_shape_is_refused(tmp_path, capsys):
+    a = _save(tmp_path / "a.pt")
+    b = _save(tmp_path / "b.pt", seed=1, input_shape=None)
+    status, _, err = run(capsys, "ensemble", a, b, "-o", tmp_path / "final.pt")
+    assert status == 1
+    assert err == (
+        f"skfewshot ensemble: error: member {b} records no input shape, so the "
+        "ensemble's input cannot be checked; save it with save_backbone(..., "
+        "input_shape=...) or train it with skfewshot train\n"
+    )
+
+
+def _refusal_cases(tmp_path, a, b):
+    """``(argv after 'ensemble', expected error)`` for each refused input."""
+    missing, folder = tmp_path / "missing.pt", tmp_path / "folder"
+    notes, cut, other = tmp_path / "notes.pt", tmp_path / "cut.pt", tmp_path / "o.pt"
+    again, copy = tmp_path / ".." / tmp_path.name / "a.pt", tmp_path / "copy.pt"
+    nowhere = tmp_path / "nowhere"
+    notes.write_text("not a backbone")
+    cut.write_bytes(a.read_bytes()[:200])
+    torch.save({"weights": torch.zeros(1)}, other)
+    folder.mkdir()
+    shutil.copy(a, copy)
+    out = tmp_path / "final.pt"
+    same = "an ensemble of a backbone with itself gives the same predictions"
+    unreadable = "is not a readable skfewshot backbone file"
+    return [
+        ([a, "-o", out], f"an ensemble needs at least 2 backbone files, got 1 ({a})"),
+        ([a, missing, "-o", out], f"member {missing} does not exist"),
+        ([a, folder, "-o", out], f"member {folder} is a directory, not a backbone"),
+        ([a, notes, "-o", out], f"{str(notes)!r} {unreadable}"),
+        ([a, cut, "-o", out], f"{str(cut)!r} {unreadable}"),
+        ([a, other, "-o", out], f"{str(other)!r} is not a skfewshot backbone file"),
+        (
+            [a, b, again, "-o", out],
+            f"member {again} is given twice (also as {a}); {same}",
+        ),
+        (
+            [a, copy, "-o", out],
+            f"member {copy} is a copy of {a} (same SHA-256); {same}",
+        ),
+        (
+            [a, b, "-o", b],
+            f"--output {b} is the member {b}: writing the ensemble there would "
+            "overwrite it; give another file name",
+        ),
+        (
+            [a, b, "-o", nowhere / "final.pt"],
+            f"--output {nowhere / 'final.pt'}: folder {nowhere} does not exist",
+        ),
+    ]
+
+
+def test_each_refusal_names_the_file_and_writes_nothing(pair, tmp_path, capsys):
+    a, b = pair
+    before = {p: p.read_bytes() for p in (a, b)}
+    for argv, message in _refusal_cases(tmp_path, a, b):
+        status, stdout, err = run(capsys, "ensemble", *argv)
+        assert status == 1 and stdout == "", argv
+        assert err.startswith(f"skfewshot ensemble: error: {message}"), (argv, err)
+        assert err.count("\n") == 1
+        assert not (tmp_path / "final.pt").exists()
+        assert not (tmp_path / "final.pt.json").exists()
+    assert {p: p.read_bytes() for p in (a, b)} == before  # members untouched
+
+
+def test_evaluate_on_the_ensemble_leaves_out_what_any_member_saw(
+    pair, tmp_path, capsys
+):
+    out = tmp_path / "final.pt"
+    assert run(capsys, "ensemble", *pair, "-o", out)[0] == 0
+    status, stdout, err = run(
+        capsys, "evaluate", "--dataset", "digits", "--backbone", out,
+        "--n-way", "3", "--n-shot", "1", "--n-query", "2", "--episodes", "2",
+        "--json", "--quiet",
+    )  # fmt: skip
+    assert status == 0 and err == ""
+    result = json.loads(stdout)
+    assert result["architecture"] == "BackboneEnsemble"
+    # a.pt saw 0 1 2 9, b.pt 0-4: neither is evaluated on a digit it saw
+    assert result["classes"] == [5, 6, 7, 8]
+    assert result["excluded_classes"] == [0, 1, 2, 3, 4, 9]
+    assert result["novelty_warning"] is None
+    assert result["n_episodes"] == 2
+
+
+@pytest.mark.shared_data
+def test_runs_on_the_ensemble_with_test_time_shifts(shared_data, tmp_path, capsys):
+    build_omniglot_runs(shared_data, tmp_path / "runs", n_runs=1, n_way=5)
+    members = [
+        _save(tmp_path / f"m{i}.pt", OMNIGLOT_1, seed=i, input_shape=(1, 28, 28))
+        for i in range(2)
+    ]
+    out = tmp_path / "final.pt"
+    assert run(capsys, "ensemble", *members, "-o", out)[0] == 0
+    status, stdout, err = run(
+        capsys, "runs", "--runs", tmp_path / "runs", "--backbone", out,
+        "--test-time-shifts", "1", "--json",
+    )  # fmt: skip
+    assert status == 0, err
+    result = json.loads(stdout)
+    assert result["test_time_shifts"] == 1
+    assert [r["n_queries"] for r in result["runs"]] == [5]
+
+
+def test_help_documents_every_option_and_the_recipe(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["ensemble", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    sub = build_parser()._subparsers._group_actions[0].choices["ensemble"]
+    for action in sub._actions:
+        for flag in action.option_strings:
+            assert flag in out
+        assert action.help
+    assert "  skfewshot ensemble a.pt b.pt --output final.pt\n" in out
+    assert "--backbone final.pt --test-time-shifts 1" in out
