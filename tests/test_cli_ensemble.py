@@ -1,12 +1,15 @@
 """``skfewshot ensemble``: backbone files joined into one ensemble backbone file."""
 
+import csv
 import hashlib
+import io
 import json
 import shutil
 
 import pytest
 import torch
 from conftest import build_omniglot_runs
+from test_cli_train_predict import CLASSES, _expected, _folder
 
 from skfewshot.cli import build_parser, main
 from skfewshot.models import BackboneEnsemble, Conv4, load_backbone, save_backbone
@@ -341,3 +344,33 @@ def test_help_documents_every_option_and_the_recipe(capsys):
         assert action.help
     assert "  skfewshot ensemble a.pt b.pt --output final.pt\n" in out
     assert "--backbone final.pt --test-time-shifts 1" in out
+
+
+def test_train_twice_ensemble_predict(tmp_path, capsys):
+    """The recipe end to end: two quick ``train`` runs, their ensemble, ``predict``."""
+    quick = ["--epochs", "1", "--image-size", "16", "--width", "4", "--quiet"]
+    first = _folder(tmp_path / "first", 3, classes=("circle", "cross"))
+    second = _folder(tmp_path / "second", 3, classes=("cross", "square", "stripes"))
+    a, b, out = tmp_path / "a.pt", tmp_path / "b.pt", tmp_path / "final.pt"
+    for data, path, recipe in [
+        (first, a, ["--augment", "affine", "--distill-generations", "1"]),
+        (second, b, ["--augment", "affine-elastic"]),
+    ]:
+        assert run(capsys, "train", data, "-o", path, *quick, *recipe)[0] == 0
+    status, _, err = run(capsys, "ensemble", a, b, "-o", out)
+    assert status == 0 and err == ""
+    assert load_backbone(out)[1]["trained_on"] == {
+        "dataset": "folder",
+        "classes": ["circle", "cross", "square", "stripes"],
+    }
+    support = _folder(tmp_path / "support", 1)
+    files = sorted(_folder(tmp_path / "query", 1, flat=True).iterdir())
+    status, stdout, err = run(
+        capsys, "predict", "--backbone", out, "--support", support,
+        "--query", tmp_path / "query",
+    )  # fmt: skip
+    assert status == 0, err
+    rows = list(csv.reader(io.StringIO(stdout)))[1:]
+    proba = _expected(out, support, files)  # the library on the loaded ensemble
+    assert [r[1] for r in rows] == [CLASSES[i] for i in proba.argmax(1)]
+    assert [r[2] for r in rows] == [f"{p:.6f}" for p in proba.max(1)]
