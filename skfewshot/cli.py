@@ -856,28 +856,6 @@ def _validation_callback(X_val, y_val, seed):
     )
 
 
-def _make_augment(name, image_size):
-    """The ``--augment`` recipe for images of side ``image_size`` (None: none).
-
-    The elastic distortion's size is relative to the image: Simard et al.'s
-    28 x 28 ``alpha`` and ``sigma`` (:class:`~skfewshot.augment.ElasticDistortion`'s
-    defaults) times ``k ** 2`` and ``k`` for ``k = image_size / 28``.
-    """
-    if name == "none":
-        return None
-    from .augment import Compose, ElasticDistortion, RandomAffine
-
-    if name == "shift-rotate":
-        return RandomAffine(degrees=10.0, translate=2 / 28)
-    affine = RandomAffine(degrees=15.0, translate=0.08, scale=(0.85, 1.15), shear=10.0)
-    if name == "affine":
-        return affine
-    k, simard = image_size / 28, ElasticDistortion()
-    return Compose(
-        [affine, ElasticDistortion(alpha=simard.alpha * k**2, sigma=simard.sigma * k)]
-    )
-
-
 def _make_trainer(args, in_channels, callbacks, teacher=None):
     """A fresh trainer of the command line's recipe (seeded initial weights)."""
     import torch
@@ -890,7 +868,7 @@ def _make_trainer(args, in_channels, callbacks, teacher=None):
         torch.manual_seed(args.seed)
         module = getattr(models, _ARCHS[args.arch])(in_channels=in_channels, **width)
     common = {
-        "augment": _make_augment(args.augment, args.image_size),
+        "augment": recipes.make_augmentation(args.augment, args.image_size),
         "max_epochs": args.epochs,
         "device": args.device,
         "callbacks": callbacks,
@@ -1767,7 +1745,7 @@ def _add_train_parser(sub, common):
     )
     train.add_argument(
         "--augment",
-        choices=("none", "shift-rotate", "affine", "affine-elastic"),
+        choices=recipes.AUGMENTATIONS,
         default="none",
         help="random augmentation of every training batch (skfewshot.augment): "
         "shift-rotate = RandomAffine(degrees=10, translate=2/28); affine = "

@@ -34,7 +34,9 @@ def digits_backbone(tmp_path_factory):
     return str(path)
 
 
-@pytest.mark.parametrize("command", ["demo", "evaluate", "runs", "train", "predict"])
+@pytest.mark.parametrize(
+    "command", ["demo", "evaluate", "runs", "train", "predict", "ensemble"]
+)
 def test_help_lists_every_option(command, capsys):
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])
