@@ -99,19 +99,19 @@ def column_name(n_way, n_shot, within):
     return f"{n_way}-way {n_shot}-shot" + (" within" if within else "")
 
 
-def make_trainer(recipe, n_train, budget, seed, hidden=64):
+def make_trainer(recipe, n_train, budget, seed, make_module=Conv4):
     """The trainer of ``recipe`` with ``budget`` epochs' worth of images.
 
     Every recipe sees ``budget * n_train`` images: supervised recipes in
     ``budget`` epochs of mini-batches, ProtoNet in ``budget`` epochs of
-    episodes of 20-way 5-shot 5-query (200 images each). The backbone is a
-    ``Conv4(hidden=hidden)`` whose initial weights are drawn with torch seeded
-    by ``seed`` (the trainers seed only their own draws: before this, every
-    run started from other weights).
+    episodes of 20-way 5-shot 5-query (200 images each). The backbone is
+    ``make_module()`` (a ``Conv4()`` by default), built with torch seeded by
+    ``seed`` so its initial weights are too (the trainers seed only their own
+    draws: before this, every run started from other weights).
     """
     with torch.random.fork_rng():  # the global generator is left as it was
         torch.manual_seed(seed)
-        module = Conv4(hidden=hidden)
+        module = make_module()
     common = dict(
         max_epochs=budget,
         lr_schedule="cosine",
@@ -562,8 +562,8 @@ def machine():
 # -- main --------------------------------------------------------------------
 
 
-def load_small(subset, data_dir):
-    b = load_omniglot(subset, path=data_dir, image_size=28)
+def load_small(subset, data_dir, image_size=28):
+    b = load_omniglot(subset, path=data_dir, image_size=image_size)
     return b.data, b.target, b.groups, b.group_names
 
 

@@ -1,4 +1,4 @@
-"""Ready-made few-shot heads and the digits demo, shared by the CLI and benchmarks.
+"""Ready-made few-shot heads, training augmentations and the digits demo.
 
 A *head* is the classifier fitted on each support set, on top of frozen
 features. :func:`make_head` builds one by its short name (the names the
@@ -6,6 +6,9 @@ features. :func:`make_head` builds one by its short name (the names the
 human label in :data:`HEAD_LABELS`); :func:`run_demo` is the digits
 experiment that ``skfewshot demo`` prints: pretrain a Conv4 on digits 0-4,
 then compare the heads on 5-way episodes of the novel digits 5-9.
+:func:`make_augmentation` builds the named training augmentations of
+``skfewshot train --augment`` (:data:`AUGMENTATIONS`). The CLI and the
+benchmarks share these definitions.
 
 Importing this module is cheap: torch and scikit-learn are imported when a
 head is built or the demo runs.
