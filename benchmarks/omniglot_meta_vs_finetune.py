@@ -64,8 +64,8 @@ from skfewshot.augment import RandomAffine
 from skfewshot.backbone import BackboneTransformer
 from skfewshot.datasets import augment_rotations, load_omniglot
 from skfewshot.model_selection import EpisodicSplit, evaluate_episodes
-from skfewshot.models import BackboneEnsemble, Conv4, load_backbone, save_backbone
-from skfewshot.recipes import HEAD_LABELS, HEADS, make_augmentation, make_head
+from skfewshot.models import Conv4, load_backbone, save_backbone
+from skfewshot.recipes import HEAD_LABELS, HEADS, make_head, pretrain_one_shot_ensemble
 from skfewshot.training import ProtoNetMetaTrainer, SupervisedPretrainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,9 +85,6 @@ SHORT = {
 COLUMNS = ((5, 1, False), (5, 5, False), (20, 1, False), (20, 5, False), (20, 1, True))
 N_QUERY = 15
 VALID_ALPHABET = "Early_Aramaic"  # the smallest small1 alphabet (22 characters)
-
-# issue 14's final recipe (train_final): (augmentation, born-again) per member
-FINAL_MEMBERS = (("affine", True), ("affine-elastic", False))
 
 # grids searched on the validation classes only
 ALPHA_GRID = (1e-3, 1e-2, 1e-1, 1.0)
@@ -639,36 +636,17 @@ def run_comparison(args):
 
 
 def train_final(X, y, args):
-    """Issue 14's recipe: the ensemble the one-shot ablation chose on validation.
+    """Issue 14's recipe, the ensemble the one-shot ablation chose on validation.
 
-    Two supervised trainings with the ``affine`` augmentation (the second a
-    born-again student distilled from the first) and one with
-    ``affine-elastic``; the student and the elastic network make a
-    :class:`~skfewshot.models.BackboneEnsemble` (L2-normalised features
-    concatenated), to be evaluated with test-time shifts
-    (``--test-time-shifts 1``). ``skfewshot train --augment affine
-    --distill-generations 1``, ``skfewshot train --augment affine-elastic`` and
-    ``skfewshot ensemble`` reproduce it from the command line.
+    :func:`skfewshot.recipes.pretrain_one_shot_ensemble` with its default
+    members: an ``affine`` born-again network (distilled from a first
+    ``affine`` one) and an ``affine-elastic`` one, each ``--epochs`` epochs,
+    their features concatenated; evaluated with ``--test-time-shifts 1``.
+    ``skfewshot train`` (twice) and ``skfewshot ensemble`` give the same network.
     """
-    members, teacher = [], None
-    for augmentation, distill in FINAL_MEMBERS:
-        if distill and teacher is None:
-            teacher = fit_supervised(augmentation, X, y, args)
-        members.append(fit_supervised(augmentation, X, y, args, teacher=teacher))
-    return BackboneEnsemble([m.backbone_ for m in members])
-
-
-def fit_supervised(augmentation, X, y, args, *, teacher=None):
-    """The ``linear`` recipe with another augmentation (and a teacher), fitted."""
-    trainer = make_trainer("linear", len(X), args.epochs, args.seed)
-    trainer.set_params(augment=make_augmentation(augmentation), teacher=teacher)
-    print(
-        f"[final] {augmentation}"
-        + (" (born-again, distilled from the first)" if teacher else "")
-        + f" on {len(X)} images",
-        flush=True,
-    )
-    return trainer.fit(X, y)
+    return pretrain_one_shot_ensemble(
+        X, y, max_epochs=args.epochs, random_state=args.seed, device="cpu", verbose=1
+    )[0]
 
 
 def run_train_on_both(args):

@@ -7,8 +7,9 @@ human label in :data:`HEAD_LABELS`); :func:`run_demo` is the digits
 experiment that ``skfewshot demo`` prints: pretrain a Conv4 on digits 0-4,
 then compare the heads on 5-way episodes of the novel digits 5-9.
 :func:`make_augmentation` builds the named training augmentations of
-``skfewshot train --augment`` (:data:`AUGMENTATIONS`). The CLI and the
-benchmarks share these definitions.
+``skfewshot train --augment`` (:data:`AUGMENTATIONS`), and
+:func:`pretrain_one_shot_ensemble` the one-shot Omniglot recipe that uses them.
+The CLI and the benchmarks share these definitions.
 
 Importing this module is cheap: torch and scikit-learn are imported when a
 head is built or the demo runs.
@@ -34,7 +35,9 @@ __all__ = [
     "HEAD_LABELS",
     "make_augmentation",
     "make_head",
+    "ONE_SHOT_MEMBERS",
     "pretrain_demo_backbone",
+    "pretrain_one_shot_ensemble",
     "run_demo",
 ]
 
@@ -51,6 +54,10 @@ HEAD_LABELS = {
 
 #: Names of the training augmentations :func:`make_augmentation` builds.
 AUGMENTATIONS = ("none", "shift-rotate", "affine", "affine-elastic")
+
+#: The members of :func:`pretrain_one_shot_ensemble`'s ensemble by default:
+#: ``(augmentation, born_again)`` pairs, chosen on Omniglot's validation alphabet.
+ONE_SHOT_MEMBERS = (("affine", True), ("affine-elastic", False))
 
 #: The digits the demo's backbone is pretrained on (its novel classes are the rest).
 DEMO_BASE_CLASSES = (0, 1, 2, 3, 4)
@@ -250,6 +257,144 @@ def pretrain_demo_backbone(
     )
     trainer.fit(X[base], y[base])
     return trainer, X[~base], y[~base]
+
+
+def pretrain_one_shot_ensemble(
+    X: Any,
+    y: Any,
+    *,
+    members: Sequence[tuple[str, bool]] = ONE_SHOT_MEMBERS,
+    make_module: Any = None,
+    max_epochs: int = 40,
+    random_state: int = 0,
+    device: Any = "auto",
+    verbose: int = 0,
+) -> tuple[Any, list]:
+    """Pretrain several backbones on base classes and join them in an ensemble.
+
+    The one-shot Omniglot recipe of :ref:`benchmarks_omniglot` ("Ablation"),
+    as a function: every member is a
+    :class:`~skfewshot.training.SupervisedPretrainer` with its defaults
+    (linear head, SGD with learning rate 0.05, batch 64, weight decay 5e-4,
+    cosine schedule) and ``augment=make_augmentation(name, image_size)``,
+    trained for ``max_epochs`` on ``(X, y)``. A *born-again* member is a second
+    generation, trained with a first generation of the same augmentation as
+    ``teacher=`` (trained once, shared by the born-again members of that
+    augmentation). Every network starts from the same initial weights,
+    ``make_module()`` built with torch seeded by ``random_state``, as
+    ``skfewshot train --seed`` does, so on the CPU the default recipe gives the
+    same ensemble as::
+
+        skfewshot train DATA --augment affine --distill-generations 1 \
+            --epochs 40 -o a.pt
+        skfewshot train DATA --augment affine-elastic --epochs 40 -o b.pt
+        skfewshot ensemble a.pt b.pt -o final.pt
+
+    Evaluate it with test-time shifts,
+    ``BackboneTransformer(ensemble, test_time_shifts=1)``, as the benchmark
+    does.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, channels, height, width)
+        Images of the base classes (for Omniglot, with
+        :func:`~skfewshot.datasets.augment_rotations` applied first).
+    y : array-like of shape (n_samples,)
+        Their base-class labels.
+    members : sequence of (str, bool), default=ONE_SHOT_MEMBERS
+        One ``(augmentation, born_again)`` pair per member: a name of
+        :data:`AUGMENTATIONS` and whether the member is a born-again second
+        generation.
+    make_module : callable, default=None
+        Builds a fresh backbone, e.g. ``lambda: Conv4(hidden=128)``; None is
+        ``Conv4(in_channels=X.shape[1])``.
+    max_epochs : int, default=40
+        Epochs of every training (a born-again member costs two trainings).
+    random_state : int, default=0
+        Seeds the initial weights and every training.
+    device : str or torch.device, default="auto"
+        Where to train (the GPU when one is present).
+    verbose : int, default=0
+        The trainers' verbosity: 0 is silent, 1 prints one line per epoch.
+
+    Returns
+    -------
+    ensemble : BackboneEnsemble
+        The members' backbones (on the CPU, in eval mode), their L2-normalised
+        features concatenated.
+    trainers : list of SupervisedPretrainer
+        One fitted trainer per member, in order; a born-again member's first
+        generation is its ``teacher``.
+
+    Raises
+    ------
+    ValueError
+        When ``X`` is not 4-D, ``members`` is empty or holds an unknown
+        augmentation, or ``random_state`` is not an int.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import torch
+    >>> from skfewshot.models import Conv4
+    >>> from skfewshot.recipes import pretrain_one_shot_ensemble
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.random((24, 1, 16, 16), dtype=np.float32)
+    >>> y = np.repeat([0, 1, 2], 8)
+    >>> ensemble, trainers = pretrain_one_shot_ensemble(
+    ...     X, y, make_module=lambda: Conv4(hidden=4), max_epochs=1, device="cpu")
+    >>> ensemble(torch.as_tensor(X[:2])).shape  # two members of 4 features
+    torch.Size([2, 8])
+    >>> [t.teacher is not None for t in trainers]
+    [True, False]
+    """
+    import torch
+
+    from .models import BackboneEnsemble, Conv4
+    from .training import SupervisedPretrainer
+
+    if len(np.shape(X)) != 4:
+        raise ValueError(
+            "X must hold images of shape (n_samples, channels, height, width); "
+            f"got shape {np.shape(X)}."
+        )
+    if isinstance(random_state, bool) or not isinstance(random_state, int):
+        raise ValueError(f"random_state must be an int, got {random_state!r}.")
+    members = [(str(name), bool(born_again)) for name, born_again in members]
+    if not members:
+        raise ValueError("members is empty; give at least one (augmentation, bool).")
+    for name, _ in members:
+        make_augmentation(name)  # an unknown name fails before any training
+    if make_module is None:
+        in_channels = int(np.shape(X)[1])
+
+        def make_module():
+            return Conv4(in_channels=in_channels)
+
+    def fit(name, teacher=None):
+        with torch.random.fork_rng():  # seeded initial weights, global RNG untouched
+            torch.manual_seed(random_state)
+            module = make_module()
+        trainer = SupervisedPretrainer(
+            module,
+            max_epochs=max_epochs,
+            augment=make_augmentation(name, int(np.shape(X)[-1])),
+            teacher=teacher,
+            device=device,
+            verbose=verbose,
+            random_state=random_state,
+        )
+        return trainer.fit(X, y)
+
+    teachers, trainers = {}, []
+    for name, born_again in members:
+        teacher = None
+        if born_again:
+            if name not in teachers:
+                teachers[name] = fit(name)
+            teacher = teachers[name]
+        trainers.append(fit(name, teacher))
+    return BackboneEnsemble([t.backbone_ for t in trainers]), trainers
 
 
 def run_demo(

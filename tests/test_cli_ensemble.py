@@ -374,3 +374,48 @@ def test_train_twice_ensemble_predict(tmp_path, capsys):
     proba = _expected(out, support, files)  # the library on the loaded ensemble
     assert [r[1] for r in rows] == [CLASSES[i] for i in proba.argmax(1)]
     assert [r[2] for r in rows] == [f"{p:.6f}" for p in proba.max(1)]
+
+
+def test_cli_recipe_equals_the_library_recipe(tmp_path, capsys):
+    """``train`` x2 + ``ensemble`` give pretrain_one_shot_ensemble's network."""
+    from skfewshot.datasets import load_image_folder
+    from skfewshot.recipes import ONE_SHOT_MEMBERS, pretrain_one_shot_ensemble
+
+    assert ONE_SHOT_MEMBERS == (("affine", True), ("affine-elastic", False))
+    data = _folder(tmp_path / "data", 3)
+    quick = ["--epochs", "1", "--image-size", "16", "--width", "4", "--quiet"]
+    a, b, out = tmp_path / "a.pt", tmp_path / "b.pt", tmp_path / "final.pt"
+    for path, recipe in [
+        (a, ["--augment", "affine", "--distill-generations", "1"]),
+        (b, ["--augment", "affine-elastic"]),
+    ]:
+        assert run(capsys, "train", data, "-o", path, *quick, *recipe)[0] == 0
+    assert run(capsys, "ensemble", a, b, "-o", out)[0] == 0
+    X, y = load_image_folder(data, image_size=16, return_X_y=True)
+    ensemble, trainers = pretrain_one_shot_ensemble(
+        X,
+        y,
+        make_module=lambda: Conv4(in_channels=1, hidden=4),
+        max_epochs=1,
+        device="cpu",
+    )
+    assert [t.teacher is not None for t in trainers] == [True, False]
+    assert repr(trainers[1].augment).startswith("Compose([RandomAffine(")
+    images = torch.as_tensor(X)
+    with torch.no_grad():
+        expected = ensemble(images)
+        assert torch.equal(load_backbone(out)[0](images), expected)
+        # the default recipe starts every network from the same seeded weights
+        again = pretrain_one_shot_ensemble(
+            X, y, make_module=lambda: Conv4(hidden=4), max_epochs=1, device="cpu"
+        )[0]
+        assert torch.equal(again(images), expected)
+        other = pretrain_one_shot_ensemble(
+            X,
+            y,
+            make_module=lambda: Conv4(hidden=4),
+            max_epochs=1,
+            device="cpu",
+            random_state=1,
+        )[0]
+        assert not torch.equal(other(images), expected)

@@ -136,3 +136,31 @@ def test_make_augmentation_rejects(name, image_size, match):
 
     with pytest.raises(ValueError, match=match):
         make_augmentation(name, image_size=image_size)
+
+
+@pytest.mark.parametrize(
+    "X_shape, params, match",
+    [
+        ((6, 16, 16), {}, r"X must hold images of shape .* got shape \(6, 16, 16\)"),
+        ((6, 1, 16, 16), {"members": []}, "members is empty"),
+        (
+            (6, 1, 16, 16),
+            {"members": [("affine", True), ("elastic", False)]},
+            "unknown augmentation 'elastic'",
+        ),
+        ((6, 1, 16, 16), {"random_state": None}, "random_state must be an int"),
+    ],
+)
+def test_pretrain_one_shot_ensemble_rejects_before_training(X_shape, params, match):
+    from skfewshot.recipes import pretrain_one_shot_ensemble
+
+    def make_module():  # never reached: the checks come before any training
+        raise AssertionError("trained despite invalid input")
+
+    with pytest.raises(ValueError, match=match):
+        pretrain_one_shot_ensemble(
+            np.zeros(X_shape, np.float32),
+            np.arange(6) % 2,
+            make_module=make_module,
+            **params,
+        )
