@@ -65,7 +65,13 @@ from skfewshot.backbone import BackboneTransformer
 from skfewshot.datasets import augment_rotations, load_omniglot
 from skfewshot.model_selection import EpisodicSplit, evaluate_episodes
 from skfewshot.models import Conv4, load_backbone, save_backbone
-from skfewshot.recipes import HEAD_LABELS, HEADS, make_head, pretrain_one_shot_ensemble
+from skfewshot.recipes import (
+    HEAD_LABELS,
+    HEADS,
+    ONE_SHOT_MEMBERS,
+    make_head,
+    pretrain_one_shot_ensemble,
+)
 from skfewshot.training import ProtoNetMetaTrainer, SupervisedPretrainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -639,13 +645,21 @@ def train_final(X, y, args):
     """Issue 14's recipe, the ensemble the one-shot ablation chose on validation.
 
     :func:`skfewshot.recipes.pretrain_one_shot_ensemble` with its default
-    members: an ``affine`` born-again network (distilled from a first
-    ``affine`` one) and an ``affine-elastic`` one, each ``--epochs`` epochs,
+    members: an ``affine`` network trained with the rotation-prediction loss
+    for half of ``--epochs`` and an ``affine-elastic`` one for ``--epochs``,
     their features concatenated; evaluated with ``--test-time-shifts 1``.
     ``skfewshot train`` (twice) and ``skfewshot ensemble`` give the same network.
     """
+    members = [dict(member) for member in ONE_SHOT_MEMBERS]
+    members[0]["max_epochs"] = max(1, args.epochs // 2)  # 20 of the default 40
     return pretrain_one_shot_ensemble(
-        X, y, max_epochs=args.epochs, random_state=args.seed, device="cpu", verbose=1
+        X,
+        y,
+        members=members,
+        max_epochs=args.epochs,
+        random_state=args.seed,
+        device="cpu",
+        verbose=1,
     )[0]
 
 

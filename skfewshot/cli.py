@@ -1847,9 +1847,9 @@ def _add_ensemble_parser(sub, report):
             "example (issue 14's recipe: two trainings, their ensemble, test-time "
             "shifts):\n"
             "  skfewshot train --dataset omniglot --data-dir DIR --augment affine \\\n"
-            "      --distill-generations 1 --rotations --output a.pt\n"
+            "      --rotation-loss-weight 1 --epochs 20 --rotations --output a.pt\n"
             "  skfewshot train --dataset omniglot --data-dir DIR \\\n"
-            "      --augment affine-elastic --rotations --output b.pt\n"
+            "      --augment affine-elastic --epochs 40 --rotations --output b.pt\n"
             "  skfewshot ensemble a.pt b.pt --output final.pt\n"
             "  skfewshot runs --runs RUNS --backbone final.pt --test-time-shifts 1"
         ),

@@ -55,9 +55,13 @@ HEAD_LABELS = {
 #: Names of the training augmentations :func:`make_augmentation` builds.
 AUGMENTATIONS = ("none", "shift-rotate", "affine", "affine-elastic")
 
-#: The members of :func:`pretrain_one_shot_ensemble`'s ensemble by default:
-#: ``(augmentation, born_again)`` pairs, chosen on Omniglot's validation alphabet.
-ONE_SHOT_MEMBERS = (("affine", True), ("affine-elastic", False))
+#: The members of :func:`pretrain_one_shot_ensemble`'s ensemble by default, the
+#: best pair on Omniglot's validation alphabet: a network trained with the
+#: rotation-prediction loss for half the epochs, and an affine + elastic one.
+ONE_SHOT_MEMBERS = (
+    {"augment": "affine", "rotation_loss_weight": 1.0, "max_epochs": 20},
+    {"augment": "affine-elastic"},
+)
 
 #: The digits the demo's backbone is pretrained on (its novel classes are the rest).
 DEMO_BASE_CLASSES = (0, 1, 2, 3, 4)
@@ -263,7 +267,7 @@ def pretrain_one_shot_ensemble(
     X: Any,
     y: Any,
     *,
-    members: Sequence[tuple[str, bool]] = ONE_SHOT_MEMBERS,
+    members: Sequence[dict] = ONE_SHOT_MEMBERS,
     make_module: Any = None,
     max_epochs: int = 40,
     random_state: int = 0,
@@ -276,17 +280,18 @@ def pretrain_one_shot_ensemble(
     as a function: every member is a
     :class:`~skfewshot.training.SupervisedPretrainer` with its defaults
     (linear head, SGD with learning rate 0.05, batch 64, weight decay 5e-4,
-    cosine schedule) and ``augment=make_augmentation(name, image_size)``,
-    trained for ``max_epochs`` on ``(X, y)``. A *born-again* member is a second
-    generation, trained with a first generation of the same augmentation as
-    ``teacher=`` (trained once, shared by the born-again members of that
-    augmentation). Every network starts from the same initial weights,
+    cosine schedule), ``max_epochs`` epochs and
+    ``augment=make_augmentation(name, image_size)``, plus the member's own
+    parameters, trained on ``(X, y)``. A *born-again* member is a second
+    generation, trained with a first generation of the same parameters as
+    ``teacher=`` (trained once, shared by the born-again members of those
+    parameters). Every network starts from the same initial weights,
     ``make_module()`` built with torch seeded by ``random_state``, as
     ``skfewshot train --seed`` does, so on the CPU the default recipe gives the
     same ensemble as::
 
-        skfewshot train DATA --augment affine --distill-generations 1 \
-            --epochs 40 -o a.pt
+        skfewshot train DATA --augment affine --rotation-loss-weight 1 \
+            --epochs 20 -o a.pt
         skfewshot train DATA --augment affine-elastic --epochs 40 -o b.pt
         skfewshot ensemble a.pt b.pt -o final.pt
 
@@ -301,15 +306,19 @@ def pretrain_one_shot_ensemble(
         :func:`~skfewshot.datasets.augment_rotations` applied first).
     y : array-like of shape (n_samples,)
         Their base-class labels.
-    members : sequence of (str, bool), default=ONE_SHOT_MEMBERS
-        One ``(augmentation, born_again)`` pair per member: a name of
-        :data:`AUGMENTATIONS` and whether the member is a born-again second
-        generation.
+    members : sequence of dict, default=ONE_SHOT_MEMBERS
+        One dict per member: ``"augment"``, a name of :data:`AUGMENTATIONS`
+        (required); ``"born_again"`` (default False), whether the member is a
+        born-again second generation; and any other parameter of
+        :class:`~skfewshot.training.SupervisedPretrainer` for this member
+        alone, e.g. ``"rotation_loss_weight"`` or ``"max_epochs"`` (which wins
+        over the function's ``max_epochs``).
     make_module : callable, default=None
         Builds a fresh backbone, e.g. ``lambda: Conv4(hidden=128)``; None is
         ``Conv4(in_channels=X.shape[1])``.
     max_epochs : int, default=40
-        Epochs of every training (a born-again member costs two trainings).
+        Epochs of every training whose member does not set its own (a
+        born-again member costs two trainings).
     random_state : int, default=0
         Seeds the initial weights and every training.
     device : str or torch.device, default="auto"
@@ -329,8 +338,9 @@ def pretrain_one_shot_ensemble(
     Raises
     ------
     ValueError
-        When ``X`` is not 4-D, ``members`` is empty or holds an unknown
-        augmentation, or ``random_state`` is not an int.
+        Before any training, when ``X`` is not 4-D, ``members`` is empty or a
+        member has no ``"augment"``, an unknown augmentation or a parameter
+        SupervisedPretrainer does not take, or ``random_state`` is not an int.
 
     Examples
     --------
@@ -342,12 +352,16 @@ def pretrain_one_shot_ensemble(
     >>> X = rng.random((24, 1, 16, 16), dtype=np.float32)
     >>> y = np.repeat([0, 1, 2], 8)
     >>> ensemble, trainers = pretrain_one_shot_ensemble(
-    ...     X, y, make_module=lambda: Conv4(hidden=4), max_epochs=1, device="cpu")
+    ...     X, y, members=[{"augment": "affine", "born_again": True},
+    ...                    {"augment": "affine-elastic"}],
+    ...     make_module=lambda: Conv4(hidden=4), max_epochs=1, device="cpu")
     >>> ensemble(torch.as_tensor(X[:2])).shape  # two members of 4 features
     torch.Size([2, 8])
     >>> [t.teacher is not None for t in trainers]
     [True, False]
     """
+    import inspect
+
     import torch
 
     from .models import BackboneEnsemble, Conv4
@@ -360,40 +374,53 @@ def pretrain_one_shot_ensemble(
         )
     if isinstance(random_state, bool) or not isinstance(random_state, int):
         raise ValueError(f"random_state must be an int, got {random_state!r}.")
-    members = [(str(name), bool(born_again)) for name, born_again in members]
+    members = [dict(member) for member in members]
     if not members:
-        raise ValueError("members is empty; give at least one (augmentation, bool).")
-    for name, _ in members:
-        make_augmentation(name)  # an unknown name fails before any training
+        raise ValueError("members is empty; give at least one dict with 'augment'.")
+    allowed = set(inspect.signature(SupervisedPretrainer).parameters) - {
+        "module",
+        "augment",
+        "teacher",
+    }
+    for i, member in enumerate(members):
+        if "augment" not in member:
+            raise ValueError(f"members[{i}] has no 'augment': {member!r}.")
+        make_augmentation(member["augment"])  # an unknown name fails here
+        unknown = sorted(set(member) - allowed - {"augment", "born_again"})
+        if unknown:
+            raise ValueError(
+                f"members[{i}] has parameters SupervisedPretrainer does not take "
+                f"(or that the recipe sets): {', '.join(map(repr, unknown))}."
+            )
     if make_module is None:
         in_channels = int(np.shape(X)[1])
 
         def make_module():
             return Conv4(in_channels=in_channels)
 
-    def fit(name, teacher=None):
+    def fit(params, teacher=None):
         with torch.random.fork_rng():  # seeded initial weights, global RNG untouched
             torch.manual_seed(random_state)
             module = make_module()
-        trainer = SupervisedPretrainer(
-            module,
-            max_epochs=max_epochs,
-            augment=make_augmentation(name, int(np.shape(X)[-1])),
-            teacher=teacher,
-            device=device,
-            verbose=verbose,
-            random_state=random_state,
-        )
-        return trainer.fit(X, y)
+        params = {
+            "max_epochs": max_epochs,
+            "device": device,
+            "verbose": verbose,
+            "random_state": random_state,
+            **params,
+            "augment": make_augmentation(params["augment"], int(np.shape(X)[-1])),
+        }
+        return SupervisedPretrainer(module, teacher=teacher, **params).fit(X, y)
 
     teachers, trainers = {}, []
-    for name, born_again in members:
+    for member in members:
         teacher = None
-        if born_again:
-            if name not in teachers:
-                teachers[name] = fit(name)
-            teacher = teachers[name]
-        trainers.append(fit(name, teacher))
+        if member.pop("born_again", False):
+            key = repr(sorted(member.items()))
+            if key not in teachers:
+                teachers[key] = fit(member)
+            teacher = teachers[key]
+        trainers.append(fit(member, teacher))
     return BackboneEnsemble([t.backbone_ for t in trainers]), trainers
 
 

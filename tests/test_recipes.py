@@ -145,8 +145,18 @@ def test_make_augmentation_rejects(name, image_size, match):
         ((6, 1, 16, 16), {"members": []}, "members is empty"),
         (
             (6, 1, 16, 16),
-            {"members": [("affine", True), ("elastic", False)]},
+            {"members": [{"augment": "affine"}, {"augment": "elastic"}]},
             "unknown augmentation 'elastic'",
+        ),
+        (
+            (6, 1, 16, 16),
+            {"members": [{"born_again": True}]},
+            r"members\[0\] has no 'augment': \{'born_again': True\}",
+        ),
+        (
+            (6, 1, 16, 16),
+            {"members": [{"augment": "affine", "teacher": None, "lr_max": 1}]},
+            r"members\[0\] has parameters .*: 'lr_max', 'teacher'",
         ),
         ((6, 1, 16, 16), {"random_state": None}, "random_state must be an int"),
     ],
