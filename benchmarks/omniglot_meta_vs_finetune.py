@@ -68,7 +68,6 @@ from skfewshot.models import Conv4, load_backbone, save_backbone
 from skfewshot.recipes import (
     HEAD_LABELS,
     HEADS,
-    ONE_SHOT_MEMBERS,
     make_head,
     pretrain_one_shot_ensemble,
 )
@@ -645,17 +644,15 @@ def train_final(X, y, args):
     """Issue 14's recipe, the ensemble the one-shot ablation chose on validation.
 
     :func:`skfewshot.recipes.pretrain_one_shot_ensemble` with its default
-    members: an ``affine`` network trained with the rotation-prediction loss
-    for half of ``--epochs`` and an ``affine-elastic`` one for ``--epochs``,
-    their features concatenated; evaluated with ``--test-time-shifts 1``.
-    ``skfewshot train`` (twice) and ``skfewshot ensemble`` give the same network.
+    members (``ONE_SHOT_MEMBERS``): an ``affine`` network trained with the
+    rotation-prediction loss for 20 epochs and an ``affine-elastic`` one for
+    ``--epochs``, their features concatenated; evaluated with
+    ``--test-time-shifts 1``. ``skfewshot train`` (twice) and ``skfewshot
+    ensemble`` give the same recipe.
     """
-    members = [dict(member) for member in ONE_SHOT_MEMBERS]
-    members[0]["max_epochs"] = max(1, args.epochs // 2)  # 20 of the default 40
     return pretrain_one_shot_ensemble(
         X,
         y,
-        members=members,
         max_epochs=args.epochs,
         random_state=args.seed,
         device="cpu",

@@ -18,7 +18,8 @@ head is built or the demo runs.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -57,10 +58,13 @@ AUGMENTATIONS = ("none", "shift-rotate", "affine", "affine-elastic")
 
 #: The members of :func:`pretrain_one_shot_ensemble`'s ensemble by default, the
 #: best pair on Omniglot's validation alphabet: a network trained with the
-#: rotation-prediction loss for half the epochs, and an affine + elastic one.
+#: rotation-prediction loss for 20 epochs (whatever the function's
+#: ``max_epochs``), and an affine + elastic one. Read-only mappings.
 ONE_SHOT_MEMBERS = (
-    {"augment": "affine", "rotation_loss_weight": 1.0, "max_epochs": 20},
-    {"augment": "affine-elastic"},
+    MappingProxyType(
+        {"augment": "affine", "rotation_loss_weight": 1.0, "max_epochs": 20}
+    ),
+    MappingProxyType({"augment": "affine-elastic"}),
 )
 
 #: The digits the demo's backbone is pretrained on (its novel classes are the rest).
@@ -312,7 +316,8 @@ def pretrain_one_shot_ensemble(
         born-again second generation; and any other parameter of
         :class:`~skfewshot.training.SupervisedPretrainer` for this member
         alone, e.g. ``"rotation_loss_weight"`` or ``"max_epochs"`` (which wins
-        over the function's ``max_epochs``).
+        over the function's ``max_epochs``); not ``random_state``, which seeds
+        every network. Two equal members are refused (the same network twice).
     make_module : callable, default=None
         Builds a fresh backbone, e.g. ``lambda: Conv4(hidden=128)``; None is
         ``Conv4(in_channels=X.shape[1])``.
@@ -338,9 +343,12 @@ def pretrain_one_shot_ensemble(
     Raises
     ------
     ValueError
-        Before any training, when ``X`` is not 4-D, ``members`` is empty or a
-        member has no ``"augment"``, an unknown augmentation or a parameter
-        SupervisedPretrainer does not take, or ``random_state`` is not an int.
+        Before any training, when ``X`` is not 4-D, ``random_state`` is not an
+        int, or ``members`` is empty or holds a member that is not a dict, has
+        no ``"augment"`` or an unknown one, a parameter (or value)
+        SupervisedPretrainer does not take, ``distill_*`` without
+        ``"born_again": True``, the rotation loss on non-square images, or
+        equals another member; the message names the member.
 
     Examples
     --------
@@ -360,8 +368,6 @@ def pretrain_one_shot_ensemble(
     >>> [t.teacher is not None for t in trainers]
     [True, False]
     """
-    import inspect
-
     import torch
 
     from .models import BackboneEnsemble, Conv4
@@ -374,24 +380,7 @@ def pretrain_one_shot_ensemble(
         )
     if isinstance(random_state, bool) or not isinstance(random_state, int):
         raise ValueError(f"random_state must be an int, got {random_state!r}.")
-    members = [dict(member) for member in members]
-    if not members:
-        raise ValueError("members is empty; give at least one dict with 'augment'.")
-    allowed = set(inspect.signature(SupervisedPretrainer).parameters) - {
-        "module",
-        "augment",
-        "teacher",
-    }
-    for i, member in enumerate(members):
-        if "augment" not in member:
-            raise ValueError(f"members[{i}] has no 'augment': {member!r}.")
-        make_augmentation(member["augment"])  # an unknown name fails here
-        unknown = sorted(set(member) - allowed - {"augment", "born_again"})
-        if unknown:
-            raise ValueError(
-                f"members[{i}] has parameters SupervisedPretrainer does not take "
-                f"(or that the recipe sets): {', '.join(map(repr, unknown))}."
-            )
+    members = _check_members(members, np.shape(X))
     if make_module is None:
         in_channels = int(np.shape(X)[1])
 
@@ -422,6 +411,78 @@ def pretrain_one_shot_ensemble(
             teacher = teachers[key]
         trainers.append(fit(member, teacher))
     return BackboneEnsemble([t.backbone_ for t in trainers]), trainers
+
+
+def _check_members(members, X_shape):
+    """``members`` as a list of dicts, every error raised before any training.
+
+    Each member's trainer parameters are validated by the trainer itself (on a
+    placeholder module), so a bad value fails here, not after the members
+    before it have trained.
+    """
+    import inspect
+
+    import torch
+
+    from .training import SupervisedPretrainer
+
+    members = list(members)
+    if not members:
+        raise ValueError("members is empty; give at least one dict with 'augment'.")
+    # set by the recipe itself: the module, the named augmentation, the teacher
+    # of a born-again member, and the seed (initial weights and training alike)
+    allowed = set(inspect.signature(SupervisedPretrainer).parameters) - {
+        "module",
+        "augment",
+        "teacher",
+        "random_state",
+    }
+    checked = []
+    for i, member in enumerate(members):
+        if not isinstance(member, Mapping):
+            raise ValueError(f"members[{i}] must be a dict, got {member!r}.")
+        member = dict(member)
+        if "augment" not in member:
+            raise ValueError(f"members[{i}] has no 'augment': {member!r}.")
+        try:
+            make_augmentation(member["augment"])
+        except ValueError as exc:
+            raise ValueError(f"members[{i}]: {exc}") from None
+        if not isinstance(member.get("born_again", False), bool):
+            raise ValueError(
+                f"members[{i}]['born_again'] must be True or False, got "
+                f"{member['born_again']!r}."
+            )
+        unknown = sorted(set(member) - allowed - {"augment", "born_again"})
+        if unknown:
+            raise ValueError(
+                f"members[{i}] has parameters SupervisedPretrainer does not take "
+                f"(or that the recipe sets): {', '.join(map(repr, unknown))}."
+            )
+        distill = sorted(k for k in member if k.startswith("distill_"))
+        if distill and not member.get("born_again", False):
+            raise ValueError(
+                f"members[{i}] sets {', '.join(distill)} but is not born-again "
+                "(add 'born_again': True), so they would be ignored."
+            )
+        params = {k: v for k, v in member.items() if k not in ("augment", "born_again")}
+        try:
+            SupervisedPretrainer(torch.nn.Identity(), **params)._validate_params()
+        except ValueError as exc:
+            raise ValueError(f"members[{i}]: {exc}") from None
+        if member.get("rotation_loss_weight") and X_shape[-1] != X_shape[-2]:
+            raise ValueError(
+                f"members[{i}] sets rotation_loss_weight, which rotates the images "
+                f"by 90 degrees: they must be square, got {X_shape[-2:]}."
+            )
+        if member in checked:
+            raise ValueError(
+                f"members[{i}] equals members[{checked.index(member)}]: both would "
+                "train the same network from the same seed (the ensemble would hold "
+                "one network twice)."
+            )
+        checked.append(member)
+    return checked
 
 
 def run_demo(

@@ -388,16 +388,23 @@ def test_cli_recipe_equals_the_library_recipe(tmp_path, capsys):
     )
     data = _folder(tmp_path / "data", 3)
     quick = ["--epochs", "1", "--image-size", "16", "--width", "4", "--quiet"]
-    a, b, out = tmp_path / "a.pt", tmp_path / "b.pt", tmp_path / "final.pt"
+    a, a2, b = tmp_path / "a.pt", tmp_path / "a2.pt", tmp_path / "b.pt"
+    out = tmp_path / "final.pt"
     for path, recipe in [
         (a, ["--augment", "affine", "--rotation-loss-weight", "1"]),
+        (
+            a2,
+            ["--augment", "affine", "--rotation-loss-weight", "1"]
+            + ["--distill-generations", "1"],
+        ),
         (b, ["--augment", "affine-elastic", "--distill-generations", "1"]),
     ]:
         assert run(capsys, "train", data, "-o", path, *quick, *recipe)[0] == 0
-    assert run(capsys, "ensemble", a, b, "-o", out)[0] == 0
+    assert run(capsys, "ensemble", a, a2, b, "-o", out)[0] == 0
     X, y = load_image_folder(data, image_size=16, return_X_y=True)
     members = [
         {"augment": "affine", "rotation_loss_weight": 1.0},
+        {"augment": "affine", "rotation_loss_weight": 1.0, "born_again": True},
         {"augment": "affine-elastic", "born_again": True},
     ]
 
@@ -413,10 +420,11 @@ def test_cli_recipe_equals_the_library_recipe(tmp_path, capsys):
         )
 
     ensemble, trainers = recipe()
-    assert [t.teacher is not None for t in trainers] == [False, True]
-    assert trainers[0].rotation_loss_weight == 1.0
-    assert trainers[1].teacher.rotation_loss_weight == 0.0
-    assert repr(trainers[1].augment).startswith("Compose([RandomAffine(")
+    assert [t.teacher is not None for t in trainers] == [False, True, True]
+    # a born-again member's teacher has the member's parameters, rotation loss too
+    assert trainers[1].teacher.rotation_loss_weight == 1.0
+    assert trainers[2].teacher.rotation_loss_weight == 0.0
+    assert repr(trainers[2].augment).startswith("Compose([RandomAffine(")
     images = torch.as_tensor(X)
     with torch.no_grad():
         expected = ensemble(images)

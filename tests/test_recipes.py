@@ -146,17 +146,58 @@ def test_make_augmentation_rejects(name, image_size, match):
         (
             (6, 1, 16, 16),
             {"members": [{"augment": "affine"}, {"augment": "elastic"}]},
-            "unknown augmentation 'elastic'",
+            r"members\[1\]: unknown augmentation 'elastic'",
         ),
         (
             (6, 1, 16, 16),
             {"members": [{"born_again": True}]},
             r"members\[0\] has no 'augment': \{'born_again': True\}",
         ),
+        ((6, 1, 16, 16), {"members": [["affine"]]}, r"members\[0\] must be a dict"),
         (
             (6, 1, 16, 16),
             {"members": [{"augment": "affine", "teacher": None, "lr_max": 1}]},
             r"members\[0\] has parameters .*: 'lr_max', 'teacher'",
+        ),
+        (
+            (6, 1, 16, 16),
+            {"members": [{"augment": "affine", "random_state": 1}]},
+            r"members\[0\] has parameters .*: 'random_state'",
+        ),
+        (
+            (6, 1, 16, 16),
+            {
+                "members": [
+                    {"augment": "affine"},
+                    {"augment": "affine", "max_epochs": 0},
+                ]
+            },
+            r"members\[1\]: The 'max_epochs' parameter",
+        ),
+        (
+            (6, 1, 16, 16),
+            {"members": [{"augment": "affine", "born_again": "no"}]},
+            r"members\[0\]\['born_again'\] must be True or False, got 'no'",
+        ),
+        (
+            (6, 1, 16, 16),
+            {"members": [{"augment": "affine", "distill_weight": 0.9}]},
+            r"members\[0\] sets distill_weight but is not born-again",
+        ),
+        (
+            (6, 1, 16, 12),
+            {
+                "members": [
+                    {"augment": "affine"},
+                    {"augment": "affine", "rotation_loss_weight": 1.0},
+                ]
+            },
+            r"members\[1\] sets rotation_loss_weight.* got \(16, 12\)",
+        ),
+        (
+            (6, 1, 16, 16),
+            {"members": [{"augment": "affine"}, {"augment": "affine"}]},
+            r"members\[1\] equals members\[0\]",
         ),
         ((6, 1, 16, 16), {"random_state": None}, "random_state must be an int"),
     ],
@@ -174,3 +215,25 @@ def test_pretrain_one_shot_ensemble_rejects_before_training(X_shape, params, mat
             make_module=make_module,
             **params,
         )
+
+
+def test_pretrain_one_shot_ensemble_member_epochs_and_default():
+    from skfewshot.models import Conv4
+    from skfewshot.recipes import ONE_SHOT_MEMBERS, pretrain_one_shot_ensemble
+
+    with pytest.raises(TypeError):  # the library default cannot be changed
+        ONE_SHOT_MEMBERS[0]["max_epochs"] = 5
+    X = np.random.default_rng(0).random((12, 1, 16, 16), dtype=np.float32)
+    members = [{"augment": "none", "max_epochs": 2}, {"augment": "affine"}]
+    state = torch.get_rng_state()
+    _, trainers = pretrain_one_shot_ensemble(
+        X,
+        np.arange(12) % 3,
+        members=members,
+        make_module=lambda: Conv4(hidden=2),
+        max_epochs=1,
+        device="cpu",
+    )
+    assert [len(t.history_) for t in trainers] == [2, 1]  # the member's wins
+    assert members[0] == {"augment": "none", "max_epochs": 2}  # not modified
+    assert torch.equal(torch.get_rng_state(), state)  # global generator untouched
