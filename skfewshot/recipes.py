@@ -347,7 +347,9 @@ def pretrain_one_shot_ensemble(
         int, or ``members`` is empty or holds a member that is not a dict, has
         no ``"augment"`` or an unknown one, a parameter (or value)
         SupervisedPretrainer does not take, ``distill_*`` without
-        ``"born_again": True``, the rotation loss on non-square images, or
+        ``"born_again": True``, a born-again member with a
+        :class:`~skfewshot.training.TrainingCheckpoint` (teacher and student
+        would share its file), the rotation loss on non-square images, or
         equals another member; the message names the member.
 
     Examples
@@ -424,7 +426,7 @@ def _check_members(members, X_shape):
 
     import torch
 
-    from .training import SupervisedPretrainer
+    from .training import SupervisedPretrainer, TrainingCheckpoint
 
     members = list(members)
     if not members:
@@ -470,6 +472,14 @@ def _check_members(members, X_shape):
             SupervisedPretrainer(torch.nn.Identity(), **params)._validate_params()
         except ValueError as exc:
             raise ValueError(f"members[{i}]: {exc}") from None
+        if member.get("born_again") and any(
+            isinstance(c, TrainingCheckpoint) for c in member.get("callbacks") or ()
+        ):
+            raise ValueError(
+                f"members[{i}] is born-again and has a TrainingCheckpoint: its "
+                "teacher and itself would write and resume the same file; "
+                "checkpoint a born-again member without it."
+            )
         if member.get("rotation_loss_weight") and X_shape[-1] != X_shape[-2]:
             raise ValueError(
                 f"members[{i}] sets rotation_loss_weight, which rotates the images "

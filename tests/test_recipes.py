@@ -200,10 +200,32 @@ def test_make_augmentation_rejects(name, image_size, match):
             r"members\[1\] equals members\[0\]",
         ),
         ((6, 1, 16, 16), {"random_state": None}, "random_state must be an int"),
+        (
+            (6, 1, 16, 16),
+            {
+                "members": [
+                    {"augment": "affine", "born_again": True, "callbacks": "ckpt"}
+                ]
+            },
+            r"members\[0\] is born-again and has a TrainingCheckpoint",
+        ),
     ],
 )
-def test_pretrain_one_shot_ensemble_rejects_before_training(X_shape, params, match):
+def test_pretrain_one_shot_ensemble_rejects_before_training(
+    X_shape, params, match, tmp_path
+):
     from skfewshot.recipes import pretrain_one_shot_ensemble
+    from skfewshot.training import TrainingCheckpoint
+
+    if "members" in params:  # "ckpt" stands for a checkpoint in tmp_path
+        checkpoint = [TrainingCheckpoint(tmp_path / "run.ckpt")]
+        params = {
+            **params,
+            "members": [
+                {**m, "callbacks": checkpoint} if "callbacks" in m else m
+                for m in params["members"]
+            ],
+        }
 
     def make_module():  # never reached: the checks come before any training
         raise AssertionError("trained despite invalid input")
