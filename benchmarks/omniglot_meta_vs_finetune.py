@@ -60,6 +60,7 @@ import sklearn
 import torch
 from sklearn.model_selection import GridSearchCV
 
+from skfewshot._torch_utils import seeded_init
 from skfewshot.augment import RandomAffine
 from skfewshot.backbone import BackboneTransformer
 from skfewshot.datasets import augment_rotations, load_omniglot
@@ -111,9 +112,7 @@ def make_trainer(recipe, n_train, budget, seed, make_module=Conv4):
     ``seed`` so its initial weights are too (the trainers seed only their own
     draws: before this, every run started from other weights).
     """
-    with torch.random.fork_rng():  # the global generator is left as it was
-        torch.manual_seed(seed)
-        module = make_module()
+    module = seeded_init(make_module, seed)
     common = dict(
         max_epochs=budget,
         lr_schedule="cosine",

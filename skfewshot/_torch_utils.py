@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "seeded_init",
     "single_thread",
     "resolve_device",
     "to_device_tensor",
@@ -132,6 +133,17 @@ def to_host_array(t, dtype=np.float32) -> np.ndarray:
     if t.dtype in (torch.float16, torch.bfloat16):
         t = t.float()
     return t.numpy().astype(dtype, copy=False)
+
+
+def seeded_init(make_module, seed):
+    """``make_module()`` built with torch seeded by ``seed``: seeded initial weights.
+
+    The global generator is forked, so the caller's random state is left as it
+    was; the same ``seed`` gives the same initial weights on the CPU.
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return make_module()
 
 
 @contextlib.contextmanager

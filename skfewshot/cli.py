@@ -858,15 +858,15 @@ def _validation_callback(X_val, y_val, seed):
 
 def _make_trainer(args, in_channels, callbacks, teacher=None):
     """A fresh trainer of the command line's recipe (seeded initial weights)."""
-    import torch
-
     from . import models
+    from ._torch_utils import seeded_init
     from .training import ProtoNetMetaTrainer, SupervisedPretrainer
 
     width = {} if args.width is None else {"hidden": args.width}
-    with torch.random.fork_rng():  # seeded initial weights, global RNG untouched
-        torch.manual_seed(args.seed)
-        module = getattr(models, _ARCHS[args.arch])(in_channels=in_channels, **width)
+    module = seeded_init(
+        lambda: getattr(models, _ARCHS[args.arch])(in_channels=in_channels, **width),
+        args.seed,
+    )
     common = {
         "augment": recipes.make_augmentation(args.augment, args.image_size),
         "max_epochs": args.epochs,

@@ -249,17 +249,14 @@ def pretrain_demo_backbone(
     >>> X_novel.shape[1:], sorted(set(y_novel.tolist()))
     ((1, 32, 32), [5, 6, 7, 8, 9])
     """
-    import torch
-
+    from ._torch_utils import seeded_init
     from .datasets import load_digits_images
     from .models import Conv4
     from .training import SupervisedPretrainer
 
     X, y = load_digits_images(image_size=_DEMO_IMAGE_SIZE, return_X_y=True)
     base = np.isin(y, DEMO_BASE_CLASSES)
-    with torch.random.fork_rng():  # seeded initial weights, global RNG untouched
-        torch.manual_seed(random_state)
-        net = Conv4(in_channels=1, hidden=32)
+    net = seeded_init(lambda: Conv4(in_channels=1, hidden=32), random_state)
     trainer = SupervisedPretrainer(
         net, max_epochs=max_epochs, random_state=random_state, verbose=verbose
     )
@@ -370,8 +367,7 @@ def pretrain_one_shot_ensemble(
     >>> [t.teacher is not None for t in trainers]
     [True, False]
     """
-    import torch
-
+    from ._torch_utils import seeded_init
     from .models import BackboneEnsemble, Conv4
     from .training import SupervisedPretrainer
 
@@ -390,9 +386,7 @@ def pretrain_one_shot_ensemble(
             return Conv4(in_channels=in_channels)
 
     def fit(params, teacher=None):
-        with torch.random.fork_rng():  # seeded initial weights, global RNG untouched
-            torch.manual_seed(random_state)
-            module = make_module()
+        module = seeded_init(make_module, random_state)
         params = {
             "max_epochs": max_epochs,
             "device": device,
