@@ -636,9 +636,18 @@ _ARCHS = {"conv4": "Conv4", "resnet12": "ResNet12"}
 _VAL_EPISODES = 100
 
 
+def _beside(output, suffix):
+    """The file ``OUTPUT<suffix>`` that ``train`` or ``ensemble`` keeps by ``output``.
+
+    ``.json``: the record of the run; ``.ckpt``: the resumable state of an
+    unfinished ``train``; ``.lock``: the ``train`` run writing ``output``.
+    """
+    return Path(f"{Path(output).expanduser()}{suffix}")
+
+
 def _checkpoint_path(output):
     """Where ``train`` keeps the resumable state of a run writing ``output``."""
-    return Path(f"{Path(output).expanduser()}.ckpt")
+    return _beside(output, ".ckpt")
 
 
 def _check_output_path(path, flag="--output"):
@@ -650,6 +659,112 @@ def _check_output_path(path, flag="--output"):
         raise _CLIError(f"{flag} {path}: folder {target.parent} does not exist")
     if not os.access(target.parent, os.W_OK | os.X_OK):
         raise _CLIError(f"{flag} {path}: folder {target.parent} is not writable")
+
+
+def _check_output_and_record(output):
+    """Fail now if ``output`` or its record ``OUTPUT.json`` cannot be written."""
+    _check_output_path(output)
+    record = _beside(output, ".json")
+    if record.is_dir():
+        raise _CLIError(
+            f"--output {output}: its record {record} would be written over a "
+            "folder; move the folder or give another --output"
+        )
+
+
+def _lock_owner(lock):
+    """The record of the run holding ``lock``; a :class:`_CLIError` if unreadable."""
+    try:
+        owner = json.loads(lock.read_text(encoding="utf-8"))
+        owner = {key: owner[key] for key in ("pid", "host", "started")}
+        if type(owner["pid"]) is not int or not isinstance(owner["host"], str):
+            raise TypeError("pid must be an int and host a str")
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise _CLIError(
+            f"{lock} is not a lock record that skfewshot train can read "
+            f"({type(exc).__name__}: {exc}); another run writing the same "
+            "--output may hold it (or be starting): if no such run is alive, "
+            f"delete {lock}"
+        ) from None
+    return owner
+
+
+def _is_stale(owner):
+    """Whether ``owner`` names a run of this host that is no longer running."""
+    import socket
+
+    if owner["host"] != socket.gethostname() or os.name == "nt":
+        return False  # another host's pids (or Windows, where kill(pid, 0) kills)
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # e.g. PermissionError: alive, another user's
+        return False
+    return False
+
+
+def _create_lock(lock, owner):
+    """Create ``lock`` holding ``owner`` if no file is there (atomic); True if made."""
+    try:
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(owner, fh)
+    return True
+
+
+@contextlib.contextmanager
+def _output_lock(output, argv):
+    """Hold ``OUTPUT.lock`` for a ``train`` run: one run at a time writes ``output``.
+
+    Two runs writing the same files would overwrite each other's checkpoint
+    every epoch and could leave ``OUTPUT.json`` describing the other run's
+    ``OUTPUT``. The lock is created atomically (``O_CREAT | O_EXCL``) and
+    holds ``{pid, host, started, argv}``; it is removed when the run ends,
+    however it ends. A lock left by a run of this host that is no longer
+    running is taken over with a warning; any other lock, or one that cannot
+    be read, is refused with a :class:`_CLIError` naming it.
+    """
+    import socket
+
+    lock = _beside(output, ".lock")
+    mine = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "argv": list(argv),
+    }
+    if not _create_lock(lock, mine):
+        owner = _lock_owner(lock)
+        held = f"pid {owner['pid']} on {owner['host']}, started {owner['started']}"
+        if not _is_stale(owner):
+            raise _CLIError(
+                f"another skfewshot train run writes --output {output} ({held}, "
+                f"by its lock {lock}); wait for it to end or give another "
+                f"--output; if no such run is alive, delete {lock}"
+            )
+        print(
+            f"skfewshot train: warning: taking over {lock}, left by a run that "
+            f"is no longer running ({held})",
+            file=sys.stderr,
+        )
+        lock.unlink(missing_ok=True)
+        if not _create_lock(lock, mine):  # another run took it over first
+            raise _CLIError(
+                f"another skfewshot train run writes --output {output} (it took "
+                f"over the stale lock {lock} at the same time as this one); wait "
+                f"for it to end or give another --output; if no such run is "
+                f"alive, delete {lock}"
+            )
+    try:
+        yield lock
+    finally:
+        # a lock someone deleted and another run re-created is not ours
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(lock.read_text(encoding="utf-8")) == mine:
+                lock.unlink()
 
 
 def _check_train_args(args):
@@ -710,7 +825,14 @@ def _check_train_args(args):
             "run keeps no checkpoint (its teachers would be lost); run it again "
             "without --resume"
         )
-    _check_output_path(args.output)
+    _check_output_and_record(args.output)
+
+
+def _check_checkpoint(args):
+    """``--resume`` needs a checkpoint; a fresh run must not overwrite one.
+
+    Called with the output's lock held, so two runs cannot both pass.
+    """
     checkpoint = _checkpoint_path(args.output)
     if args.resume and not checkpoint.is_file():
         raise _CLIError(
@@ -926,6 +1048,13 @@ def _write_text(path, text):
 
 def _cmd_train(args):
     _check_train_args(args)
+    with _output_lock(args.output, args.argv):
+        _check_checkpoint(args)
+        _train(args)
+
+
+def _train(args):
+    """Train, write ``OUTPUT`` and ``OUTPUT.json``, report (the lock held)."""
     from .models import save_backbone
     from .training import TrainingCheckpoint
 
@@ -1041,7 +1170,7 @@ def _cmd_train(args):
         "train_cpu_seconds": round(cpu_s, 2),
         "versions": _versions(),
     }
-    _write_text(f"{Path(args.output).expanduser()}.json", json.dumps(record, indent=2))
+    _write_text(_beside(args.output, ".json"), json.dumps(record, indent=2))
     checkpoint.unlink(missing_ok=True)  # the run is complete
     text = (
         f"Trained {_ARCHS[args.arch]} ({args.recipe}) on {len(X_train)} images of "
@@ -1090,6 +1219,10 @@ def _generation_summary(g):
 #: ``trained_on`` fields that list what a backbone saw (-> one of them, in
 #: words): an ensemble saw the union of its members' lists.
 _SEEN_FIELDS = {"subset": "subset", "alphabets": "alphabet", "classes": "class"}
+#: The field of :data:`_SEEN_FIELDS` that ``evaluate`` reads to leave out what
+#: a backbone saw, by data set (:func:`_digits_pool`,
+#: :func:`_omniglot_seen_alphabets`); it reads none of the others.
+_EVALUATE_READS = {"digits": "classes", "omniglot": "subset"}
 
 
 def _check_ensemble_args(args):
@@ -1101,7 +1234,7 @@ def _check_ensemble_args(args):
         )
     for path in args.members:
         _check_backbone_file(path, "member")
-    _check_output_path(args.output)
+    _check_output_and_record(args.output)
     seen = {}
     for path in args.members:
         resolved = Path(path).expanduser().resolve()
@@ -1116,6 +1249,13 @@ def _check_ensemble_args(args):
         raise _CLIError(
             f"--output {args.output} is the member {seen[output]}: writing the "
             "ensemble there would overwrite it; give another file name"
+        )
+    record = _beside(output, ".json")
+    if record in seen:
+        raise _CLIError(
+            f"--output {args.output}: its record {record.name} is the member "
+            f"{seen[record]}: writing the record would overwrite it; give another "
+            "file name"
         )
 
 
@@ -1148,7 +1288,9 @@ def _ensemble_trained_on(records):
     The ensemble saw everything any member saw, so evaluate must leave out
     the union: the :data:`_SEEN_FIELDS` lists are joined; a member with no
     record, or without a list another member records, makes that part of
-    the ensemble's record unknown (left out, with a warning).
+    the ensemble's record unknown (left out). A warning says so when
+    evaluate reads that part (:data:`_EVALUATE_READS`); each member's own
+    record stays in ``OUT.json`` either way.
     """
     unrecorded = [path for path, t in records if t is None]
     if unrecorded:
@@ -1166,17 +1308,18 @@ def _ensemble_trained_on(records):
             "evaluate could not leave out every class the ensemble saw"
         )
     keys = _union([list(t) for _, t in records])
+    read = _EVALUATE_READS.get(datasets.pop())
     trained_on, warnings = {}, []
     for key in keys:
         lacking = [p for p, t in records if key not in t]
         if key in _SEEN_FIELDS:
-            if lacking:
+            if lacking and key == read:
                 warnings.append(
                     f"{', '.join(lacking)} record{'s' if len(lacking) == 1 else ''} "
                     f"no {key!r}, so the ensemble records none and evaluate will "
                     f"not be able to leave out every {_SEEN_FIELDS[key]} it saw"
                 )
-            else:
+            elif not lacking:
                 trained_on[key] = _union([t[key] for _, t in records])
             continue
         values = _union([[t.get(key)] for _, t in records])
@@ -1262,7 +1405,7 @@ def _cmd_ensemble(args):
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": _versions(),
     }
-    _write_text(f"{output}.json", json.dumps(record, indent=2))
+    _write_text(_beside(output, ".json"), json.dumps(record, indent=2))
     text = (
         f"Ensemble of {len(records)} backbones ({args.combine}: {n_features} "
         f"features of {tuple(input_shape)} inputs) written to {args.output} "
@@ -1698,7 +1841,11 @@ def _add_train_parser(sub, common):
             "interrupted run (Ctrl-C: exit status 130, OUTPUT untouched) "
             "continues from it with --resume and the same options, and it is "
             "removed when the run completes (a --distill-generations run keeps "
-            "none and cannot be resumed)."
+            "none and cannot be resumed). While it runs, OUTPUT.lock (its pid, "
+            "host, start time and command line) keeps a second run with the same "
+            "--output from starting; it is removed when the run ends, and a "
+            "lock left by a run of this host that is no longer running is taken "
+            "over with a warning."
         ),
     )
     train.add_argument(

@@ -1,0 +1,215 @@
+"""``skfewshot train`` holds ``OUTPUT.lock``: one run at a time writes OUTPUT."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+from test_cli_train_predict import (
+    TRAIN,
+    TRAIN_CLASSES,
+    _folder,
+    _interrupt_at_epoch,
+    run,
+)
+
+import skfewshot.cli
+from skfewshot.models import load_backbone
+
+#: One quick epoch of a 4-channel Conv4 on 16 x 16 images.
+QUICK = [*TRAIN, "--epochs", "1", "--width", "4"]
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return _folder(tmp_path_factory.mktemp("shapes"), 2, classes=TRAIN_CLASSES)
+
+
+def _lock(path, pid, host=None, started="2026-01-02T03:04:05+0000"):
+    """Write the lock of a run ``pid`` on ``host`` (this one by default)."""
+    owner = {"pid": pid, "host": host or socket.gethostname(), "started": started}
+    path.write_text(json.dumps({**owner, "argv": ["train", "elsewhere"]}))
+    return path
+
+
+def _dead_pid():
+    """The pid of a process that has ended and been reaped."""
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
+def _held(out, lock, pid, host):
+    return (
+        f"skfewshot train: error: another skfewshot train run writes --output "
+        f"{out} (pid {pid} on {host}, started 2026-01-02T03:04:05+0000, by its "
+        f"lock {lock}); wait for it to end or give another --output; if no such "
+        f"run is alive, delete {lock}\n"
+    )
+
+
+@pytest.mark.parametrize("resume", [[], ["--resume"]])
+def test_a_held_lock_refuses_the_run_and_touches_nothing(
+    shapes, tmp_path, capsys, resume
+):
+    out = tmp_path / "m.pt"
+    lock = _lock(tmp_path / "m.pt.lock", os.getpid())  # alive: this process
+    files = {out: b"backbone", tmp_path / "m.pt.json": b"{}"}
+    # a checkpoint too: the lock is checked first, so neither run's checkpoint
+    # test (fresh: "holds an interrupted run"; --resume: continue it) is reached
+    files[tmp_path / "m.pt.ckpt"] = b"checkpoint"
+    for path, data in files.items():
+        path.write_bytes(data)
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    status, stdout, err = run(capsys, "train", shapes, "-o", out, *QUICK, *resume)
+    assert (status, stdout) == (1, "")
+    assert err == _held(out, lock, os.getpid(), socket.gethostname())
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_dead_run_of_another_host_is_not_guessed_at(shapes, tmp_path, capsys):
+    # its pid means nothing here: the run may be alive on its own host
+    out = tmp_path / "m.pt"
+    lock = _lock(tmp_path / "m.pt.lock", _dead_pid(), host="elsewhere.example")
+    pid = json.loads(lock.read_text())["pid"]
+    status, _, err = run(capsys, "train", shapes, "-o", out, *QUICK)
+    assert status == 1
+    assert err == _held(out, lock, pid, "elsewhere.example")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt.lock"]
+
+
+def test_the_lock_of_a_dead_run_on_this_host_is_taken_over(shapes, tmp_path, capsys):
+    out = tmp_path / "m.pt"
+    pid = _dead_pid()
+    lock = _lock(tmp_path / "m.pt.lock", pid)
+    status, _, err = run(capsys, "train", shapes, "-o", out, *QUICK)
+    assert status == 0, err
+    assert err == (
+        f"skfewshot train: warning: taking over {lock}, left by a run that is no "
+        f"longer running (pid {pid} on {socket.gethostname()}, started "
+        "2026-01-02T03:04:05+0000)\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "m.pt.json"]
+    assert load_backbone(out)[1]["input_shape"] == (1, 16, 16)
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("", "JSONDecodeError: Expecting value: line 1 column 1 (char 0)"),
+        ("[1, 2]", "TypeError: list indices must be integers or slices, not str"),
+        ('{"pid": 12, "host": "h"}', "KeyError: 'started'"),
+        (
+            '{"pid": "12", "host": "h", "started": "s"}',
+            "TypeError: pid must be an int and host a str",
+        ),
+    ],
+)
+def test_an_unreadable_lock_is_refused(shapes, tmp_path, capsys, content, problem):
+    out, lock = tmp_path / "m.pt", tmp_path / "m.pt.lock"
+    lock.write_text(content)
+    status, _, err = run(capsys, "train", shapes, "-o", out, *QUICK)
+    assert status == 1
+    assert err == (
+        f"skfewshot train: error: {lock} is not a lock record that skfewshot "
+        f"train can read ({problem}); another run writing the same --output may "
+        f"hold it (or be starting): if no such run is alive, delete {lock}\n"
+    )
+    assert lock.read_text() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt.lock"]
+
+
+def test_the_lock_names_the_run_while_it_runs_and_goes_with_it(
+    shapes, tmp_path, capsys, monkeypatch
+):
+    out, lock = tmp_path / "m.pt", tmp_path / "m.pt.lock"
+    seen = []
+
+    def train(args):
+        seen.append(json.loads(lock.read_text()))
+        raise ValueError("a bad image")
+
+    monkeypatch.setattr(skfewshot.cli, "_train", train)
+    argv = ["train", str(shapes), "-o", str(out), *QUICK]
+    status, _, err = run(capsys, *argv)
+    assert (status, err) == (1, "skfewshot train: error: a bad image\n")
+    [owner] = seen
+    assert owner.pop("started")[:2] == "20"
+    assert owner == {"pid": os.getpid(), "host": socket.gethostname(), "argv": argv}
+    assert list(tmp_path.iterdir()) == []  # gone after an error
+
+
+def test_a_lock_that_is_no_longer_ours_is_left_alone(
+    shapes, tmp_path, capsys, monkeypatch
+):
+    # someone deleted the lock during the run and another run took it
+    out, lock = tmp_path / "m.pt", tmp_path / "m.pt.lock"
+    monkeypatch.setattr(
+        skfewshot.cli, "_train", lambda args: _lock(lock, os.getpid() + 1)
+    )
+    status, _, err = run(capsys, "train", shapes, "-o", out, *QUICK)
+    assert (status, err) == (0, "")
+    assert json.loads(lock.read_text())["pid"] == os.getpid() + 1
+
+
+def test_an_interrupted_run_drops_the_lock_and_keeps_its_checkpoint(
+    shapes, tmp_path, capsys, monkeypatch
+):
+    out = tmp_path / "m.pt"
+    argv = ["train", shapes, "-o", out, *QUICK, "--epochs", "2"]
+    with monkeypatch.context() as patch:
+        _interrupt_at_epoch(patch, 2)
+        status, _, err = run(capsys, *argv)
+    assert status == 130, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt.ckpt"]
+    status, _, err = run(capsys, *argv)
+    assert status == 1 and "holds an interrupted run: continue it with --resume" in err
+    status, _, err = run(capsys, *argv, "--resume")
+    assert status == 0, err
+    assert json.loads((tmp_path / "m.pt.json").read_text())["resumed_from_epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "m.pt.json"]
+
+
+def test_two_runs_started_at_once_one_proceeds(shapes, tmp_path, capsys, monkeypatch):
+    out, lock = tmp_path / "m.pt", tmp_path / "m.pt.lock"
+    start, other_done = threading.Barrier(2), threading.Event()
+    trained, statuses = [], []
+
+    def train(args):
+        trained.append(args)
+        # hold the lock until the other run has given up (no timing involved)
+        assert other_done.wait(timeout=30)
+
+    def one_run():
+        start.wait()
+        statuses.append(
+            skfewshot.cli.main(["train", str(shapes), "-o", str(out), *QUICK])
+        )
+        other_done.set()
+
+    monkeypatch.setattr(skfewshot.cli, "_train", train)
+    threads = [threading.Thread(target=one_run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [0, 1] and len(trained) == 1
+    # the loser read the winner's lock, or found it still empty (being written)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"delete {lock}\n" in err
+    assert not lock.exists()
+
+
+def test_a_record_path_that_is_a_folder_fails_before_training(shapes, tmp_path, capsys):
+    out = tmp_path / "m.pt"
+    (tmp_path / "m.pt.json").mkdir()
+    status, _, err = run(capsys, "train", shapes, "-o", out, *QUICK)
+    assert status == 1
+    assert err == (
+        f"skfewshot train: error: --output {out}: its record {out}.json would be "
+        "written over a folder; move the folder or give another --output\n"
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt.json"]
