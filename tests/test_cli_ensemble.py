@@ -215,6 +215,73 @@ def test_a_member_without_a_seen_list_leaves_it_out_with_a_warning(tmp_path, cap
     assert load_backbone(out)[1]["trained_on"] == {"dataset": "digits"}
 
 
+@pytest.mark.parametrize(
+    "records, expected",
+    [
+        # evaluate reads an Omniglot record's subsets, not its alphabets
+        (
+            [OMNIGLOT_1, {"dataset": "omniglot", "subset": "images_evaluation"}],
+            {
+                "dataset": "omniglot",
+                "subset": ["images_background_small1", "images_evaluation"],
+            },
+        ),
+        # nor the classes of a folder
+        (
+            [{"dataset": "folder", "classes": ["cat"]}, {"dataset": "folder"}],
+            {"dataset": "folder"},
+        ),
+    ],
+)
+def test_a_list_evaluate_does_not_read_is_left_out_without_a_warning(
+    records, expected, tmp_path, capsys
+):
+    paths = [_save(tmp_path / f"m{i}.pt", t, seed=i) for i, t in enumerate(records)]
+    out = tmp_path / "final.pt"
+    status, stdout, err = run(capsys, "ensemble", *paths, "-o", out, "--json")
+    assert (status, err) == (0, "")
+    assert load_backbone(out)[1]["trained_on"] == expected
+    record = json.loads(stdout)
+    assert record["warnings"] == []
+    # each member's whole record is kept beside the ensemble
+    assert [m["trained_on"] for m in record["members"]] == records
+
+
+def test_an_omniglot_member_without_subsets_is_warned_about(tmp_path, capsys):
+    a = _save(tmp_path / "a.pt", OMNIGLOT_1)
+    b = _save(tmp_path / "b.pt", {"dataset": "omniglot", "alphabets": ["Greek"]}, 1)
+    out = tmp_path / "final.pt"
+    status, _, err = run(capsys, "ensemble", a, b, "-o", out)
+    assert status == 0
+    assert err == (
+        f"skfewshot ensemble: warning: {b} records no 'subset', so the ensemble "
+        "records none and evaluate will not be able to leave out every subset it "
+        "saw\n"
+    )
+    assert load_backbone(out)[1]["trained_on"] == {
+        "dataset": "omniglot",
+        "alphabets": ["Greek", "Latin", "Korean"],
+    }
+
+
+def test_a_record_path_that_is_a_folder_fails_before_any_member_is_read(
+    pair, tmp_path, capsys, monkeypatch
+):
+    def load_backbone(path):
+        raise AssertionError(f"read {path}")
+
+    monkeypatch.setattr("skfewshot.models.load_backbone", load_backbone)
+    out = tmp_path / "final.pt"
+    (tmp_path / "final.pt.json").mkdir()
+    status, _, err = run(capsys, "ensemble", *pair, "-o", out)
+    assert status == 1
+    assert err == (
+        f"skfewshot ensemble: error: --output {out}: its record {out}.json would "
+        "be written over a folder; move the folder or give another --output\n"
+    )
+    assert not out.exists() and list((tmp_path / "final.pt.json").iterdir()) == []
+
+
 def test_members_of_different_input_shapes_are_refused(tmp_path, capsys):
     a = _save(tmp_path / "a.pt")
     b = _save(tmp_path / "b.pt", seed=1, input_shape=(1, 28, 28))
@@ -244,7 +311,8 @@ def _refusal_cases(tmp_path, a, b):
     missing, folder = tmp_path / "missing.pt", tmp_path / "folder"
     notes, cut, other = tmp_path / "notes.pt", tmp_path / "cut.pt", tmp_path / "o.pt"
     again, copy = tmp_path / ".." / tmp_path.name / "a.pt", tmp_path / "copy.pt"
-    nowhere = tmp_path / "nowhere"
+    nowhere, record = tmp_path / "nowhere", tmp_path / "x.pt.json"
+    shutil.copy(b, record)  # a member named like the record of -o x.pt
     notes.write_text("not a backbone")
     cut.write_bytes(a.read_bytes()[:200])
     torch.save({"weights": torch.zeros(1)}, other)
@@ -272,6 +340,12 @@ def _refusal_cases(tmp_path, a, b):
             [a, b, "-o", b],
             f"--output {b} is the member {b}: writing the ensemble there would "
             "overwrite it; give another file name",
+        ),
+        (
+            [a, record, "-o", tmp_path / "x.pt"],
+            f"--output {tmp_path / 'x.pt'}: its record x.pt.json is the member "
+            f"{record}: writing the record would overwrite it; give another file "
+            "name",
         ),
         (
             [a, b, "-o", nowhere / "final.pt"],
