@@ -710,8 +710,12 @@ def _create_lock(lock, owner):
         fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
         return False
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(owner, fh)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(owner, fh)
+    except BaseException:  # e.g. a full disk: leave no empty lock behind
+        lock.unlink(missing_ok=True)
+        raise
     return True
 
 

@@ -203,6 +203,38 @@ def test_two_runs_started_at_once_one_proceeds(shapes, tmp_path, capsys, monkeyp
     assert not lock.exists()
 
 
+#: A process that holds the lock of argv[1] until its stdin closes.
+HOLDER = """
+import sys
+from skfewshot.cli import _output_lock
+with _output_lock(sys.argv[1], ["holder"]):
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_another_process_holds_the_lock_until_it_ends(shapes, tmp_path, capsys):
+    out, lock = tmp_path / "m.pt", tmp_path / "m.pt.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(out)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        owner = json.loads(lock.read_text())
+        assert owner["pid"] == holder.pid and owner["argv"] == ["holder"]
+        status, _, err = run(capsys, "train", shapes, "-o", out, *QUICK)
+        assert status == 1
+        assert f"(pid {holder.pid} on {socket.gethostname()}, started " in err
+        assert lock.exists()
+    finally:
+        holder.communicate(timeout=60)
+    assert holder.returncode == 0
+    assert not lock.exists()  # its run ended: its lock went with it
+
+
 def test_a_record_path_that_is_a_folder_fails_before_training(shapes, tmp_path, capsys):
     out = tmp_path / "m.pt"
     (tmp_path / "m.pt.json").mkdir()
@@ -213,3 +245,18 @@ def test_a_record_path_that_is_a_folder_fails_before_training(shapes, tmp_path, 
         "written over a folder; move the folder or give another --output\n"
     )
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt.json"]
+
+
+def test_a_lock_that_cannot_be_written_is_not_left_behind(
+    shapes, tmp_path, capsys, monkeypatch
+):
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(skfewshot.cli.json, "dump", full_disk)
+    status, _, err = run(capsys, "train", shapes, "-o", tmp_path / "m.pt", *QUICK)
+    assert (status, err) == (
+        1,
+        "skfewshot train: error: [Errno 28] No space left on device\n",
+    )
+    assert list(tmp_path.iterdir()) == []
