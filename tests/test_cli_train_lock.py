@@ -96,6 +96,33 @@ def test_the_lock_of_a_dead_run_on_this_host_is_taken_over(shapes, tmp_path, cap
     assert load_backbone(out)[1]["input_shape"] == (1, 16, 16)
 
 
+def test_losing_the_race_for_a_dead_run_lock_is_refused(
+    shapes, tmp_path, capsys, monkeypatch
+):
+    out = tmp_path / "m.pt"
+    lock = _lock(tmp_path / "m.pt.lock", _dead_pid())
+    create, calls = skfewshot.cli._create_lock, []
+
+    def racing(path, owner):
+        calls.append(path)
+        if len(calls) == 2:  # another run took the dead run's lock over first
+            _lock(path, os.getpid())
+        return create(path, owner)
+
+    monkeypatch.setattr(skfewshot.cli, "_create_lock", racing)
+    status, _, err = run(capsys, "train", shapes, "-o", out, *QUICK)
+    assert status == 1
+    assert err.endswith(
+        f"skfewshot train: error: another skfewshot train run writes --output "
+        f"{out} (it took over the stale lock {lock} at the same time as this "
+        "one); wait for it to end or give another --output; if no such run is "
+        f"alive, delete {lock}\n"
+    )
+    assert err.startswith(f"skfewshot train: warning: taking over {lock}")
+    assert json.loads(lock.read_text())["pid"] == os.getpid()  # the winner's
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt.lock"]
+
+
 @pytest.mark.parametrize(
     "content, problem",
     [
