@@ -1656,7 +1656,9 @@ def build_parser():
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    # --json and --debug: every command; --seed and --quiet: those that compute
+    # --json and --debug: every command; --quiet: those that compute; --seed:
+    # those that draw at random (runs and predict draw nothing: fixed runs or
+    # support sets and deterministic heads, so they take no --seed to ignore)
     report = argparse.ArgumentParser(add_help=False)
     report.add_argument(
         "--json", action="store_true", help="print a JSON document instead of the table"
@@ -1666,11 +1668,12 @@ def build_parser():
         action="store_true",
         help="show the traceback of any error (a user error is otherwise one line)",
     )
-    common = argparse.ArgumentParser(add_help=False, parents=[report])
-    common.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    common.add_argument(
+    computing = argparse.ArgumentParser(add_help=False, parents=[report])
+    computing.add_argument(
         "--quiet", action="store_true", help="no progress bars (on stderr)"
     )
+    common = argparse.ArgumentParser(add_help=False, parents=[computing])
+    common.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
     head = argparse.ArgumentParser(add_help=False)
     head.add_argument(
@@ -1802,7 +1805,7 @@ def build_parser():
 
     runs = sub.add_parser(
         "runs",
-        parents=[common, head],
+        parents=[computing, head],
         help="the 20-run Omniglot one-shot benchmark",
         description=(
             "Error rate of a saved backbone + head on the Omniglot one-shot "
@@ -1825,7 +1828,7 @@ def build_parser():
     runs.set_defaults(func=_cmd_runs)
     _add_train_parser(sub, common)
     _add_ensemble_parser(sub, report)
-    _add_predict_parser(sub, common, head)
+    _add_predict_parser(sub, computing, head)
     return parser
 
 
@@ -2026,10 +2029,10 @@ def _add_ensemble_parser(sub, report):
     ensemble.set_defaults(func=_cmd_ensemble)
 
 
-def _add_predict_parser(sub, common, head):
+def _add_predict_parser(sub, computing, head):
     predict = sub.add_parser(
         "predict",
-        parents=[common, head],
+        parents=[computing, head],
         help="label new images with a saved backbone and a few labelled examples",
         description=(
             "Fit a few-shot head on the support images (one sub-folder per class) "
