@@ -483,11 +483,18 @@ def test_pipeline_fitted_on_a_gpu_predicts_in_a_cpu_only_process(how, tmp_path):
     from skfewshot.persistence import dump
 
     X, y = _data()
-    pipe = make_pipeline(
-        BackboneTransformer(_conv4(), device="cuda"), PrototypeClassifier()
-    ).fit(X, y)
-    assert next(pipe[0].module_.parameters()).device.type == "cuda"
-    expected = pipe.predict_proba(X)
+    # cuDNN convolutions round float32 inputs to TF32 (10-bit mantissa) by
+    # default: features 1e-4 to 1e-3 off the CPU's. Full float32 here, so the
+    # CPU process may differ only by the order of the additions.
+    full_float32 = torch.backends.cudnn.flags(
+        enabled=None, benchmark=None, deterministic=None, allow_tf32=False
+    )
+    with full_float32:
+        pipe = make_pipeline(
+            BackboneTransformer(_conv4(), device="cuda"), PrototypeClassifier()
+        ).fit(X, y)
+        assert next(pipe[0].module_.parameters()).device.type == "cuda"
+        expected = pipe.predict_proba(X)
     if how == "skops":
         dump(pipe, tmp_path / "pipe.skops")
     else:
