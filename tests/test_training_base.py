@@ -79,6 +79,17 @@ def test_fit_leaves_the_module_and_global_rng_alone(make, base):
     assert not same_state(trainer.backbone_, module)  # training did something
 
 
+def test_cpu_fit_leaves_the_cuda_generators_alone(base, monkeypatch):
+    # a CPU fit on a CUDA machine must not reseed the caller's CUDA generators
+    # (fork_rng restores only the devices of a CUDA fit); torch.manual_seed
+    # reseeds them through torch.cuda.manual_seed_all, with or without CUDA
+    trainer, seeded = pretrainer(max_epochs=1), []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", seeded.append)
+    monkeypatch.setattr(torch.cuda, "manual_seed", seeded.append)
+    trainer.fit(*base)
+    assert seeded == []
+
+
 @pytest.mark.parametrize("make", TRAINERS)
 def test_int_random_state_is_deterministic(make, base):
     a = make(max_epochs=2).fit(*base)

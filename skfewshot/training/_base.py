@@ -80,10 +80,18 @@ def _probe_backbone(backbone, X, device):
 
 @contextmanager
 def _seeded_torch(seed, device):
-    """Seed torch for the duration of ``fit`` without touching the caller's state."""
+    """Seed torch for the duration of ``fit`` without touching the caller's state.
+
+    On the CPU only the CPU generator is seeded: ``torch.manual_seed`` would
+    also reseed every CUDA generator, which ``fork_rng`` restores only for
+    the devices it forks (those of a CUDA fit).
+    """
     devices = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+        if device.type == "cpu":
+            torch.random.default_generator.manual_seed(seed)
+        else:
+            torch.manual_seed(seed)
         yield
 
 
