@@ -57,15 +57,29 @@ HEAD_LABELS = {
 AUGMENTATIONS = ("none", "shift-rotate", "affine", "affine-elastic")
 
 #: The members of :func:`pretrain_one_shot_ensemble`'s ensemble by default, the
-#: best pair on Omniglot's validation alphabet: a network trained with the
-#: rotation-prediction loss for 20 epochs (whatever the function's
-#: ``max_epochs``), and an affine + elastic one. Read-only mappings.
+#: best trio on Omniglot's validation alphabet (with test-time shifts, within
+#: the 30-minute CPU budget): a network pretrained with the rotation-prediction
+#: loss for 20 epochs (whatever the function's ``max_epochs``), an affine +
+#: elastic pretrained one, and an affine + elastic ProtoNet meta-trained on
+#: 20-way 5-shot 5-query episodes. Read-only mappings.
 ONE_SHOT_MEMBERS = (
     MappingProxyType(
         {"augment": "affine", "rotation_loss_weight": 1.0, "max_epochs": 20}
     ),
     MappingProxyType({"augment": "affine-elastic"}),
+    MappingProxyType(
+        {
+            "recipe": "protonet",
+            "augment": "affine-elastic",
+            "n_way": 20,
+            "n_shot": 5,
+            "n_query": 5,
+        }
+    ),
 )
+
+#: The trainers of a member's ``"recipe"`` in :func:`pretrain_one_shot_ensemble`.
+_MEMBER_RECIPES = ("pretrain", "protonet")
 
 #: The digits the demo's backbone is pretrained on (its novel classes are the rest).
 DEMO_BASE_CLASSES = (0, 1, 2, 3, 4)
@@ -369,7 +383,7 @@ def pretrain_one_shot_ensemble(
     """
     from ._torch_utils import seeded_init
     from .models import BackboneEnsemble, Conv4
-    from .training import SupervisedPretrainer
+    from .training import ProtoNetMetaTrainer, SupervisedPretrainer
 
     if len(np.shape(X)) != 4:
         raise ValueError(
@@ -378,7 +392,7 @@ def pretrain_one_shot_ensemble(
         )
     if isinstance(random_state, bool) or not isinstance(random_state, int):
         raise ValueError(f"random_state must be an int, got {random_state!r}.")
-    members = _check_members(members, np.shape(X))
+    members = _check_members(members, np.shape(X), y)
     if make_module is None:
         in_channels = int(np.shape(X)[1])
 
@@ -395,6 +409,8 @@ def pretrain_one_shot_ensemble(
             **params,
             "augment": make_augmentation(params["augment"], int(np.shape(X)[-1])),
         }
+        if params.pop("recipe") == "protonet":
+            return ProtoNetMetaTrainer(module, **params).fit(X, y)
         return SupervisedPretrainer(module, teacher=teacher, **params).fit(X, y)
 
     teachers, trainers = {}, []
@@ -409,51 +425,62 @@ def pretrain_one_shot_ensemble(
     return BackboneEnsemble([t.backbone_ for t in trainers]), trainers
 
 
-def _check_members(members, X_shape):
+def _check_members(members, X_shape, y):
     """``members`` as a list of dicts, every error raised before any training.
 
     Each member's trainer parameters are validated by the trainer itself (on a
     placeholder module), so a bad value fails here, not after the members
-    before it have trained.
+    before it have trained. Every returned member names its ``"recipe"``; a
+    ProtoNet member also its episodes (``n_way``, ``n_shot``, ``n_query``,
+    ``episodes_per_epoch``: the trainer's defaults and the recipe's number of
+    episodes where the member gives none), so that equal networks compare equal.
     """
     import inspect
 
     import torch
 
-    from .training import SupervisedPretrainer, TrainingCheckpoint
+    from .training import ProtoNetMetaTrainer, SupervisedPretrainer, TrainingCheckpoint
 
     members = list(members)
     if not members:
         raise ValueError("members is empty; give at least one dict with 'augment'.")
+    trainers = {"pretrain": SupervisedPretrainer, "protonet": ProtoNetMetaTrainer}
     # set by the recipe itself: the module, the named augmentation, the teacher
     # of a born-again member, and the seed (initial weights and training alike)
-    allowed = set(inspect.signature(SupervisedPretrainer).parameters) - {
-        "module",
-        "augment",
-        "teacher",
-        "random_state",
+    allowed = {
+        recipe: set(inspect.signature(cls).parameters)
+        - {"module", "augment", "teacher", "random_state"}
+        | {"recipe", "augment"}
+        for recipe, cls in trainers.items()
     }
+    allowed["pretrain"].add("born_again")
     checked = []
     for i, member in enumerate(members):
         if not isinstance(member, Mapping):
             raise ValueError(f"members[{i}] must be a dict, got {member!r}.")
-        member = dict(member)
+        given, member = dict(member), {"recipe": "pretrain", **member}
+        recipe = member["recipe"]
+        if not isinstance(recipe, str) or recipe not in trainers:
+            raise ValueError(
+                f"members[{i}]['recipe'] must be one of "
+                f"{', '.join(map(repr, _MEMBER_RECIPES))}, got {recipe!r}."
+            )
         if "augment" not in member:
-            raise ValueError(f"members[{i}] has no 'augment': {member!r}.")
+            raise ValueError(f"members[{i}] has no 'augment': {given!r}.")
         try:
             make_augmentation(member["augment"])
         except ValueError as exc:
             raise ValueError(f"members[{i}]: {exc}") from None
+        unknown = sorted(set(member) - allowed[recipe])
+        if unknown:
+            raise ValueError(
+                f"members[{i}] has parameters {trainers[recipe].__name__} does not "
+                f"take (or that the recipe sets): {', '.join(map(repr, unknown))}."
+            )
         if not isinstance(member.get("born_again", False), bool):
             raise ValueError(
                 f"members[{i}]['born_again'] must be True or False, got "
                 f"{member['born_again']!r}."
-            )
-        unknown = sorted(set(member) - allowed - {"augment", "born_again"})
-        if unknown:
-            raise ValueError(
-                f"members[{i}] has parameters SupervisedPretrainer does not take "
-                f"(or that the recipe sets): {', '.join(map(repr, unknown))}."
             )
         distill = sorted(k for k in member if k.startswith("distill_"))
         if distill and not member.get("born_again", False):
@@ -461,11 +488,31 @@ def _check_members(members, X_shape):
                 f"members[{i}] sets {', '.join(distill)} but is not born-again "
                 "(add 'born_again': True), so they would be ignored."
             )
-        params = {k: v for k, v in member.items() if k not in ("augment", "born_again")}
+        params = {
+            k: v
+            for k, v in member.items()
+            if k not in ("recipe", "augment", "born_again")
+        }
         try:
-            SupervisedPretrainer(torch.nn.Identity(), **params)._validate_params()
+            trainer = trainers[recipe](torch.nn.Identity(), **params)
+            trainer._validate_params()
+            if recipe == "protonet":
+                # the trainer's own check of the classes an episode needs
+                trainer._check_targets(y)
         except ValueError as exc:
             raise ValueError(f"members[{i}]: {exc}") from None
+        if recipe == "protonet":
+            # as many images per epoch as a pretrained member, unless it says
+            episode = trainer.n_way * (trainer.n_shot + trainer.n_query)
+            member = {
+                **member,
+                "n_way": trainer.n_way,
+                "n_shot": trainer.n_shot,
+                "n_query": trainer.n_query,
+                "episodes_per_epoch": member.get(
+                    "episodes_per_epoch", max(1, round(X_shape[0] / episode))
+                ),
+            }
         if member.get("born_again") and any(
             isinstance(c, TrainingCheckpoint) for c in member.get("callbacks") or ()
         ):

@@ -1,0 +1,148 @@
+"""pretrain_one_shot_ensemble's members: pretrained and ProtoNet meta-trained."""
+
+import numpy as np
+import pytest
+import torch
+
+from skfewshot.models import Conv4
+from skfewshot.recipes import ONE_SHOT_MEMBERS, pretrain_one_shot_ensemble
+from skfewshot.training import ProtoNetMetaTrainer, SupervisedPretrainer
+
+# 38 images of 4 classes (10, 10, 9, 9): 16 x 16, so a Conv4 gives hidden features
+X = np.random.default_rng(0).random((38, 1, 16, 16), dtype=np.float32)
+Y = np.repeat([0, 1, 2, 3], [10, 10, 9, 9])
+# 3-way 2-shot 1-query: 9 images an episode, 38 / 9 = 4.2 -> 4 episodes an epoch
+PROTONET = {
+    "recipe": "protonet",
+    "augment": "none",
+    "n_way": 3,
+    "n_shot": 2,
+    "n_query": 1,
+}
+
+
+def _recipe(members, make_module=lambda: Conv4(hidden=4), **params):
+    return pretrain_one_shot_ensemble(
+        X,
+        Y,
+        members=members,
+        make_module=make_module,
+        max_epochs=1,
+        device="cpu",
+        **params,
+    )
+
+
+def test_default_members_are_read_only_and_end_with_a_protonet():
+    assert ONE_SHOT_MEMBERS[2] == {
+        "recipe": "protonet",
+        "augment": "affine-elastic",
+        "n_way": 20,
+        "n_shot": 5,
+        "n_query": 5,
+    }
+    with pytest.raises(TypeError):
+        ONE_SHOT_MEMBERS[2]["n_way"] = 5
+
+
+def test_protonet_member_is_a_protonet_trainer_seeing_an_epoch_of_images():
+    members = [PROTONET, {**PROTONET, "episodes_per_epoch": 7, "max_epochs": 2}]
+    _, trainers = _recipe(members)
+    assert [type(t) for t in trainers] == [ProtoNetMetaTrainer] * 2
+    first, second = trainers
+    assert (first.n_way, first.n_shot, first.n_query) == (3, 2, 1)
+    assert first.episodes_per_epoch == 4  # round(38 / (3 * (2 + 1)))
+    assert second.episodes_per_epoch == 7  # the member's own wins
+    assert first.history_[:, "train_batch_count"] == [4]
+    assert second.history_[:, "train_batch_count"] == [7, 7]
+    # the trainer's other defaults, and the recipe's seed
+    params = first.get_params(deep=False)
+    assert {k: params[k] for k in ("lr", "optimizer", "lr_schedule", "metric")} == {
+        "lr": 1e-3,
+        "optimizer": "adam",
+        "lr_schedule": "cosine",
+        "metric": "euclidean",
+    }
+    assert (params["random_state"], params["augment"]) == (0, None)
+    assert members[0] == PROTONET and "episodes_per_epoch" not in PROTONET
+
+
+def test_mixed_ensemble_concatenates_every_member_and_reruns_identically():
+    members = [{"augment": "none"}, PROTONET, {**PROTONET, "augment": "affine"}]
+
+    def recipe(**params):
+        widths = iter([2, 3, 4])  # a module per member, each of its own width
+        return _recipe(members, lambda: Conv4(hidden=next(widths)), **params)
+
+    ensemble, trainers = recipe()
+    assert [type(t) for t in trainers] == [
+        SupervisedPretrainer,
+        ProtoNetMetaTrainer,
+        ProtoNetMetaTrainer,
+    ]
+    images = torch.as_tensor(X)
+    with torch.no_grad():
+        features = ensemble(images)
+        assert features.shape == (38, 2 + 3 + 4)
+        # the ProtoNet member's L2-normalised features sit at its place
+        own = torch.nn.functional.normalize(trainers[1].backbone_(images), dim=1)
+        torch.testing.assert_close(features[:, 2:5], own, rtol=1e-5, atol=1e-6)
+        assert torch.equal(recipe()[0](images), features)  # same seed, same bits
+        assert not torch.equal(recipe(random_state=1)[0](images), features)
+
+
+P = PROTONET
+NOT_TAKEN = r"members\[0\] has parameters ProtoNetMetaTrainer does not take .*: "
+
+
+@pytest.mark.parametrize(
+    "members, match",
+    [
+        (
+            [{"augment": "none"}, {**P, "recipe": "maml"}],
+            r"members\[1\]\['recipe'\] must be one of 'pretrain', 'protonet', "
+            "got 'maml'",
+        ),
+        ([{**P, "recipe": None}], r"members\[0\]\['recipe'\] .* got None"),
+        ([{**P, "born_again": True}], NOT_TAKEN + "'born_again'\\."),
+        ([{**P, "rotation_loss_weight": 1.0}], NOT_TAKEN + "'rotation_loss_weight'"),
+        ([{**P, "teacher": None}], NOT_TAKEN + "'teacher'"),
+        (
+            [{**P, "distill_weight": 0.5, "distill_temperature": 4.0}],
+            NOT_TAKEN + "'distill_temperature', 'distill_weight'",
+        ),
+        ([{**P, "batch_size": 8, "head": "cos"}], NOT_TAKEN + "'batch_size', 'head'"),
+        ([{**P, "random_state": 1}], NOT_TAKEN + "'random_state'"),
+        (
+            [{"augment": "none", "n_way": 3}],
+            r"members\[0\] has parameters SupervisedPretrainer does not take .*'n_way'",
+        ),
+        ([{**P, "n_way": 0}], r"members\[0\]: The 'n_way' parameter"),
+        ([{**P, "metric": "cos"}], r"members\[0\]: The 'metric' parameter"),
+        ([{**P, "episodes_per_epoch": 0}], r"members\[0\]: The 'episodes_per_epoch'"),
+        ([{"recipe": "protonet"}], r"members\[0\] has no 'augment'"),
+        (
+            [{"augment": "none"}, {**P, "n_way": 5}],
+            r"members\[1\]: n_way=5 classes with at least n_shot \+ n_query = 3 "
+            r"samples each were asked, but only 4 of 4 classes have that many\.",
+        ),
+        (
+            [{**P, "n_shot": 9}],
+            r"members\[0\]: n_way=3 classes with at least n_shot \+ n_query = 10 "
+            r"samples each were asked, but only 2 of 4 classes have that many\.",
+        ),
+        # equal networks, however they are written
+        ([P, dict(P)], r"members\[1\] equals members\[0\]"),
+        ([P, {**P, "episodes_per_epoch": 4}], r"members\[1\] equals members\[0\]"),
+        (
+            [{"augment": "none"}, {"recipe": "pretrain", "augment": "none"}],
+            r"members\[1\] equals members\[0\]",
+        ),
+    ],
+)
+def test_members_are_refused_before_any_training(members, match):
+    def make_module():  # never reached: the checks come before any training
+        raise AssertionError("trained despite invalid members")
+
+    with pytest.raises(ValueError, match=match):
+        _recipe(members, make_module)
