@@ -451,19 +451,32 @@ def test_train_twice_ensemble_predict(tmp_path, capsys):
 
 
 def test_cli_recipe_equals_the_library_recipe(tmp_path, capsys):
-    """``train`` x2 + ``ensemble`` give pretrain_one_shot_ensemble's network."""
+    """``train`` x4 + ``ensemble`` give pretrain_one_shot_ensemble's network."""
     from skfewshot.datasets import load_image_folder
     from skfewshot.recipes import ONE_SHOT_MEMBERS, pretrain_one_shot_ensemble
+    from skfewshot.training import ProtoNetMetaTrainer
 
     # the default recipe is what the docs say the command line reproduces
     assert ONE_SHOT_MEMBERS == (
         {"augment": "affine", "rotation_loss_weight": 1.0, "max_epochs": 20},
         {"augment": "affine-elastic"},
+        {
+            "recipe": "protonet",
+            "augment": "affine-elastic",
+            "n_way": 20,
+            "n_shot": 5,
+            "n_query": 5,
+        },
     )
-    data = _folder(tmp_path / "data", 3)
+    data = _folder(tmp_path / "data", 3)  # 9 images of 3 classes
     quick = ["--epochs", "1", "--image-size", "16", "--width", "4", "--quiet"]
-    a, a2, b = tmp_path / "a.pt", tmp_path / "a2.pt", tmp_path / "b.pt"
+    quick += ["--device", "cpu"]  # bit-identical networks: a CPU promise
+    a, a2, b, c = (tmp_path / f"{name}.pt" for name in ("a", "a2", "b", "c"))
     out = tmp_path / "final.pt"
+    # ProtoNet sees as many images an epoch as the others: 9 images, 3-way
+    # 1-shot 1-query episodes of 6 images, round(9 / 6) = 2 episodes an epoch
+    protonet = ["--recipe", "protonet", "--n-way", "3", "--n-shot", "1"]
+    protonet += ["--n-query", "1", "--episodes-per-epoch", "2"]
     for path, recipe in [
         (a, ["--augment", "affine", "--rotation-loss-weight", "1"]),
         (
@@ -472,14 +485,22 @@ def test_cli_recipe_equals_the_library_recipe(tmp_path, capsys):
             + ["--distill-generations", "1"],
         ),
         (b, ["--augment", "affine-elastic", "--distill-generations", "1"]),
+        (c, ["--augment", "affine-elastic", *protonet]),
     ]:
         assert run(capsys, "train", data, "-o", path, *quick, *recipe)[0] == 0
-    assert run(capsys, "ensemble", a, a2, b, "-o", out)[0] == 0
+    assert run(capsys, "ensemble", a, a2, b, c, "-o", out)[0] == 0
     X, y = load_image_folder(data, image_size=16, return_X_y=True)
     members = [
         {"augment": "affine", "rotation_loss_weight": 1.0},
         {"augment": "affine", "rotation_loss_weight": 1.0, "born_again": True},
         {"augment": "affine-elastic", "born_again": True},
+        {
+            "recipe": "protonet",
+            "augment": "affine-elastic",
+            "n_way": 3,
+            "n_shot": 1,
+            "n_query": 1,
+        },
     ]
 
     def recipe(**params):
@@ -494,15 +515,20 @@ def test_cli_recipe_equals_the_library_recipe(tmp_path, capsys):
         )
 
     ensemble, trainers = recipe()
-    assert [t.teacher is not None for t in trainers] == [False, True, True]
+    assert [t.teacher is not None for t in trainers[:3]] == [False, True, True]
     # a born-again member's teacher has the member's parameters, rotation loss too
     assert trainers[1].teacher.rotation_loss_weight == 1.0
     assert trainers[2].teacher.rotation_loss_weight == 0.0
     assert repr(trainers[2].augment).startswith("Compose([RandomAffine(")
+    assert isinstance(trainers[3], ProtoNetMetaTrainer)
+    assert trainers[3].episodes_per_epoch == 2  # what the command line was given
+    assert repr(trainers[3].augment).startswith("Compose([RandomAffine(")
     images = torch.as_tensor(X)
     with torch.no_grad():
         expected = ensemble(images)
+        assert expected.shape == (9, 4 * 4)
         assert torch.equal(load_backbone(out)[0](images), expected)
+        assert torch.equal(load_backbone(c)[0](images), trainers[3].backbone_(images))
         # every network starts from the same seeded weights: a rerun is equal
         assert torch.equal(recipe()[0](images), expected)
         assert not torch.equal(recipe(random_state=1)[0](images), expected)
