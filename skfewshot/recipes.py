@@ -289,26 +289,43 @@ def pretrain_one_shot_ensemble(
     device: Any = "auto",
     verbose: int = 0,
 ) -> tuple[Any, list]:
-    """Pretrain several backbones on base classes and join them in an ensemble.
+    """Train several backbones on base classes and join them in an ensemble.
 
     The one-shot Omniglot recipe of :ref:`benchmarks_omniglot` ("Ablation"),
-    as a function: every member is a
-    :class:`~skfewshot.training.SupervisedPretrainer` with its defaults
-    (linear head, SGD with learning rate 0.05, batch 64, weight decay 5e-4,
-    cosine schedule), ``max_epochs`` epochs and
+    as a function. A member is trained one of two ways, by its ``"recipe"``:
+
+    - ``"pretrain"`` (the default): a
+      :class:`~skfewshot.training.SupervisedPretrainer` with its defaults
+      (linear head, SGD with learning rate 0.05, batch 64, weight decay 5e-4,
+      cosine schedule). A *born-again* member is a second generation, trained
+      with a first generation of the same parameters as ``teacher=`` (trained
+      once, shared by the born-again members of those parameters);
+    - ``"protonet"``: a :class:`~skfewshot.training.ProtoNetMetaTrainer` with
+      its defaults (Adam with learning rate 1e-3, cosine schedule, euclidean
+      prototypes), meta-trained on ``n_way``-way ``n_shot``-shot episodes of
+      ``n_query`` queries per class, ``episodes_per_epoch =
+      max(1, round(n_samples / (n_way * (n_shot + n_query))))`` of them unless
+      the member says: an epoch sees as many images as a pretrained member's.
+      It is the trainer of the Omniglot benchmarks' ``protonet`` recipe.
+
+    Either way with ``max_epochs`` epochs and
     ``augment=make_augmentation(name, image_size)``, plus the member's own
-    parameters, trained on ``(X, y)``. A *born-again* member is a second
-    generation, trained with a first generation of the same parameters as
-    ``teacher=`` (trained once, shared by the born-again members of those
-    parameters). Every network starts from the same initial weights,
-    ``make_module()`` built with torch seeded by ``random_state``, as
-    ``skfewshot train --seed`` does, so on the CPU the default recipe gives the
-    same ensemble as::
+    parameters, trained on ``(X, y)``. Every network starts from the same
+    initial weights, ``make_module()`` built with torch seeded by
+    ``random_state``, as ``skfewshot train --seed`` does, so on the CPU the
+    default recipe gives the same ensemble as::
 
         skfewshot train DATA --augment affine --rotation-loss-weight 1 \
             --epochs 20 -o a.pt
         skfewshot train DATA --augment affine-elastic --epochs 40 -o b.pt
-        skfewshot ensemble a.pt b.pt -o final.pt
+        skfewshot train DATA --recipe protonet --augment affine-elastic \
+            --n-way 20 --n-shot 5 --n-query 5 --episodes-per-epoch E \
+            --epochs 40 -o c.pt
+        skfewshot ensemble a.pt b.pt c.pt -o final.pt
+
+    with ``E = max(1, round(n_samples / 200))`` (an episode of 20 classes of
+    5 + 5 images holds 200): 54 for the 10,880 images of Omniglot's
+    ``images_background_small1`` with ``--rotations``.
 
     Evaluate it with test-time shifts,
     ``BackboneTransformer(ensemble, test_time_shifts=1)``, as the benchmark
@@ -323,12 +340,16 @@ def pretrain_one_shot_ensemble(
         Their base-class labels.
     members : sequence of dict, default=ONE_SHOT_MEMBERS
         One dict per member: ``"augment"``, a name of :data:`AUGMENTATIONS`
-        (required); ``"born_again"`` (default False), whether the member is a
-        born-again second generation; and any other parameter of
-        :class:`~skfewshot.training.SupervisedPretrainer` for this member
-        alone, e.g. ``"rotation_loss_weight"`` or ``"max_epochs"`` (which wins
-        over the function's ``max_epochs``); not ``random_state``, which seeds
-        every network. Two equal members are refused (the same network twice).
+        (required); ``"recipe"``, ``"pretrain"`` (default) or ``"protonet"``;
+        for a pretrain member, ``"born_again"`` (default False), whether it is
+        a born-again second generation; and any other parameter of the
+        member's trainer for this member alone, e.g. ``"rotation_loss_weight"``
+        of :class:`~skfewshot.training.SupervisedPretrainer`, ``"n_way"`` or
+        ``"episodes_per_epoch"`` of
+        :class:`~skfewshot.training.ProtoNetMetaTrainer`, or ``"max_epochs"``
+        (which wins over the function's ``max_epochs``); not ``random_state``,
+        which seeds every network. Two equal members are refused (the same
+        network twice).
     make_module : callable, default=None
         Builds a fresh backbone, e.g. ``lambda: Conv4(hidden=128)``; None is
         ``Conv4(in_channels=X.shape[1])``.
@@ -347,7 +368,7 @@ def pretrain_one_shot_ensemble(
     ensemble : BackboneEnsemble
         The members' backbones (on the CPU, in eval mode), their L2-normalised
         features concatenated.
-    trainers : list of SupervisedPretrainer
+    trainers : list of SupervisedPretrainer or ProtoNetMetaTrainer
         One fitted trainer per member, in order; a born-again member's first
         generation is its ``teacher``.
 
@@ -356,12 +377,16 @@ def pretrain_one_shot_ensemble(
     ValueError
         Before any training, when ``X`` is not 4-D, ``random_state`` is not an
         int, or ``members`` is empty or holds a member that is not a dict, has
-        no ``"augment"`` or an unknown one, a parameter (or value)
-        SupervisedPretrainer does not take, ``distill_*`` without
-        ``"born_again": True``, a born-again member with a
-        :class:`~skfewshot.training.TrainingCheckpoint` (teacher and student
-        would share its file), the rotation loss on non-square images, or
-        equals another member; the message names the member.
+        a ``"recipe"`` other than ``"pretrain"`` and ``"protonet"``, no
+        ``"augment"`` or an unknown one, a parameter (or value) its trainer
+        does not take (a ProtoNet member takes no ``born_again``,
+        ``rotation_loss_weight``, ``teacher`` or ``distill_*``),
+        ``distill_*`` without ``"born_again": True``, a born-again member with
+        a :class:`~skfewshot.training.TrainingCheckpoint` (teacher and student
+        would share its file), the rotation loss on non-square images,
+        episodes that ``y`` cannot give (fewer than ``n_way`` classes with
+        ``n_shot + n_query`` images), or equals another member; the message
+        names the member.
 
     Examples
     --------
@@ -374,12 +399,18 @@ def pretrain_one_shot_ensemble(
     >>> y = np.repeat([0, 1, 2], 8)
     >>> ensemble, trainers = pretrain_one_shot_ensemble(
     ...     X, y, members=[{"augment": "affine", "born_again": True},
-    ...                    {"augment": "affine-elastic"}],
+    ...                    {"augment": "affine-elastic"},
+    ...                    {"recipe": "protonet", "augment": "affine-elastic",
+    ...                     "n_way": 3, "n_shot": 2, "n_query": 2}],
     ...     make_module=lambda: Conv4(hidden=4), max_epochs=1, device="cpu")
-    >>> ensemble(torch.as_tensor(X[:2])).shape  # two members of 4 features
-    torch.Size([2, 8])
-    >>> [t.teacher is not None for t in trainers]
-    [True, False]
+    >>> ensemble(torch.as_tensor(X[:2])).shape  # three members of 4 features
+    torch.Size([2, 12])
+    >>> [type(t).__name__ for t in trainers]
+    ['SupervisedPretrainer', 'SupervisedPretrainer', 'ProtoNetMetaTrainer']
+    >>> trainers[0].teacher is not None, trainers[1].teacher is None
+    (True, True)
+    >>> trainers[2].episodes_per_epoch  # round(24 images / (3 * (2 + 2)))
+    2
     """
     from ._torch_utils import seeded_init
     from .models import BackboneEnsemble, Conv4
