@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "float32_settings",
     "seeded_init",
     "single_thread",
     "resolve_device",
@@ -133,6 +134,33 @@ def to_host_array(t, dtype=np.float32) -> np.ndarray:
     if t.dtype in (torch.float16, torch.bfloat16):
         t = t.float()
     return t.numpy().astype(dtype, copy=False)
+
+
+def float32_settings() -> str:
+    """The precision settings that change float32 results, for cache keys.
+
+    ``torch.get_float32_matmul_precision()`` (matrix products) and, where
+    cuDNN is there, the precision of its float32 convolutions: cuDNN computes
+    them in TF32 by default (about 1e-3 relative off full float32), so
+    features computed with TF32 on must not be served after it is turned off.
+    The per-operator setting (``torch.backends.cudnn.conv.fp32_precision``,
+    torch >= 2.9) is read where it exists: reading the legacy
+    ``allow_tf32`` raises once the new API has set conv and RNN apart.
+
+    Examples
+    --------
+    >>> from skfewshot._torch_utils import float32_settings
+    >>> float32_settings().startswith("matmul=")
+    True
+    """
+    settings = f"matmul={torch.get_float32_matmul_precision()}"
+    cudnn = torch.backends.cudnn
+    conv = getattr(cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        settings += f"|cudnn_conv={conv.fp32_precision}"
+    else:
+        settings += f"|cudnn_tf32={cudnn.allow_tf32}"
+    return settings
 
 
 def seeded_init(make_module, seed):

@@ -36,7 +36,12 @@ from tqdm.auto import tqdm
 
 from ._feature_cache import FEATURE_CACHE, cached_features, row_keys, state_key
 from ._persistence import portable_state, restored_state
-from ._torch_utils import resolve_device, to_host_array, torch_dtype
+from ._torch_utils import (
+    float32_settings,
+    resolve_device,
+    to_host_array,
+    torch_dtype,
+)
 from ._utils import check_finite_features
 
 __all__ = ["BackboneTransformer"]
@@ -554,7 +559,7 @@ class BackboneTransformer(
         """Cache key of the module's state and of the settings (None: do not cache)."""
         settings = (
             f"{self.dtype}|{self.amp}|{device.type}|{X.dtype.str}|{X.shape[1:]}"
-            f"|{torch.get_float32_matmul_precision()}"
+            f"|{float32_settings()}"
         )
         if shifts is not None:
             settings += f"|shifts={shifts}"

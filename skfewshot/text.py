@@ -28,7 +28,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ._feature_cache import cached_features, state_key, text_keys
-from ._torch_utils import resolve_device
+from ._torch_utils import float32_settings, resolve_device
 from ._utils import check_finite_features
 
 __all__ = ["LSAEncoder", "SentenceEncoder"]
@@ -289,7 +289,7 @@ class SentenceEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
             if isinstance(encoder, torch.nn.Module)
             else []
         )
-        settings = f"text|{devices}|{torch.get_float32_matmul_precision()}"
+        settings = f"text|{devices}|{float32_settings()}"
         return state_key(encoder, settings, "encoder", stacklevel=4)
 
     def _encode_batches(self, batch):

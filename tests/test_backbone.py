@@ -371,6 +371,37 @@ def test_changed_weights_are_not_served_from_cache(rng):
     assert_allclose(new, old + 1.0, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.parametrize("setting", ["cudnn_conv", "matmul"])
+def test_float32_precision_settings_are_part_of_the_cache_key(rng, setting):
+    # cuDNN runs float32 convolutions in TF32 by default (about 1e-3 off full
+    # float32): features computed under one setting must not be served under
+    # another, on any device (the key cannot know which ops the module runs)
+    X = rng.normal(size=(5, 6)).astype(np.float32)
+    bt = BackboneTransformer(seeded(Counting), device="cpu")
+    bt.fit_transform(X)
+    bt.transform(X)
+    assert Counting.rows == 5  # the second transform came from the cache
+    if setting == "matmul":
+        before = torch.get_float32_matmul_precision()
+        other = "high" if before != "high" else "highest"
+        torch.set_float32_matmul_precision(other)
+        try:
+            bt.transform(X)
+        finally:
+            torch.set_float32_matmul_precision(before)
+    else:
+        conv = torch.backends.cudnn.conv
+        before = conv.fp32_precision
+        conv.fp32_precision = "ieee" if before != "ieee" else "tf32"
+        try:
+            bt.transform(X)
+        finally:
+            conv.fp32_precision = before
+    assert Counting.rows == 10  # computed again under the other setting
+    bt.transform(X)
+    assert Counting.rows == 10  # and the first setting's features still serve
+
+
 def test_cache_disabled_runs_every_time(rng):
     X = rng.normal(size=(5, 6))
     bt = BackboneTransformer(seeded(Counting), device="cpu", cache=False)
