@@ -644,10 +644,11 @@ def train_final(X, y, args):
 
     :func:`skfewshot.recipes.pretrain_one_shot_ensemble` with its default
     members (``ONE_SHOT_MEMBERS``): an ``affine`` network trained with the
-    rotation-prediction loss for 20 epochs and an ``affine-elastic`` one for
-    ``--epochs``, their features concatenated; evaluated with
-    ``--test-time-shifts 1``. ``skfewshot train`` (twice) and ``skfewshot
-    ensemble`` give the same recipe.
+    rotation-prediction loss for 20 epochs, an ``affine-elastic`` one for
+    ``--epochs`` and an ``affine-elastic`` ProtoNet (20-way 5-shot 5-query
+    episodes, as many images per epoch) for ``--epochs``, their features
+    concatenated; evaluated with ``--test-time-shifts 1``. Three ``skfewshot
+    train`` runs and ``skfewshot ensemble`` give the same recipe.
     """
     return pretrain_one_shot_ensemble(
         X,

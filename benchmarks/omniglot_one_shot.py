@@ -27,8 +27,8 @@ two idle CPU cores; ``affine-distill`` trains its teacher, ``affine``, first)::
 
 ``--config final`` trains the library's recipe,
 :func:`skfewshot.recipes.pretrain_one_shot_ensemble` (the ensemble this ablation
-chose on validation: ``affine-rotation`` trained with ``--epochs 20`` and
-``affine-elastic``), in one call.
+chose on validation: ``affine-rotation`` trained with ``--epochs 20``,
+``affine-elastic`` and ``protonet-affine-elastic``), in one call.
 ``--ensemble`` scores a :class:`~skfewshot.models.BackboneEnsemble` of backbones
 saved by earlier ``--config`` runs (their L2-normalised features concatenated).
 ``--device cuda`` trains and embeds on a GPU (the rows record the device; the

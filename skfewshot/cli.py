@@ -1998,7 +1998,8 @@ def _add_ensemble_parser(sub, report):
             "members with their SHA-256, combine, input shape, versions)."
         ),
         epilog=(
-            "example (issue 14's recipe: two trainings, their ensemble, test-time "
+            "example (issue 14's recipe: three trainings, two pretrained and one\n"
+            "meta-trained with as many images per epoch, their ensemble, test-time "
             "shifts):\n"
             "  skfewshot train --dataset omniglot --data-dir DIR --augment affine \\\n"
             "      --subset images_background_small1 images_background_small2 \\\n"
@@ -2006,7 +2007,11 @@ def _add_ensemble_parser(sub, report):
             "  skfewshot train --dataset omniglot --data-dir DIR \\\n"
             "      --subset images_background_small1 images_background_small2 \\\n"
             "      --augment affine-elastic --epochs 40 --rotations --output b.pt\n"
-            "  skfewshot ensemble a.pt b.pt --output final.pt\n"
+            "  skfewshot train --dataset omniglot --data-dir DIR --recipe protonet \\\n"
+            "      --subset images_background_small1 images_background_small2 \\\n"
+            "      --augment affine-elastic --n-way 20 --n-shot 5 --n-query 5 \\\n"
+            "      --episodes-per-epoch 97 --epochs 40 --rotations --output c.pt\n"
+            "  skfewshot ensemble a.pt b.pt c.pt --output final.pt\n"
             "  skfewshot runs --runs RUNS --backbone final.pt --test-time-shifts 1"
         ),
     )

@@ -416,7 +416,12 @@ def test_help_documents_every_option_and_the_recipe(capsys):
         for flag in action.option_strings:
             assert flag in out
         assert action.help
-    assert "  skfewshot ensemble a.pt b.pt --output final.pt\n" in out
+    assert "  skfewshot ensemble a.pt b.pt c.pt --output final.pt\n" in out
+    # the meta-trained member as the library's default trains it: 19,360
+    # images of small1 + small2 with rotations, round(19360 / 200) episodes
+    assert "--recipe protonet" in out
+    assert "--n-way 20 --n-shot 5 --n-query 5" in out
+    assert "--episodes-per-epoch 97 --epochs 40 --rotations --output c.pt" in out
     assert "--backbone final.pt --test-time-shifts 1" in out
 
 
