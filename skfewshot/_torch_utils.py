@@ -136,31 +136,51 @@ def to_host_array(t, dtype=np.float32) -> np.ndarray:
     return t.numpy().astype(dtype, copy=False)
 
 
+#: torch >= 2.9's per-operator float32 precision settings (``torch.backends.X``)
+_FP32_SETTINGS = (
+    "",
+    "cuda.matmul",
+    "cudnn.conv",
+    "cudnn.rnn",
+    "mkldnn.matmul",
+    "mkldnn.conv",
+    "mkldnn.rnn",
+)
+
+
 def float32_settings() -> str:
     """The precision settings that change float32 results, for cache keys.
 
-    ``torch.get_float32_matmul_precision()`` (matrix products) and, where
-    cuDNN is there, the precision of its float32 convolutions: cuDNN computes
-    them in TF32 by default (about 1e-3 relative off full float32), so
-    features computed with TF32 on must not be served after it is turned off.
-    The per-operator setting (``torch.backends.cudnn.conv.fp32_precision``,
-    torch >= 2.9) is read where it exists: reading the legacy
-    ``allow_tf32`` raises once the new API has set conv and RNN apart.
+    On torch >= 2.9, every per-operator ``fp32_precision`` setting
+    (``torch.backends``' own, ``cuda.matmul``, ``cudnn.conv`` / ``rnn``,
+    ``mkldnn.matmul`` / ``conv`` / ``rnn``): cuDNN computes float32
+    convolutions in TF32 by default (about 1e-3 relative off full float32) and
+    oneDNN may use bf16, so features computed under one setting must not be
+    served under another. These are read rather than the legacy getters,
+    which raise once a user has set the new API and the old one apart. Older
+    torch: ``torch.get_float32_matmul_precision()`` and
+    ``torch.backends.cudnn.allow_tf32``.
 
     Examples
     --------
     >>> from skfewshot._torch_utils import float32_settings
-    >>> float32_settings().startswith("matmul=")
+    >>> isinstance(float32_settings(), str)
     True
     """
-    settings = f"matmul={torch.get_float32_matmul_precision()}"
-    cudnn = torch.backends.cudnn
-    conv = getattr(cudnn, "conv", None)
-    if conv is not None and hasattr(conv, "fp32_precision"):
-        settings += f"|cudnn_conv={conv.fp32_precision}"
-    else:
-        settings += f"|cudnn_tf32={cudnn.allow_tf32}"
-    return settings
+    backends = torch.backends
+    if hasattr(getattr(backends.cuda, "matmul", None), "fp32_precision"):
+        parts = []
+        for name in _FP32_SETTINGS:
+            module = backends
+            for attr in filter(None, name.split(".")):
+                module = getattr(module, attr, None)
+            value = getattr(module, "fp32_precision", None)
+            parts.append(f"{name or 'all'}={value}")
+        return "|".join(parts)
+    return (
+        f"matmul={torch.get_float32_matmul_precision()}"
+        f"|cudnn_tf32={backends.cudnn.allow_tf32}"
+    )
 
 
 def seeded_init(make_module, seed):

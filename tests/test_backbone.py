@@ -371,35 +371,61 @@ def test_changed_weights_are_not_served_from_cache(rng):
     assert_allclose(new, old + 1.0, rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("setting", ["cudnn_conv", "matmul"])
+def _other_precision(setting):
+    """(read, write, another value) of one float32 precision setting."""
+    if setting == "matmul":  # the legacy getter and setter, every torch version
+        read, write = (
+            torch.get_float32_matmul_precision,
+            (torch.set_float32_matmul_precision),
+        )
+        return read, write, "high" if read() != "high" else "highest"
+    if setting == "cuda.matmul" or hasattr(torch.backends.cudnn, "conv"):
+        module = (
+            torch.backends.cuda.matmul
+            if setting == "cuda.matmul"
+            else torch.backends.cudnn.conv
+        )
+        if not hasattr(module, "fp32_precision"):
+            pytest.skip("torch < 2.9 has no per-operator fp32_precision")
+
+        def write(value):
+            module.fp32_precision = value
+
+        read = lambda: module.fp32_precision  # noqa: E731
+        return read, write, "tf32" if read() != "tf32" else "ieee"
+    cudnn = torch.backends.cudnn  # torch < 2.9: the legacy TF32 flag
+
+    def write(value):
+        cudnn.allow_tf32 = value
+
+    return (lambda: cudnn.allow_tf32), write, not cudnn.allow_tf32
+
+
+@pytest.mark.parametrize("setting", ["cudnn.conv", "matmul", "cuda.matmul"])
 def test_float32_precision_settings_are_part_of_the_cache_key(rng, setting):
     # cuDNN runs float32 convolutions in TF32 by default (about 1e-3 off full
     # float32): features computed under one setting must not be served under
-    # another, on any device (the key cannot know which ops the module runs)
+    # another, on any device (the key cannot know which ops the module runs);
+    # "cuda.matmul" sets only torch >= 2.9's per-operator API, after which the
+    # legacy getter raises: the key must not call it
     X = rng.normal(size=(5, 6)).astype(np.float32)
     bt = BackboneTransformer(seeded(Counting), device="cpu")
     bt.fit_transform(X)
     bt.transform(X)
     assert Counting.rows == 5  # the second transform came from the cache
-    if setting == "matmul":
-        before = torch.get_float32_matmul_precision()
-        other = "high" if before != "high" else "highest"
-        torch.set_float32_matmul_precision(other)
-        try:
-            bt.transform(X)
-        finally:
-            torch.set_float32_matmul_precision(before)
-    else:
-        conv = torch.backends.cudnn.conv
-        before = conv.fp32_precision
-        conv.fp32_precision = "ieee" if before != "ieee" else "tf32"
-        try:
-            bt.transform(X)
-        finally:
-            conv.fp32_precision = before
+    read, write, other = _other_precision(setting)
+    before = read()
+    write(other)
+    try:
+        bt.transform(X)
+    finally:
+        write(before)
     assert Counting.rows == 10  # computed again under the other setting
-    bt.transform(X)
-    assert Counting.rows == 10  # and the first setting's features still serve
+    if setting != "matmul":
+        # (the legacy setter leaves torch >= 2.9's per-operator values at
+        # "ieee" where they were "none" before: the same arithmetic, another key)
+        bt.transform(X)
+        assert Counting.rows == 10  # the first setting's features still serve
 
 
 def test_cache_disabled_runs_every_time(rng):
