@@ -710,13 +710,48 @@ def _create_lock(lock, owner):
         fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
         return False
+    except OSError as exc:
+        raise _CLIError(f"cannot create the lock {lock}: {exc}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(owner, fh)
-    except BaseException:  # e.g. a full disk: leave no empty lock behind
+    except BaseException as exc:  # e.g. a full disk: leave no empty lock behind
         lock.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _CLIError(f"cannot write the lock {lock}: {exc}") from None
         raise
     return True
+
+
+def _take_over(lock, dead, mine, output, held):
+    """Replace the lock ``dead`` left by a run that ended without removing it.
+
+    Under a second exclusive file, ``OUTPUT.lock.takeover``, so that of two
+    runs that both read the dead run's lock, only one replaces it: the other
+    then finds the winner's lock (or the guard) and is refused, instead of
+    deleting the winner's new lock and running beside it.
+    """
+    guard = _beside(lock, ".takeover")
+    racing = (
+        f"another skfewshot train run writes --output {output} (it took over "
+        f"the stale lock {lock} at the same time as this one); wait for it to "
+        f"end or give another --output; if no such run is alive, delete {lock}"
+    )
+    if not _create_lock(guard, mine):
+        raise _CLIError(f"{racing} and {guard}")
+    try:
+        if lock.exists() and _lock_owner(lock) != dead:
+            raise _CLIError(racing)  # replaced since it was read: by a live run
+        print(
+            f"skfewshot train: warning: taking over {lock}, left by a run that "
+            f"is no longer running ({held})",
+            file=sys.stderr,
+        )
+        lock.unlink(missing_ok=True)
+        if not _create_lock(lock, mine):
+            raise _CLIError(racing)
+    finally:
+        guard.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -749,19 +784,7 @@ def _output_lock(output, argv):
                 f"by its lock {lock}); wait for it to end or give another "
                 f"--output; if no such run is alive, delete {lock}"
             )
-        print(
-            f"skfewshot train: warning: taking over {lock}, left by a run that "
-            f"is no longer running ({held})",
-            file=sys.stderr,
-        )
-        lock.unlink(missing_ok=True)
-        if not _create_lock(lock, mine):  # another run took it over first
-            raise _CLIError(
-                f"another skfewshot train run writes --output {output} (it took "
-                f"over the stale lock {lock} at the same time as this one); wait "
-                f"for it to end or give another --output; if no such run is "
-                f"alive, delete {lock}"
-            )
+        _take_over(lock, owner, mine, output, held)
     try:
         yield lock
     finally:
@@ -1255,11 +1278,11 @@ def _check_ensemble_args(args):
             "ensemble there would overwrite it; give another file name"
         )
     record = _beside(output, ".json")
-    if record in seen:
+    if record.resolve() in seen:  # the record, or a link to a member
         raise _CLIError(
             f"--output {args.output}: its record {record.name} is the member "
-            f"{seen[record]}: writing the record would overwrite it; give another "
-            "file name"
+            f"{seen[record.resolve()]}: writing the record would overwrite it; "
+            "give another file name"
         )
 
 

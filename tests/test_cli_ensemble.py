@@ -313,6 +313,8 @@ def _refusal_cases(tmp_path, a, b):
     again, copy = tmp_path / ".." / tmp_path.name / "a.pt", tmp_path / "copy.pt"
     nowhere, record = tmp_path / "nowhere", tmp_path / "x.pt.json"
     shutil.copy(b, record)  # a member named like the record of -o x.pt
+    link_out = tmp_path / "y.pt"
+    (tmp_path / "y.pt.json").symlink_to(b)
     notes.write_text("not a backbone")
     cut.write_bytes(a.read_bytes()[:200])
     torch.save({"weights": torch.zeros(1)}, other)
@@ -346,6 +348,11 @@ def _refusal_cases(tmp_path, a, b):
             f"--output {tmp_path / 'x.pt'}: its record x.pt.json is the member "
             f"{record}: writing the record would overwrite it; give another file "
             "name",
+        ),
+        (  # the record's name is a link to a member: writing it would follow it
+            [a, b, "-o", link_out],
+            f"--output {link_out}: its record y.pt.json is the member {b}: "
+            "writing the record would overwrite it; give another file name",
         ),
         (
             [a, b, "-o", nowhere / "final.pt"],

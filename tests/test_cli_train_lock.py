@@ -1,5 +1,6 @@
 """``skfewshot train`` holds ``OUTPUT.lock``: one run at a time writes OUTPUT."""
 
+import contextlib
 import json
 import os
 import socket
@@ -105,7 +106,7 @@ def test_losing_the_race_for_a_dead_run_lock_is_refused(
 
     def racing(path, owner):
         calls.append(path)
-        if len(calls) == 2:  # another run took the dead run's lock over first
+        if calls.count(lock) == 2:  # another run re-created it first
             _lock(path, os.getpid())
         return create(path, owner)
 
@@ -121,6 +122,40 @@ def test_losing_the_race_for_a_dead_run_lock_is_refused(
     assert err.startswith(f"skfewshot train: warning: taking over {lock}")
     assert json.loads(lock.read_text())["pid"] == os.getpid()  # the winner's
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt.lock"]
+
+
+def test_a_run_that_read_a_dead_lock_another_run_took_over_is_refused(
+    tmp_path, monkeypatch
+):
+    # B reads the dead run's lock; before B replaces it, A takes it over: B
+    # must find A's lock under the takeover guard and stop, not delete it
+    out, cli = tmp_path / "m.pt", skfewshot.cli
+    lock = _lock(tmp_path / "m.pt.lock", _dead_pid())
+    is_stale, runs = cli._is_stale, contextlib.ExitStack()
+
+    def b_reads_then_a_takes_over(owner):
+        monkeypatch.setattr(cli, "_is_stale", is_stale)
+        runs.enter_context(cli._output_lock(out, ["A"]))
+        return is_stale(owner)
+
+    monkeypatch.setattr(cli, "_is_stale", b_reads_then_a_takes_over)
+    with runs:
+        with pytest.raises(cli._CLIError, match="at the same time as this one"):
+            with cli._output_lock(out, ["B"]):
+                pytest.fail("B ran beside A")
+        assert json.loads(lock.read_text())["argv"] == ["A"]  # A's lock stays
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt.lock"]
+    assert not lock.exists()  # A's run ended
+
+
+def test_a_takeover_in_progress_is_refused_naming_its_guard(tmp_path):
+    out = tmp_path / "m.pt"
+    _lock(tmp_path / "m.pt.lock", _dead_pid())
+    guard = _lock(tmp_path / "m.pt.lock.takeover", os.getpid())
+    with pytest.raises(skfewshot.cli._CLIError, match=f"delete .*{guard.name}$"):
+        with skfewshot.cli._output_lock(out, ["B"]):
+            pytest.fail("ran during another run's takeover")
+    assert guard.exists()  # not ours to remove
 
 
 @pytest.mark.parametrize(
@@ -284,6 +319,7 @@ def test_a_lock_that_cannot_be_written_is_not_left_behind(
     status, _, err = run(capsys, "train", shapes, "-o", tmp_path / "m.pt", *QUICK)
     assert (status, err) == (
         1,
-        "skfewshot train: error: [Errno 28] No space left on device\n",
+        f"skfewshot train: error: cannot write the lock {tmp_path / 'm.pt.lock'}: "
+        "[Errno 28] No space left on device\n",
     )
     assert list(tmp_path.iterdir()) == []
