@@ -337,7 +337,8 @@ def pretrain_one_shot_ensemble(
         Images of the base classes (for Omniglot, with
         :func:`~skfewshot.datasets.augment_rotations` applied first).
     y : array-like of shape (n_samples,)
-        Their base-class labels.
+        Their base-class labels (a column of shape ``(n_samples, 1)`` is
+        taken with a ``DataConversionWarning``, as the trainers take it).
     members : sequence of dict, default=ONE_SHOT_MEMBERS
         One dict per member: ``"augment"``, a name of :data:`AUGMENTATIONS`
         (required); ``"recipe"``, ``"pretrain"`` (default) or ``"protonet"``;
@@ -349,7 +350,8 @@ def pretrain_one_shot_ensemble(
         :class:`~skfewshot.training.ProtoNetMetaTrainer`, or ``"max_epochs"``
         (which wins over the function's ``max_epochs``); not ``random_state``,
         which seeds every network. Two equal members are refused (the same
-        network twice).
+        network twice), compared by every parameter they train with: a
+        member that spells out a default equals one that does not.
     make_module : callable, default=None
         Builds a fresh backbone, e.g. ``lambda: Conv4(hidden=128)``; None is
         ``Conv4(in_channels=X.shape[1])``.
@@ -375,10 +377,11 @@ def pretrain_one_shot_ensemble(
     Raises
     ------
     ValueError
-        Before any training, when ``X`` is not 4-D, ``random_state`` is not an
-        int, or ``members`` is empty or holds a member that is not a dict, has
-        a ``"recipe"`` other than ``"pretrain"`` and ``"protonet"``, no
-        ``"augment"`` or an unknown one, a parameter (or value) its trainer
+        Before any training, when ``X`` is not 4-D, ``y`` neither 1-D nor a
+        column, ``random_state`` is not an int, or ``members`` is empty or
+        holds a member that is not a dict, has a ``"recipe"`` other than
+        ``"pretrain"`` and ``"protonet"``, no ``"augment"`` or an unknown
+        one, a parameter (or value) its trainer
         does not take (a ProtoNet member takes no ``born_again``,
         ``rotation_loss_weight``, ``teacher`` or ``distill_*``),
         ``distill_*`` without ``"born_again": True``, a born-again member with
@@ -412,6 +415,8 @@ def pretrain_one_shot_ensemble(
     >>> trainers[2].episodes_per_epoch  # round(24 images / (3 * (2 + 2)))
     2
     """
+    from sklearn.utils.validation import column_or_1d
+
     from ._torch_utils import seeded_init
     from .models import BackboneEnsemble, Conv4
     from .training import ProtoNetMetaTrainer, SupervisedPretrainer
@@ -423,7 +428,16 @@ def pretrain_one_shot_ensemble(
         )
     if isinstance(random_state, bool) or not isinstance(random_state, int):
         raise ValueError(f"random_state must be an int, got {random_state!r}.")
-    members = _check_members(members, np.shape(X), y)
+    # a column y is taken with a DataConversionWarning, as the trainers take it
+    y = column_or_1d(y, warn=True)
+    # what the recipe gives every trainer, unless a member says otherwise
+    defaults = {
+        "max_epochs": max_epochs,
+        "device": device,
+        "verbose": verbose,
+        "random_state": random_state,
+    }
+    members = _check_members(members, np.shape(X), y, defaults)
     if make_module is None:
         in_channels = int(np.shape(X)[1])
 
@@ -433,10 +447,7 @@ def pretrain_one_shot_ensemble(
     def fit(params, teacher=None):
         module = seeded_init(make_module, random_state)
         params = {
-            "max_epochs": max_epochs,
-            "device": device,
-            "verbose": verbose,
-            "random_state": random_state,
+            **defaults,
             **params,
             "augment": make_augmentation(params["augment"], int(np.shape(X)[-1])),
         }
@@ -456,7 +467,7 @@ def pretrain_one_shot_ensemble(
     return BackboneEnsemble([t.backbone_ for t in trainers]), trainers
 
 
-def _check_members(members, X_shape, y):
+def _check_members(members, X_shape, y, defaults):
     """``members`` as a list of dicts, every error raised before any training.
 
     Each member's trainer parameters are validated by the trainer itself (on a
@@ -464,7 +475,10 @@ def _check_members(members, X_shape, y):
     before it have trained. Every returned member names its ``"recipe"``; a
     ProtoNet member also its episodes (``n_way``, ``n_shot``, ``n_query``,
     ``episodes_per_epoch``: the trainer's defaults and the recipe's number of
-    episodes where the member gives none), so that equal networks compare equal.
+    episodes where the member gives none). Members are compared by the full
+    parameters they would train with (the trainer's defaults, overridden by
+    ``defaults``, the recipe's values, then by the member's own), so that equal
+    networks compare equal however they are written.
     """
     import inspect
 
@@ -485,7 +499,7 @@ def _check_members(members, X_shape, y):
         for recipe, cls in trainers.items()
     }
     allowed["pretrain"].add("born_again")
-    checked = []
+    checked, effective = [], []
     for i, member in enumerate(members):
         if not isinstance(member, Mapping):
             raise ValueError(f"members[{i}] must be a dict, got {member!r}.")
@@ -557,13 +571,23 @@ def _check_members(members, X_shape, y):
                 f"members[{i}] sets rotation_loss_weight, which rotates the images "
                 f"by 90 degrees: they must be square, got {X_shape[-2:]}."
             )
-        if member in checked:
+        # every parameter the member trains with; not the placeholder module,
+        # nor the verbosity, which does not change the network
+        network = {
+            **trainer.get_params(deep=False),
+            **defaults,
+            **member,
+            "born_again": member.get("born_again", False),
+        }
+        del network["module"], network["verbose"]
+        if network in effective:
             raise ValueError(
-                f"members[{i}] equals members[{checked.index(member)}]: both would "
+                f"members[{i}] equals members[{effective.index(network)}]: both would "
                 "train the same network from the same seed (the ensemble would hold "
                 "one network twice)."
             )
         checked.append(member)
+        effective.append(network)
     return checked
 
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import DataConversionWarning
 
 from skfewshot.models import Conv4
 from skfewshot.recipes import ONE_SHOT_MEMBERS, pretrain_one_shot_ensemble
@@ -138,6 +139,32 @@ NOT_TAKEN = r"members\[0\] has parameters ProtoNetMetaTrainer does not take .*: 
             [{"augment": "none"}, {"recipe": "pretrain", "augment": "none"}],
             r"members\[1\] equals members\[0\]",
         ),
+        # a trainer's default spelt out: euclidean, lr 0.05, distill_weight 0.5
+        ([P, {**P, "metric": "euclidean"}], r"members\[1\] equals members\[0\]"),
+        (
+            [{"augment": "none"}, {"augment": "none", "lr": 0.05}],
+            r"members\[1\] equals members\[0\]",
+        ),
+        (
+            [
+                {"augment": "none", "born_again": True},
+                {"augment": "none", "born_again": True, "distill_weight": 0.5},
+            ],
+            r"members\[1\] equals members\[0\]",
+        ),
+        # the recipe's own values spelt out (_recipe: max_epochs=1, device="cpu")
+        ([P, {**P, "max_epochs": 1}], r"members\[1\] equals members\[0\]"),
+        (
+            [{"augment": "none"}, {"augment": "none", "device": "cpu"}],
+            r"members\[1\] equals members\[0\]",
+        ),
+        # the verbosity does not change the network
+        (
+            [{"augment": "none"}, P, {"augment": "none", "verbose": 1}],
+            r"members\[2\] equals members\[0\]: both would train the same "
+            r"network from the same seed \(the ensemble would hold one network "
+            r"twice\)\.",
+        ),
     ],
 )
 def test_members_are_refused_before_any_training(members, match):
@@ -146,3 +173,53 @@ def test_members_are_refused_before_any_training(members, match):
 
     with pytest.raises(ValueError, match=match):
         _recipe(members, make_module)
+
+
+class _TrainingStarted(Exception):
+    """Raised by make_module: every member passed the checks."""
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        [P, {**P, "metric": "cosine"}],
+        [P, {**P, "max_epochs": 2}],
+        [P, {**P, "episodes_per_epoch": 5}],
+        [P, {**P, "augment": "affine"}],
+        [{"augment": "none"}, {"augment": "none", "lr": 0.01}],
+        [{"augment": "none"}, {"augment": "none", "born_again": True}],
+        [{"augment": "none"}, {"augment": "none", "max_epochs": 2}],
+        [{"augment": "none"}, {**P, "augment": "none"}],
+        [
+            {"augment": "none", "born_again": True},
+            {"augment": "none", "born_again": True, "distill_weight": 0.25},
+        ],
+    ],
+)
+def test_different_members_are_accepted(members):
+    def make_module():  # reached only once every member is accepted
+        raise _TrainingStarted
+
+    with pytest.raises(_TrainingStarted):
+        _recipe(members, make_module)
+
+
+def test_protonet_member_takes_a_column_y_with_a_warning():
+    members = [PROTONET]
+    with pytest.warns(DataConversionWarning, match="A column-vector y was passed") as w:
+        ensemble, (trainer,) = pretrain_one_shot_ensemble(
+            X,
+            Y[:, None],
+            members=members,
+            make_module=lambda: Conv4(hidden=4),
+            max_epochs=1,
+            device="cpu",
+        )
+    # once, by the recipe: the trainer is given the 1-D y
+    assert [x.category for x in w] == [DataConversionWarning]
+    assert trainer.history_[:, "train_batch_count"] == [4]
+    np.testing.assert_array_equal(trainer.classes_, [0, 1, 2, 3])
+    # the same network as from the 1-D y
+    images = torch.as_tensor(X)
+    with torch.no_grad():
+        assert torch.equal(ensemble(images), _recipe(members)[0](images))
