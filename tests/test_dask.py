@@ -107,6 +107,29 @@ def record_scatters(client, monkeypatch):
     return scattered
 
 
+def test_each_job_scatters_its_data_under_keys_of_its_own(client, monkeypatch):
+    # joblib's own scatter hashes the data: a second job on the same arrays got
+    # the first job's keys while the scheduler was still forgetting them, and
+    # its tasks were cancelled ("lost dependencies"); seen once in CI
+    X, y = wide_blobs()
+    keys = []
+    scatter = client.scatter
+
+    def recording(data, *args, **kwargs):
+        futures = scatter(data, *args, **kwargs)
+        keys.append([f.key for f in futures])
+        return futures
+
+    monkeypatch.setattr(client, "scatter", recording)
+    expected = evaluate_episodes(NearestCentroid(), X, y, **EPISODES, n_jobs=1)
+    with parallel_config(backend="dask"):
+        for _ in range(3):
+            scores = evaluate_episodes(NearestCentroid(), X, y, **EPISODES, n_jobs=2)
+            np.testing.assert_array_equal(scores.accuracies, expected.accuracies)
+    assert len(keys) == 3
+    assert len({key for job in keys for key in job}) == 6  # none shared
+
+
 def wide_blobs():
     """Episodes whose rows weigh over 1 kB (joblib's dask backend scatters
     arguments over 1 kB), 240 kB in all."""
