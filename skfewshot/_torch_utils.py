@@ -17,6 +17,7 @@ import torch
 __all__ = [
     "float32_settings",
     "seeded_init",
+    "seeded_torch",
     "single_thread",
     "resolve_device",
     "to_device_tensor",
@@ -183,14 +184,33 @@ def float32_settings() -> str:
     )
 
 
+@contextlib.contextmanager
+def seeded_torch(seed, device=None):
+    """Seed torch's generators for the block, then give the caller's back.
+
+    ``device`` is where the block computes: on the CPU only the CPU generator
+    is seeded (``torch.manual_seed`` would also reseed every CUDA generator,
+    which ``fork_rng`` restores only for the devices it forks); on CUDA, or
+    with None, every generator is seeded and every CUDA device's forked.
+    """
+    everywhere = device is None or device.type == "cuda"
+    devices = list(range(torch.cuda.device_count())) if everywhere else []
+    with torch.random.fork_rng(devices=devices):
+        if device is not None and device.type == "cpu":
+            torch.random.default_generator.manual_seed(seed)
+        else:
+            torch.manual_seed(seed)
+        yield
+
+
 def seeded_init(make_module, seed):
     """``make_module()`` built with torch seeded by ``seed``: seeded initial weights.
 
-    The global generator is forked, so the caller's random state is left as it
-    was; the same ``seed`` gives the same initial weights on the CPU.
+    Every generator is seeded (a module may draw its weights on a GPU) and the
+    caller's random state is left as it was; the same ``seed`` gives the same
+    initial weights on the CPU.
     """
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with seeded_torch(seed):
         return make_module()
 
 

@@ -37,7 +37,7 @@ from skorch.dataset import unpack_data
 from skorch.utils import to_device
 from skorch.utils import to_tensor as _skorch_to_tensor
 
-from .._torch_utils import resolve_device, to_device_tensor
+from .._torch_utils import resolve_device, seeded_torch, to_device_tensor
 from .._utils import seed_from
 
 _OPTIMIZERS = {
@@ -76,23 +76,6 @@ def _probe_backbone(backbone, X, device):
             f"on inputs of shape {X.shape[1:]} it returned {shape}."
         )
     return int(out.shape[1])
-
-
-@contextmanager
-def _seeded_torch(seed, device):
-    """Seed torch for the duration of ``fit`` without touching the caller's state.
-
-    On the CPU only the CPU generator is seeded: ``torch.manual_seed`` would
-    also reseed every CUDA generator, which ``fork_rng`` restores only for
-    the devices it forks (those of a CUDA fit).
-    """
-    devices = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        if device.type == "cpu":
-            torch.random.default_generator.manual_seed(seed)
-        else:
-            torch.manual_seed(seed)
-        yield
 
 
 class _Interrupted(BaseException):
@@ -475,7 +458,7 @@ class _BaseTrainer(BaseEstimator):
         self._check_fit_inputs(X, classes)
         device = resolve_device(self.device)
         seed = seed_from(self.random_state)
-        with _seeded_torch(seed, device):
+        with seeded_torch(seed, device):
             backbone = copy.deepcopy(self.module)
             n_features = _probe_backbone(backbone, X, device)
             module = self._make_module(backbone, n_features, len(classes))

@@ -29,10 +29,9 @@ from sklearn.utils.validation import check_consistent_length, column_or_1d
 from torch import nn
 from torch.nn import functional as F
 
-from .._torch_utils import resolve_device, to_host_array
+from .._torch_utils import resolve_device, seeded_torch, to_host_array
 from .._utils import seed_from
 from ..text import _texts
-from ._base import _seeded_torch
 from ._docstrings import _fill_shared_docs
 from ._pretrain import SupervisedPretrainer
 from ._protonet import ProtoNetMetaTrainer
@@ -324,7 +323,7 @@ class _TextTrainerMixin:
         self._check_targets(y_encoded)
         device = resolve_device(self.device)
         seed = seed_from(self.random_state)
-        with _seeded_torch(seed, device):
+        with seeded_torch(seed, device):
             rows = _TextRows(copy.deepcopy(self.module), texts)
             n_features = _probe_text_body(rows, owner, device)
             module = self._make_module(rows, n_features, len(classes))
