@@ -86,6 +86,8 @@ CONFIGS = {
     "affine-elastic": ({"augment": "affine-elastic"}, None),
     "affine-rotation": ({"augment": "affine", "rotation_loss_weight": 1.0}, None),
     "affine-distill": ({"augment": "affine"}, "affine"),
+    "affine-mixup": ({"augment": "affine", "mixup_alpha": 1.0}, None),
+    "affine-mixup-0.2": ({"augment": "affine", "mixup_alpha": 0.2}, None),
     "affine-wide": ({"augment": "affine", "hidden": 128}, None),
     "affine-32px": ({"augment": "affine", "image_size": 32}, None),
     "resnet12-affine": ({"augment": "affine", "arch": "resnet12"}, None),

@@ -842,6 +842,7 @@ def _check_train_args(args):
     if args.recipe == "protonet":
         for flag, given in (
             ("--rotation-loss-weight", args.rotation_loss_weight is not None),
+            ("--mixup-alpha", args.mixup_alpha is not None),
             ("--distill-generations", args.distill_generations > 0),
         ):
             if given:
@@ -908,6 +909,8 @@ def _train_settings(args):
                 "distill_generations",
             )
         },
+        # only when given: the checkpoints of runs before it still resume
+        **({"mixup_alpha": args.mixup_alpha} if args.mixup_alpha is not None else {}),
     }
 
 
@@ -1039,6 +1042,8 @@ def _make_trainer(args, in_channels, callbacks, teacher=None):
         common["batch_size"] = args.batch_size
     if args.rotation_loss_weight is not None:
         common["rotation_loss_weight"] = args.rotation_loss_weight
+    if args.mixup_alpha is not None:
+        common["mixup_alpha"] = args.mixup_alpha
     return SupervisedPretrainer(module, teacher=teacher, **common)
 
 
@@ -1936,6 +1941,13 @@ def _add_train_parser(sub, common):
         metavar="W",
         help="pretrain: weight of the auxiliary 4-way rotation-prediction loss "
         "(default: 0, none)",
+    )
+    train.add_argument(
+        "--mixup-alpha",
+        type=_nonnegative(float),
+        metavar="A",
+        help="pretrain: input mixup of every training batch with one "
+        "lam ~ Beta(A, A) per batch (default: 0, none)",
     )
     train.add_argument(
         "--distill-generations",

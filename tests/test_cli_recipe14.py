@@ -91,6 +91,18 @@ def test_train_width_and_rotation_loss(shapes, trainers, tmp_path, capsys):
     settings = json.loads(stdout)["settings"]
     assert settings["width"] == 4 and settings["rotation_loss_weight"] == 0.5
     assert settings["distill_generations"] == 0
+    assert "mixup_alpha" not in settings  # not given: not recorded
+
+
+def test_train_mixup_alpha(shapes, trainers, tmp_path, capsys):
+    out = tmp_path / "m.pt"
+    status, stdout, err = run(
+        capsys, "train", shapes, "-o", out, *QUICK, "--mixup-alpha", "0.4", "--json"
+    )
+    assert status == 0, err
+    (trainer,) = trainers
+    assert trainer.mixup_alpha == 0.4
+    assert json.loads(stdout)["settings"]["mixup_alpha"] == 0.4
 
 
 def test_train_born_again_generations(shapes, trainers, tmp_path, capsys):
@@ -159,6 +171,10 @@ def test_interrupted_born_again_run_leaves_nothing(
         (
             ["--recipe", "protonet", "--rotation-loss-weight", "0.5"],
             "--rotation-loss-weight applies to --recipe pretrain only",
+        ),
+        (
+            ["--recipe", "protonet", "--mixup-alpha", "0.5"],
+            "--mixup-alpha applies to --recipe pretrain only",
         ),
         (
             ["--recipe", "protonet", "--distill-generations", "1"],

@@ -107,6 +107,8 @@ NOT_TAKEN = r"members\[0\] has parameters ProtoNetMetaTrainer does not take .*: 
         ([{**P, "recipe": None}], r"members\[0\]\['recipe'\] .* got None"),
         ([{**P, "born_again": True}], NOT_TAKEN + "'born_again'\\."),
         ([{**P, "rotation_loss_weight": 1.0}], NOT_TAKEN + "'rotation_loss_weight'"),
+        ([{**P, "mixup_alpha": 1.0}], NOT_TAKEN + "'mixup_alpha'"),
+        ([{"augment": "none", "mixup_alpha": -1}], r"members\[0\]: The 'mixup_alpha'"),
         ([{**P, "teacher": None}], NOT_TAKEN + "'teacher'"),
         (
             [{**P, "distill_weight": 0.5, "distill_temperature": 4.0}],
@@ -223,3 +225,4 @@ def test_protonet_member_takes_a_column_y_with_a_warning():
     images = torch.as_tensor(X)
     with torch.no_grad():
         assert torch.equal(ensemble(images), _recipe(members)[0](images))
+

@@ -1,5 +1,6 @@
 """Tests for the boosters of skfewshot.training.SupervisedPretrainer: the
-auxiliary rotation-prediction loss and born-again self-distillation."""
+auxiliary rotation-prediction loss, input mixup and born-again
+self-distillation."""
 
 import pickle
 
@@ -51,11 +52,23 @@ def cross_entropy(logits, y):
     return -log_softmax(logits)[np.arange(len(y)), y].mean()
 
 
-def expected_loss(rotation_loss_weight, teacher, distill_weight, temperature):
-    """The loss of one step on (flip(X_TINY), Y_TINY), in numpy."""
+#: a mixup draw: lam and the permutation pairing row i with row ORDER[i]
+LAM, ORDER = 0.7, np.array([3, 0, 5, 1, 2, 4])
+
+
+def expected_loss(
+    rotation_loss_weight, teacher, distill_weight, temperature, mix=False
+):
+    """The loss of one step on (flip(X_TINY), Y_TINY), in numpy; with ``mix``,
+    the batch mixed by (LAM, ORDER) after the augmentation."""
     X = X_TINY[..., ::-1].astype(np.float64)  # the augmented batch
+    if mix:
+        X = LAM * X + (1 - LAM) * X[ORDER]
     features = X.reshape(len(X), -1)
     loss = cross_entropy(features @ W_CLASS.T + B_CLASS, Y_TINY)
+    if mix:
+        other = cross_entropy(features @ W_CLASS.T + B_CLASS, Y_TINY[ORDER])
+        loss = LAM * loss + (1 - LAM) * other
     if teacher:
         log_s = log_softmax((features @ W_CLASS.T + B_CLASS) / temperature)
         log_t = log_softmax((features @ W_TEACHER.T + B_TEACHER) / temperature)
@@ -108,6 +121,76 @@ def test_loss_of_a_training_step_by_hand(rotation_loss_weight, teacher):
     assert isinstance(trainer.backbone_, nn.Flatten)
 
 
+@pytest.mark.parametrize("rotation_loss_weight", [0.0, 0.5])
+@pytest.mark.parametrize("teacher", [False, True])
+def test_loss_of_a_mixup_step_by_hand(monkeypatch, rotation_loss_weight, teacher):
+    distill_weight, temperature = 0.3, 2.0
+    trainer = tiny_trainer(
+        mixup_alpha=0.4,
+        rotation_loss_weight=rotation_loss_weight,
+        teacher=teacher_module() if teacher else None,
+        distill_weight=distill_weight,
+        distill_temperature=temperature,
+    )
+    net = trainer.net_
+    with torch.no_grad():
+        net.module_.head.weight.copy_(torch.as_tensor(W_CLASS))
+        net.module_.head.bias.copy_(torch.as_tensor(B_CLASS))
+        if rotation_loss_weight:
+            net.module_.rotation_head.weight.copy_(torch.as_tensor(W_ROT))
+            net.module_.rotation_head.bias.copy_(torch.as_tensor(B_ROT))
+    draws = []
+
+    def draw(n, alpha, device):
+        draws.append((n, alpha, device))
+        return torch.tensor(LAM), torch.as_tensor(ORDER)
+
+    monkeypatch.setattr("skfewshot.training._pretrain._mixup_draw", draw)
+    step = net.train_step_single((torch.as_tensor(X_TINY), torch.as_tensor(Y_TINY)))
+    assert draws == [(6, 0.4, torch.device("cpu"))]
+    expected = expected_loss(
+        rotation_loss_weight, teacher, distill_weight, temperature, mix=True
+    )
+    np.testing.assert_allclose(step["loss"].item(), expected, rtol=1e-5, atol=1e-6)
+    # validation and inference see the inputs unmixed: the plain cross-entropy
+    X = torch.as_tensor(X_TINY)
+    plain = net.get_loss(net.module_(X), torch.as_tensor(Y_TINY), X=X)
+    np.testing.assert_allclose(
+        plain.item(),
+        cross_entropy(X_TINY.reshape(6, -1) @ W_CLASS.T + B_CLASS, Y_TINY),
+        rtol=1e-5,
+    )
+
+
+def test_mixup_draws_are_folded_seeded_and_beta_distributed():
+    from skfewshot.training._pretrain import _mixup_draw
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        draws = [_mixup_draw(5, 1.0, torch.device("cpu")) for _ in range(4000)]
+        torch.manual_seed(0)
+        again = _mixup_draw(5, 1.0, torch.device("cpu"))
+    lams = np.array([float(lam) for lam, _ in draws])
+    assert float(again[0]) == lams[0] and torch.equal(again[1], draws[0][1])
+    # every row of the batch is mixed with one row: a permutation
+    assert all(sorted(order.tolist()) == list(range(5)) for _, order in draws)
+    # Beta(1, 1) is uniform, so max(lam, 1 - lam) is uniform on [0.5, 1]:
+    # mean 0.75 (standard error 0.144 / sqrt(4000) = 0.0023), a quarter
+    # below 0.625 (standard error 0.0068)
+    assert lams.min() >= 0.5 and lams.max() <= 1.0
+    assert abs(lams.mean() - 0.75) < 0.01
+    assert abs(np.mean(lams < 0.625) - 0.25) < 0.03
+
+
+def test_mixup_changes_training_and_is_seeded(base):
+    plain = pretrainer(max_epochs=1, verbose=0).fit(*base)
+    mixed = pretrainer(max_epochs=1, verbose=0, mixup_alpha=1.0).fit(*base)
+    again = pretrainer(max_epochs=1, verbose=0, mixup_alpha=1.0).fit(*base)
+    assert mixed.history_[:, "train_loss"] != plain.history_[:, "train_loss"]
+    assert mixed.history_[:, "train_loss"] == again.history_[:, "train_loss"]
+    assert same_state(mixed.net_.module_, again.net_.module_)
+
+
 def test_the_distillation_term_alone_by_hand():
     # distill_weight=1: only T^2 * KL is left; it is 0 when student == teacher
     trainer = tiny_trainer(teacher=teacher_module(), distill_weight=1.0)
@@ -140,6 +223,7 @@ def test_defaults_train_exactly_as_before(base):
         max_epochs=2,
         verbose=0,
         rotation_loss_weight=0.0,
+        mixup_alpha=0.0,
         teacher=None,
         distill_weight=0.9,
         distill_temperature=1.0,
@@ -208,6 +292,7 @@ def test_teacher_fitted_on_other_classes():
     "params, match",
     [
         ({"rotation_loss_weight": -0.1}, "'rotation_loss_weight' parameter"),
+        ({"mixup_alpha": -1.0}, "'mixup_alpha' parameter"),
         ({"distill_weight": 1.5}, "'distill_weight' parameter"),
         ({"distill_temperature": 0.0}, "'distill_temperature' parameter"),
         ({"teacher": "teacher.pt"}, "'teacher' parameter"),
@@ -253,6 +338,28 @@ def test_checkpoint_refuses_to_resume_with_other_boosters(base, tmp_path):
     assert checkpoint.resumed_epochs_ == 1
     assert checkpoint.settings["a"] == 1
     assert checkpoint.settings["rotation_loss_weight"] == 0.5
+
+
+def test_checkpoint_refuses_to_resume_with_other_mixup(base, tmp_path):
+    path = tmp_path / "run.ckpt"
+
+    def run(epochs, resume=False, **params):
+        return pretrainer(
+            max_epochs=epochs,
+            verbose=0,
+            callbacks=[TrainingCheckpoint(path, resume=resume)],
+            **params,
+        ).fit(*base)
+
+    run(1, mixup_alpha=0.5)
+    with pytest.raises(ValueError, match="mixup_alpha=0.5, this run has mixup_alpha"):
+        run(2, resume=True, mixup_alpha=0.2)
+    with pytest.raises(ValueError, match="mixup_alpha=0.5"):
+        run(2, resume=True)
+    resumed = run(2, resume=True, mixup_alpha=0.5)
+    checkpoint = dict(resumed.net_.callbacks_)["TrainingCheckpoint"]
+    assert checkpoint.resumed_epochs_ == 1
+    assert checkpoint.settings["mixup_alpha"] == 0.5
 
 
 def test_checkpoint_refuses_to_resume_with_another_augmentation(base, tmp_path):

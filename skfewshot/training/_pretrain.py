@@ -13,7 +13,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import Interval, StrOptions
 from skorch import NeuralNetClassifier
 from skorch.dataset import unpack_data
-from skorch.utils import to_device
+from skorch.utils import to_device, to_tensor
 from torch.nn import functional as F
 
 from .._torch_utils import to_device_tensor
@@ -34,6 +34,19 @@ def _rotated_copies(X):
     rotated = torch.cat([torch.rot90(X, k, dims=(-2, -1)) for k in range(N_ROTATIONS)])
     k = torch.arange(N_ROTATIONS, device=X.device).repeat_interleave(len(X))
     return rotated, k
+
+
+def _mixup_draw(n, alpha, device):
+    """One mixup draw for a batch of ``n``: ``lam`` and a permutation.
+
+    ``lam ~ Beta(alpha, alpha)`` folded to ``max(lam, 1 - lam)`` (so row ``i``
+    of the mixed batch is mostly image ``i``; the pairs are drawn alike either
+    way), and a uniform permutation of the rows; both drawn by torch's global
+    generator on ``device``, as the augmentations draw.
+    """
+    concentration = torch.tensor(float(alpha), device=device)
+    lam = torch.distributions.Beta(concentration, concentration).sample()
+    return torch.maximum(lam, 1 - lam), torch.randperm(n, device=device)
 
 
 def _distillation_loss(student_logits, teacher_logits, temperature):
@@ -68,7 +81,7 @@ def _frozen_copy(module):
 
 class _PretrainNet(_TrainerNetMixin, NeuralNetClassifier):
     """``NeuralNetClassifier`` with per-batch augmentation and train accuracy,
-    plus the optional rotation-prediction and distillation losses.
+    plus the optional mixup, rotation-prediction and distillation losses.
 
     ``teacher``: a module of the net's own (see :func:`_frozen_copy`), moved
     to the net's device for training and back to the CPU after it (so a
@@ -79,6 +92,7 @@ class _PretrainNet(_TrainerNetMixin, NeuralNetClassifier):
         self,
         *args,
         rotation_loss_weight=0.0,
+        mixup_alpha=0.0,
         teacher=None,
         distill_weight=0.5,
         distill_temperature=4.0,
@@ -89,8 +103,10 @@ class _PretrainNet(_TrainerNetMixin, NeuralNetClassifier):
         self.teacher = teacher
         super().__init__(*args, **kwargs)
         self.rotation_loss_weight = rotation_loss_weight
+        self.mixup_alpha = mixup_alpha
         self.distill_weight = distill_weight
         self.distill_temperature = distill_temperature
+        self._mix = None  # (lam, permutation) of the batch being trained
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         super().on_train_begin(net, X=X, y=y, **kwargs)
@@ -114,24 +130,39 @@ class _PretrainNet(_TrainerNetMixin, NeuralNetClassifier):
             self.teacher.to("cpu")
 
     def train_step_single(self, batch, **fit_params):
-        if not self.rotation_loss_weight:
+        if not (self.rotation_loss_weight or self.mixup_alpha):
             return super().train_step_single(batch, **fit_params)
-        # one forward pass over the (augmented) batch and its three rotations
         self._set_training(True)
         Xi, yi = unpack_data(batch)
         Xi = self._augmented(Xi)
-        rotated, k = _rotated_copies(Xi)
+        if self.mixup_alpha:
+            lam, order = _mixup_draw(len(Xi), self.mixup_alpha, Xi.device)
+            Xi = lam * Xi + (1 - lam) * Xi[order]
+            self._mix = lam, order
         module = self.module_
-        features = module.backbone(rotated)
-        y_pred = module.head(features[: len(Xi)])
-        rotation_loss = F.cross_entropy(module.rotation_head(features), k)
-        loss = self.get_loss(y_pred, yi, X=Xi, training=True)
-        loss = loss + self.rotation_loss_weight * rotation_loss
+        try:
+            if self.rotation_loss_weight:
+                # one forward pass over the batch and its three rotations
+                rotated, k = _rotated_copies(Xi)
+                features = module.backbone(rotated)
+                y_pred = module.head(features[: len(Xi)])
+                rotation_loss = F.cross_entropy(module.rotation_head(features), k)
+            else:
+                y_pred = self.infer(Xi, **fit_params)
+            loss = self.get_loss(y_pred, yi, X=Xi, training=True)
+        finally:
+            self._mix = None
+        if self.rotation_loss_weight:
+            loss = loss + self.rotation_loss_weight * rotation_loss
         loss.backward()
         return {"loss": loss, "y_pred": y_pred}
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         loss = super().get_loss(y_pred, y_true, X=X, training=training)
+        if training and self._mix is not None:
+            lam, order = self._mix
+            other = to_tensor(y_true, device=self.device)[order]
+            loss = lam * loss + (1 - lam) * self.criterion_(y_pred, other)
         if not training or self.teacher is None:
             return loss
         with torch.no_grad():
@@ -182,6 +213,18 @@ class SupervisedPretrainer(_BaseTrainer):
         images plus ``rotation_loss_weight`` times the rotation head's
         cross-entropy over the four copies. The rotation head is dropped with
         the class head. ``0.0`` trains exactly as without it.
+    mixup_alpha : float, default=0.0
+        Input mixup (Zhang et al., 2018). When positive, every training batch
+        (after ``augment``) is mixed with a permutation of itself, ``lam * x_i
+        + (1 - lam) * x_j``, with one ``lam ~ Beta(mixup_alpha, mixup_alpha)``
+        per batch folded to ``max(lam, 1 - lam)``, and the class loss becomes
+        ``lam * CE(y_i) + (1 - lam) * CE(y_j)``. The rotation loss, when on,
+        sees the mixed images (a mix of two images turned alike is turned
+        alike); a ``teacher`` gives its logits on the mixed images too.
+        ``train_acc`` counts predictions of ``y_i``, the larger part of each
+        mix. The draws come from torch's global generator on the training
+        device, seeded by ``random_state`` like the augmentations'. ``0.0``
+        trains exactly as without it.
     teacher : SupervisedPretrainer, torch.nn.Module or None, default=None
         Born-again self-distillation (Furlanello et al., 2018; Tian et al.,
         2020): a fitted :class:`SupervisedPretrainer` trained on the same
@@ -202,11 +245,12 @@ class SupervisedPretrainer(_BaseTrainer):
         ``teacher``.
     {device}
     {callbacks}
-        A :class:`TrainingCheckpoint` among them also records the rotation and
-        distillation parameters in force (``rotation_loss_weight`` when
-        positive; with a ``teacher``, the SHA-256 of its weights as
-        ``"teacher"``, ``distill_weight`` and ``distill_temperature``) in its
-        ``settings``, so a run cannot resume with others.
+        A :class:`TrainingCheckpoint` among them also records the rotation,
+        mixup and distillation parameters in force (``rotation_loss_weight``
+        and ``mixup_alpha`` when positive; with a ``teacher``, the SHA-256 of
+        its weights as ``"teacher"``, ``distill_weight`` and
+        ``distill_temperature``) in its ``settings``, so a run cannot resume
+        with others.
     {verbose}
     {random_state}
 
@@ -239,6 +283,8 @@ class SupervisedPretrainer(_BaseTrainer):
        Few-Shot Visual Learning with Self-Supervision", ICCV 2019.
     .. [4] T. Furlanello, Z. C. Lipton, M. Tschannen, L. Itti, A. Anandkumar,
        "Born-Again Neural Networks", ICML 2018.
+    .. [5] H. Zhang, M. Cisse, Y. N. Dauphin, D. Lopez-Paz, "mixup: Beyond
+       Empirical Risk Minimization", ICLR 2018.
 
     Examples
     --------
@@ -272,6 +318,7 @@ class SupervisedPretrainer(_BaseTrainer):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "train_split": [callable, None],
         "rotation_loss_weight": [Interval(Real, 0, None, closed="left")],
+        "mixup_alpha": [Interval(Real, 0, None, closed="left")],
         # "teacher": set below the class (it names the class itself)
         "distill_weight": [Interval(Real, 0, 1, closed="both")],
         "distill_temperature": [Interval(Real, 0, None, closed="neither")],
@@ -291,6 +338,7 @@ class SupervisedPretrainer(_BaseTrainer):
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         train_split: Callable | None = None,
         rotation_loss_weight: float = 0.0,
+        mixup_alpha: float = 0.0,
         teacher: SupervisedPretrainer | torch.nn.Module | None = None,
         distill_weight: float = 0.5,
         distill_temperature: float = 4.0,
@@ -310,6 +358,7 @@ class SupervisedPretrainer(_BaseTrainer):
         self.augment = augment
         self.train_split = train_split
         self.rotation_loss_weight = rotation_loss_weight
+        self.mixup_alpha = mixup_alpha
         self.teacher = teacher
         self.distill_weight = distill_weight
         self.distill_temperature = distill_temperature
@@ -379,6 +428,7 @@ class SupervisedPretrainer(_BaseTrainer):
             train_split=self.train_split,
             iterator_train__shuffle=True,
             rotation_loss_weight=self.rotation_loss_weight,
+            mixup_alpha=self.mixup_alpha,
             teacher=teacher,
             distill_weight=self.distill_weight,
             distill_temperature=self.distill_temperature,
@@ -395,6 +445,8 @@ class SupervisedPretrainer(_BaseTrainer):
             settings["augmentation"] = repr(augment)
         if self.rotation_loss_weight:
             settings["rotation_loss_weight"] = float(self.rotation_loss_weight)
+        if self.mixup_alpha:
+            settings["mixup_alpha"] = float(self.mixup_alpha)
         if teacher is not None:
             settings["teacher"] = _state_digest(teacher)
             settings["distill_weight"] = float(self.distill_weight)
