@@ -1378,6 +1378,12 @@ def _cmd_ensemble(args):
                 "a backbone with itself gives the same predictions"
             )
         module, meta = load_backbone(Path(path).expanduser())
+        if _sha256(Path(path).expanduser()) != digest:
+            # the record must name the network the ensemble holds
+            raise _CLIError(
+                f"member {path} changed while it was read (is a run writing it?); "
+                "run skfewshot ensemble again once it is complete"
+            )
         if meta["input_shape"] is None:
             raise _CLIError(
                 f"member {path} records no input shape, so the ensemble's input "

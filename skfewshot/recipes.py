@@ -343,8 +343,11 @@ def pretrain_one_shot_ensemble(
         One dict per member: ``"augment"``, a name of :data:`AUGMENTATIONS`
         (required); ``"recipe"``, ``"pretrain"`` (default) or ``"protonet"``;
         for a pretrain member, ``"born_again"`` (default False), whether it is
-        a born-again second generation; and any other parameter of the
-        member's trainer for this member alone, e.g. ``"rotation_loss_weight"``
+        a born-again second generation (its first generation is the member
+        without ``born_again`` and ``distill_*``, trained once for every
+        born-again member that differs from it only there); and any other
+        parameter of the member's trainer for this member alone, e.g.
+        ``"rotation_loss_weight"``
         of :class:`~skfewshot.training.SupervisedPretrainer`, ``"n_way"`` or
         ``"episodes_per_epoch"`` of
         :class:`~skfewshot.training.ProtoNetMetaTrainer`, or ``"max_epochs"``
@@ -459,9 +462,12 @@ def pretrain_one_shot_ensemble(
     for member in members:
         teacher = None
         if member.pop("born_again", False):
-            key = repr(sorted(member.items()))
+            # the first generation: the member without its distillation
+            # settings, trained once for every member that differs only there
+            first = {k: v for k, v in member.items() if not k.startswith("distill_")}
+            key = repr(sorted(first.items()))
             if key not in teachers:
-                teachers[key] = fit(member)
+                teachers[key] = fit(first)
             teacher = teachers[key]
         trainers.append(fit(member, teacher))
     return BackboneEnsemble([t.backbone_ for t in trainers]), trainers

@@ -306,6 +306,32 @@ def test_a_member_without_an_input_shape_is_refused(tmp_path, capsys):
     )
 
 
+def test_a_member_rewritten_while_it_is_read_is_refused(
+    pair, tmp_path, capsys, monkeypatch
+):
+    # a run saving b.pt between the ensemble's hash of it and its load: the
+    # record would give the old file's SHA-256 for the new file's network
+    import skfewshot.models
+
+    a, b = pair
+    load = skfewshot.models.load_backbone
+
+    def load_while_b_is_rewritten(path):
+        if path == b:
+            _save(b, DIGITS_B, seed=2)
+        return load(path)
+
+    monkeypatch.setattr(skfewshot.models, "load_backbone", load_while_b_is_rewritten)
+    out = tmp_path / "final.pt"
+    status, stdout, err = run(capsys, "ensemble", a, b, "-o", out)
+    assert status == 1 and stdout == ""
+    assert err == (
+        f"skfewshot ensemble: error: member {b} changed while it was read (is a "
+        "run writing it?); run skfewshot ensemble again once it is complete\n"
+    )
+    assert not out.exists() and not (tmp_path / "final.pt.json").exists()
+
+
 def _refusal_cases(tmp_path, a, b):
     """``(argv after 'ensemble', expected error)`` for each refused input."""
     missing, folder = tmp_path / "missing.pt", tmp_path / "folder"

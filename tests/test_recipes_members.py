@@ -226,3 +226,17 @@ def test_protonet_member_takes_a_column_y_with_a_warning():
     with torch.no_grad():
         assert torch.equal(ensemble(images), _recipe(members)[0](images))
 
+
+def test_born_again_members_differing_in_distillation_share_one_first_generation():
+    members = [
+        {"augment": "none", "born_again": True, "distill_weight": 0.25},
+        {"augment": "none", "born_again": True, "distill_temperature": 2.0},
+    ]
+    _, trainers = _recipe(members)
+    first, second = trainers
+    # one teacher, trained once, without the distillation settings it ignores
+    assert first.teacher is second.teacher
+    assert first.teacher.teacher is None
+    assert first.teacher.get_params()["distill_weight"] == 0.5
+    assert first.teacher.get_params()["distill_temperature"] == 4.0
+    assert (first.distill_weight, second.distill_temperature) == (0.25, 2.0)
