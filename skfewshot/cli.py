@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import importlib.util
 import json
+import math
 import os
 import sys
 import time
@@ -847,6 +848,12 @@ def _check_train_args(args):
         ):
             if given:
                 raise _CLIError(f"{flag} applies to --recipe pretrain only")
+    if args.mixup_alpha and not 0.01 <= args.mixup_alpha <= 1e4:
+        raise _CLIError(
+            f"--mixup-alpha {args.mixup_alpha:g}: give 0 (off) or a value in "
+            "[0.01, 1e4] (below 0.01, float32 Beta draws underflow to the "
+            "strongest mix)"
+        )
     if args.resume and args.distill_generations:
         raise _CLIError(
             "--resume cannot continue a run with --distill-generations: such a "
@@ -909,8 +916,8 @@ def _train_settings(args):
                 "distill_generations",
             )
         },
-        # only when given: the checkpoints of runs before it still resume
-        **({"mixup_alpha": args.mixup_alpha} if args.mixup_alpha is not None else {}),
+        # only when on (0 trains as without it): older checkpoints still resume
+        **({"mixup_alpha": args.mixup_alpha} if args.mixup_alpha else {}),
     }
 
 
@@ -1042,7 +1049,7 @@ def _make_trainer(args, in_channels, callbacks, teacher=None):
         common["batch_size"] = args.batch_size
     if args.rotation_loss_weight is not None:
         common["rotation_loss_weight"] = args.rotation_loss_weight
-    if args.mixup_alpha is not None:
+    if args.mixup_alpha:
         common["mixup_alpha"] = args.mixup_alpha
     return SupervisedPretrainer(module, teacher=teacher, **common)
 
@@ -1675,8 +1682,10 @@ def _nonnegative(kind):
             raise argparse.ArgumentTypeError(
                 f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
             ) from None
-        if not value >= 0:  # NaN too
-            raise argparse.ArgumentTypeError(f"expected a value >= 0, got {text}")
+        if not 0 <= value < math.inf:  # NaN too
+            raise argparse.ArgumentTypeError(
+                f"expected a finite value >= 0, got {text}"
+            )
         return value
 
     return parse
@@ -1953,7 +1962,7 @@ def _add_train_parser(sub, common):
         type=_nonnegative(float),
         metavar="A",
         help="pretrain: input mixup of every training batch with one "
-        "lam ~ Beta(A, A) per batch (default: 0, none)",
+        "lam ~ Beta(A, A) per batch, A in [0.01, 1e4] (default: 0, none)",
     )
     train.add_argument(
         "--distill-generations",

@@ -105,6 +105,21 @@ def test_train_mixup_alpha(shapes, trainers, tmp_path, capsys):
     assert json.loads(stdout)["settings"]["mixup_alpha"] == 0.4
 
 
+def test_train_mixup_alpha_0_is_off_and_not_recorded(
+    shapes, trainers, tmp_path, capsys
+):
+    # the same training as without the flag, so the same record: a run
+    # interrupted without it resumes with it, and the reverse
+    status, stdout, err = run(
+        capsys, "train", shapes, "-o", tmp_path / "m.pt", *QUICK,
+        "--mixup-alpha", "0", "--json",
+    )  # fmt: skip
+    assert status == 0, err
+    (trainer,) = trainers
+    assert trainer.mixup_alpha == 0.0
+    assert "mixup_alpha" not in json.loads(stdout)["settings"]
+
+
 def test_train_born_again_generations(shapes, trainers, tmp_path, capsys):
     out = tmp_path / "m.pt"
     status, stdout, err = run(
@@ -177,6 +192,16 @@ def test_interrupted_born_again_run_leaves_nothing(
             "--mixup-alpha applies to --recipe pretrain only",
         ),
         (
+            ["--mixup-alpha", "0.001"],
+            "--mixup-alpha 0.001: give 0 (off) or a value in [0.01, 1e4] (below "
+            "0.01, float32 Beta draws underflow to the strongest mix)",
+        ),
+        (
+            ["--mixup-alpha", "2e4"],
+            "--mixup-alpha 20000: give 0 (off) or a value in [0.01, 1e4] (below "
+            "0.01, float32 Beta draws underflow to the strongest mix)",
+        ),
+        (
             ["--recipe", "protonet", "--distill-generations", "1"],
             "--distill-generations applies to --recipe pretrain only",
         ),
@@ -200,9 +225,10 @@ def test_train_refuses_flags_that_do_not_go_together(
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--rotation-loss-weight", "-1"], "expected a value >= 0, got -1"),
-        (["--rotation-loss-weight", "nan"], "expected a value >= 0, got nan"),
-        (["--distill-generations", "-1"], "expected a value >= 0, got -1"),
+        (["--rotation-loss-weight", "-1"], "expected a finite value >= 0, got -1"),
+        (["--rotation-loss-weight", "nan"], "expected a finite value >= 0, got nan"),
+        (["--mixup-alpha", "inf"], "expected a finite value >= 0, got inf"),
+        (["--distill-generations", "-1"], "expected a finite value >= 0, got -1"),
         (["--distill-generations", "1.5"], "expected an integer, got '1.5'"),
         (["--augment", "elastic"], "invalid choice: 'elastic'"),
     ],

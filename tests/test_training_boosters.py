@@ -152,14 +152,48 @@ def test_loss_of_a_mixup_step_by_hand(monkeypatch, rotation_loss_weight, teacher
         rotation_loss_weight, teacher, distill_weight, temperature, mix=True
     )
     np.testing.assert_allclose(step["loss"].item(), expected, rtol=1e-5, atol=1e-6)
-    # validation and inference see the inputs unmixed: the plain cross-entropy
+    # train_acc counts the predictions of each mix's larger part, Y_TINY
+    mixed = LAM * X_TINY[..., ::-1] + (1 - LAM) * X_TINY[..., ::-1][ORDER]
+    predicted = (mixed.reshape(6, -1) @ W_CLASS.T + B_CLASS).argmax(axis=1)
+    recorded = net.history[-1, "batches", -1, "train_acc"]
+    assert recorded == pytest.approx(np.mean(predicted == Y_TINY))
+    assert 0 < recorded < 1 and np.mean(predicted == Y_TINY[ORDER]) != recorded
+    # the draw is the step's own: after it (even a failed one), losses are plain
+    assert net._mix is None
+    backbone, net.module_.backbone = net.module_.backbone, _Failing()
+    with pytest.raises(RuntimeError, match="forward failed"):
+        net.train_step_single((torch.as_tensor(X_TINY), torch.as_tensor(Y_TINY)))
+    net.module_.backbone = backbone
+    assert net._mix is None
     X = torch.as_tensor(X_TINY)
-    plain = net.get_loss(net.module_(X), torch.as_tensor(Y_TINY), X=X)
-    np.testing.assert_allclose(
-        plain.item(),
-        cross_entropy(X_TINY.reshape(6, -1) @ W_CLASS.T + B_CLASS, Y_TINY),
-        rtol=1e-5,
-    )
+    for training in (False, True):
+        plain = net.get_loss(
+            net.module_(X), torch.as_tensor(Y_TINY), X=X, training=training
+        )
+        if teacher and training:
+            continue  # the distillation term: the test below
+        np.testing.assert_allclose(
+            plain.item(),
+            cross_entropy(X_TINY.reshape(6, -1) @ W_CLASS.T + B_CLASS, Y_TINY),
+            rtol=1e-5,
+        )
+
+
+class _Failing(nn.Module):
+    def forward(self, X):
+        raise RuntimeError("forward failed")
+
+
+def test_mixup_draws_come_from_the_cpu_generator_whatever_the_device():
+    from skfewshot.training._pretrain import _mixup_draw
+
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        lam, order = _mixup_draw(5, 0.5, torch.device("meta"))
+        torch.manual_seed(3)
+        lam_cpu, order_cpu = _mixup_draw(5, 0.5, torch.device("cpu"))
+    assert lam.device.type == "cpu" and order.device.type == "meta"
+    assert lam == lam_cpu and order.shape == order_cpu.shape == (5,)
 
 
 def test_mixup_draws_are_folded_seeded_and_beta_distributed():
@@ -189,6 +223,19 @@ def test_mixup_changes_training_and_is_seeded(base):
     assert mixed.history_[:, "train_loss"] != plain.history_[:, "train_loss"]
     assert mixed.history_[:, "train_loss"] == again.history_[:, "train_loss"]
     assert same_state(mixed.net_.module_, again.net_.module_)
+
+
+def test_a_trainer_pickled_before_mixup_existed_still_works():
+    trainer = tiny_trainer()
+    batch = (torch.as_tensor(X_TINY), torch.as_tensor(Y_TINY))
+    step = trainer.net_.train_step_single(batch)
+    old = pickle.loads(pickle.dumps(tiny_trainer()))
+    # as unpickled from an earlier version: no mixup attributes of their own
+    del old.mixup_alpha, old.net_.mixup_alpha
+    assert old.get_params()["mixup_alpha"] == 0.0 and "mixup_alpha=" not in repr(old)
+    assert clone(old).mixup_alpha == 0.0
+    again = old.net_.train_step_single(batch)
+    assert again["loss"].item() == step["loss"].item()
 
 
 def test_the_distillation_term_alone_by_hand():
@@ -293,6 +340,8 @@ def test_teacher_fitted_on_other_classes():
     [
         ({"rotation_loss_weight": -0.1}, "'rotation_loss_weight' parameter"),
         ({"mixup_alpha": -1.0}, "'mixup_alpha' parameter"),
+        ({"mixup_alpha": 0.001}, "'mixup_alpha' parameter"),
+        ({"mixup_alpha": float("inf")}, "'mixup_alpha' parameter"),
         ({"distill_weight": 1.5}, "'distill_weight' parameter"),
         ({"distill_temperature": 0.0}, "'distill_temperature' parameter"),
         ({"teacher": "teacher.pt"}, "'teacher' parameter"),

@@ -10,7 +10,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, Options, StrOptions
 from skorch import NeuralNetClassifier
 from skorch.dataset import unpack_data
 from skorch.utils import to_device, to_tensor
@@ -41,12 +41,16 @@ def _mixup_draw(n, alpha, device):
 
     ``lam ~ Beta(alpha, alpha)`` folded to ``max(lam, 1 - lam)`` (so row ``i``
     of the mixed batch is mostly image ``i``; the pairs are drawn alike either
-    way), and a uniform permutation of the rows; both drawn by torch's global
-    generator on ``device``, as the augmentations draw.
+    way), a 0-d float32 tensor on the CPU, and a uniform permutation of the
+    rows moved to ``device``. Both come from torch's global CPU generator
+    (which every fit seeds, whatever its device; and every torch build can
+    sample a Beta on the CPU). Float32 Beta draws are exact in distribution
+    for ``alpha`` in the trainer's range, [0.01, 1e4]; below it both gamma
+    draws underflow and ``lam`` would be 0.5, the strongest mix.
     """
-    concentration = torch.tensor(float(alpha), device=device)
+    concentration = torch.tensor(float(alpha))
     lam = torch.distributions.Beta(concentration, concentration).sample()
-    return torch.maximum(lam, 1 - lam), torch.randperm(n, device=device)
+    return torch.maximum(lam, 1 - lam), torch.randperm(n).to(device)
 
 
 def _distillation_loss(student_logits, teacher_logits, temperature):
@@ -88,6 +92,10 @@ class _PretrainNet(_TrainerNetMixin, NeuralNetClassifier):
     pickled net holds no device tensors of it).
     """
 
+    # class-level defaults: a net pickled before mixup existed has neither
+    mixup_alpha = 0.0
+    _mix = None  # (lam, permutation) of the batch being trained
+
     def __init__(
         self,
         *args,
@@ -106,7 +114,6 @@ class _PretrainNet(_TrainerNetMixin, NeuralNetClassifier):
         self.mixup_alpha = mixup_alpha
         self.distill_weight = distill_weight
         self.distill_temperature = distill_temperature
-        self._mix = None  # (lam, permutation) of the batch being trained
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         super().on_train_begin(net, X=X, y=y, **kwargs)
@@ -222,9 +229,10 @@ class SupervisedPretrainer(_BaseTrainer):
         sees the mixed images (a mix of two images turned alike is turned
         alike); a ``teacher`` gives its logits on the mixed images too.
         ``train_acc`` counts predictions of ``y_i``, the larger part of each
-        mix. The draws come from torch's global generator on the training
-        device, seeded by ``random_state`` like the augmentations'. ``0.0``
-        trains exactly as without it.
+        mix. The draws come from torch's global CPU generator, seeded by
+        ``random_state``. ``0.0`` trains exactly as without it; other values
+        must lie in [0.01, 1e4] (below, float32 Beta draws underflow to the
+        strongest mix instead of the weakest).
     teacher : SupervisedPretrainer, torch.nn.Module or None, default=None
         Born-again self-distillation (Furlanello et al., 2018; Tian et al.,
         2020): a fitted :class:`SupervisedPretrainer` trained on the same
@@ -318,11 +326,14 @@ class SupervisedPretrainer(_BaseTrainer):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "train_split": [callable, None],
         "rotation_loss_weight": [Interval(Real, 0, None, closed="left")],
-        "mixup_alpha": [Interval(Real, 0, None, closed="left")],
+        # 0 (off) or a range where float32 Beta draws are exact in distribution
+        "mixup_alpha": [Options(Real, {0.0}), Interval(Real, 0.01, 1e4, closed="both")],
         # "teacher": set below the class (it names the class itself)
         "distill_weight": [Interval(Real, 0, 1, closed="both")],
         "distill_temperature": [Interval(Real, 0, None, closed="neither")],
     }
+    # a trainer pickled before mixup existed has no mixup_alpha of its own
+    mixup_alpha = 0.0
 
     def __init__(
         self,
