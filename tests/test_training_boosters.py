@@ -96,23 +96,32 @@ def tiny_trainer(**params):
     return SupervisedPretrainer(nn.Flatten(), **params).fit(X_TINY, Y_TINY)
 
 
+def fixed_heads_trainer(rotation_loss_weight, teacher, **params):
+    """A one-epoch tiny_trainer whose heads are then set to W_CLASS, W_ROT
+    (distill_weight 0.3, distill_temperature 2, the teacher_module if asked)."""
+    trainer = tiny_trainer(
+        rotation_loss_weight=rotation_loss_weight,
+        teacher=teacher_module() if teacher else None,
+        distill_weight=0.3,
+        distill_temperature=2.0,
+        **params,
+    )
+    module = trainer.net_.module_
+    with torch.no_grad():
+        module.head.weight.copy_(torch.as_tensor(W_CLASS))
+        module.head.bias.copy_(torch.as_tensor(B_CLASS))
+        if rotation_loss_weight:
+            module.rotation_head.weight.copy_(torch.as_tensor(W_ROT))
+            module.rotation_head.bias.copy_(torch.as_tensor(B_ROT))
+    return trainer
+
+
 @pytest.mark.parametrize("rotation_loss_weight", [0.0, 0.5])
 @pytest.mark.parametrize("teacher", [False, True])
 def test_loss_of_a_training_step_by_hand(rotation_loss_weight, teacher):
     distill_weight, temperature = 0.3, 2.0
-    trainer = tiny_trainer(
-        rotation_loss_weight=rotation_loss_weight,
-        teacher=teacher_module() if teacher else None,
-        distill_weight=distill_weight,
-        distill_temperature=temperature,
-    )
+    trainer = fixed_heads_trainer(rotation_loss_weight, teacher)
     net = trainer.net_
-    with torch.no_grad():
-        net.module_.head.weight.copy_(torch.as_tensor(W_CLASS))
-        net.module_.head.bias.copy_(torch.as_tensor(B_CLASS))
-        if rotation_loss_weight:
-            net.module_.rotation_head.weight.copy_(torch.as_tensor(W_ROT))
-            net.module_.rotation_head.bias.copy_(torch.as_tensor(B_ROT))
     step = net.train_step_single((torch.as_tensor(X_TINY), torch.as_tensor(Y_TINY)))
     expected = expected_loss(rotation_loss_weight, teacher, distill_weight, temperature)
     np.testing.assert_allclose(step["loss"].item(), expected, rtol=1e-5, atol=1e-6)
@@ -125,20 +134,7 @@ def test_loss_of_a_training_step_by_hand(rotation_loss_weight, teacher):
 @pytest.mark.parametrize("teacher", [False, True])
 def test_loss_of_a_mixup_step_by_hand(monkeypatch, rotation_loss_weight, teacher):
     distill_weight, temperature = 0.3, 2.0
-    trainer = tiny_trainer(
-        mixup_alpha=0.4,
-        rotation_loss_weight=rotation_loss_weight,
-        teacher=teacher_module() if teacher else None,
-        distill_weight=distill_weight,
-        distill_temperature=temperature,
-    )
-    net = trainer.net_
-    with torch.no_grad():
-        net.module_.head.weight.copy_(torch.as_tensor(W_CLASS))
-        net.module_.head.bias.copy_(torch.as_tensor(B_CLASS))
-        if rotation_loss_weight:
-            net.module_.rotation_head.weight.copy_(torch.as_tensor(W_ROT))
-            net.module_.rotation_head.bias.copy_(torch.as_tensor(B_ROT))
+    net = fixed_heads_trainer(rotation_loss_weight, teacher, mixup_alpha=0.4).net_
     draws = []
 
     def draw(n, alpha, device):
@@ -355,17 +351,23 @@ def test_parameter_constraints(params, match):
 # -- checkpoints ------------------------------------------------------------
 
 
-def test_checkpoint_refuses_to_resume_with_other_boosters(base, tmp_path):
-    path = tmp_path / "run.ckpt"
+def checkpointed_run(base, path, settings=None):
+    """``run(epochs, resume=False, **params)``: a pretrainer fit on ``base``
+    with a TrainingCheckpoint at ``path`` (its ``settings`` given)."""
 
     def run(epochs, resume=False, **params):
         return pretrainer(
             max_epochs=epochs,
             verbose=0,
-            callbacks=[TrainingCheckpoint(path, settings={"a": 1}, resume=resume)],
+            callbacks=[TrainingCheckpoint(path, settings=settings, resume=resume)],
             **params,
         ).fit(*base)
 
+    return run
+
+
+def test_checkpoint_refuses_to_resume_with_other_boosters(base, tmp_path):
+    run = checkpointed_run(base, tmp_path / "run.ckpt", settings={"a": 1})
     run(1, rotation_loss_weight=0.5, teacher=conv4_teacher(0))
     with pytest.raises(
         ValueError,
@@ -390,16 +392,7 @@ def test_checkpoint_refuses_to_resume_with_other_boosters(base, tmp_path):
 
 
 def test_checkpoint_refuses_to_resume_with_other_mixup(base, tmp_path):
-    path = tmp_path / "run.ckpt"
-
-    def run(epochs, resume=False, **params):
-        return pretrainer(
-            max_epochs=epochs,
-            verbose=0,
-            callbacks=[TrainingCheckpoint(path, resume=resume)],
-            **params,
-        ).fit(*base)
-
+    run = checkpointed_run(base, tmp_path / "run.ckpt")
     run(1, mixup_alpha=0.5)
     with pytest.raises(ValueError, match="mixup_alpha=0.5, this run has mixup_alpha"):
         run(2, resume=True, mixup_alpha=0.2)
