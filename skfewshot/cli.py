@@ -848,7 +848,10 @@ def _check_train_args(args):
         ):
             if given:
                 raise _CLIError(f"{flag} applies to --recipe pretrain only")
-    if args.mixup_alpha and not 0.01 <= args.mixup_alpha <= 1e4:
+    from .training._pretrain import _MIXUP_ALPHA_RANGE
+
+    low, high = _MIXUP_ALPHA_RANGE
+    if args.mixup_alpha and not low <= args.mixup_alpha <= high:
         raise _CLIError(
             f"--mixup-alpha {args.mixup_alpha:g}: give 0 (off) or a value in "
             "[0.01, 1e4] (below 0.01, float32 Beta draws underflow to the "

@@ -78,14 +78,19 @@ ONE_SHOT_MEMBERS = (
     ),
 )
 
-#: The trainers of a member's ``"recipe"`` in :func:`pretrain_one_shot_ensemble`.
-_MEMBER_RECIPES = ("pretrain", "protonet")
 
 #: The digits the demo's backbone is pretrained on (its novel classes are the rest).
 DEMO_BASE_CLASSES = (0, 1, 2, 3, 4)
 
 #: Side of the demo's images: Conv4 halves the size four times (32 -> 2x2 maps).
 _DEMO_IMAGE_SIZE = 32
+
+
+def _member_trainers():
+    """The trainer of each member ``"recipe"`` of :func:`pretrain_one_shot_ensemble`."""
+    from .training import ProtoNetMetaTrainer, SupervisedPretrainer
+
+    return {"pretrain": SupervisedPretrainer, "protonet": ProtoNetMetaTrainer}
 
 
 def make_head(name: str, **params: Any) -> BaseEstimator:
@@ -422,7 +427,6 @@ def pretrain_one_shot_ensemble(
 
     from ._torch_utils import seeded_init
     from .models import BackboneEnsemble, Conv4
-    from .training import ProtoNetMetaTrainer, SupervisedPretrainer
 
     if len(np.shape(X)) != 4:
         raise ValueError(
@@ -454,9 +458,9 @@ def pretrain_one_shot_ensemble(
             **params,
             "augment": make_augmentation(params["augment"], int(np.shape(X)[-1])),
         }
-        if params.pop("recipe") == "protonet":
-            return ProtoNetMetaTrainer(module, **params).fit(X, y)
-        return SupervisedPretrainer(module, teacher=teacher, **params).fit(X, y)
+        if teacher is not None:  # a born-again (pretrain) member
+            params["teacher"] = teacher
+        return _member_trainers()[params.pop("recipe")](module, **params).fit(X, y)
 
     teachers, trainers = {}, []
     for member in members:
@@ -490,12 +494,12 @@ def _check_members(members, X_shape, y, defaults):
 
     import torch
 
-    from .training import ProtoNetMetaTrainer, SupervisedPretrainer, TrainingCheckpoint
+    from .training import TrainingCheckpoint
 
     members = list(members)
     if not members:
         raise ValueError("members is empty; give at least one dict with 'augment'.")
-    trainers = {"pretrain": SupervisedPretrainer, "protonet": ProtoNetMetaTrainer}
+    trainers = _member_trainers()
     # set by the recipe itself: the module, the named augmentation, the teacher
     # of a born-again member, and the seed (initial weights and training alike)
     allowed = {
@@ -514,7 +518,7 @@ def _check_members(members, X_shape, y, defaults):
         if not isinstance(recipe, str) or recipe not in trainers:
             raise ValueError(
                 f"members[{i}]['recipe'] must be one of "
-                f"{', '.join(map(repr, _MEMBER_RECIPES))}, got {recipe!r}."
+                f"{', '.join(map(repr, trainers))}, got {recipe!r}."
             )
         if "augment" not in member:
             raise ValueError(f"members[{i}] has no 'augment': {given!r}.")

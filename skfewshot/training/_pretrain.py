@@ -36,6 +36,11 @@ def _rotated_copies(X):
     return rotated, k
 
 
+#: the values of ``mixup_alpha`` besides 0: float32 Beta(alpha, alpha) draws
+#: are exact in distribution there (below, both gamma draws underflow)
+_MIXUP_ALPHA_RANGE = (0.01, 1e4)
+
+
 def _mixup_draw(n, alpha, device):
     """One mixup draw for a batch of ``n``: ``lam`` and a permutation.
 
@@ -326,8 +331,10 @@ class SupervisedPretrainer(_BaseTrainer):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "train_split": [callable, None],
         "rotation_loss_weight": [Interval(Real, 0, None, closed="left")],
-        # 0 (off) or a range where float32 Beta draws are exact in distribution
-        "mixup_alpha": [Options(Real, {0.0}), Interval(Real, 0.01, 1e4, closed="both")],
+        "mixup_alpha": [
+            Options(Real, {0.0}),
+            Interval(Real, *_MIXUP_ALPHA_RANGE, closed="both"),
+        ],
         # "teacher": set below the class (it names the class itself)
         "distill_weight": [Interval(Real, 0, 1, closed="both")],
         "distill_temperature": [Interval(Real, 0, None, closed="neither")],
