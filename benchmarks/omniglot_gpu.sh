@@ -60,6 +60,8 @@ grep -E "^(FAILED|ERROR)|^\[gw[0-9]+\] .*(FAILED|ERROR)" "$out/tests.log" | head
 # the library's recipe (three Conv4 members; the two of 2026-11-27's run took 65 s
 # of training on an H100): its time on the GPU
 step final 240 "${bench[@]}" --config final
+# the same recipe with ResNet12 members (three ResNet12 trainings)
+step final-resnet12 300 "${bench[@]}" --config final-resnet12
 # ResNet12, too slow for the CPU budget (13x Conv4 per step), and its ensemble
 step resnet12-affine 120 "${bench[@]}" --config resnet12-affine
 step resnet12-affine-elastic 120 "${bench[@]}" --config resnet12-affine-elastic

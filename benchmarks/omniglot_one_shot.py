@@ -29,6 +29,8 @@ two idle CPU cores; ``affine-distill`` trains its teacher, ``affine``, first)::
 :func:`skfewshot.recipes.pretrain_one_shot_ensemble` (the ensemble this ablation
 chose on validation: ``affine-rotation`` trained with ``--epochs 20``,
 ``affine-elastic`` and ``protonet-affine-elastic``), in one call.
+``--config final-resnet12`` trains the same recipe with ResNet12 members
+(``make_module``), for a GPU.
 ``--ensemble`` scores a :class:`~skfewshot.models.BackboneEnsemble` of backbones
 saved by earlier ``--config`` runs (their L2-normalised features concatenated).
 ``--device cuda`` trains and embeds on a GPU (the rows record the device; the
@@ -101,6 +103,10 @@ CONFIGS = {
         None,
     ),
 }
+
+
+# the library's recipe with its default Conv4 members, or with ResNet12 ones
+FINAL_MODULES = {"final": None, "final-resnet12": partial(ResNet12, in_channels=1)}
 
 
 def within_alphabet_1shot(features, y, groups, n_episodes, seed, head=None):
@@ -196,13 +202,18 @@ def train_final(X, y, args):
     """The library's recipe, :func:`~skfewshot.recipes.pretrain_one_shot_ensemble`."""
     start, cpu = time.perf_counter(), time.process_time()
     ensemble, trainers = pretrain_one_shot_ensemble(
-        X, y, max_epochs=args.epochs, random_state=args.seed, device=args.device
+        X,
+        y,
+        make_module=FINAL_MODULES[args.config],
+        max_epochs=args.epochs,
+        random_state=args.seed,
+        device=args.device,
     )
     times = {
         "train_wall_s": time.perf_counter() - start,
         "train_cpu_s": time.process_time() - cpu,
     }
-    print(f"[final] trained: {times}", flush=True)
+    print(f"[{args.config}] trained: {times}", flush=True)
     accuracies = [float(t.history_[-1, "train_acc"]) for t in trainers]
     return ensemble, times, accuracies
 
@@ -217,7 +228,7 @@ def _device_name(device):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--config", choices=(*CONFIGS, "final"))
+    which.add_argument("--config", choices=(*CONFIGS, *FINAL_MODULES))
     which.add_argument("--ensemble", nargs="+", choices=tuple(CONFIGS))
     parser.add_argument(
         "--data-dir",
@@ -267,7 +278,7 @@ def main(argv=None):
         backbone = BackboneEnsemble([module for module, _ in loaded])
         row = {"ensemble": args.ensemble, "epochs": args.epochs, "seed": args.seed}
     else:
-        if args.config == "final":
+        if args.config in FINAL_MODULES:
             backbone, times, accuracies = train_final(X_train, y_train, args)
         else:
             trainer, times = train(args.config, X_train, y_train, args)

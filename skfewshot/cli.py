@@ -188,6 +188,7 @@ def _cmd_demo(args):
             shots=shots,
             n_episodes=args.episodes,
             max_epochs=args.epochs,
+            device=args.device,
             verbose=int(not args.quiet),
         )
     base = _list_classes(info["trained_on"]["classes"])
@@ -1720,6 +1721,13 @@ def build_parser():
     )
     common = argparse.ArgumentParser(add_help=False, parents=[computing])
     common.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    # where torch computes: the commands that train or embed with a backbone
+    device = argparse.ArgumentParser(add_help=False)
+    device.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA, MPS, CPU), cpu, cuda... (default: auto)",
+    )
 
     head = argparse.ArgumentParser(add_help=False)
     head.add_argument(
@@ -1740,7 +1748,7 @@ def build_parser():
 
     demo = sub.add_parser(
         "demo",
-        parents=[common],
+        parents=[common, device],
         help="pretrain on digits 0-4, evaluate few-shot on the novel digits 5-9",
         description=(
             "The main job, on scikit-learn's bundled digits: pretrain a Conv4 with "
@@ -1872,16 +1880,16 @@ def build_parser():
         help="backbone file written by skfewshot.models.save_backbone",
     )
     runs.set_defaults(func=_cmd_runs)
-    _add_train_parser(sub, common)
+    _add_train_parser(sub, common, device)
     _add_ensemble_parser(sub, report)
-    _add_predict_parser(sub, computing, head)
+    _add_predict_parser(sub, computing, head, device)
     return parser
 
 
-def _add_train_parser(sub, common):
+def _add_train_parser(sub, common, device):
     train = sub.add_parser(
         "train",
-        parents=[common],
+        parents=[common, device],
         help="train a backbone on a folder of labelled images (or a built-in set)",
         description=(
             "Train a backbone on labelled images: DIR holds one sub-folder of "
@@ -2022,11 +2030,6 @@ def _add_train_parser(sub, common):
         help="protonet: episodes per epoch (default: 100)",
     )
     train.add_argument(
-        "--device",
-        default="auto",
-        help="auto (CUDA, MPS, CPU), cpu, cuda... (default: auto)",
-    )
-    train.add_argument(
         "--resume",
         action="store_true",
         help="continue the interrupted run whose checkpoint is OUTPUT.ckpt",
@@ -2087,10 +2090,10 @@ def _add_ensemble_parser(sub, report):
     ensemble.set_defaults(func=_cmd_ensemble)
 
 
-def _add_predict_parser(sub, computing, head):
+def _add_predict_parser(sub, computing, head, device):
     predict = sub.add_parser(
         "predict",
-        parents=[computing, head],
+        parents=[computing, head, device],
         help="label new images with a saved backbone and a few labelled examples",
         description=(
             "Fit a few-shot head on the support images (one sub-folder per class) "
@@ -2152,7 +2155,6 @@ def _add_predict_parser(sub, computing, head):
         choices=("grayscale", "rgb"),
         help="must match the backbone file (which says it; no need to give it)",
     )
-    predict.add_argument("--device", default="auto", help="(default: auto)")
     predict.set_defaults(func=_cmd_predict)
 
 

@@ -231,7 +231,11 @@ def make_augmentation(name: str, image_size: int = 28) -> Any:
 
 
 def pretrain_demo_backbone(
-    *, random_state: int = 0, max_epochs: int = 20, verbose: int = 1
+    *,
+    random_state: int = 0,
+    max_epochs: int = 20,
+    device: Any = "auto",
+    verbose: int = 1,
 ) -> tuple[Any, np.ndarray, np.ndarray]:
     """The demo's backbone: a Conv4 pretrained on the base digits 0-4.
 
@@ -245,9 +249,12 @@ def pretrain_demo_backbone(
     ----------
     random_state : int, default=0
         Seeds the initial weights and the training: the same seed gives the
-        same weights on the CPU.
+        same weights on the CPU (a GPU's non-deterministic kernels, e.g.
+        cuDNN's backward, can make them differ from one run to the next).
     max_epochs : int, default=20
         Pretraining epochs.
+    device : str or torch.device, default="auto"
+        Where the backbone trains: "auto" (CUDA, MPS, CPU), "cpu", "cuda"...
     verbose : int, default=1
         0 is silent; 1 prints the training table (one line per epoch).
 
@@ -277,7 +284,11 @@ def pretrain_demo_backbone(
     base = np.isin(y, DEMO_BASE_CLASSES)
     net = seeded_init(lambda: Conv4(in_channels=1, hidden=32), random_state)
     trainer = SupervisedPretrainer(
-        net, max_epochs=max_epochs, random_state=random_state, verbose=verbose
+        net,
+        max_epochs=max_epochs,
+        device=device,
+        random_state=random_state,
+        verbose=verbose,
     )
     trainer.fit(X[base], y[base])
     return trainer, X[~base], y[~base]
@@ -601,6 +612,14 @@ def _check_members(members, X_shape, y, defaults):
     return checked
 
 
+def _head_on(name, device):
+    """:func:`make_head`'s head, computing on ``device`` where it takes one."""
+    head = make_head(name)
+    if "device" in head.get_params(deep=False):
+        head.set_params(device=device)
+    return head
+
+
 def run_demo(
     *,
     random_state: int = 0,
@@ -608,6 +627,7 @@ def run_demo(
     n_episodes: int = 200,
     max_epochs: int = 20,
     heads: Sequence[str] = HEADS,
+    device: Any = "auto",
     verbose: int = 1,
 ) -> tuple[dict[str, list[EpisodeScores]], dict[str, Any]]:
     """The digits demo: pretrain on digits 0-4, few-shot on the novel digits 5-9.
@@ -624,7 +644,9 @@ def run_demo(
     ----------
     random_state : int, default=0
         Seeds the initial weights, the training and the episodes: the same
-        seed gives the same numbers on the CPU.
+        seed gives the same numbers on the CPU (a GPU's non-deterministic
+        kernels, e.g. cuDNN's backward, can change the last digits from one
+        run to the next; pass ``device="cpu"`` to reproduce a table exactly).
     shots : sequence of int, default=(1, 2, 5, 10)
         Support examples per class, one evaluation per value.
     n_episodes : int, default=200
@@ -633,6 +655,10 @@ def run_demo(
         Pretraining epochs.
     heads : sequence of str, default=HEADS
         Names of the heads to compare, see :func:`make_head`.
+    device : str or torch.device, default="auto"
+        Where the backbone trains and embeds, and where the heads that
+        compute in torch (``"finetune"``, ``"transductive"``) fit: "auto"
+        (CUDA, MPS, CPU), "cpu", "cuda"...
     verbose : int, default=1
         0 is silent; 1 prints the training table (one line per epoch, on
         stdout as skorch does) and a progress bar per evaluation (stderr).
@@ -646,7 +672,8 @@ def run_demo(
         ``train_time_s``, ``trained_on`` (what the backbone was trained on, as
         :func:`~skfewshot.models.save_backbone` records it), ``classes`` (the
         novel digits evaluated), ``n_base`` and ``n_novel`` (images),
-        ``max_epochs`` and ``epochs_trained``.
+        ``max_epochs``, ``epochs_trained`` and ``device`` (where the backbone
+        trained, ``device`` resolved, e.g. ``"cpu"``).
 
     Raises
     ------
@@ -669,6 +696,7 @@ def run_demo(
     from sklearn.datasets import load_digits
     from sklearn.pipeline import make_pipeline
 
+    from ._torch_utils import resolve_device
     from .backbone import BackboneTransformer
     from .model_selection import evaluate_episodes
 
@@ -677,14 +705,17 @@ def run_demo(
         make_head(name)
     t0 = time.perf_counter()
     trainer, X_novel, y_novel = pretrain_demo_backbone(
-        random_state=random_state, max_epochs=max_epochs, verbose=verbose
+        random_state=random_state,
+        max_epochs=max_epochs,
+        device=device,
+        verbose=verbose,
     )
     train_time = time.perf_counter() - t0
-    features = BackboneTransformer(trainer.backbone_)
+    features = BackboneTransformer(trainer.backbone_, device=device)
     results = {
         head: [
             evaluate_episodes(
-                make_pipeline(features, make_head(head)),
+                make_pipeline(features, _head_on(head, device)),
                 X_novel,
                 y_novel,
                 n_way=5,
@@ -706,5 +737,6 @@ def run_demo(
         "n_novel": len(y_novel),
         "max_epochs": max_epochs,
         "epochs_trained": len(trainer.history_),
+        "device": str(resolve_device(device)),
     }
     return results, info

@@ -71,12 +71,11 @@ def test_every_head_classifies_an_easy_episode(name, episode):
 TINY = dict(shots=(1,), n_episodes=2, max_epochs=1, heads=("prototype",), verbose=0)
 
 
-def test_run_demo_splits_the_digits_by_class_and_is_deterministic(capsys, monkeypatch):
-    # run_demo trains on device="auto": hide CUDA, as the same seed repeats a
-    # training bit for bit on the CPU only (cuDNN's backward kernels may not)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+def test_run_demo_splits_the_digits_by_class_and_is_deterministic(capsys):
+    # on the CPU: the same seed repeats a training bit for bit there only
+    # (cuDNN's backward kernels may not)
     state = torch.random.get_rng_state()
-    results, info = run_demo(**TINY)
+    results, info = run_demo(**TINY, device="cpu")
     assert torch.equal(torch.random.get_rng_state(), state)  # global RNG untouched
     assert capsys.readouterr() == ("", "")  # verbose=0 is silent
     assert info["trained_on"] == {"dataset": "digits", "classes": [0, 1, 2, 3, 4]}
@@ -84,12 +83,43 @@ def test_run_demo_splits_the_digits_by_class_and_is_deterministic(capsys, monkey
     assert info["classes"] == [5, 6, 7, 8, 9]
     assert info["n_base"] + info["n_novel"] == 1797
     assert info["epochs_trained"] == info["max_epochs"] == 1
+    assert info["device"] == "cpu"
     assert list(results) == ["prototype"]
     (scores,) = results["prototype"]
     assert (scores.n_way, scores.n_shot, scores.n_query) == (5, 1, 15)
     assert scores.n_episodes == 2
-    again, _ = run_demo(**TINY)
+    again, _ = run_demo(**TINY, device="cpu")
     np.testing.assert_array_equal(again["prototype"][0].accuracies, scores.accuracies)
+
+
+def test_run_demo_trains_embeds_and_fits_the_heads_on_its_device(monkeypatch):
+    from skfewshot import model_selection
+    from skfewshot.training import SupervisedPretrainer
+
+    seen = set()
+    fit, evaluate = SupervisedPretrainer.fit, model_selection.evaluate_episodes
+
+    def spy_fit(self, *args, **kwargs):
+        seen.add(("SupervisedPretrainer", self.device))
+        return fit(self, *args, **kwargs)
+
+    def spy_evaluate(pipe, *args, **kwargs):
+        # each step that takes a device (the heads may be fitted in batches,
+        # never through their fit): the backbone's and the torch heads'
+        for _, step in pipe.steps:
+            if "device" in step.get_params(deep=False):
+                seen.add((type(step).__name__, step.device))
+        return evaluate(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(SupervisedPretrainer, "fit", spy_fit)
+    monkeypatch.setattr(model_selection, "evaluate_episodes", spy_evaluate)
+    heads = ("prototype", "finetune", "transductive", "logreg")
+    run_demo(**{**TINY, "heads": heads}, device="cpu")
+    assert seen == {
+        ("SupervisedPretrainer", "cpu"),
+        ("BackboneTransformer", "cpu"),
+        ("FineTunedCosineClassifier", "cpu"),
+    }
 
 
 def test_run_demo_unknown_head_fails_before_training(monkeypatch):

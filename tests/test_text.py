@@ -313,7 +313,9 @@ def test_a_named_model_is_loaded_once_per_evaluation(monkeypatch):
     FakeSentenceTransformer.loads = []
     texts = words(40)
     y = np.repeat(np.arange(8), 5)
-    pipe = make_pipeline(SentenceEncoder("some/model"), PrototypeClassifier())
+    pipe = make_pipeline(
+        SentenceEncoder("some/model", device="cpu"), PrototypeClassifier()
+    )
     evaluate_episodes(
         pipe, texts, y, n_way=3, n_shot=2, n_query=3, n_episodes=50, random_state=0
     )

@@ -477,13 +477,14 @@ class TextSupervisedPretrainer(_TextTrainerMixin, SupervisedPretrainer):
     ...         self.vocab = {w: i for i, w in enumerate(vocab)}
     ...         self.bag = torch.nn.EmbeddingBag(len(vocab), 8)
     ...     def forward(self, texts):
-    ...         ids = [torch.tensor([self.vocab[w] for w in t.split()])
-    ...                for t in texts]
+    ...         on = self.bag.weight.device  # the trainer's device
+    ...         ids = [[self.vocab[w] for w in t.split()] for t in texts]
     ...         offsets = torch.tensor([0] + [len(i) for i in ids[:-1]]).cumsum(0)
-    ...         return self.bag(torch.cat(ids), offsets)
+    ...         flat = torch.tensor(sum(ids, []))
+    ...         return self.bag(flat.to(on), offsets.to(on))
     ...     def encode(self, texts, batch_size=32, **kwargs):
     ...         with torch.no_grad():
-    ...             return self(texts).numpy()
+    ...             return self(texts).cpu().numpy()
     >>> texts = ["card lost", "lost card", "top up", "up top", "refund please",
     ...          "please refund"] * 4
     >>> intents = ["card", "card", "top_up", "top_up", "refund", "refund"] * 4
