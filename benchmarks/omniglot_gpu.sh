@@ -51,16 +51,17 @@ bench=("$py" benchmarks/omniglot_one_shot.py --device "${DEVICE:-cuda}" --thread
 # the whole suite with CUDA present (device="auto" paths on the GPU) first: each
 # test named as it ends (-v), so a log cut at the limit still says which failed;
 # one thread per worker: 8 and 15 workers with torch's default of 16 threads had not
-# finished it after 240 and 265 s (the 2-core CPU runs it with -n 2 in 170 s)
+# finished it after 240 and 265 s; -n 12 with one thread each took 82 s on an H100
 timeout_opt=()
 "$py" -c 'import pytest_timeout' 2>/dev/null && timeout_opt=(--timeout 120)
 OMP_NUM_THREADS=1 step tests 240 "$py" -m pytest -p no:cacheprovider -n 12 -v \
     -rfE "${timeout_opt[@]}"
 grep -E "^(FAILED|ERROR)|^\[gw[0-9]+\] .*(FAILED|ERROR)" "$out/tests.log" | head -40
-# the library's recipe (three Conv4 members; the two of 2026-11-27's run took 65 s
-# of training on an H100): its time on the GPU
+# the library's recipe (three Conv4 members: 73 s of training on an H100 on
+# 2026-11-27, 89 s for the step): its time on the GPU
 step final 240 "${bench[@]}" --config final
-# the same recipe with ResNet12 members (three ResNet12 trainings)
+# the same recipe with ResNet12 members (182 s of training on an H100, 204 s
+# for the step)
 step final-resnet12 300 "${bench[@]}" --config final-resnet12
 # ResNet12, too slow for the CPU budget (13x Conv4 per step), and its ensemble
 step resnet12-affine 120 "${bench[@]}" --config resnet12-affine
