@@ -8,6 +8,10 @@
 # logs and the JSON lines land in OUT.
 #
 #   bash benchmarks/omniglot_gpu.sh OUT [DEADLINE_SECONDS]
+#
+# All the steps take about 11 minutes on an H100, more than one call of a lent
+# machine: run a part per call with STEPS, e.g. STEPS="tests final resnet12-affine
+# resnet12-affine-elastic resnet12-ensemble" then STEPS="final-resnet12".
 set -u
 out=${1:?usage: omniglot_gpu.sh OUT [DEADLINE_SECONDS]}
 deadline=${2:-540}
@@ -60,13 +64,13 @@ grep -E "^(FAILED|ERROR)|^\[gw[0-9]+\] .*(FAILED|ERROR)" "$out/tests.log" | head
 # the library's recipe (three Conv4 members: 73 s of training on an H100 on
 # 2026-11-27, 89 s for the step): its time on the GPU
 step final 240 "${bench[@]}" --config final
-# the same recipe with ResNet12 members (182 s of training on an H100, 204 s
-# for the step)
-step final-resnet12 300 "${bench[@]}" --config final-resnet12
 # ResNet12, too slow for the CPU budget (13x Conv4 per step), and its ensemble
 step resnet12-affine 120 "${bench[@]}" --config resnet12-affine
 step resnet12-affine-elastic 120 "${bench[@]}" --config resnet12-affine-elastic
 step resnet12-ensemble 60 "${bench[@]}" \
     --ensemble resnet12-affine resnet12-affine-elastic
+# the same recipe with ResNet12 members (182 s of training on an H100, 204 s
+# for the step)
+step final-resnet12 300 "${bench[@]}" --config final-resnet12
 cp benchmarks/_artifacts/omniglot_one_shot.jsonl "$out/" 2>/dev/null
 echo "== total $((SECONDS - start))s"

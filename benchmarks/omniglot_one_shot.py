@@ -56,6 +56,7 @@ import torch
 from omniglot_meta_vs_finetune import VALID_ALPHABET, load_small, make_trainer
 
 from skfewshot import PrototypeClassifier
+from skfewshot._torch_utils import resolve_device
 from skfewshot.backbone import BackboneTransformer
 from skfewshot.datasets import augment_rotations
 from skfewshot.model_selection import evaluate_episodes
@@ -220,9 +221,10 @@ def train_final(X, y, args):
 
 def _device_name(device):
     """The processor that ``device`` names, as the JSON line records it."""
-    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
-        return "cpu"
-    return torch.cuda.get_device_name(torch.device(device.replace("auto", "cuda")))
+    resolved = resolve_device(device)  # where the trainers resolve it too
+    if resolved.type == "cuda":
+        return torch.cuda.get_device_name(resolved)
+    return resolved.type
 
 
 def main(argv=None):

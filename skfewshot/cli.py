@@ -1721,7 +1721,7 @@ def build_parser():
     )
     common = argparse.ArgumentParser(add_help=False, parents=[computing])
     common.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    # where torch computes: the commands that train or embed with a backbone
+    # where torch computes: the commands that train a backbone or predict with one
     device = argparse.ArgumentParser(add_help=False)
     device.add_argument(
         "--device",

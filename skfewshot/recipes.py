@@ -662,7 +662,10 @@ def run_demo(
     device : str or torch.device, default="auto"
         Where the backbone trains and embeds, and where the heads that
         compute in torch (``"finetune"``, ``"transductive"``) fit: "auto"
-        (CUDA, MPS, CPU), "cpu", "cuda"...
+        (CUDA, MPS, CPU), "cpu", "cuda"... The prototype head, which has no
+        device, is scored by :func:`~skfewshot.evaluate_episodes`' batched
+        path on ``"auto"`` whatever this says (a GPU where one is present;
+        the same predictions as on the CPU but for exact ties).
     verbose : int, default=1
         0 is silent; 1 prints the training table (one line per epoch, on
         stdout as skorch does) and a progress bar per evaluation (stderr).
@@ -682,8 +685,9 @@ def run_demo(
     Raises
     ------
     ValueError
-        When a name in ``heads`` is unknown, or an episode asks for more
-        images than a novel digit has.
+        When a name in ``heads`` is unknown or ``device`` is not a torch
+        device available here (both before any training), or when an episode
+        asks for more images than a novel digit has.
 
     Examples
     --------
@@ -707,6 +711,7 @@ def run_demo(
     heads = list(heads)
     for name in heads:  # fail before training, not after
         make_head(name)
+    resolved = str(resolve_device(device))
     t0 = time.perf_counter()
     trainer, X_novel, y_novel = pretrain_demo_backbone(
         random_state=random_state,
@@ -741,6 +746,6 @@ def run_demo(
         "n_novel": len(y_novel),
         "max_epochs": max_epochs,
         "epochs_trained": len(trainer.history_),
-        "device": str(resolve_device(device)),
+        "device": resolved,
     }
     return results, info

@@ -96,6 +96,17 @@ def test_demo_json_is_deterministic_and_complete(capsys):
     ]
 
 
+def test_demo_device_reaches_the_training_and_fails_early(capsys, monkeypatch):
+    from skfewshot.training import SupervisedPretrainer
+
+    monkeypatch.setattr(
+        SupervisedPretrainer, "fit", lambda *a, **k: pytest.fail("trained anyway")
+    )
+    status, out, err = run_cli(capsys, *ONE_SHOT_DEMO, "--device", "nonsense")
+    assert status != 0 and out == ""
+    assert "device='nonsense' is not a valid torch device" in err
+
+
 def test_demo_table_and_plot(tmp_path, capsys):
     figure = tmp_path / "demo.png"
     status, out, err = run_cli(capsys, *TINY_DEMO, "--plot", str(figure))
