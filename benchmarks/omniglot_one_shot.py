@@ -93,6 +93,7 @@ CONFIGS = {
     "affine-mixup-0.2": ({"augment": "affine", "mixup_alpha": 0.2}, None),
     "affine-wide": ({"augment": "affine", "hidden": 128}, None),
     "affine-32px": ({"augment": "affine", "image_size": 32}, None),
+    "affine-56px": ({"augment": "affine", "image_size": 56}, None),
     "resnet12-affine": ({"augment": "affine", "arch": "resnet12"}, None),
     "resnet12-affine-elastic": (
         {"augment": "affine-elastic", "arch": "resnet12"},
