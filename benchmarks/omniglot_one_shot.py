@@ -32,7 +32,9 @@ chose on validation: ``affine-rotation`` trained with ``--epochs 20``,
 ``--config final-resnet12`` trains the same recipe with ResNet12 members
 (``make_module``), for a GPU.
 ``--ensemble`` scores a :class:`~skfewshot.models.BackboneEnsemble` of backbones
-saved by earlier ``--config`` runs (their L2-normalised features concatenated).
+saved by earlier ``--config`` runs (their L2-normalised features concatenated;
+one name scores that backbone alone, e.g. ``--ensemble final``).
+``--test-time-shifts S`` sets the TTA columns' shifts (default 1).
 ``--device cuda`` trains and embeds on a GPU (the rows record the device; the
 published CPU rows use the default, ``cpu``); ``benchmarks/omniglot_gpu.sh`` runs
 the GPU rows and the test suite in one call on a lent GPU machine.
@@ -232,7 +234,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--config", choices=(*CONFIGS, *FINAL_MODULES))
-    which.add_argument("--ensemble", nargs="+", choices=tuple(CONFIGS))
+    which.add_argument(
+        "--ensemble",
+        nargs="+",
+        choices=(*CONFIGS, *FINAL_MODULES),
+        help="score saved backbones, their features concatenated (one name: "
+        "that backbone alone)",
+    )
     parser.add_argument(
         "--data-dir",
         type=Path,
@@ -249,12 +257,22 @@ def main(argv=None):
         "rows), cuda or auto",
     )
     parser.add_argument(
+        "--test-time-shifts",
+        type=int,
+        default=1,
+        metavar="S",
+        help="the TTA columns' BackboneTransformer(test_time_shifts=S) "
+        "(default: 1; the rows record S when it is not 1)",
+    )
+    parser.add_argument(
         "--transductive",
         action="store_true",
         help="also score the transductive FineTunedCosine head (tuned on "
         "validation) on the test-time-shift features",
     )
     args = parser.parse_args(argv)
+    if args.test_time_shifts < 1:
+        parser.error("--test-time-shifts must be at least 1 (the TTA columns)")
     torch.set_num_threads(args.threads)
     if args.ensemble:
         loaded = [
@@ -278,7 +296,8 @@ def main(argv=None):
     keep = np.isin(names_te[g_te], TEST_ALPHABETS)
     X_te, y_te, g_te = X_te[keep], y_te[keep], g_te[keep]
     if args.ensemble:
-        backbone = BackboneEnsemble([module for module, _ in loaded])
+        modules = [module for module, _ in loaded]
+        backbone = modules[0] if len(modules) == 1 else BackboneEnsemble(modules)
         row = {"ensemble": args.ensemble, "epochs": args.epochs, "seed": args.seed}
     else:
         if args.config in FINAL_MODULES:
@@ -303,7 +322,9 @@ def main(argv=None):
             "final_train_acc": accuracies,
         }
     row["device"] = _device_name(args.device)
-    for shifts in (None, 1):
+    if args.test_time_shifts != 1:
+        row["test_time_shifts"] = args.test_time_shifts
+    for shifts in (None, args.test_time_shifts):
         embed = BackboneTransformer(
             backbone.eval(), test_time_shifts=shifts, cache=False, device=args.device
         ).fit(X[:1])
