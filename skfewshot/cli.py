@@ -465,12 +465,26 @@ def _check_evaluate_args(args):
 
 
 def _features(module, args, **kwargs):
-    """The :class:`BackboneTransformer` of ``module`` with ``--test-time-shifts``."""
+    """The :class:`BackboneTransformer` of ``module`` with ``--test-time-shifts``
+    and ``--device``."""
     from .backbone import BackboneTransformer
 
     return BackboneTransformer(
-        module, test_time_shifts=args.test_time_shifts or None, **kwargs
+        module,
+        test_time_shifts=args.test_time_shifts or None,
+        device=args.device,
+        **kwargs,
     )
+
+
+def _resolved_device(args):
+    """``--device`` resolved (``"cpu"``, ``"cuda"``...), a clear error if absent."""
+    from ._torch_utils import resolve_device
+
+    try:
+        return str(resolve_device(args.device))
+    except ValueError as exc:
+        raise _CLIError(f"--device: {exc}") from None
 
 
 def _shifts_note(args):
@@ -487,6 +501,7 @@ def _seconds(timings):
 
 def _cmd_evaluate(args):
     _check_evaluate_args(args)
+    device = _resolved_device(args)
     from sklearn.pipeline import make_pipeline
 
     from .model_selection import evaluate_episodes
@@ -509,14 +524,16 @@ def _cmd_evaluate(args):
             f"{n_classes} classes are novel to this backbone: {pool.what}"
         )
     timings = {"data": time.perf_counter() - start}
-    head = recipes.make_head(args.head)
+    head = recipes._head_on(args.head, args.device)
     if args.dataset == "banking77":
         # Frozen embeddings or unsupervised features (no labels) of the pool, once.
         from .text import LSAEncoder, SentenceEncoder
 
         if args.text_encoder:
             meta["architecture"] = f"SentenceEncoder({args.text_encoder})"
-            encoder = SentenceEncoder(args.text_encoder, verbose=int(not args.quiet))
+            encoder = SentenceEncoder(
+                args.text_encoder, device=args.device, verbose=int(not args.quiet)
+            )
         else:
             encoder = LSAEncoder(n_components=256)
         if not args.quiet:
@@ -560,6 +577,7 @@ def _cmd_evaluate(args):
         "head": args.head,
         "within_alphabet": bool(args.within_alphabet),
         "test_time_shifts": args.test_time_shifts,
+        "device": device,
         "seed": args.seed,
         "seconds": round(sum(timings.values()), 2),
         "timings": {k: round(v, 2) for k, v in timings.items()},
@@ -582,6 +600,7 @@ def _cmd_evaluate(args):
 def _cmd_runs(args):
     _check_backbone_file(args.backbone)
     _check_exists(args.runs, "--runs")
+    device = _resolved_device(args)
     from sklearn.base import clone
 
     from .datasets import load_omniglot_runs
@@ -592,7 +611,7 @@ def _cmd_runs(args):
     if not runs:
         raise _CLIError(f"no runs found under {args.runs}")
     features = _features(module, args).fit(runs[0].X_support)
-    head = recipes.make_head(args.head)
+    head = recipes._head_on(args.head, args.device)
     rows = []
     for run in runs:
         clf = clone(head).fit(features.transform(run.X_support), run.y_support)
@@ -612,6 +631,7 @@ def _cmd_runs(args):
         "backbone": args.backbone,
         "head": args.head,
         "test_time_shifts": args.test_time_shifts,
+        "device": device,
         "runs": rows,
         "error_rate": overall,
     }
@@ -1621,7 +1641,7 @@ def _cmd_predict(args):
         )
     files = _query_files(args.query)
     X_query = ImageFileReader(image_size=size, color=color).transform(files)
-    features = _features(module, args, device=args.device, cache=False)
+    features = _features(module, args, cache=False)
     F_support = features.fit_transform(support.data)
     head.fit(F_support, np.asarray(classes)[support.target])
     F_query = features.transform(X_query)
@@ -1721,7 +1741,7 @@ def build_parser():
     )
     common = argparse.ArgumentParser(add_help=False, parents=[computing])
     common.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    # where torch computes: the commands that train a backbone or predict with one
+    # where torch computes: every command that trains or embeds with a backbone
     device = argparse.ArgumentParser(add_help=False)
     device.add_argument(
         "--device",
@@ -1784,7 +1804,7 @@ def build_parser():
 
     ev = sub.add_parser(
         "evaluate",
-        parents=[common, head],
+        parents=[common, head, device],
         help="episodic evaluation of a saved backbone + head on a dataset",
         description=(
             "Episodic evaluation (mean accuracy ± 95% CI) of a backbone saved with "
@@ -1859,7 +1879,7 @@ def build_parser():
 
     runs = sub.add_parser(
         "runs",
-        parents=[computing, head],
+        parents=[computing, head, device],
         help="the 20-run Omniglot one-shot benchmark",
         description=(
             "Error rate of a saved backbone + head on the Omniglot one-shot "

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import build_omniglot_runs
 
+from skfewshot._torch_utils import resolve_device
 from skfewshot.cli import build_parser, format_table, main
 from skfewshot.model_selection import EpisodeScores
 from skfewshot.models import Conv4, save_backbone
@@ -155,6 +156,52 @@ def test_evaluate_digits_json(tmp_path, capsys):
     assert 0.0 <= result["mean"] <= 1.0
 
 
+def test_evaluate_device_reaches_the_backbone_and_the_head(
+    tmp_path, capsys, monkeypatch
+):
+    from skfewshot import model_selection
+
+    backbone = tmp_path / "conv4.pt"
+    save_backbone(Conv4(hidden=4), backbone, input_shape=(1, 16, 16))
+    seen = set()
+    evaluate = model_selection.evaluate_episodes
+
+    def spy(pipe, *args, **kwargs):
+        seen.update((type(s).__name__, s.device) for _, s in pipe.steps)
+        return evaluate(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(model_selection, "evaluate_episodes", spy)
+    argv = ["evaluate", "--dataset", "digits", "--backbone", str(backbone)]
+    argv += ["--n-way", "3", "--n-shot", "1", "--episodes", "2", "--json"]
+    argv += ["--quiet", "--head", "finetune", "--device", "cpu"]
+    status, out, _ = run_cli(capsys, *argv)
+    assert status == 0
+    assert json.loads(out)["device"] == "cpu"
+    assert seen == {
+        ("BackboneTransformer", "cpu"),
+        ("FineTunedCosineClassifier", "cpu"),
+    }
+
+
+@pytest.mark.parametrize("command", ["evaluate", "runs"])
+def test_a_bad_device_fails_before_any_data_is_read(
+    command, tmp_path, capsys, monkeypatch
+):
+    from skfewshot import cli
+
+    backbone = tmp_path / "conv4.pt"
+    save_backbone(Conv4(hidden=4), backbone, input_shape=(1, 28, 28))
+    monkeypatch.setattr(cli, "_load_dataset", lambda *a: pytest.fail("data read"))
+    monkeypatch.setattr(
+        "skfewshot.models.load_backbone", lambda *a: pytest.fail("backbone read")
+    )
+    argv = [command, "--backbone", str(backbone), "--device", "nonsense"]
+    argv += ["--dataset", "digits"] if command == "evaluate" else ["--runs", "."]
+    status, out, err = run_cli(capsys, *argv)
+    assert status == 1 and out == ""
+    assert "--device: device='nonsense' is not a valid torch device" in err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -224,6 +271,7 @@ def test_runs_on_runs_built_from_small2(shared_data, tmp_path, capsys):
     assert all(r["n_queries"] == 20 for r in result["runs"])
     rates = [r["errors"] / 20 for r in result["runs"]]
     assert result["error_rate"] == pytest.approx(np.mean(rates))
+    assert result["device"] == str(resolve_device("auto"))
     status, out, _ = run_cli(
         capsys, "runs", "--runs", str(tmp_path / "runs"), "--backbone", str(backbone)
     )
