@@ -181,6 +181,7 @@ def _check_plot(path):
 def _cmd_demo(args):
     if args.plot:
         _check_plot(args.plot)
+    _resolved_device(args)
     shots = tuple(args.shots)
     with _progress(not args.quiet):
         results, info = recipes.run_demo(
@@ -1111,6 +1112,7 @@ def _write_text(path, text):
 
 def _cmd_train(args):
     _check_train_args(args)
+    _resolved_device(args)  # before the data is read
     with _output_lock(args.output, args.argv):
         _check_checkpoint(args)
         _train(args)
@@ -1625,6 +1627,7 @@ def _cmd_predict(args):
         _check_exists(query, "--query")
     if args.output:
         _check_output_path(args.output)
+    _resolved_device(args)
     head = _make_predict_head(args)
     from .datasets import ImageFileReader, load_image_folder
     from .models import load_backbone

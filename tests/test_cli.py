@@ -97,17 +97,6 @@ def test_demo_json_is_deterministic_and_complete(capsys):
     ]
 
 
-def test_demo_device_reaches_the_training_and_fails_early(capsys, monkeypatch):
-    from skfewshot.training import SupervisedPretrainer
-
-    monkeypatch.setattr(
-        SupervisedPretrainer, "fit", lambda *a, **k: pytest.fail("trained anyway")
-    )
-    status, out, err = run_cli(capsys, *ONE_SHOT_DEMO, "--device", "nonsense")
-    assert status != 0 and out == ""
-    assert "device='nonsense' is not a valid torch device" in err
-
-
 def test_demo_table_and_plot(tmp_path, capsys):
     figure = tmp_path / "demo.png"
     status, out, err = run_cli(capsys, *TINY_DEMO, "--plot", str(figure))
@@ -183,21 +172,30 @@ def test_evaluate_device_reaches_the_backbone_and_the_head(
     }
 
 
-@pytest.mark.parametrize("command", ["evaluate", "runs"])
+@pytest.mark.parametrize("command", ["demo", "evaluate", "runs", "train", "predict"])
 def test_a_bad_device_fails_before_any_data_is_read(
     command, tmp_path, capsys, monkeypatch
 ):
-    from skfewshot import cli
+    from skfewshot import cli, models, recipes
 
     backbone = tmp_path / "conv4.pt"
     save_backbone(Conv4(hidden=4), backbone, input_shape=(1, 28, 28))
-    monkeypatch.setattr(cli, "_load_dataset", lambda *a: pytest.fail("data read"))
-    monkeypatch.setattr(
-        "skfewshot.models.load_backbone", lambda *a: pytest.fail("backbone read")
-    )
-    argv = [command, "--backbone", str(backbone), "--device", "nonsense"]
-    argv += ["--dataset", "digits"] if command == "evaluate" else ["--runs", "."]
-    status, out, err = run_cli(capsys, *argv)
+    for where, name in [
+        (cli, "_load_dataset"),
+        (cli, "_train"),
+        (recipes, "run_demo"),
+        (models, "load_backbone"),
+    ]:
+        monkeypatch.setattr(where, name, lambda *a, **k: pytest.fail("read data"))
+    argv = {
+        "demo": ["demo"],
+        "evaluate": ["evaluate", "--backbone", str(backbone), "--dataset", "digits"],
+        "runs": ["runs", "--backbone", str(backbone), "--runs", str(tmp_path)],
+        "train": ["train", "--dataset", "digits", "-o", str(tmp_path / "o.pt")],
+        "predict": ["predict", "--backbone", str(backbone)]
+        + ["--support", str(tmp_path), "--query", str(backbone)],
+    }[command]
+    status, out, err = run_cli(capsys, *argv, "--device", "nonsense")
     assert status == 1 and out == ""
     assert "--device: device='nonsense' is not a valid torch device" in err
 
