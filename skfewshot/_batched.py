@@ -40,7 +40,9 @@ __all__ = ["finetune_batch_predictor", "prototype_batch_predictor"]
 #: Parameters of the prototype head that the batched computation implements
 #: (``unknown_threshold`` acts only with an ``unknown_label``, which is
 #: batched only at None: at any threshold the predictions are the classes').
-_PROTOTYPE_PARAMS = frozenset({"metric", "center", "scale", "unknown_threshold"})
+_PROTOTYPE_PARAMS = frozenset(
+    {"metric", "center", "scale", "unknown_threshold", "device"}
+)
 
 #: Options of the prototype head that are batched only at these values (an
 #: ``unlabelled_label`` could make a drawn class unlabelled; the transductive
@@ -110,12 +112,12 @@ def prototype_batch_predictor(head, X):
     -------
     predict : callable or None
         The batch predictor described in the module docstring, computing on
-        ``device="auto"`` (CUDA, then MPS, then the CPU; ``X`` is moved there
-        once). None when the head has a parameter this function does not know
-        (an option added later), an ``unlabelled_label`` (a drawn class could
-        then be unlabelled), an ``unknown_label`` (the rejection is not
-        batched) or ``transductive=True`` (the rectification is not
-        batched): the per-episode path decides.
+        the head's ``device`` ("auto": CUDA, then MPS, then the CPU; ``X`` is
+        moved there once). None when the head has a parameter this function
+        does not know (an option added later), an ``unlabelled_label`` (a
+        drawn class could then be unlabelled), an ``unknown_label`` (the
+        rejection is not batched) or ``transductive=True`` (the rectification
+        is not batched): the per-episode path decides.
     """
     params = _batched_params(head, _PROTOTYPE_PARAMS, _PROTOTYPE_UNBATCHED_OPTIONS)
     if params is None:
@@ -124,7 +126,7 @@ def prototype_batch_predictor(head, X):
 
     from skfewshot._torch_utils import resolve_device
 
-    device = resolve_device("auto")
+    device = resolve_device(params["device"])
     if device.type == "mps" and X.dtype != "float32":
         device = torch.device("cpu")  # MPS has no float64
     pool = torch.as_tensor(X, device=device)  # no copy on the CPU

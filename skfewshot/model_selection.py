@@ -758,8 +758,8 @@ def evaluate_episodes(
     **Batched episodes.** When what is fitted per episode is a single head
     whose class declares ``_fewshot_batch_predictor`` (the library's own
     heads), up to 64 episodes at a time are stacked and computed as one torch
-    computation instead of one fitted clone each: the same episodes and the
-    same accuracies, many times faster. For
+    computation instead of one fitted clone each, on the head's ``device``:
+    the same episodes and the same accuracies, many times faster. For
     :class:`~skfewshot.PrototypeClassifier` they are equal up to float
     rounding of exact ties; :class:`~skfewshot.FineTunedCosineClassifier` is
     fine-tuned by the same L-BFGS iteration to the same ``tol``; its

@@ -123,6 +123,13 @@ class PrototypeClassifier(
         even with
         ``transductive=True``.
 
+    device : str or torch.device, default="auto"
+        Where :func:`~skfewshot.evaluate_episodes` computes this head's
+        batched episodes: "auto" (CUDA, then MPS, then the CPU), "cpu",
+        "cuda"... ``fit`` and ``predict`` compute with NumPy on the CPU
+        whatever it says. An unknown or absent device is a ``ValueError``
+        naming it when the batched episodes start.
+
     Attributes
     ----------
     prototypes_ : ndarray of shape (n_classes, n_features)
@@ -238,7 +245,10 @@ class PrototypeClassifier(
         "transductive": ["boolean"],
         "unknown_label": _UNKNOWN_LABEL_CONSTRAINT,
         "unknown_threshold": _UNKNOWN_THRESHOLD_CONSTRAINT,
+        "device": "no_validation",  # resolve_device checks it where it is used
     }
+    # estimators pickled before ``device`` existed compute on "auto", as then
+    device = "auto"
 
     def __init__(
         self,
@@ -250,6 +260,7 @@ class PrototypeClassifier(
         transductive: bool = False,
         unknown_label: int | str | None = None,
         unknown_threshold: str | float = "auto",
+        device: object = "auto",
     ) -> None:
         self.metric = metric
         self.center = center
@@ -258,6 +269,7 @@ class PrototypeClassifier(
         self.transductive = transductive
         self.unknown_label = unknown_label
         self.unknown_threshold = unknown_threshold
+        self.device = device
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(

@@ -661,11 +661,8 @@ def run_demo(
         Names of the heads to compare, see :func:`make_head`.
     device : str or torch.device, default="auto"
         Where the backbone trains and embeds, and where the heads that
-        compute in torch (``"finetune"``, ``"transductive"``) fit: "auto"
-        (CUDA, MPS, CPU), "cpu", "cuda"... The prototype head, which has no
-        device, is scored by :func:`~skfewshot.evaluate_episodes`' batched
-        path on ``"auto"`` whatever this says (a GPU where one is present;
-        the same predictions as on the CPU but for exact ties).
+        compute in torch score the episodes (every head but ``"logreg"``):
+        "auto" (CUDA, MPS, CPU), "cpu", "cuda"...
     verbose : int, default=1
         0 is silent; 1 prints the training table (one line per epoch, on
         stdout as skorch does) and a progress bar per evaluation (stderr).

@@ -589,3 +589,26 @@ def test_the_batched_parameter_lists_cover_every_fine_tuned_parameter():
 
     listed = set(_FINETUNE_PARAMS) | set(_FINETUNE_UNBATCHED_OPTIONS)
     assert listed == set(FineTunedCosineClassifier._get_param_names())
+
+
+def test_prototype_batched_episodes_compute_on_the_heads_device(monkeypatch):
+    from skfewshot import _torch_utils
+
+    asked = []
+    resolve = _torch_utils.resolve_device
+
+    def spy(device="auto"):
+        asked.append(device)
+        return resolve(device)
+
+    monkeypatch.setattr(_torch_utils, "resolve_device", spy)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(30, 4)), np.repeat(np.arange(6), 5)
+    kwargs = dict(n_way=3, n_shot=1, n_query=2, n_episodes=4, random_state=0)
+    on_cpu = evaluate_episodes(PrototypeClassifier(device="cpu"), X, y, **kwargs)
+    assert asked == ["cpu"]  # the batched path, on the head's device
+    on_auto = evaluate_episodes(PrototypeClassifier(), X, y, **kwargs)
+    assert asked == ["cpu", "auto"]
+    np.testing.assert_array_equal(on_cpu.accuracies, on_auto.accuracies)
+    with pytest.raises(ValueError, match="device='nonsense' is not a valid"):
+        evaluate_episodes(PrototypeClassifier(device="nonsense"), X, y, **kwargs)

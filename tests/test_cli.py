@@ -145,8 +145,12 @@ def test_evaluate_digits_json(tmp_path, capsys):
     assert 0.0 <= result["mean"] <= 1.0
 
 
+@pytest.mark.parametrize(
+    "head, name",
+    [("prototype", "PrototypeClassifier"), ("finetune", "FineTunedCosineClassifier")],
+)
 def test_evaluate_device_reaches_the_backbone_and_the_head(
-    tmp_path, capsys, monkeypatch
+    head, name, tmp_path, capsys, monkeypatch
 ):
     from skfewshot import model_selection
 
@@ -162,14 +166,11 @@ def test_evaluate_device_reaches_the_backbone_and_the_head(
     monkeypatch.setattr(model_selection, "evaluate_episodes", spy)
     argv = ["evaluate", "--dataset", "digits", "--backbone", str(backbone)]
     argv += ["--n-way", "3", "--n-shot", "1", "--episodes", "2", "--json"]
-    argv += ["--quiet", "--head", "finetune", "--device", "cpu"]
+    argv += ["--quiet", "--head", head, "--device", "cpu"]
     status, out, _ = run_cli(capsys, *argv)
     assert status == 0
     assert json.loads(out)["device"] == "cpu"
-    assert seen == {
-        ("BackboneTransformer", "cpu"),
-        ("FineTunedCosineClassifier", "cpu"),
-    }
+    assert seen == {("BackboneTransformer", "cpu"), (name, "cpu")}
 
 
 @pytest.mark.parametrize("command", ["demo", "evaluate", "runs", "train", "predict"])
@@ -250,7 +251,7 @@ def test_bad_option_value_exits_2(capsys):
 
 
 @pytest.mark.shared_data
-def test_runs_on_runs_built_from_small2(shared_data, tmp_path, capsys):
+def test_runs_on_runs_built_from_small2(shared_data, tmp_path, capsys, monkeypatch):
     build_omniglot_runs(shared_data, tmp_path / "runs", n_runs=2)
     backbone = tmp_path / "conv4.pt"
     save_backbone(Conv4(hidden=4), backbone, input_shape=(1, 28, 28))
@@ -274,6 +275,21 @@ def test_runs_on_runs_built_from_small2(shared_data, tmp_path, capsys):
         capsys, "runs", "--runs", str(tmp_path / "runs"), "--backbone", str(backbone)
     )
     assert "overall error rate" in out and "run02" in out
+    # --device reaches the head the runs fit (and the JSON)
+    from skfewshot import FineTunedCosineClassifier
+
+    fit, devices = FineTunedCosineClassifier.fit, []
+
+    def spy(self, *args, **kwargs):
+        devices.append(self.device)
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(FineTunedCosineClassifier, "fit", spy)
+    argv = ["runs", "--runs", str(tmp_path / "runs"), "--backbone", str(backbone)]
+    argv += ["--head", "finetune", "--device", "cpu", "--json"]
+    status, out, _ = run_cli(capsys, *argv)
+    assert status == 0 and json.loads(out)["device"] == "cpu"
+    assert devices == ["cpu", "cpu"]
 
 
 def banking77_dir(folder):
@@ -898,7 +914,7 @@ class FakeSentenceTransformer:
     loads, encoded = [], []
 
     def __init__(self, name, device=None):
-        type(self).loads.append(name)
+        type(self).loads.append((name, device))
 
     def encode(self, texts, batch_size=32, **kwargs):
         type(self).encoded.extend(texts)
@@ -917,13 +933,13 @@ def test_text_encoder_embeds_each_text_once_with_progress(
     FakeSentenceTransformer.loads, FakeSentenceTransformer.encoded = [], []
     FEATURE_CACHE.clear()
     argv = [*BANKING77, "--data-dir", str(banking77_dir(tmp_path)), "--json"]
-    argv += ["--episodes", "40", "--text-encoder", "some/model"]
+    argv += ["--episodes", "40", "--text-encoder", "some/model", "--device", "cpu"]
     try:
         status, out, err = run_cli(capsys, *argv)
     finally:
         FEATURE_CACHE.clear()
     assert status == 0
-    assert FakeSentenceTransformer.loads == ["some/model"]
+    assert FakeSentenceTransformer.loads == [("some/model", "cpu")]
     texts = [
         f"my {w} issue number {i}, please help"
         for w in FakeSentenceTransformer.words

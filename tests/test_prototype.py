@@ -607,3 +607,12 @@ def test_transductive_shift_overflowing_float64_is_an_error():
     clf = PrototypeClassifier(transductive=True).fit(X_HAND * 4e307, Y_HAND)
     with pytest.raises(ValueError, match="shifted onto the support mean .* overflow"):
         clf.predict(np.array([[1.79e308, 0.0], [-1.79e308, 0.0]]))
+
+
+def test_a_head_pickled_before_device_existed_computes_on_auto():
+    old = PrototypeClassifier(metric="euclidean")
+    del old.__dict__["device"]  # as estimators pickled before the parameter
+    back = pickle.loads(pickle.dumps(old))
+    assert back.get_params()["device"] == "auto"
+    X, y = np.eye(4), np.array([0, 0, 1, 1])
+    assert_array_equal(back.fit(X, y).predict(X), [0, 0, 1, 1])

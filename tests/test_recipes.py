@@ -118,6 +118,7 @@ def test_run_demo_trains_embeds_and_fits_the_heads_on_its_device(monkeypatch):
     assert seen == {
         ("SupervisedPretrainer", "cpu"),
         ("BackboneTransformer", "cpu"),
+        ("PrototypeClassifier", "cpu"),
         ("FineTunedCosineClassifier", "cpu"),
     }
 
