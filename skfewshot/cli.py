@@ -1528,9 +1528,7 @@ def _make_predict_head(args):
             f"--head-param {bad[0]}: {HEAD_LABELS[args.head]} has no parameter "
             f"{bad[0]!r}; it takes {', '.join(sorted(allowed))}"
         )
-    if "device" in allowed:  # --head-param device=... wins
-        params.setdefault("device", args.device)
-    head = recipes.make_head(args.head, **params)
+    head = recipes._head_on(args.head, args.device, params)  # device= wins
     try:
         _final_estimator(head)._validate_params()  # scikit-learn's own checks
     except ValueError as exc:

@@ -616,10 +616,12 @@ def _check_members(members, X_shape, y, defaults):
     return checked
 
 
-def _head_on(name, device):
-    """:func:`make_head`'s head, computing on ``device`` where it takes one."""
-    head = make_head(name)
-    if "device" in head.get_params(deep=False):
+def _head_on(name, device, params=None):
+    """:func:`make_head`'s head with ``params``, computing on ``device`` where
+    it takes one (a ``"device"`` in ``params`` wins)."""
+    params = params or {}
+    head = make_head(name, **params)
+    if "device" not in params and "device" in head.get_params(deep=False):
         head.set_params(device=device)
     return head
 

@@ -347,3 +347,32 @@ def test_predict_csv_file_keeps_a_non_utf8_file_name(
     assert status == 0, err
     # the name's original bytes, as printing to stdout writes them
     assert os.fsencode(str(query)) in target.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--device", "cpu"], "cpu"),
+        (["--head-param", "device='cpu'"], "cpu"),  # the head's own wins
+        (["--device", "cpu", "--head-param", "device='auto'"], "auto"),
+    ],
+)
+def test_predict_head_follows_device_unless_its_param_says(
+    backbone, episode, monkeypatch, capsys, extra, expected
+):
+    from skfewshot import FineTunedCosineClassifier
+
+    support, query, _ = episode
+    fit, devices = FineTunedCosineClassifier.fit, []
+
+    def spy(self, *args, **kwargs):
+        devices.append(self.device)
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(FineTunedCosineClassifier, "fit", spy)
+    status, _, err = run(
+        capsys, "predict", "--backbone", backbone, "--support", support,
+        "--query", query, "--head", "finetune", *extra,
+    )  # fmt: skip
+    assert status == 0, err
+    assert devices == [expected]
