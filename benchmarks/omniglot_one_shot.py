@@ -93,6 +93,10 @@ CONFIGS = {
     "affine-distill": ({"augment": "affine"}, "affine"),
     "affine-mixup": ({"augment": "affine", "mixup_alpha": 1.0}, None),
     "affine-mixup-0.2": ({"augment": "affine", "mixup_alpha": 0.2}, None),
+    "affine-contrastive": (
+        {"augment": "affine", "contrastive_loss_weight": 1.0},
+        None,
+    ),
     "affine-wide": ({"augment": "affine", "hidden": 128}, None),
     "affine-32px": ({"augment": "affine", "image_size": 32}, None),
     "affine-56px": ({"augment": "affine", "image_size": 56}, None),

@@ -866,10 +866,21 @@ def _check_train_args(args):
         for flag, given in (
             ("--rotation-loss-weight", args.rotation_loss_weight is not None),
             ("--mixup-alpha", args.mixup_alpha is not None),
+            ("--contrastive-loss-weight", args.contrastive_loss_weight is not None),
             ("--distill-generations", args.distill_generations > 0),
         ):
             if given:
                 raise _CLIError(f"{flag} applies to --recipe pretrain only")
+    if args.contrastive_loss_weight and args.augment == "none":
+        raise _CLIError(
+            "--contrastive-loss-weight compares two augmented views of every "
+            "image: give --augment too (with none both views are the image)"
+        )
+    if args.contrastive_loss_weight and args.mixup_alpha:
+        raise _CLIError(
+            "--contrastive-loss-weight and --mixup-alpha cannot be combined: a "
+            "mix of two images has no one class to pull it towards"
+        )
     from .training._pretrain import _MIXUP_ALPHA_RANGE
 
     low, high = _MIXUP_ALPHA_RANGE
@@ -943,6 +954,11 @@ def _train_settings(args):
         },
         # only when on (0 trains as without it): older checkpoints still resume
         **({"mixup_alpha": args.mixup_alpha} if args.mixup_alpha else {}),
+        **(
+            {"contrastive_loss_weight": args.contrastive_loss_weight}
+            if args.contrastive_loss_weight
+            else {}
+        ),
     }
 
 
@@ -1076,6 +1092,8 @@ def _make_trainer(args, in_channels, callbacks, teacher=None):
         common["rotation_loss_weight"] = args.rotation_loss_weight
     if args.mixup_alpha:
         common["mixup_alpha"] = args.mixup_alpha
+    if args.contrastive_loss_weight:
+        common["contrastive_loss_weight"] = args.contrastive_loss_weight
     return SupervisedPretrainer(module, teacher=teacher, **common)
 
 
@@ -1997,6 +2015,14 @@ def _add_train_parser(sub, common, device):
         metavar="A",
         help="pretrain: input mixup of every training batch with one "
         "lam ~ Beta(A, A) per batch, A in [0.01, 1e4] (default: 0, none)",
+    )
+    train.add_argument(
+        "--contrastive-loss-weight",
+        type=_nonnegative(float),
+        metavar="W",
+        help="pretrain: weight of the auxiliary supervised contrastive loss "
+        "between two --augment views of every training batch (temperature 0.1; "
+        "needs --augment, not with --mixup-alpha) (default: 0, none)",
     )
     train.add_argument(
         "--distill-generations",

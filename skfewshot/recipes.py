@@ -569,6 +569,10 @@ def _check_members(members, X_shape, y, defaults):
             if recipe == "protonet":
                 # the trainer's own check of the classes an episode needs
                 trainer._check_targets(y)
+            else:
+                # its own check of the contrastive loss's augment and mixup
+                augment = make_augmentation(member["augment"])
+                trainer.set_params(augment=augment)._check_contrastive()
         except ValueError as exc:
             raise ValueError(f"members[{i}]: {exc}") from None
         if recipe == "protonet":

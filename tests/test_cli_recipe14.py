@@ -94,30 +94,42 @@ def test_train_width_and_rotation_loss(shapes, trainers, tmp_path, capsys):
     assert "mixup_alpha" not in settings  # not given: not recorded
 
 
-def test_train_mixup_alpha(shapes, trainers, tmp_path, capsys):
-    out = tmp_path / "m.pt"
+#: the pretrainer's optional boosters recorded only when on: (flag, trainer
+#: parameter, the other flags they need)
+RECORDED_WHEN_ON = [
+    ("--mixup-alpha", "mixup_alpha", []),
+    ("--contrastive-loss-weight", "contrastive_loss_weight", ["--augment", "affine"]),
+]
+
+
+@pytest.mark.parametrize("flag, name, needs", RECORDED_WHEN_ON)
+def test_train_booster_is_passed_and_recorded(
+    shapes, trainers, tmp_path, capsys, flag, name, needs
+):
     status, stdout, err = run(
-        capsys, "train", shapes, "-o", out, *QUICK, "--mixup-alpha", "0.4", "--json"
-    )
+        capsys, "train", shapes, "-o", tmp_path / "m.pt", *QUICK, *needs,
+        flag, "0.4", "--json",
+    )  # fmt: skip
     assert status == 0, err
     (trainer,) = trainers
-    assert trainer.mixup_alpha == 0.4
-    assert json.loads(stdout)["settings"]["mixup_alpha"] == 0.4
+    assert getattr(trainer, name) == 0.4
+    assert json.loads(stdout)["settings"][name] == 0.4
 
 
-def test_train_mixup_alpha_0_is_off_and_not_recorded(
-    shapes, trainers, tmp_path, capsys
+@pytest.mark.parametrize("flag, name, needs", RECORDED_WHEN_ON)
+def test_train_booster_0_is_off_and_not_recorded(
+    shapes, trainers, tmp_path, capsys, flag, name, needs
 ):
     # the same training as without the flag, so the same record: a run
     # interrupted without it resumes with it, and the reverse
     status, stdout, err = run(
         capsys, "train", shapes, "-o", tmp_path / "m.pt", *QUICK,
-        "--mixup-alpha", "0", "--json",
+        flag, "0", "--json",
     )  # fmt: skip
     assert status == 0, err
     (trainer,) = trainers
-    assert trainer.mixup_alpha == 0.0
-    assert "mixup_alpha" not in json.loads(stdout)["settings"]
+    assert getattr(trainer, name) == 0.0
+    assert name not in json.loads(stdout)["settings"]
 
 
 def test_train_born_again_generations(shapes, trainers, tmp_path, capsys):
@@ -202,6 +214,20 @@ def test_interrupted_born_again_run_leaves_nothing(
             "0.01, float32 Beta draws underflow to the strongest mix)",
         ),
         (
+            ["--recipe", "protonet", "--contrastive-loss-weight", "0.5"],
+            "--contrastive-loss-weight applies to --recipe pretrain only",
+        ),
+        (
+            ["--contrastive-loss-weight", "0.5"],
+            "--contrastive-loss-weight compares two augmented views of every "
+            "image: give --augment too (with none both views are the image)",
+        ),
+        (
+            "--augment affine --contrastive-loss-weight 0.5 --mixup-alpha 0.2".split(),
+            "--contrastive-loss-weight and --mixup-alpha cannot be combined: a "
+            "mix of two images has no one class to pull it towards",
+        ),
+        (
             ["--recipe", "protonet", "--distill-generations", "1"],
             "--distill-generations applies to --recipe pretrain only",
         ),
@@ -228,6 +254,7 @@ def test_train_refuses_flags_that_do_not_go_together(
         (["--rotation-loss-weight", "-1"], "expected a finite value >= 0, got -1"),
         (["--rotation-loss-weight", "nan"], "expected a finite value >= 0, got nan"),
         (["--mixup-alpha", "inf"], "expected a finite value >= 0, got inf"),
+        (["--contrastive-loss-weight", "-2"], "expected a finite value >= 0, got -2"),
         (["--distill-generations", "-1"], "expected a finite value >= 0, got -1"),
         (["--distill-generations", "1.5"], "expected an integer, got '1.5'"),
         (["--augment", "elastic"], "invalid choice: 'elastic'"),

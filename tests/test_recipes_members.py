@@ -109,6 +109,17 @@ NOT_TAKEN = r"members\[0\] has parameters ProtoNetMetaTrainer does not take .*: 
         ([{**P, "rotation_loss_weight": 1.0}], NOT_TAKEN + "'rotation_loss_weight'"),
         ([{**P, "mixup_alpha": 1.0}], NOT_TAKEN + "'mixup_alpha'"),
         ([{"augment": "none", "mixup_alpha": -1}], r"members\[0\]: The 'mixup_alpha'"),
+        ([{**P, "contrastive_loss_weight": 1.0}], NOT_TAKEN + "'contrastive_loss"),
+        (
+            [{"augment": "affine"}, {"augment": "none", "contrastive_loss_weight": 1}],
+            r"members\[1\]: contrastive_loss_weight=1 compares two augmented views "
+            "of every image, which needs augment",
+        ),
+        (
+            [{"augment": "affine", "contrastive_loss_weight": 1, "mixup_alpha": 0.2}],
+            r"members\[0\]: contrastive_loss_weight=1 and mixup_alpha=0.2 cannot "
+            "be combined",
+        ),
         ([{**P, "teacher": None}], NOT_TAKEN + "'teacher'"),
         (
             [{**P, "distill_weight": 0.5, "distill_temperature": 4.0}],

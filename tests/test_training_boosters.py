@@ -267,6 +267,8 @@ def test_defaults_train_exactly_as_before(base):
         verbose=0,
         rotation_loss_weight=0.0,
         mixup_alpha=0.0,
+        contrastive_loss_weight=0.0,
+        contrastive_temperature=0.5,
         teacher=None,
         distill_weight=0.9,
         distill_temperature=1.0,
@@ -275,6 +277,7 @@ def test_defaults_train_exactly_as_before(base):
         assert off.history_[:, key] == default.history_[:, key]
     assert same_state(off.net_.module_, default.net_.module_)
     assert "rotation_head.weight" not in off.net_.module_.state_dict()
+    assert "projection_head.0.weight" not in off.net_.module_.state_dict()
 
 
 # -- a trainer as teacher ---------------------------------------------------

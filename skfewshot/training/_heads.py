@@ -79,16 +79,21 @@ class BackboneWithHead(nn.Module):
     The episodic trainer keeps ``apply_head=False``: its head compares query
     features with prototypes inside the loss, not inside ``forward``.
     ``rotation_head``: an extra head on the same features (the auxiliary
-    rotation-prediction task of the supervised pretrainer), used by the loss
-    only; ``None`` adds nothing to the module or its ``state_dict``.
+    rotation-prediction task of the supervised pretrainer), and
+    ``projection_head`` another (its contrastive loss's projection), used by
+    the losses only; ``None`` adds nothing to the module or its
+    ``state_dict``.
     """
 
-    def __init__(self, backbone, head, apply_head=True, rotation_head=None):
+    def __init__(
+        self, backbone, head, apply_head=True, rotation_head=None, projection_head=None
+    ):
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.apply_head = apply_head
         self.rotation_head = rotation_head
+        self.projection_head = projection_head
 
     def forward(self, x):
         features = self.backbone(x)

@@ -58,6 +58,41 @@ def _mixup_draw(n, alpha, device):
     return torch.maximum(lam, 1 - lam), torch.randperm(n).to(device)
 
 
+def _supervised_contrastive_loss(z, labels, temperature):
+    """Supervised contrastive loss (Khosla et al., 2020, their L_out).
+
+    ``z``: the projections of every view, one row each (normalised here);
+    ``labels``: the row's class. Each row ``i`` is an anchor; its positives
+    are the other rows of its class (its other view among them, so there is
+    always one), and its loss is the mean over them of ``-log(exp(z_i . z_p /
+    T) / sum_{a != i} exp(z_i . z_a / T))``; the result is the mean over the
+    anchors. With one row per class and view it is SimCLR's NT-Xent.
+    """
+    z = F.normalize(z, dim=1)
+    logits = z @ z.T / temperature
+    self_mask = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positives = (labels[:, None] == labels[None, :]) & ~self_mask
+    # -inf on the diagonal is never a positive: zero it before the product
+    log_prob = log_prob.masked_fill(self_mask, 0.0)
+    per_anchor = (log_prob * positives).sum(dim=1) / positives.sum(dim=1)
+    return -per_anchor.mean()
+
+
+#: output size of the contrastive loss's projection head (Khosla et al.'s 128)
+_PROJECTION_DIM = 128
+
+
+def _projection_head(n_features):
+    """The contrastive loss's projection head: Linear, ReLU, Linear to 128."""
+    return torch.nn.Sequential(
+        torch.nn.Linear(n_features, n_features),
+        torch.nn.ReLU(),
+        torch.nn.Linear(n_features, _PROJECTION_DIM),
+    )
+
+
 def _distillation_loss(student_logits, teacher_logits, temperature):
     """``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, batch mean.
 
@@ -90,15 +125,19 @@ def _frozen_copy(module):
 
 class _PretrainNet(_TrainerNetMixin, NeuralNetClassifier):
     """``NeuralNetClassifier`` with per-batch augmentation and train accuracy,
-    plus the optional mixup, rotation-prediction and distillation losses.
+    plus the optional mixup, rotation-prediction, contrastive and distillation
+    losses.
 
     ``teacher``: a module of the net's own (see :func:`_frozen_copy`), moved
     to the net's device for training and back to the CPU after it (so a
     pickled net holds no device tensors of it).
     """
 
-    # class-level defaults: a net pickled before mixup existed has neither
+    # class-level defaults: a net pickled before mixup (or the contrastive
+    # loss) existed has neither
     mixup_alpha = 0.0
+    contrastive_loss_weight = 0.0
+    contrastive_temperature = 0.1
     _mix = None  # (lam, permutation) of the batch being trained
 
     def __init__(
@@ -106,6 +145,8 @@ class _PretrainNet(_TrainerNetMixin, NeuralNetClassifier):
         *args,
         rotation_loss_weight=0.0,
         mixup_alpha=0.0,
+        contrastive_loss_weight=0.0,
+        contrastive_temperature=0.1,
         teacher=None,
         distill_weight=0.5,
         distill_temperature=4.0,
@@ -117,6 +158,8 @@ class _PretrainNet(_TrainerNetMixin, NeuralNetClassifier):
         super().__init__(*args, **kwargs)
         self.rotation_loss_weight = rotation_loss_weight
         self.mixup_alpha = mixup_alpha
+        self.contrastive_loss_weight = contrastive_loss_weight
+        self.contrastive_temperature = contrastive_temperature
         self.distill_weight = distill_weight
         self.distill_temperature = distill_temperature
 
@@ -142,30 +185,41 @@ class _PretrainNet(_TrainerNetMixin, NeuralNetClassifier):
             self.teacher.to("cpu")
 
     def train_step_single(self, batch, **fit_params):
-        if not (self.rotation_loss_weight or self.mixup_alpha):
+        rotation, contrastive = self.rotation_loss_weight, self.contrastive_loss_weight
+        if not (rotation or contrastive or self.mixup_alpha):
             return super().train_step_single(batch, **fit_params)
         self._set_training(True)
         Xi, yi = unpack_data(batch)
-        Xi = self._augmented(Xi)
+        raw, Xi = Xi, self._augmented(Xi)
         if self.mixup_alpha:
             lam, order = _mixup_draw(len(Xi), self.mixup_alpha, Xi.device)
             Xi = lam * Xi + (1 - lam) * Xi[order]
             self._mix = lam, order
         module = self.module_
+        n = len(Xi)
         try:
-            if self.rotation_loss_weight:
-                # one forward pass over the batch and its three rotations
-                rotated, k = _rotated_copies(Xi)
-                features = module.backbone(rotated)
-                y_pred = module.head(features[: len(Xi)])
-                rotation_loss = F.cross_entropy(module.rotation_head(features), k)
+            if rotation or contrastive:
+                # one forward pass over the batch, its three rotations (rotation
+                # loss) and a second augmented view of it (contrastive loss)
+                first, k = _rotated_copies(Xi) if rotation else (Xi, None)
+                parts = [first, self._augmented(raw)] if contrastive else [first]
+                features = module.backbone(torch.cat(parts))
+                y_pred = module.head(features[:n])
             else:
                 y_pred = self.infer(Xi, **fit_params)
             loss = self.get_loss(y_pred, yi, X=Xi, training=True)
         finally:
             self._mix = None
-        if self.rotation_loss_weight:
-            loss = loss + self.rotation_loss_weight * rotation_loss
+        if rotation:
+            rotation_loss = F.cross_entropy(module.rotation_head(features[: len(k)]), k)
+            loss = loss + rotation * rotation_loss
+        if contrastive:
+            views = torch.cat([features[:n], features[-n:]])
+            labels = to_tensor(yi, device=self.device).repeat(2)
+            contrastive_loss = _supervised_contrastive_loss(
+                module.projection_head(views), labels, self.contrastive_temperature
+            )
+            loss = loss + contrastive * contrastive_loss
         loss.backward()
         return {"loss": loss, "y_pred": y_pred}
 
@@ -238,6 +292,23 @@ class SupervisedPretrainer(_BaseTrainer):
         ``random_state``. ``0.0`` trains exactly as without it; other values
         must lie in [0.01, 1e4] (below, float32 Beta draws underflow to the
         strongest mix instead of the weakest).
+    contrastive_loss_weight : float, default=0.0
+        Weight of an auxiliary supervised contrastive loss (Khosla et al.,
+        2020; the contrastive booster of Su et al., 2020). When positive,
+        ``augment`` (required) draws a second view of every training batch;
+        one forward pass embeds both views (and the rotations, when the
+        rotation loss is on), a projection head (``Linear``, ``ReLU``,
+        ``Linear`` to 128 dimensions) maps the features of both views to the
+        unit sphere, and each view is pulled towards the other views of its
+        class and pushed from the rest, at temperature
+        ``contrastive_temperature``. The loss adds ``contrastive_loss_weight``
+        times that term to the class head's cross-entropy on the first view.
+        The projection head is dropped with the class head. It cannot be
+        combined with ``mixup_alpha`` (a mix of two images has no one class to
+        pull it towards). ``0.0`` trains exactly as without it.
+    contrastive_temperature : float > 0, default=0.1
+        Temperature of the contrastive loss; used only when
+        ``contrastive_loss_weight`` is positive.
     teacher : SupervisedPretrainer, torch.nn.Module or None, default=None
         Born-again self-distillation (Furlanello et al., 2018; Tian et al.,
         2020): a fitted :class:`SupervisedPretrainer` trained on the same
@@ -259,8 +330,10 @@ class SupervisedPretrainer(_BaseTrainer):
     {device}
     {callbacks}
         A :class:`TrainingCheckpoint` among them also records the rotation,
-        mixup and distillation parameters in force (``rotation_loss_weight``
-        and ``mixup_alpha`` when positive; with a ``teacher``, the SHA-256 of
+        mixup, contrastive and distillation parameters in force
+        (``rotation_loss_weight``, ``mixup_alpha`` and
+        ``contrastive_loss_weight`` with ``contrastive_temperature`` when
+        positive; with a ``teacher``, the SHA-256 of
         its weights as ``"teacher"``, ``distill_weight`` and
         ``distill_temperature``) in its ``settings``, so a run cannot resume
         with others.
@@ -298,6 +371,10 @@ class SupervisedPretrainer(_BaseTrainer):
        "Born-Again Neural Networks", ICML 2018.
     .. [5] H. Zhang, M. Cisse, Y. N. Dauphin, D. Lopez-Paz, "mixup: Beyond
        Empirical Risk Minimization", ICLR 2018.
+    .. [6] P. Khosla, P. Teterwak, A. Sarna, Y. Tian, P. Isola, A. Maschinot,
+       C. Liu, D. Krishnan, "Supervised Contrastive Learning", NeurIPS 2020.
+    .. [7] J.-C. Su, S. Maji, B. Hariharan, "When Does Self-supervision Improve
+       Few-shot Learning?", ECCV 2020.
 
     Examples
     --------
@@ -336,11 +413,16 @@ class SupervisedPretrainer(_BaseTrainer):
             Interval(Real, *_MIXUP_ALPHA_RANGE, closed="both"),
         ],
         # "teacher": set below the class (it names the class itself)
+        "contrastive_loss_weight": [Interval(Real, 0, None, closed="left")],
+        "contrastive_temperature": [Interval(Real, 0, None, closed="neither")],
         "distill_weight": [Interval(Real, 0, 1, closed="both")],
         "distill_temperature": [Interval(Real, 0, None, closed="neither")],
     }
-    # a trainer pickled before mixup existed has no mixup_alpha of its own
+    # a trainer pickled before mixup (or the contrastive loss) existed has no
+    # such parameter of its own
     mixup_alpha = 0.0
+    contrastive_loss_weight = 0.0
+    contrastive_temperature = 0.1
 
     def __init__(
         self,
@@ -357,6 +439,8 @@ class SupervisedPretrainer(_BaseTrainer):
         train_split: Callable | None = None,
         rotation_loss_weight: float = 0.0,
         mixup_alpha: float = 0.0,
+        contrastive_loss_weight: float = 0.0,
+        contrastive_temperature: float = 0.1,
         teacher: SupervisedPretrainer | torch.nn.Module | None = None,
         distill_weight: float = 0.5,
         distill_temperature: float = 4.0,
@@ -377,6 +461,8 @@ class SupervisedPretrainer(_BaseTrainer):
         self.train_split = train_split
         self.rotation_loss_weight = rotation_loss_weight
         self.mixup_alpha = mixup_alpha
+        self.contrastive_loss_weight = contrastive_loss_weight
+        self.contrastive_temperature = contrastive_temperature
         self.teacher = teacher
         self.distill_weight = distill_weight
         self.distill_temperature = distill_temperature
@@ -403,6 +489,7 @@ class SupervisedPretrainer(_BaseTrainer):
                 "images by multiples of 90 degrees, which needs square images "
                 f"(..., H, W) with H == W; X has samples of shape {X.shape[1:]}."
             )
+        self._check_contrastive()
         teacher = self.teacher
         if not isinstance(teacher, SupervisedPretrainer):
             return
@@ -425,6 +512,23 @@ class SupervisedPretrainer(_BaseTrainer):
                 f"teacher, {ours[at] if at < len(ours) else 'none'!r} in y."
             )
 
+    def _check_contrastive(self):
+        """The contrastive loss needs ``augment`` and excludes mixup."""
+        weight = self.contrastive_loss_weight
+        if weight and self.augment is None:
+            raise ValueError(
+                f"contrastive_loss_weight={weight} compares two augmented views "
+                "of every image, which needs augment; it is None (both views "
+                "would be the image itself)."
+            )
+        if weight and self.mixup_alpha:
+            raise ValueError(
+                f"contrastive_loss_weight={weight} and mixup_alpha="
+                f"{self.mixup_alpha} cannot be combined: the contrastive loss "
+                "pulls each view towards its class, and a mix of two images has "
+                "no one class; set one of them to 0."
+            )
+
     def _make_module(self, backbone, n_features, n_classes):
         head = make_classifier_head(self.head, n_features, n_classes)
         rotation_head = (
@@ -432,7 +536,15 @@ class SupervisedPretrainer(_BaseTrainer):
             if self.rotation_loss_weight
             else None
         )
-        return BackboneWithHead(backbone, head, rotation_head=rotation_head)
+        projection_head = (
+            _projection_head(n_features) if self.contrastive_loss_weight else None
+        )
+        return BackboneWithHead(
+            backbone,
+            head,
+            rotation_head=rotation_head,
+            projection_head=projection_head,
+        )
 
     def _make_net(self, module, y_encoded, seed, common):
         teacher = self.teacher
@@ -447,6 +559,8 @@ class SupervisedPretrainer(_BaseTrainer):
             iterator_train__shuffle=True,
             rotation_loss_weight=self.rotation_loss_weight,
             mixup_alpha=self.mixup_alpha,
+            contrastive_loss_weight=self.contrastive_loss_weight,
+            contrastive_temperature=self.contrastive_temperature,
             teacher=teacher,
             distill_weight=self.distill_weight,
             distill_temperature=self.distill_temperature,
@@ -465,6 +579,9 @@ class SupervisedPretrainer(_BaseTrainer):
             settings["rotation_loss_weight"] = float(self.rotation_loss_weight)
         if self.mixup_alpha:
             settings["mixup_alpha"] = float(self.mixup_alpha)
+        if self.contrastive_loss_weight:
+            settings["contrastive_loss_weight"] = float(self.contrastive_loss_weight)
+            settings["contrastive_temperature"] = float(self.contrastive_temperature)
         if teacher is not None:
             settings["teacher"] = _state_digest(teacher)
             settings["distill_weight"] = float(self.distill_weight)

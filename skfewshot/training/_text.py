@@ -356,6 +356,8 @@ class _TextTrainerMixin:
 #: SupervisedPretrainer parameters that only make sense for images
 _IMAGE_ONLY = (
     "rotation_loss_weight",
+    "contrastive_loss_weight",
+    "contrastive_temperature",
     "teacher",
     "distill_weight",
     "distill_temperature",
@@ -504,6 +506,8 @@ class TextSupervisedPretrainer(_TextTrainerMixin, SupervisedPretrainer):
     _parameter_constraints: dict = _text_constraints(SupervisedPretrainer)
     # SupervisedPretrainer's image-only boosters, off (not parameters here)
     rotation_loss_weight = 0.0
+    contrastive_loss_weight = 0.0
+    contrastive_temperature = 0.1
     teacher = None
     distill_weight = 0.5
     distill_temperature = 4.0
