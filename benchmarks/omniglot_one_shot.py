@@ -10,13 +10,17 @@ test on the small2 alphabets small1 lacks (Japanese katakana, Sanskrit, Tagalog)
 600 within-alphabet 20-way 1-shot episodes of 15 queries per class, seed 0, with the
 inductive :class:`~skfewshot.PrototypeClassifier` (cosine prototypes: each query
 classified alone). Every configuration trains for ``--epochs`` (default 40; the
-ablation ran ``affine-rotation`` with ``--epochs 20``) with the comparison's
+ablation ran ``affine-rotation`` with ``--epochs 20``, and ``affine-contrastive``
+with both) with the comparison's
 settings (``make_trainer``: SGD, lr 0.05, batch 64, cosine schedule for the
 supervised recipe; Adam 1e-3 for ProtoNet), initial weights and training seeded
 by ``--seed`` (0);
 test-time shifts (``BackboneTransformer(test_time_shifts=1)``) are scored for every
 backbone. Results are appended to ``benchmarks/_artifacts/omniglot_one_shot.jsonl``
-(one JSON line per configuration, with wall and CPU seconds).
+(one JSON line per configuration, with wall and CPU seconds), and its backbone to
+``benchmarks/_artifacts/conv4_one_shot_NAME.pt``, whatever ``--epochs`` (a second
+run of a configuration replaces the first's backbone, which ``--ensemble NAME``
+scores).
 
 Usage (from the repository root; one configuration per call, each a few minutes on
 two idle CPU cores; ``affine-distill`` trains its teacher, ``affine``, first)::
@@ -85,7 +89,8 @@ CONFIGS = {
     # name: (trainer keyword arguments, teacher configuration); "hidden" is
     # Conv4's width, "arch": "resnet12" a ResNet12 instead, "image_size" the
     # side of the images (28 by default), "protonet" trains by ProtoNet
-    # episodes instead
+    # episodes instead, "mirrors" adds the left-right mirror image of every
+    # training class (rotations included) as a new class
     "shift-rotate": ({"augment": "shift-rotate"}, None),
     "affine": ({"augment": "affine"}, None),
     "affine-elastic": ({"augment": "affine-elastic"}, None),
@@ -93,6 +98,7 @@ CONFIGS = {
     "affine-distill": ({"augment": "affine"}, "affine"),
     "affine-mixup": ({"augment": "affine", "mixup_alpha": 1.0}, None),
     "affine-mixup-0.2": ({"augment": "affine", "mixup_alpha": 0.2}, None),
+    "affine-mirrors": ({"augment": "affine", "mirrors": True}, None),
     "affine-contrastive": (
         {"augment": "affine", "contrastive_loss_weight": 1.0},
         None,
@@ -135,7 +141,9 @@ def within_alphabet_1shot(features, y, groups, n_episodes, seed, head=None):
 
 def train(config, X, y, args):
     params, teacher_config = dict(CONFIGS[config][0]), CONFIGS[config][1]
-    params.pop("image_size", None)  # main loads the images at that size
+    # main loads the images at that size, and mirrors them
+    params.pop("image_size", None)
+    params.pop("mirrors", None)
     teacher = train(teacher_config, X, y, args)[0] if teacher_config else None
     # the comparison's recipes (ProtoNet sees as many images per epoch as the
     # supervised ones) with this configuration's augmentation and booster
@@ -294,6 +302,9 @@ def main(argv=None):
     )
     valid = groups == list(names).index(VALID_ALPHABET)
     X_train, y_train = augment_rotations(X[~valid], y[~valid])
+    if args.config and CONFIGS.get(args.config, ({}, None))[0].get("mirrors"):
+        X_train = np.concatenate([X_train, X_train[..., ::-1]])
+        y_train = np.concatenate([y_train, y_train + y_train.max() + 1])
     X_te, y_te, g_te, names_te = load_small(
         "images_background_small2", args.data_dir, image_size
     )

@@ -406,7 +406,9 @@ def pretrain_one_shot_ensemble(
         ``"pretrain"`` and ``"protonet"``, no ``"augment"`` or an unknown
         one, a parameter (or value) its trainer
         does not take (a ProtoNet member takes no ``born_again``,
-        ``rotation_loss_weight``, ``teacher`` or ``distill_*``),
+        ``rotation_loss_weight``, ``mixup_alpha``, ``contrastive_*``,
+        ``teacher`` or ``distill_*``), the contrastive loss with the
+        ``"none"`` augmentation or with mixup,
         ``distill_*`` without ``"born_again": True``, a born-again member with
         a :class:`~skfewshot.training.TrainingCheckpoint` (teacher and student
         would share its file), the rotation loss on non-square images,
@@ -569,7 +571,7 @@ def _check_members(members, X_shape, y, defaults):
             if recipe == "protonet":
                 # the trainer's own check of the classes an episode needs
                 trainer._check_targets(y)
-            else:
+            elif recipe == "pretrain":
                 # its own check of the contrastive loss's augment and mixup
                 augment = make_augmentation(member["augment"])
                 trainer.set_params(augment=augment)._check_contrastive()

@@ -86,14 +86,15 @@ def test_two_views_of_distinct_classes_is_nt_xent():
 
 class TwoViews:
     """A deterministic two-view augmentation: odd calls mirror the images
-    left-right, even calls upside down."""
+    left-right, even calls double them (which no rotation of the first view
+    gives, so a wrong slice of the features cannot pass for the second view)."""
 
     def __init__(self):
         self.calls = 0
 
     def __call__(self, X):
         self.calls += 1
-        return X.flip(-1) if self.calls % 2 else X.flip(-2)
+        return X.flip(-1) if self.calls % 2 else 2 * X
 
 
 def project(features):
@@ -130,7 +131,7 @@ def test_loss_of_a_contrastive_step_by_hand(rotation_loss_weight):
     step = net.train_step_single((torch.as_tensor(X_TINY), torch.as_tensor(Y_TINY)))
     assert net.augment.calls == 2  # one draw per view
     first = X_TINY[..., ::-1].astype(np.float64)
-    second = X_TINY[..., ::-1, :].astype(np.float64)
+    second = 2 * X_TINY.astype(np.float64)
     f1, f2 = first.reshape(6, -1), second.reshape(6, -1)
     # the class head sees the first view only; the contrastive loss both
     expected = cross_entropy(f1 @ W_CLASS.T + B_CLASS, Y_TINY)
@@ -215,7 +216,9 @@ def test_contrastive_loss_and_mixup_do_not_combine():
         ({"contrastive_loss_weight": -0.1}, "'contrastive_loss_weight' parameter"),
         ({"contrastive_loss_weight": "1"}, "'contrastive_loss_weight' parameter"),
         ({"contrastive_temperature": 0.0}, "'contrastive_temperature' parameter"),
-        ({"contrastive_temperature": -1.0}, "'contrastive_temperature' parameter"),
+        ({"contrastive_temperature": 0.009}, "'contrastive_temperature' parameter"),
+        ({"contrastive_temperature": np.inf}, "'contrastive_temperature' parameter"),
+        ({"contrastive_temperature": np.nan}, "'contrastive_temperature' parameter"),
     ],
 )
 def test_parameter_constraints(params, match):

@@ -190,7 +190,9 @@ class _PretrainNet(_TrainerNetMixin, NeuralNetClassifier):
             return super().train_step_single(batch, **fit_params)
         self._set_training(True)
         Xi, yi = unpack_data(batch)
-        raw, Xi = Xi, self._augmented(Xi)
+        # on the device once: the contrastive loss augments it a second time
+        raw = to_device(Xi, self.device)
+        Xi = self._augmented(raw)
         if self.mixup_alpha:
             lam, order = _mixup_draw(len(Xi), self.mixup_alpha, Xi.device)
             Xi = lam * Xi + (1 - lam) * Xi[order]
@@ -294,8 +296,8 @@ class SupervisedPretrainer(_BaseTrainer):
         strongest mix instead of the weakest).
     contrastive_loss_weight : float, default=0.0
         Weight of an auxiliary supervised contrastive loss (Khosla et al.,
-        2020; the contrastive booster of Su et al., 2020). When positive,
-        ``augment`` (required) draws a second view of every training batch;
+        2020). When positive, ``augment`` (required; it must not modify its
+        input in place) draws a second view of every training batch;
         one forward pass embeds both views (and the rotations, when the
         rotation loss is on), a projection head (``Linear``, ``ReLU``,
         ``Linear`` to 128 dimensions) maps the features of both views to the
@@ -306,9 +308,11 @@ class SupervisedPretrainer(_BaseTrainer):
         The projection head is dropped with the class head. It cannot be
         combined with ``mixup_alpha`` (a mix of two images has no one class to
         pull it towards). ``0.0`` trains exactly as without it.
-    contrastive_temperature : float > 0, default=0.1
+    contrastive_temperature : float >= 0.01, default=0.1
         Temperature of the contrastive loss; used only when
-        ``contrastive_loss_weight`` is positive.
+        ``contrastive_loss_weight`` is positive. Below 0.01 the loss scales
+        its gradients by more than 100 (and overflows float32 at the
+        extreme), so smaller values are refused.
     teacher : SupervisedPretrainer, torch.nn.Module or None, default=None
         Born-again self-distillation (Furlanello et al., 2018; Tian et al.,
         2020): a fitted :class:`SupervisedPretrainer` trained on the same
@@ -373,8 +377,6 @@ class SupervisedPretrainer(_BaseTrainer):
        Empirical Risk Minimization", ICLR 2018.
     .. [6] P. Khosla, P. Teterwak, A. Sarna, Y. Tian, P. Isola, A. Maschinot,
        C. Liu, D. Krishnan, "Supervised Contrastive Learning", NeurIPS 2020.
-    .. [7] J.-C. Su, S. Maji, B. Hariharan, "When Does Self-supervision Improve
-       Few-shot Learning?", ECCV 2020.
 
     Examples
     --------
@@ -414,7 +416,7 @@ class SupervisedPretrainer(_BaseTrainer):
         ],
         # "teacher": set below the class (it names the class itself)
         "contrastive_loss_weight": [Interval(Real, 0, None, closed="left")],
-        "contrastive_temperature": [Interval(Real, 0, None, closed="neither")],
+        "contrastive_temperature": [Interval(Real, 0.01, None, closed="left")],
         "distill_weight": [Interval(Real, 0, 1, closed="both")],
         "distill_temperature": [Interval(Real, 0, None, closed="neither")],
     }
