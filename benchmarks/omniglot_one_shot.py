@@ -34,7 +34,9 @@ two idle CPU cores; ``affine-distill`` trains its teacher, ``affine``, first)::
 chose on validation: ``affine-rotation`` trained with ``--epochs 20``,
 ``affine-elastic`` and ``protonet-affine-elastic``), in one call.
 ``--config final-resnet12`` trains the same recipe with ResNet12 members
-(``make_module``), for a GPU.
+(``make_module``), for a GPU; ``--config final-mirrors`` on the mirrored
+training classes too (:func:`~skfewshot.datasets.augment_mirrors`) for half the
+epochs (its row records the default ``--epochs``, 40, which it halves).
 ``--ensemble`` scores a :class:`~skfewshot.models.BackboneEnsemble` of backbones
 saved by earlier ``--config`` runs (their L2-normalised features concatenated;
 one name scores that backbone alone, e.g. ``--ensemble final``).
@@ -64,7 +66,7 @@ from omniglot_meta_vs_finetune import VALID_ALPHABET, load_small, make_trainer
 from skfewshot import PrototypeClassifier
 from skfewshot._torch_utils import resolve_device
 from skfewshot.backbone import BackboneTransformer
-from skfewshot.datasets import augment_rotations
+from skfewshot.datasets import augment_mirrors, augment_rotations
 from skfewshot.model_selection import evaluate_episodes
 from skfewshot.models import (
     BackboneEnsemble,
@@ -74,6 +76,7 @@ from skfewshot.models import (
     save_backbone,
 )
 from skfewshot.recipes import (
+    ONE_SHOT_MEMBERS,
     make_augmentation,
     make_head,
     pretrain_one_shot_ensemble,
@@ -120,7 +123,14 @@ CONFIGS = {
 
 
 # the library's recipe with its default Conv4 members, or with ResNet12 ones
-FINAL_MODULES = {"final": None, "final-resnet12": partial(ResNet12, in_channels=1)}
+FINAL_MODULES = {
+    "final": None,
+    "final-resnet12": partial(ResNet12, in_channels=1),
+    "final-mirrors": None,
+}
+# the recipe on the mirrored classes too: twice the images, half the epochs (the
+# members' own max_epochs too), so as many forwards as "final"
+MIRRORED_FINALS = ("final-mirrors",)
 
 
 def within_alphabet_1shot(features, y, groups, n_episodes, seed, head=None):
@@ -216,12 +226,20 @@ def transductive(embed, X, y, groups, valid, X_te, y_te, g_te, args):
 
 def train_final(X, y, args):
     """The library's recipe, :func:`~skfewshot.recipes.pretrain_one_shot_ensemble`."""
+    members, epochs = ONE_SHOT_MEMBERS, args.epochs
+    if args.config in MIRRORED_FINALS:
+        members = [
+            {**m, **({"max_epochs": m["max_epochs"] // 2} if "max_epochs" in m else {})}
+            for m in members
+        ]
+        epochs //= 2
     start, cpu = time.perf_counter(), time.process_time()
     ensemble, trainers = pretrain_one_shot_ensemble(
         X,
         y,
+        members=members,
         make_module=FINAL_MODULES[args.config],
-        max_epochs=args.epochs,
+        max_epochs=epochs,
         random_state=args.seed,
         device=args.device,
     )
@@ -302,9 +320,9 @@ def main(argv=None):
     )
     valid = groups == list(names).index(VALID_ALPHABET)
     X_train, y_train = augment_rotations(X[~valid], y[~valid])
-    if args.config and CONFIGS.get(args.config, ({}, None))[0].get("mirrors"):
-        X_train = np.concatenate([X_train, X_train[..., ::-1]])
-        y_train = np.concatenate([y_train, y_train + y_train.max() + 1])
+    mirrors = CONFIGS.get(args.config, ({}, None))[0].get("mirrors")
+    if mirrors or args.config in MIRRORED_FINALS:
+        X_train, y_train = augment_mirrors(X_train, y_train)
     X_te, y_te, g_te, names_te = load_small(
         "images_background_small2", args.data_dir, image_size
     )

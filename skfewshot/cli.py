@@ -842,13 +842,16 @@ def _check_train_args(args):
         for subset in args.subset or [_OMNIGLOT_SUBSET]:
             if not (Path(args.data_dir).expanduser() / f"{subset}.zip").is_file():
                 raise _CLIError(f"--data-dir {args.data_dir} holds no {subset}.zip")
-    elif args.data_dir or args.subset or args.rotations:
-        flag = (
-            "--data-dir"
-            if args.data_dir
-            else "--subset"
-            if args.subset
-            else "--rotations"
+    elif args.data_dir or args.subset or args.rotations or args.mirrors:
+        flag = next(
+            flag
+            for flag, given in (
+                ("--data-dir", args.data_dir),
+                ("--subset", args.subset),
+                ("--rotations", args.rotations),
+                ("--mirrors", args.mirrors),
+            )
+            if given
         )
         raise _CLIError(f"{flag} applies to --dataset omniglot only")
     if args.recipe == "protonet" and args.batch_size is not None:
@@ -926,6 +929,8 @@ def _train_settings(args):
             "dataset": args.dataset,
             "subset": args.subset,
             "rotations": args.rotations,
+            # only when on: older checkpoints still resume
+            **({"mirrors": True} if args.mirrors else {}),
         }
     )
     return {
@@ -979,9 +984,9 @@ def _omniglot_training_data(args):
         names += [str(n) for n in bunch.target_names]
         alphabets += bunch.group_names.tolist()
     X, y = np.concatenate(Xs), np.concatenate(ys)
-    # --rotations is applied by _cmd_train to the training classes only, after
-    # --val-classes has held some out: a held-out character's rotation must not
-    # be a training class
+    # --rotations and --mirrors are applied by _cmd_train to the training
+    # classes only, after --val-classes has held some out: a held-out
+    # character's rotation or mirror image must not be a training class
     trained_on = {
         "dataset": "omniglot",
         "subset": list(args.subset or [_OMNIGLOT_SUBSET]),
@@ -1154,6 +1159,11 @@ def _train(args):
         train_names += [
             f"{n} ({deg} degrees)" for deg in (90, 180, 270) for n in train_names
         ]
+    if args.mirrors:
+        from .datasets import augment_mirrors
+
+        X_train, y_train = augment_mirrors(X_train, y_train)
+        train_names += [f"{n} (mirrored)" for n in train_names]
     if trained_on["dataset"] != "omniglot":
         trained_on["classes"] = [
             c for c, n in zip(trained_on["classes"], names) if n not in set(val_names)
@@ -1975,6 +1985,12 @@ def _add_train_parser(sub, common, device):
         "--rotations",
         action="store_true",
         help="omniglot: add the 90/180/270-degree rotations as new classes",
+    )
+    train.add_argument(
+        "--mirrors",
+        action="store_true",
+        help="omniglot: add the left-right mirror image of every training class "
+        "(after --rotations, of its rotations too) as a new class",
     )
     train.add_argument(
         "--recipe",

@@ -367,28 +367,57 @@ def test_runs_test_time_shifts(shared_data, transformers, tmp_path, capsys):
     )
 
 
+def _train_on_fake_omniglot(capsys, tmp_path, *flags):
+    """``skfewshot train`` on a fake small1 holding out 2 characters: the
+    record (the run must succeed)."""
+    from _datasets_testing import fake_omniglot
+
+    fake_omniglot(tmp_path / "images_background_small1.zip")
+    status, stdout, err = run(
+        capsys, "train", "--dataset", "omniglot", "--data-dir", tmp_path,
+        "--subset", "images_background_small1", *flags, "--val-classes", "2",
+        "-o", tmp_path / "m.pt", *QUICK, "--json",
+    )  # fmt: skip
+    assert status == 0, err
+    return json.loads(stdout)
+
+
 def test_rotations_never_make_a_held_out_character_a_training_class(
     trainers, tmp_path, capsys
 ):
     # --val-classes holds out whole characters; --rotations then rotates the
     # training characters only (it used to rotate first, so a held-out class
     # could be the 90-degree turn of a character trained on)
-    from _datasets_testing import fake_omniglot
-
-    fake_omniglot(tmp_path / "images_background_small1.zip")
-    out = tmp_path / "m.pt"
-    status, stdout, err = run(
-        capsys, "train", "--dataset", "omniglot", "--data-dir", tmp_path,
-        "--subset", "images_background_small1", "--rotations", "--val-classes",
-        "2", "-o", out, *QUICK, "--json",
-    )  # fmt: skip
-    assert status == 0, err
-    record = json.loads(stdout)
+    record = _train_on_fake_omniglot(capsys, tmp_path, "--rotations")
     held = record["val_classes"]
     assert len(held) == 2 and not any("degrees" in c for c in held)
     base = [c for c in record["classes"] if "degrees" not in c]
     assert len(base) == 2 and not set(held) & set(base)
     assert not any(c.startswith(h + " (") for h in held for c in record["classes"])
     assert len(record["classes"]) == 8  # 2 characters in 4 orientations
+    assert "mirrors" not in record["settings"]  # off: not recorded
     (trainer,) = trainers
     assert len(trainer.classes_) == 8
+
+
+def test_mirrors_after_rotations_make_eight_classes_per_training_character(
+    trainers, tmp_path, capsys
+):
+    record = _train_on_fake_omniglot(capsys, tmp_path, "--rotations", "--mirrors")
+    held, classes = record["val_classes"], record["classes"]
+    assert not any(c.startswith(h + " (") for h in held for c in classes)
+    assert len(classes) == 16  # 2 characters in 4 orientations, mirrored or not
+    assert classes[8:] == [f"{c} (mirrored)" for c in classes[:8]]
+    assert record["settings"]["mirrors"] is True
+    (trainer,) = trainers
+    assert len(trainer.classes_) == 16
+
+
+def test_mirrors_need_omniglot(shapes, tmp_path, capsys):
+    status, out, err = run(
+        capsys, "train", shapes, "-o", tmp_path / "n.pt", *QUICK, "--mirrors"
+    )
+    assert status == 1 and out == ""
+    assert (
+        err == "skfewshot train: error: --mirrors applies to --dataset omniglot only\n"
+    )

@@ -1,9 +1,9 @@
-"""Tests for skfewshot.datasets.augment_rotations."""
+"""Tests for skfewshot.datasets.augment_rotations and augment_mirrors."""
 
 import numpy as np
 import pytest
 
-from skfewshot.datasets import augment_rotations
+from skfewshot.datasets import augment_mirrors, augment_rotations
 
 
 def test_augment_rotations_exact():
@@ -36,3 +36,41 @@ def test_augment_rotations_errors():
         augment_rotations(X, [0, -1])
     with pytest.raises(ValueError, match="groups must have one entry per image"):
         augment_rotations(X, [0, 1], groups=[0])
+
+
+def test_augment_mirrors_exact():
+    X = np.array([[[1, 2, 3], [4, 5, 6]], [[0, 0, 1], [0, 0, 0]]])  # not square
+    X_m, y_m, g_m = augment_mirrors(X[:, None], np.array([2, 0]), groups=["a", "b"])
+    assert X_m.shape == (4, 1, 2, 3) and X_m.dtype == X.dtype
+    np.testing.assert_array_equal(X_m[:2, 0], X)
+    np.testing.assert_array_equal(X_m[2, 0], [[3, 2, 1], [6, 5, 4]])
+    np.testing.assert_array_equal(X_m[3, 0], [[1, 0, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(y_m, [2, 0, 5, 3])
+    np.testing.assert_array_equal(g_m, ["a", "b"] * 2)
+    X_m, y_m = augment_mirrors(X, [0, 1])  # 3-d images, no groups
+    np.testing.assert_array_equal(X_m[2], [[3, 2, 1], [6, 5, 4]])
+    np.testing.assert_array_equal(y_m, [0, 1, 2, 3])
+
+
+def test_rotations_then_mirrors_give_the_eight_symmetries_as_classes():
+    X = np.arange(9).reshape(1, 3, 3)
+    X_8, y_8 = augment_mirrors(*augment_rotations(X, [0]))
+    np.testing.assert_array_equal(y_8, np.arange(8))
+    # the dihedral group of the square: eight distinct images of an asymmetric one
+    assert len({x.tobytes() for x in X_8}) == 8
+    np.testing.assert_array_equal(X_8[4], X[0, :, ::-1])
+    np.testing.assert_array_equal(X_8[5], np.rot90(X[0])[:, ::-1])
+
+
+def test_augment_mirrors_errors():
+    X = np.zeros((2, 3, 3))
+    with pytest.raises(ValueError, match=r"got shape \(2, 9\)"):
+        augment_mirrors(np.zeros((2, 9)), [0, 1])
+    with pytest.raises(ValueError, match="one label per image"):
+        augment_mirrors(X, [0])
+    with pytest.raises(TypeError, match="integer class labels, got dtype float64"):
+        augment_mirrors(X, [0.0, 1.0])
+    with pytest.raises(ValueError, match="non-negative, got the label -2"):
+        augment_mirrors(X, [0, -2])
+    with pytest.raises(ValueError, match="groups must have one entry per image"):
+        augment_mirrors(X, [0, 1], groups=[0, 1, 2])

@@ -8,6 +8,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 import skfewshot.datasets as datasets
 from skfewshot.datasets import (
+    augment_mirrors,
     augment_rotations,
     clear_data_home,
     get_data_home,
@@ -57,6 +58,7 @@ BAD_CALLS = [
     (load_banking77, {"path": ".", "subset": "dev"}, "subset"),
     (load_banking77, {"path": ".", "return_X_y": "no"}, "return_X_y"),
     (augment_rotations, {"X": 3, "y": [0]}, "X"),
+    (augment_mirrors, {"X": 3, "y": [0]}, "X"),
     (augment_rotations, {"X": np.zeros((1, 2, 2)), "y": [0], "groups": 3}, "groups"),
 ]
 

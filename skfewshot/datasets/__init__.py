@@ -9,7 +9,7 @@ go through a pipeline as file paths with :class:`ImageFileReader`. Images are
 decoded by Pillow; no torch.
 """
 
-from ._augment import augment_rotations
+from ._augment import augment_mirrors, augment_rotations
 from ._banking77 import load_banking77
 from ._base import clear_data_home, get_data_home
 from ._digits import load_digits_images
@@ -19,6 +19,7 @@ from ._omniglot_runs import load_omniglot_runs
 
 __all__ = [
     "ImageFileReader",
+    "augment_mirrors",
     "augment_rotations",
     "clear_data_home",
     "get_data_home",
