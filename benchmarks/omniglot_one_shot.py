@@ -10,8 +10,8 @@ test on the small2 alphabets small1 lacks (Japanese katakana, Sanskrit, Tagalog)
 600 within-alphabet 20-way 1-shot episodes of 15 queries per class, seed 0, with the
 inductive :class:`~skfewshot.PrototypeClassifier` (cosine prototypes: each query
 classified alone). Every configuration trains for ``--epochs`` (default 40; the
-ablation ran ``affine-rotation`` with ``--epochs 20``, and ``affine-contrastive``
-with both) with the comparison's
+ablation ran ``affine-rotation`` and ``affine-mirrors`` with ``--epochs 20``, and
+``affine-contrastive`` with both) with the comparison's
 settings (``make_trainer``: SGD, lr 0.05, batch 64, cosine schedule for the
 supervised recipe; Adam 1e-3 for ProtoNet), initial weights and training seeded
 by ``--seed`` (0);

@@ -32,6 +32,7 @@ def trainers(monkeypatch):
     class Spy(SupervisedPretrainer):
         def fit(self, X, y, **fit_params):
             made.append(self)
+            self.seen_ = X, y  # what the CLI fits it on
             return super().fit(X, y, **fit_params)
 
     monkeypatch.setattr(skfewshot.training, "SupervisedPretrainer", Spy)
@@ -411,6 +412,10 @@ def test_mirrors_after_rotations_make_eight_classes_per_training_character(
     assert record["settings"]["mirrors"] is True
     (trainer,) = trainers
     assert len(trainer.classes_) == 16
+    # class 8 + j holds the mirror images of class j's images, in their order
+    X, y = trainer.seen_
+    for j in range(8):
+        np.testing.assert_array_equal(X[y == 8 + j], X[y == j][..., ::-1])
 
 
 def test_mirrors_need_omniglot(shapes, tmp_path, capsys):

@@ -74,3 +74,18 @@ def test_augment_mirrors_errors():
         augment_mirrors(X, [0, -2])
     with pytest.raises(ValueError, match="groups must have one entry per image"):
         augment_mirrors(X, [0, 1], groups=[0, 1, 2])
+
+
+@pytest.mark.parametrize("augment", [augment_rotations, augment_mirrors])
+def test_narrow_label_dtypes_never_wrap_around(augment):
+    # uint8 labels + k * n_classes used to wrap past 255 and merge classes
+    X, y = np.zeros((150, 2, 2)), np.arange(150, dtype=np.uint8)
+    _, y_new = augment(X, y)
+    assert y_new.dtype == np.int64 and len(np.unique(y_new)) == len(y_new)
+    with pytest.raises(ValueError, match="leaves no room for 1 more blocks"):
+        augment_mirrors(X[:1], np.array([2**63 - 1], dtype=np.uint64))
+
+
+def test_augment_rotations_checks_the_shape_before_the_labels():
+    with pytest.raises(ValueError, match="square images, got 3x4"):
+        augment_rotations(np.zeros((2, 3, 4)), [0.5, 1.5, 2.5])

@@ -45,7 +45,7 @@ def augment_rotations(
     X_rot : ndarray of shape (4 * n_samples, ...)
         The images and their rotations, same dtype and trailing shape as ``X``.
     y_rot : ndarray of shape (4 * n_samples,)
-        The labels of the new classes.
+        The labels of the new classes, int64.
     groups_rot : ndarray of shape (4 * n_samples,)
         Only when ``groups`` is given: ``groups`` tiled four times.
 
@@ -71,12 +71,7 @@ def augment_rotations(
     >>> y_rot
     array([0, 1, 2, 3])
     """
-    X, y = _check_images_and_labels(X, y)
-    if X.shape[-1] != X.shape[-2]:
-        raise ValueError(
-            "Rotating by 90 degrees needs square images, got "
-            f"{X.shape[-2]}x{X.shape[-1]} (X of shape {X.shape})."
-        )
+    X, y = _check_images_and_labels(X, y, square=True)
     blocks = [np.rot90(X, k, axes=(-2, -1)) for k in range(4)]
     return _as_new_classes(blocks, y, groups)
 
@@ -121,7 +116,7 @@ def augment_mirrors(
         The images and their mirror images, same dtype and trailing shape as
         ``X``.
     y_mirrored : ndarray of shape (2 * n_samples,)
-        The labels of the new classes.
+        The labels of the new classes, int64.
     groups_mirrored : ndarray of shape (2 * n_samples,)
         Only when ``groups`` is given: ``groups`` tiled twice.
 
@@ -147,15 +142,21 @@ def augment_mirrors(
     return _as_new_classes([X, np.flip(X, axis=-1)], y, groups)
 
 
-def _check_images_and_labels(X, y):
-    """``X`` and ``y`` as arrays: 3-D or 4-D images, non-negative integer
-    labels, one per image; ValueError or TypeError otherwise."""
+def _check_images_and_labels(X, y, square=False):
+    """``X`` and ``y`` as arrays: 3-D or 4-D images (``square``: of equal
+    height and width), non-negative integer labels, one per image; ValueError
+    or TypeError otherwise."""
     X = np.asarray(X)
     y = np.asarray(y)
     if X.ndim not in (3, 4):
         raise ValueError(
             "X must have shape (n_samples, height, width) or (n_samples, "
             f"n_channels, height, width), got shape {X.shape}."
+        )
+    if square and X.shape[-1] != X.shape[-2]:
+        raise ValueError(
+            "Rotating by 90 degrees needs square images, got "
+            f"{X.shape[-2]}x{X.shape[-1]} (X of shape {X.shape})."
         )
     if y.ndim != 1 or len(y) != len(X):
         raise ValueError(
@@ -174,8 +175,15 @@ def _check_images_and_labels(X, y):
 
 def _as_new_classes(blocks, y, groups):
     """The image ``blocks`` stacked, block ``k`` labelled ``y + k * n_classes``
-    (``n_classes = y.max() + 1``), and ``groups`` tiled alike when given."""
+    (``n_classes = y.max() + 1``) as int64 (a narrow label dtype such as uint8
+    would wrap around and merge classes), and ``groups`` tiled alike."""
     n_classes = int(y.max()) + 1 if y.size else 0
+    if n_classes * len(blocks) > np.iinfo(np.int64).max:
+        raise ValueError(
+            f"y's largest label, {n_classes - 1}, leaves no room for "
+            f"{len(blocks) - 1} more blocks of labels in int64."
+        )
+    y = y.astype(np.int64)
     X_new = np.concatenate(blocks)
     y_new = np.concatenate([y + k * n_classes for k in range(len(blocks))])
     if groups is None:
