@@ -122,15 +122,19 @@ CONFIGS = {
 }
 
 
-# the library's recipe with its default Conv4 members, or with ResNet12 ones
-FINAL_MODULES = {
-    "final": None,
-    "final-resnet12": partial(ResNet12, in_channels=1),
-    "final-mirrors": None,
+# the library's recipe: name -> its settings, as CONFIGS' ("make_module": its
+# members' network, default Conv4; "mirrors": on the mirrored classes too, for
+# half the epochs, the members' own max_epochs too, so as many forwards as "final")
+FINALS = {
+    "final": {},
+    "final-resnet12": {"make_module": partial(ResNet12, in_channels=1)},
+    "final-mirrors": {"mirrors": True},
 }
-# the recipe on the mirrored classes too: twice the images, half the epochs (the
-# members' own max_epochs too), so as many forwards as "final"
-MIRRORED_FINALS = ("final-mirrors",)
+
+
+def settings(config):
+    """The settings of ``config``, a name of CONFIGS or FINALS ({} for None)."""
+    return CONFIGS[config][0] if config in CONFIGS else FINALS.get(config, {})
 
 
 def within_alphabet_1shot(features, y, groups, n_episodes, seed, head=None):
@@ -227,7 +231,7 @@ def transductive(embed, X, y, groups, valid, X_te, y_te, g_te, args):
 def train_final(X, y, args):
     """The library's recipe, :func:`~skfewshot.recipes.pretrain_one_shot_ensemble`."""
     members, epochs = ONE_SHOT_MEMBERS, args.epochs
-    if args.config in MIRRORED_FINALS:
+    if settings(args.config).get("mirrors"):
         members = [
             {**m, **({"max_epochs": m["max_epochs"] // 2} if "max_epochs" in m else {})}
             for m in members
@@ -238,7 +242,7 @@ def train_final(X, y, args):
         X,
         y,
         members=members,
-        make_module=FINAL_MODULES[args.config],
+        make_module=FINALS[args.config].get("make_module"),
         max_epochs=epochs,
         random_state=args.seed,
         device=args.device,
@@ -263,11 +267,11 @@ def _device_name(device):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--config", choices=(*CONFIGS, *FINAL_MODULES))
+    which.add_argument("--config", choices=(*CONFIGS, *FINALS))
     which.add_argument(
         "--ensemble",
         nargs="+",
-        choices=(*CONFIGS, *FINAL_MODULES),
+        choices=(*CONFIGS, *FINALS),
         help="score saved backbones, their features concatenated (one name: "
         "that backbone alone)",
     )
@@ -314,14 +318,13 @@ def main(argv=None):
             parser.error(f"the members take images of different shapes: {shapes}")
         image_size = shapes.pop()[-1]
     else:
-        image_size = CONFIGS.get(args.config, ({}, None))[0].get("image_size", 28)
+        image_size = settings(args.config).get("image_size", 28)
     X, y, groups, names = load_small(
         "images_background_small1", args.data_dir, image_size
     )
     valid = groups == list(names).index(VALID_ALPHABET)
     X_train, y_train = augment_rotations(X[~valid], y[~valid])
-    mirrors = CONFIGS.get(args.config, ({}, None))[0].get("mirrors")
-    if mirrors or args.config in MIRRORED_FINALS:
+    if settings(args.config).get("mirrors"):
         X_train, y_train = augment_mirrors(X_train, y_train)
     X_te, y_te, g_te, names_te = load_small(
         "images_background_small2", args.data_dir, image_size
@@ -333,7 +336,7 @@ def main(argv=None):
         backbone = modules[0] if len(modules) == 1 else BackboneEnsemble(modules)
         row = {"ensemble": args.ensemble, "epochs": args.epochs, "seed": args.seed}
     else:
-        if args.config in FINAL_MODULES:
+        if args.config in FINALS:
             backbone, times, accuracies = train_final(X_train, y_train, args)
         else:
             trainer, times = train(args.config, X_train, y_train, args)
