@@ -958,13 +958,18 @@ def _train_settings(args):
             )
         },
         # only when on (0 trains as without it): older checkpoints still resume
-        **({"mixup_alpha": args.mixup_alpha} if args.mixup_alpha else {}),
-        **(
-            {"contrastive_loss_weight": args.contrastive_loss_weight}
-            if args.contrastive_loss_weight
-            else {}
-        ),
+        **_boosters_on(args),
     }
+
+
+#: the pretrainer's boosters that train as without them at 0: passed to the
+#: trainer and recorded in the run's settings only when on
+_BOOSTERS_WHEN_ON = ("mixup_alpha", "contrastive_loss_weight")
+
+
+def _boosters_on(args):
+    """``{name: value}`` of the :data:`_BOOSTERS_WHEN_ON` that ``args`` turns on."""
+    return {k: getattr(args, k) for k in _BOOSTERS_WHEN_ON if getattr(args, k)}
 
 
 def _omniglot_training_data(args):
@@ -1095,10 +1100,7 @@ def _make_trainer(args, in_channels, callbacks, teacher=None):
         common["batch_size"] = args.batch_size
     if args.rotation_loss_weight is not None:
         common["rotation_loss_weight"] = args.rotation_loss_weight
-    if args.mixup_alpha:
-        common["mixup_alpha"] = args.mixup_alpha
-    if args.contrastive_loss_weight:
-        common["contrastive_loss_weight"] = args.contrastive_loss_weight
+    common.update(_boosters_on(args))
     return SupervisedPretrainer(module, teacher=teacher, **common)
 
 
