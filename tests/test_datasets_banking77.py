@@ -120,3 +120,58 @@ def test_load_banking77_broken_categories_json(tmp_path, content, match):
     (tmp_path / "categories.json").write_bytes(content)
     with pytest.raises(ValueError, match=match):
         load_banking77(tmp_path)
+
+
+def test_load_banking77_stray_quote_names_the_line_it_opens(tmp_path):
+    # a stray opening quote used to swallow the rows after it into one text
+    bad = tmp_path / "train.csv"
+    bad.write_text(
+        "text,category\n"
+        "where is my card,card_arrival\n"
+        '"top up failed,top_up_failed\n'
+        "is there a fee,top_up_fee\n"
+        'my "pin" is blocked,pin_blocked\n'
+    )
+    with pytest.raises(
+        ValueError, match="train.csv, line 3: not a readable CSV row"
+    ) as info:
+        load_banking77(bad)
+    assert "',' expected after '\"'" in str(info.value)
+    # never closed: the line where the quote opened, not the last one, and
+    # not the swallowed text
+    bad.write_text(
+        "text,category\nwhere is my card,card_arrival\n"
+        '"top up failed,top_up_failed\n'
+        + "".join(f"question {i},top_up_fee\n" for i in range(1000))
+    )
+    with pytest.raises(
+        ValueError, match="train.csv, line 3: not a readable CSV row"
+    ) as info:
+        load_banking77(bad)
+    assert "unexpected end of data" in str(info.value)
+    assert "question" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "row, match",
+    [
+        ("forgot the label,", "line 3: empty category in \\['forgot the label', ''\\]"),
+        ("forgot the label,  ", "line 3: empty category"),
+        (",card_arrival", "line 3: empty text in \\['', 'card_arrival'\\]"),
+        ('"  ",card_arrival', "line 3: empty text"),
+        (",", "line 3: empty text and category"),
+    ],
+)
+def test_load_banking77_empty_text_or_category_is_refused(tmp_path, row, match):
+    bad = tmp_path / "train.csv"
+    bad.write_text(f"text,category\nwhere is my card,card_arrival\n{row}\n")
+    with pytest.raises(ValueError, match=f"train.csv, {match}"):
+        load_banking77(bad)
+
+
+def test_load_banking77_long_bad_row_is_cut_in_the_message(tmp_path):
+    bad = tmp_path / "train.csv"
+    bad.write_text("text,category\n" + "x" * 5000 + ",a,b\n")
+    with pytest.raises(ValueError, match="line 2: expected 2 fields") as info:
+        load_banking77(bad)
+    assert len(str(info.value)) < 300 and str(info.value).endswith("....")

@@ -86,6 +86,41 @@ def test_clear_data_home_refuses_cwd_its_parents_and_home(tmp_path, monkeypatch)
     assert not (tmp_path / "data").exists()
 
 
+def test_clear_data_home_refuses_a_folder_above_home(tmp_path, monkeypatch):
+    home = tmp_path / "users" / "alice"
+    (home / "thesis").mkdir(parents=True)
+    (home / "thesis" / "chapter1.tex").write_text("user data")
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setenv("HOME", str(home))
+    for folder in ("~/..", tmp_path / "users"):
+        with pytest.raises(
+            ValueError,
+            match=f"refusing to delete {tmp_path / 'users'}: it is a folder above "
+            f"your home folder \\({home}\\)",
+        ):
+            clear_data_home(folder)
+    monkeypatch.setenv("SKFEWSHOT_DATA", str(tmp_path / "users"))
+    with pytest.raises(ValueError, match="a folder above your home folder"):
+        clear_data_home()
+    assert (home / "thesis" / "chapter1.tex").read_text() == "user data"
+
+
+def test_clear_data_home_refuses_a_symbolic_link_naming_it(tmp_path):
+    target = tmp_path / "bigdisk" / "skfewshot_data"
+    (target / "omniglot").mkdir(parents=True)
+    link = tmp_path / "data"
+    link.symlink_to(target)
+    with pytest.raises(
+        ValueError,
+        match=f"refusing to delete {link}: it is a symbolic link \\(to {target}\\)",
+    ):
+        clear_data_home(link)
+    assert (target / "omniglot").is_dir() and link.is_symlink()
+    clear_data_home(target)  # the folder it points to is deleted
+    assert not target.exists()
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     """Serves ``server.routes``: path -> (bytes, announced length or None)."""
 

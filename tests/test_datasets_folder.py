@@ -404,3 +404,84 @@ def test_memory_is_the_result_plus_one_image(tmp_path):
         )
     _, peak, _ = traced(lambda: load_image_folder(tmp_path, image_size=4, color="rgb"))
     assert peak < 3 << 20
+
+
+def test_symlinked_sub_folders_are_followed(tmp_path):
+    # as torchvision's ImageFolder (os.walk(followlinks=True)) reads them
+    root, store = tmp_path / "root", tmp_path / "store" / "batch2"
+    for i in range(2):
+        save(root / "cat" / f"{i}.png", np.zeros((2, 2), np.uint8))
+        save(root / "dog" / f"{i}.png", np.full((2, 2), 255, np.uint8))
+        save(store / f"extra{i}.png", np.zeros((2, 2), np.uint8))
+    (root / "cat" / "batch2").symlink_to(store)
+    bunch = load_image_folder(root, image_size=2)
+    assert list(bunch.filenames) == [
+        "cat/0.png",
+        "cat/1.png",
+        "cat/batch2/extra0.png",
+        "cat/batch2/extra1.png",
+        "dog/0.png",
+        "dog/1.png",
+    ]
+    np.testing.assert_array_equal(bunch.target, [0, 0, 0, 0, 1, 1])
+
+
+def _folder_with(tmp_path, make_problem):
+    """Classes cat and dog, one image each, and ``make_problem(root)``'s path."""
+    root = tmp_path / "root"
+    for name in ("cat", "dog"):
+        save(root / name / "0.png", np.zeros((2, 2), np.uint8))
+    return root, make_problem(root)
+
+
+def _dangling_link(root):
+    link = root / "dog" / "2.png"
+    link.symlink_to(root / "nowhere.png")
+    return link
+
+
+def _link_loop(root):
+    link = root / "cat" / "loop"
+    link.symlink_to(root / "cat")
+    return link
+
+
+@pytest.mark.parametrize(
+    "make_problem, error, why",
+    [
+        (_dangling_link, FileNotFoundError, "dangling symbolic link \\(to .*nowhere"),
+        (_link_loop, OSError, "symbolic link loop \\(to .*cat\\)"),
+    ],
+    ids=["dangling", "loop"],
+)
+def test_dangling_link_and_link_loop_are_named(tmp_path, make_problem, error, why):
+    root, bad = _folder_with(tmp_path, make_problem)
+    with pytest.raises(error, match=why) as info:
+        load_image_folder(root, image_size=2)
+    assert info.value.filename == str(bad)
+    with pytest.warns(UserWarning, match=f"skipped 1 path\\(s\\) of {root} .*{why}"):
+        bunch = load_image_folder(root, image_size=2, on_error="warn")
+    assert list(bunch.filenames) == ["cat/0.png", "dog/0.png"]
+
+
+def test_unreadable_sub_folder_is_named(tmp_path, monkeypatch):
+    # Python 3.11's rglob skips a folder it may not list without a word; the
+    # permission error is simulated (chmod does not stop root)
+    root, locked = _folder_with(tmp_path, lambda root: root / "cat" / "batch2")
+    save(locked / "1.png", np.zeros((2, 2), np.uint8))
+    scandir = os.scandir
+
+    def refusing(path="."):
+        if os.fspath(path) == str(locked):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    with pytest.raises(
+        PermissionError, match="cannot list folder \\(Permission denied\\)"
+    ) as info:
+        load_image_folder(root, image_size=2)
+    assert info.value.filename == str(locked)
+    with pytest.warns(UserWarning, match="batch2"):
+        bunch = load_image_folder(root, image_size=2, on_error="warn")
+    assert list(bunch.filenames) == ["cat/0.png", "dog/0.png"]

@@ -120,6 +120,21 @@ def test_decode_png_palette_and_long_transparency():
     np.testing.assert_array_equal(decode(good[:at] + trns + good[at:]), [[0.0, 1.0]])
 
 
+def test_decode_png_grey16_transparent_value_is_white_and_keeps_16_bits():
+    # a 16-bit grey tRNS names one 16-bit grey level: it alone is transparent
+    # (composited over white); the rest keep their 16 bits (1 / 65535 is not 0)
+    pixels = np.array([[0, 16384, 32768, 65535], [7, 1, 65534, 8]])
+    good = encode_png(pixels, depth=16, filters=ALL_FILTERS)
+    at = good.index(b"IDAT") - 4
+    trns = png_chunk(b"tRNS", struct.pack(">H", 7))
+    image = decode(good[:at] + trns + good[at:])
+    expected = pixels / 65535
+    expected[1, 0] = 1.0
+    np.testing.assert_allclose(image, expected, rtol=0, atol=1e-7)
+    rgb = decode_image(io.BytesIO(good[:at] + trns + good[at:]), name="x", color="rgb")
+    np.testing.assert_allclose(rgb, np.stack([expected] * 3), rtol=0, atol=1e-7)
+
+
 def test_decode_errors_name_the_file():
     good = encode_png(np.zeros((3, 3)))
     with pytest.raises(ValueError, match=r"x.png: not an image Pillow can read \("):

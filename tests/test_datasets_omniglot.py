@@ -232,3 +232,62 @@ def test_omniglot_small_subsets_share_greek_and_latin(shared_data):
     assert novel.data.shape == (3120 - 1000, 1, 28, 28)
     assert not any(image.tobytes() in train for image in novel.data)
     assert "share two alphabets" in novel.DESCR
+
+
+def test_load_omniglot_zip_of_another_subset_is_refused(tmp_path):
+    # a zip is read only as the subset it holds, whatever its file name
+    small1 = fake_omniglot(tmp_path / "images_background_small1.zip")
+    misnamed = tmp_path / "mine"
+    misnamed.write_bytes(small1.read_bytes())
+    for path in (small1, misnamed):
+        with pytest.raises(
+            ValueError,
+            match=f"{path} does not hold the Omniglot subset "
+            "'images_background_small2' asked for: its images are under "
+            "\\['images_background_small1/'\\]",
+        ):
+            load_omniglot("images_background_small2", path=path)
+    assert load_omniglot("images_background_small1", path=misnamed).data.shape[0] == 8
+    (tmp_path / "images_background_small2.zip").write_bytes(small1.read_bytes())
+    with pytest.raises(ValueError, match="'images_background_small2' asked for"):
+        load_omniglot("images_background_small2", path=tmp_path)
+    with pytest.raises(ValueError, match="'images_background_small2' asked for"):
+        omniglot_shared_alphabets(
+            "images_background_small1", "images_background_small2", path=tmp_path
+        )
+    # images outside a <subset>/ top folder hold no known subset
+    flat = tmp_path / "flat.zip"
+    with zipfile.ZipFile(flat, "w") as archive:
+        archive.writestr("Greek/character01/01_01.png", b"")
+    with pytest.raises(ValueError, match="its images are under \\['Greek/'\\]"):
+        load_omniglot("images_background_small1", path=flat)
+
+
+def test_load_omniglot_path_that_does_not_exist_is_a_folder(tmp_path):
+    folder = tmp_path / "new"
+    with pytest.raises(FileNotFoundError) as info:
+        load_omniglot("images_background_small1", path=folder)
+    assert info.value.filename == str(folder / "images_background_small1.zip")
+    with pytest.raises(FileNotFoundError) as info:
+        load_omniglot("images_background_small1", path=tmp_path / "mine.ZIP")
+    assert info.value.filename == str(tmp_path / "mine.ZIP")
+    with pytest.raises(FileNotFoundError) as info:
+        omniglot_shared_alphabets(
+            "images_background_small1",
+            "images_background_small2",
+            path=tmp_path / "mine.zip",
+        )
+    assert info.value.filename == str(tmp_path / "mine.zip")
+
+
+@pytest.mark.shared_data
+def test_load_omniglot_real_zip_read_as_the_other_small_subset(shared_data, tmp_path):
+    small1 = shared_data / "omniglot" / "images_background_small1.zip"
+    (tmp_path / "images_background_small2.zip").symlink_to(small1)
+    with pytest.raises(
+        ValueError,
+        match="images_background_small2.zip does not hold the Omniglot subset "
+        "'images_background_small2' asked for: its images are under "
+        "\\['images_background_small1/'\\]",
+    ):
+        load_omniglot("images_background_small2", path=tmp_path)

@@ -116,3 +116,76 @@ def test_load_omniglot_runs_run_found_twice_is_an_error(tmp_path):
     path = zip_folder(tmp_path, tmp_path / "runs.zip")
     with pytest.raises(ValueError, match="runs.zip: run\\(s\\) found more than once"):
         load_omniglot_runs(path)
+
+
+def test_load_omniglot_runs_follows_a_symlinked_run_folder(tmp_path):
+    tiny_run(tmp_path / "a", GOOD_LINE)
+    tiny_run(tmp_path / "b", [line.replace("run01", "run02") for line in GOOD_LINE])
+    (tmp_path / "b" / "run01").rename(tmp_path / "b" / "run02")
+    (tmp_path / "a" / "run02").symlink_to(tmp_path / "b" / "run02")
+    runs = load_omniglot_runs(tmp_path / "a").runs
+    assert [run.name for run in runs] == ["run01", "run02"]
+    np.testing.assert_array_equal(runs[1].X_query, runs[0].X_query)
+    (tmp_path / "a" / "run03").symlink_to(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="dangling symbolic link") as info:
+        load_omniglot_runs(tmp_path / "a")
+    assert info.value.filename == str(tmp_path / "a" / "run03")
+
+
+def test_load_omniglot_runs_skips_hidden_files(tmp_path):
+    # macOS writes AppleDouble "._<name>" files beside each file on FAT,
+    # exFAT and network volumes: not images of the run
+    folder = tmp_path / "runs"
+    tiny_run(folder, GOOD_LINE)
+    training = folder / "run01" / "training"
+    (training / "._class01.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    (training / ".DS_Store").write_bytes(b"")
+    for source in (folder, zip_folder(folder, tmp_path / "runs.zip")):
+        (run,) = load_omniglot_runs(source).runs
+        assert run.support_files == [
+            "run01/training/class01.png",
+            "run01/training/class02.png",
+        ]
+
+
+def test_load_omniglot_runs_repeated_class_number_names_the_files(tmp_path):
+    tiny_run(tmp_path, GOOD_LINE)
+    training = tmp_path / "run01" / "training"
+    (training / "class1.png").write_bytes((training / "class01.png").read_bytes())
+    with pytest.raises(
+        ValueError,
+        match="run run01 repeats a class number in training/: "
+        "\\['class01.png', 'class1.png'\\]",
+    ):
+        load_omniglot_runs(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "line, match",
+    [
+        (
+            "run02/test/item01.png run02/training/class02.png",
+            "line 1: query image 'run02/test/item01.png' is not in the run's "
+            "test/ folder \\(expected run01/test/<file>\\)",
+        ),
+        (
+            "run01/test/item01.png run02/training/class02.png",
+            "line 1: class image 'run02/training/class02.png' is not in the "
+            "run's training/ folder \\(expected run01/training/<file>\\)",
+        ),
+        (
+            "run01/training/item01.png run01/training/class02.png",
+            "line 1: query image 'run01/training/item01.png' is not in",
+        ),
+    ],
+)
+def test_load_omniglot_runs_line_naming_another_run_is_refused(tmp_path, line, match):
+    # lines used to be matched by base name only, so run02/... was accepted
+    tiny_run(tmp_path, [line])
+    tiny_run(tmp_path / "other", GOOD_LINE)
+    (tmp_path / "other" / "run01").rename(tmp_path / "run02")
+    (tmp_path / "run02" / "class_labels.txt").write_text(
+        "run02/test/item01.png run02/training/class02.png\n"
+    )
+    with pytest.raises(ValueError, match=f"run01/class_labels.txt, {match}"):
+        load_omniglot_runs(tmp_path)

@@ -52,38 +52,66 @@ def _read_rows(csv_path):
     """Texts and categories of the CSV; ``ValueError`` naming the file if bad.
 
     UTF-8 with or without a byte-order mark (as spreadsheets save it).
+    Parsed strictly: a quote that opens a field must close it, right before
+    a comma or the end of the line, so a stray quote is an error instead of
+    merging the rows after it into one text.
     """
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-            return _parse_rows(csv.reader(fh), csv_path)
+            return _parse_rows(csv.reader(fh, strict=True), csv_path)
     except UnicodeDecodeError as exc:
         raise ValueError(
             f"{csv_path} is not UTF-8 text ({exc}); save it as UTF-8."
         ) from exc
 
 
-def _parse_rows(reader, csv_path):
+def _excerpt(row, limit=100):
+    """``repr(row)``, cut to ``limit`` characters for an error message."""
+    text = repr(row)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _next_row(reader, csv_path):
+    """``(line, row)``: the next row and the line it starts on; None at the end."""
+    line = reader.line_num + 1
     try:
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header] != _HEADER:
-            raise ValueError(
-                f"{csv_path}: expected the header 'text,category', got {header!r}."
-            )
-        texts, categories = [], []
-        for row in reader:
-            if not row:
-                continue
-            if len(row) != 2:
-                raise ValueError(
-                    f"{csv_path}, line {reader.line_num}: expected 2 fields "
-                    f"(text,category), got {len(row)}: {row!r}."
-                )
-            texts.append(row[0])
-            categories.append(row[1].strip())
+        return line, next(reader)
+    except StopIteration:
+        return line, None
     except csv.Error as exc:
         raise ValueError(
-            f"{csv_path}, line {reader.line_num}: not a readable CSV row ({exc})."
+            f"{csv_path}, line {line}: not a readable CSV row ({exc}); a text "
+            'with a quote must be quoted whole, its quotes doubled ("a ""b"" c").'
         ) from exc
+
+
+def _parse_rows(reader, csv_path):
+    _, header = _next_row(reader, csv_path)
+    if header is None or [h.strip() for h in header] != _HEADER:
+        raise ValueError(
+            f"{csv_path}: expected the header 'text,category', got {header!r}."
+        )
+    texts, categories = [], []
+    while True:
+        line, row = _next_row(reader, csv_path)
+        if row is None:
+            break
+        if not row:
+            continue
+        if len(row) != 2:
+            raise ValueError(
+                f"{csv_path}, line {line}: expected 2 fields (text,category), "
+                f"got {len(row)}: {_excerpt(row)}."
+            )
+        text, category = row[0], row[1].strip()
+        empty = [name for name, v in zip(_HEADER, row) if not v.strip()]
+        if empty:
+            raise ValueError(
+                f"{csv_path}, line {line}: empty {' and '.join(empty)} in "
+                f"{_excerpt(row)}; every row needs a text and a category."
+            )
+        texts.append(text)
+        categories.append(category)
     if not texts:
         raise ValueError(f"{csv_path} has a header but no rows.")
     return texts, categories
@@ -154,10 +182,12 @@ def load_banking77(
         When the CSV is absent; its ``filename`` is where the loader looked.
     ValueError
         When the CSV is not UTF-8, has another header, a row without exactly
-        two fields, a field over the :mod:`csv` module's limit (128 KiB) or
-        no rows, or ``categories.json`` is not UTF-8 JSON listing distinct
-        intents (every category of the CSV among them); the message names the
-        file (and the line).
+        two fields, an empty text or category, a quote that does not close
+        its field (e.g. a stray opening quote), a field over the :mod:`csv`
+        module's limit (128 KiB) or no rows, or ``categories.json`` is not
+        UTF-8 JSON listing distinct intents (every category of the CSV among
+        them); the message names the file (and the line where the row
+        starts).
     OSError
         When a file cannot be read.
 

@@ -1,5 +1,6 @@
-"""Data home, the one checksummed download helper every downloader uses, and the
-return convention (Bunch or ``(data, target)``) every loader follows."""
+"""Data home, the one checksummed download helper every downloader uses, the
+bounded file reads and folder walk the loaders share, and the return convention
+(Bunch or ``(data, target)``) every loader follows."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import os
 import shutil
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 import zlib
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from sklearn.utils import Bunch
 from sklearn.utils._param_validation import validate_params
@@ -104,8 +106,10 @@ def _resolve_data_home(data_home):
 def _refuse_to_delete(home):
     """Raise ``ValueError`` if deleting ``home`` would delete more than data.
 
-    Refused: a filesystem root, the user's home folder, the current working
-    directory and any folder above it (symbolic links resolved).
+    Refused: a filesystem root, the user's home folder and any folder above
+    it, the current working directory and any folder above it (symbolic
+    links resolved), and a symbolic link (``shutil.rmtree`` does not follow
+    one).
     """
     real = Path(os.path.realpath(home))
     cwd = Path(os.path.realpath(os.getcwd()))
@@ -116,6 +120,14 @@ def _refuse_to_delete(home):
         reason = "your home folder"
     elif cwd == real or real in cwd.parents:
         reason = "the current working directory or a folder above it"
+    elif real in user_home.parents:
+        reason = f"a folder above your home folder ({user_home})"
+    elif os.path.islink(home):
+        raise ValueError(
+            f"refusing to delete {home}: it is a symbolic link (to "
+            f"{os.readlink(home)}), not a folder; pass the folder it points to "
+            f"({real}) to delete the data there, or remove the link yourself."
+        )
     else:
         return
     raise ValueError(
@@ -128,9 +140,11 @@ def _refuse_to_delete(home):
 def clear_data_home(data_home: str | os.PathLike | None = None) -> None:
     """Delete the data home and everything in it.
 
-    As a safety net it refuses to delete a filesystem root, your home folder,
-    the current working directory or a folder above it, whatever
-    ``data_home`` or ``$SKFEWSHOT_DATA`` says.
+    As a safety net it refuses to delete a filesystem root, your home folder
+    or a folder above it, the current working directory or a folder above it,
+    whatever ``data_home`` or ``$SKFEWSHOT_DATA`` says. A data home that is a
+    symbolic link is refused too (the link is not followed): pass the folder
+    it points to.
 
     Parameters
     ----------
@@ -140,8 +154,9 @@ def clear_data_home(data_home: str | os.PathLike | None = None) -> None:
     Raises
     ------
     ValueError
-        When ``data_home`` is an empty path, or names a folder that must not
-        be deleted (see above); nothing is deleted then.
+        When ``data_home`` is an empty path, a symbolic link, or names a
+        folder that must not be deleted (see above); the message names it,
+        and nothing is deleted then.
 
     Examples
     --------
@@ -251,6 +266,90 @@ def _read_file(path):
         if size > _MAX_FILE_BYTES:
             raise _too_large(path, size)
         return _read_bounded(fh, path)
+
+
+def _is_hidden(relative):
+    """Whether a relative path has a hidden part (a name starting with ".").
+
+    Hidden files include macOS's ``.DS_Store`` and AppleDouble ``._<name>``
+    files (the resource forks it writes beside each file on FAT, exFAT and
+    network volumes), which are no data of the loaders.
+    """
+    return any(part.startswith(".") for part in PurePath(relative).parts)
+
+
+def _walk_files(root):
+    """``(files, problems)``: the files under folder ``root``, and what is not.
+
+    ``files`` are Paths under ``root``, sorted, hidden files and folders left
+    out. Symbolic links to folders are followed (as torchvision's
+    ``ImageFolder`` does), except a link back to a folder it is in (a loop).
+    ``problems`` is a list of ``OSError``, each naming a path whose files
+    would otherwise be left out without a word: a folder that cannot be
+    listed (``PermissionError``), a dangling link (``FileNotFoundError``), a
+    link loop (``errno.ELOOP``); :func:`_raise_or_warn` reports them.
+    """
+    files, problems = [], []
+
+    def visit(folder, above):
+        try:
+            with os.scandir(folder) as scan:
+                entries = sorted(scan, key=lambda entry: entry.name)
+        except OSError as exc:
+            problems.append(
+                OSError(exc.errno, f"cannot list folder ({exc.strerror})", str(folder))
+            )
+            return
+        for entry in entries:
+            path = folder / entry.name
+            if entry.name.startswith("."):
+                continue
+            try:  # both follow a symbolic link
+                is_dir, is_file = entry.is_dir(), entry.is_file()
+            except OSError as exc:  # e.g. a link into a folder one may not read
+                problems.append(
+                    OSError(exc.errno, f"cannot read ({exc.strerror})", str(path))
+                )
+                continue
+            if is_dir:
+                real = os.path.realpath(path)
+                if real in above:
+                    problems.append(
+                        OSError(
+                            errno.ELOOP, f"symbolic link loop (to {real})", str(path)
+                        )
+                    )
+                else:
+                    visit(path, above | {real})
+            elif is_file:
+                files.append(path)
+            elif entry.is_symlink():
+                target = os.readlink(path)
+                problems.append(
+                    OSError(
+                        errno.ENOENT, f"dangling symbolic link (to {target})", str(path)
+                    )
+                )
+
+    visit(Path(root), frozenset({os.path.realpath(root)}))
+    return sorted(files), problems
+
+
+def _raise_or_warn(problems, on_error, where):
+    """Raise the first of ``problems`` (``on_error="raise"``), or warn of all.
+
+    With ``"warn"``, one ``UserWarning`` names each skipped path and why.
+    """
+    if not problems:
+        return
+    if on_error == "raise":
+        raise problems[0]
+    warnings.warn(
+        f"skipped {len(problems)} path(s) of {where} that cannot be read: "
+        + "; ".join(str(problem) for problem in problems),
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _fetch_file(url, target, *, md5=None, check=None, timeout=60):

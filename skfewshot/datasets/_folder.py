@@ -12,7 +12,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils import Bunch
 from sklearn.utils._param_validation import StrOptions, validate_params
 
-from ._base import _PATH, _bunch_or_X_y, _not_found
+from ._base import _PATH, _bunch_or_X_y, _not_found, _raise_or_warn, _walk_files
 from ._images import IMAGE_SHAPE, read_images
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFileReader", "load_image_folder"]
@@ -50,27 +50,24 @@ are 1, a photo's dark pixels are 0).
 """
 
 
-def _is_hidden(relative):
-    return any(part.startswith(".") for part in relative.parts)
-
-
 def _class_files(root, folder):
-    """``(images, others)``: the image files under ``folder``, and the rest.
+    """``(images, others, problems)``: the image files under ``folder``, the rest.
 
     Paths relative to ``root`` as POSIX strings, sorted; hidden files and
-    files in hidden folders are left out of both.
+    files in hidden folders are left out of both. Symbolic links to folders
+    are followed; ``problems`` are the paths that cannot be walked (see
+    :func:`~skfewshot.datasets._base._walk_files`).
     """
     images, others = [], []
-    for path in folder.rglob("*"):
-        relative = path.relative_to(root)
-        if _is_hidden(relative) or not path.is_file():
-            continue
+    files, problems = _walk_files(folder)
+    for path in files:
+        relative = path.relative_to(root).as_posix()
         is_image = path.suffix.lower() in IMAGE_EXTENSIONS
-        (images if is_image else others).append(relative.as_posix())
-    return sorted(images), sorted(others)
+        (images if is_image else others).append(relative)
+    return sorted(images), sorted(others), problems
 
 
-def _scan(root):
+def _scan(root, on_error):
     """Sorted class names and ``(file, class index)`` of the images under ``root``."""
     if not root.exists():
         raise _not_found("image folder not found", root)
@@ -89,9 +86,10 @@ def _scan(root):
             f"{root} has no class sub-folders; put the images of each class in "
             "a sub-folder named after it (root/cat/1.jpg, root/dog/2.png, ...)."
         )
+    walked = [_class_files(root, root / name) for name in classes]
+    _raise_or_warn([p for _, _, found in walked for p in found], on_error, root)
     files = []
-    for index, name in enumerate(classes):
-        images, others = _class_files(root, root / name)
+    for index, (name, (images, others, _)) in enumerate(zip(classes, walked)):
         if not images:
             found = (
                 f"; it holds {len(others)} other file(s), e.g. {others[0]!r}"
@@ -129,13 +127,14 @@ def load_image_folder(
     """Load a folder of images, one sub-folder per class, as float32 images.
 
     The layout of torchvision's ``ImageFolder``: ``path/<class>/<image>``,
-    images found recursively inside each class folder. Class names are the
-    sorted sub-folder names; the files of a class are sorted by path, so the
-    order is the same on every machine. Hidden files and folders (a name
-    starting with ".") and ``__MACOSX`` are skipped, and so are files whose
-    extension is not one of ``IMAGE_EXTENSIONS`` (``.bmp .gif .jpeg .jpg
-    .pgm .png .ppm .tif .tiff .webp``, any case); files directly in ``path``
-    belong to no class and are ignored.
+    images found recursively inside each class folder, symbolic links to
+    folders followed (a link back to a folder it is in is a loop, an error).
+    Class names are the sorted sub-folder names; the files of a class are
+    sorted by path, so the order is the same on every machine. Hidden files
+    and folders (a name starting with ".") and ``__MACOSX`` are skipped, and
+    so are files whose extension is not one of ``IMAGE_EXTENSIONS`` (``.bmp
+    .gif .jpeg .jpg .pgm .png .ppm .tif .tiff .webp``, any case); files
+    directly in ``path`` belong to no class and are ignored.
 
     Each file is decoded by Pillow (GIF: its first frame), converted to
     ``color``, and resized to ``image_size`` by exact area averaging (as
@@ -157,8 +156,11 @@ def load_image_folder(
         composited over white first; 16-bit grey keeps its 16 bits.
     on_error : {"raise", "warn"}, default="raise"
         What to do with a file Pillow cannot read (corrupt, truncated, not
-        an image, over the decompression-bomb limit): raise, or skip it, with
-        one ``UserWarning`` naming every skipped file and why.
+        an image, over the decompression-bomb limit), and with a folder that
+        cannot be listed (no permission), a dangling symbolic link or a
+        symbolic link loop inside a class folder: raise, or skip them, with
+        one ``UserWarning`` for the paths and one for the files, naming each
+        skipped path and why.
     return_X_y : bool, default=False
         Return ``(data, target)`` instead of a Bunch.
 
@@ -190,6 +192,11 @@ def load_image_folder(
         When ``path`` does not exist.
     NotADirectoryError
         When ``path`` is a file.
+    OSError
+        With ``on_error="raise"``, when a folder inside a class folder
+        cannot be listed (``PermissionError``), a symbolic link there is
+        dangling (``FileNotFoundError``) or loops; its ``filename`` is the
+        path.
     ValueError
         When ``path`` has no class sub-folder, a class folder has no image
         file, a file cannot be decoded (with ``on_error="raise"``; with
@@ -231,7 +238,7 @@ def load_image_folder(
     (np.str_('light/0.png'), 1.0)
     """
     root = Path(os.fspath(path)).expanduser()
-    classes, files = _scan(root)
+    classes, files = _scan(root, on_error)
     names = [name for name, _ in files]
     data, kept = read_images(
         names,

@@ -12,7 +12,7 @@ import io
 import struct
 import warnings
 from functools import lru_cache
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -137,11 +137,13 @@ def _samples(image, name):
     RGB or RGBA by Pillow (a palette, a transparent colour, CMYK, YCbCr, ...),
     except 16-bit grey (scaled by 65535, not truncated to 8 bits by Pillow),
     32-bit integer grey (must lie in 0..65535, read as 16-bit) and float grey
-    (must lie in [0, 1]).
+    (must lie in [0, 1]); their transparent value, if any (a PNG's tRNS),
+    becomes an alpha channel here, at full precision.
     """
     mode = image.mode
-    alpha = mode in _ALPHA or "transparency" in image.info
-    if mode in (*_SIXTEEN_BIT, "I", "F") and not alpha:
+    transparency = image.info.get("transparency")
+    alpha = mode in _ALPHA or transparency is not None
+    if mode in (*_SIXTEEN_BIT, "I", "F"):
         values = np.asarray(image)
         top = 1.0 if mode == "F" else 65535.0
         if values.size and not (
@@ -152,7 +154,15 @@ def _samples(image, name):
                 f"{values.max()}], outside the [0, {top:g}] this loader reads; "
                 "save the image as 8- or 16-bit."
             )
-        return values[..., None], top, False
+        if transparency is None:
+            return values[..., None], top, False
+        if not isinstance(transparency, Real):
+            raise ValueError(
+                f"{name}: {mode}-mode image with a transparent value "
+                f"{transparency!r} this loader cannot read (not a grey level)."
+            )
+        opacity = np.where(values == transparency, 0, top).astype(values.dtype)
+        return np.stack([values, opacity], axis=-1), top, True
     target = ("LA" if alpha else "L") if mode in _GREY else ("RGBA" if alpha else "RGB")
     if mode != target:
         image = image.convert(target)

@@ -65,14 +65,22 @@ classes unless those alphabets are dropped (``exclude_alphabets=``; see
 """
 
 
+def _is_zip_path(path):
+    """Whether ``path=`` names a zip file rather than the folder holding it.
+
+    An existing file is a zip; a path that does not exist yet is a folder
+    unless its name ends in ".zip" (so ``download=True`` never saves a zip
+    under the name of the folder meant to hold it).
+    """
+    return path.is_file() or (not path.is_dir() and path.suffix.lower() == ".zip")
+
+
 def _locate(subset, data_home, path):
     """Where ``<subset>.zip`` is, or should be downloaded to."""
     if path is None:
         return Path(get_data_home(data_home)) / "omniglot" / f"{subset}.zip"
     path = Path(os.fspath(path)).expanduser()
-    if path.is_dir():
-        return path / f"{subset}.zip"
-    return path
+    return path if _is_zip_path(path) else path / f"{subset}.zip"
 
 
 def _check_names(value, name):
@@ -163,7 +171,11 @@ def load_omniglot(
         :func:`get_data_home`.
     path : str or path-like, default=None
         A zip file, or a folder holding ``<subset>.zip`` (with
-        ``download=True`` a missing zip is downloaded into that folder).
+        ``download=True`` a missing zip is downloaded into that folder,
+        created if needed). A path that does not exist is a folder unless
+        its name ends in ".zip". Whatever its file name, the zip must hold
+        ``subset`` (its images under the top folder ``<subset>/``, as in
+        the published zips).
     image_size : int or None, default=28
         Side of the returned square images; None keeps 105.
     alphabets : list of str, default=None
@@ -216,9 +228,11 @@ def load_omniglot(
         or the zip or one of its members is unreadable (corrupt data, bad
         CRC); the message names the zip and the member.
     ValueError
-        When the zip holds no Omniglot images, a member is not an image
-        Pillow reads (corrupt, truncated, 0 pixels) or has more pixels than
-        ``PIL.Image.MAX_IMAGE_PIXELS``, is larger than 64 MiB, or
+        When the zip holds no Omniglot images, or holds another subset
+        (its images are not under the top folder ``<subset>/``; the message
+        names the zip, ``subset`` and what the zip holds), a member is not an
+        image Pillow reads (corrupt, truncated, 0 pixels) or has more pixels
+        than ``PIL.Image.MAX_IMAGE_PIXELS``, is larger than 64 MiB, or
         ``alphabets``/``exclude_alphabets`` name an alphabet the zip lacks or
         leave none; the message names the zip and the member.
     TypeError
@@ -258,7 +272,9 @@ def load_omniglot(
     alphabets = _check_names(alphabets, "alphabets")
     exclude_alphabets = _check_names(exclude_alphabets, "exclude_alphabets")
     zip_path = _find_zip(subset, data_home, path, download)
-    fields = _read_omniglot_zip(zip_path, image_size, alphabets, exclude_alphabets)
+    fields = _read_omniglot_zip(
+        zip_path, subset, image_size, alphabets, exclude_alphabets
+    )
     return _bunch_or_X_y(return_X_y, **fields)
 
 
@@ -282,8 +298,14 @@ def _find_zip(subset, data_home, path, download):
     return zip_path
 
 
-def _entries(archive, zip_path):
-    """Sorted ``(alphabet, character, member)`` of the Omniglot images in a zip."""
+def _entries(archive, zip_path, subset):
+    """Sorted ``(alphabet, character, member)`` of the Omniglot images in a zip.
+
+    The zip must hold ``subset``: every image under the top folder
+    ``<subset>/``, as in the published zips, else ``ValueError`` names the
+    zip, the subset asked for and the top folders it holds (a zip of one
+    subset read as another would leak one split into the other).
+    """
     entries = []
     for name in archive.namelist():
         parts = PurePosixPath(name).parts
@@ -300,14 +322,24 @@ def _entries(archive, zip_path):
             f"{zip_path} holds no <Alphabet>/<character>/<image>.png files; "
             "is it an Omniglot zip?"
         )
+    tops = sorted({PurePosixPath(name).parts[0] for _, _, name in entries})
+    if tops != [subset]:
+        raise ValueError(
+            f"{zip_path} does not hold the Omniglot subset {subset!r} asked for: "
+            f"its images are under {[f'{top}/' for top in tops]}, not "
+            f"'{subset}/'; give the zip of {subset} (or the folder holding "
+            f"{subset}.zip)."
+        )
     return sorted(entries)
 
 
-def _read_omniglot_zip(zip_path, image_size, alphabets=None, exclude_alphabets=None):
-    """Bunch fields (a dict) from the ``<top>/<Alphabet>/<char>/*.png`` members."""
+def _read_omniglot_zip(
+    zip_path, subset, image_size, alphabets=None, exclude_alphabets=None
+):
+    """Bunch fields (a dict) from the ``<subset>/<Alphabet>/<char>/*.png`` members."""
     with _open_zip(zip_path) as archive:
         entries = _select_alphabets(
-            _entries(archive, zip_path), zip_path, alphabets, exclude_alphabets
+            _entries(archive, zip_path, subset), zip_path, alphabets, exclude_alphabets
         )
         names = [name for _, _, name in entries]
         data = pngs_to_images(
@@ -337,11 +369,11 @@ def _read_omniglot_zip(zip_path, image_size, alphabets=None, exclude_alphabets=N
     )
 
 
-def _image_digests(zip_path):
-    """``{alphabet: set of sha256 of its PNG files}`` of an Omniglot zip."""
+def _image_digests(zip_path, subset):
+    """``{alphabet: set of sha256 of its PNG files}`` of the zip of ``subset``."""
     digests = {}
     with _open_zip(zip_path) as archive:
-        for alphabet, _, name in _entries(archive, zip_path):
+        for alphabet, _, name in _entries(archive, zip_path, subset):
             blob = _read_member(archive, name, zip_path)
             digests.setdefault(alphabet, set()).add(hashlib.sha256(blob).hexdigest())
     return digests
@@ -391,7 +423,8 @@ def omniglot_shared_alphabets(
         ``subset``'s zip or the folder holding it, as in :func:`load_omniglot`.
     other_path : str or path-like, default=None
         ``other``'s zip or the folder holding it. By default ``path`` when it
-        is a folder, or the folder of ``path`` when it is a zip.
+        is a folder, or the folder of ``path`` when it is a zip (a path that
+        does not exist is a folder unless it ends in ".zip").
 
     Returns
     -------
@@ -404,8 +437,8 @@ def omniglot_shared_alphabets(
         When a zip is absent (this function never downloads); its
         ``filename`` is where it looked.
     OSError, ValueError
-        When a zip or one of its members is unreadable, as in
-        :func:`load_omniglot`.
+        When a zip or one of its members is unreadable, or a zip holds
+        another subset, as in :func:`load_omniglot`.
 
     See Also
     --------
@@ -429,10 +462,10 @@ def omniglot_shared_alphabets(
     """
     if other_path is None and path is not None:
         other_path = Path(os.fspath(path)).expanduser()
-        if not other_path.is_dir():
+        if _is_zip_path(other_path):
             other_path = other_path.parent
-    mine = _image_digests(_find_zip(subset, data_home, path, download=False))
-    theirs = _image_digests(_find_zip(other, data_home, other_path, download=False))
+    mine = _image_digests(_find_zip(subset, data_home, path, False), subset)
+    theirs = _image_digests(_find_zip(other, data_home, other_path, False), other)
     their_images = set().union(*theirs.values())
     return sorted(
         alphabet

@@ -10,7 +10,16 @@ import numpy as np
 from sklearn.utils import Bunch
 from sklearn.utils._param_validation import validate_params
 
-from ._base import _PATH, _not_found, _open_zip, _read_file, _read_member
+from ._base import (
+    _PATH,
+    _is_hidden,
+    _not_found,
+    _open_zip,
+    _raise_or_warn,
+    _read_file,
+    _read_member,
+    _walk_files,
+)
 from ._images import IMAGE_SIZE, pngs_to_images
 
 __all__ = ["load_omniglot_runs"]
@@ -36,13 +45,18 @@ the format of ``load_omniglot``: float32 (n, 1, s, s), strokes = 1.
 
 
 class _Folder:
-    """Files under a folder, by POSIX path relative to it."""
+    """Files under a folder, by POSIX path relative to it.
+
+    Hidden files are left out and symbolic links to folders followed, as
+    :func:`load_image_folder` does; a folder that cannot be listed, a
+    dangling link or a link loop raises ``OSError`` naming it.
+    """
 
     def __init__(self, root):
         self.root = root
-        self.names = sorted(
-            p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()
-        )
+        files, problems = _walk_files(root)
+        _raise_or_warn(problems, "raise", root)
+        self.names = sorted(p.relative_to(root).as_posix() for p in files)
 
     def read(self, name):
         return _read_file(self.root / name)
@@ -52,12 +66,16 @@ class _Folder:
 
 
 class _Zip:
-    """Members of a zip archive, read in memory."""
+    """Members of a zip archive, read in memory; hidden files left out."""
 
     def __init__(self, path):
         self.path = path
         self.archive = _open_zip(path)
-        self.names = sorted(n for n in self.archive.namelist() if not n.endswith("/"))
+        self.names = sorted(
+            n
+            for n in self.archive.namelist()
+            if not n.endswith("/") and not _is_hidden(PurePosixPath(n))
+        )
 
     def read(self, name):
         return _read_member(self.archive, name, self.path)
@@ -73,7 +91,25 @@ def _number(name, where):
     return int(match.group(1))
 
 
-def _parse_labels(text, where, queries, classes):
+def _run_file(field, run, sub, files, where):
+    """The file of ``<run>/<sub>/`` that a class_labels.txt field names.
+
+    The field is compared as the run-relative path ``runNN/<sub>/<file>``,
+    not by base name: a line naming another run's file is an error.
+    """
+    prefix = f"{run}/{sub}/"
+    name = field.replace("\\", "/")
+    file = name[len(prefix) :] if name.startswith(prefix) else None
+    if file not in files:
+        kind = "query" if sub == "test" else "class"
+        raise ValueError(
+            f"{where}: {kind} image {field!r} is not in the run's {sub}/ folder "
+            f"(expected {prefix}<file>)."
+        )
+    return file
+
+
+def _parse_labels(text, where, run, queries, classes):
     """Map each line of class_labels.txt to (query file, support class file)."""
     pairs = []
     for lineno, line in enumerate(text.splitlines(), start=1):
@@ -85,18 +121,13 @@ def _parse_labels(text, where, queries, classes):
                 f"{where}, line {lineno}: expected 'runNN/test/itemXX.png "
                 f"runNN/training/classYY.png', got {line!r}."
             )
-        query, support = (PurePosixPath(f.replace("\\", "/")).name for f in fields)
-        if query not in queries:
-            raise ValueError(
-                f"{where}, line {lineno}: query image {fields[0]!r} is not in "
-                "the run's test/ folder."
+        at = f"{where}, line {lineno}"
+        pairs.append(
+            (
+                _run_file(fields[0], run, "test", queries, at),
+                _run_file(fields[1], run, "training", classes, at),
             )
-        if support not in classes:
-            raise ValueError(
-                f"{where}, line {lineno}: class image {fields[1]!r} is not in "
-                "the run's training/ folder."
-            )
-        pairs.append((query, support))
+        )
     labelled = [q for q, _ in pairs]
     missing = sorted(set(queries) - set(labelled))
     repeated = sorted({q for q in labelled if labelled.count(q) > 1})
@@ -120,14 +151,18 @@ def load_omniglot_runs(
     20 queries. The runs are the ``runNN`` folders anywhere in ``path``, so
     ``path`` may be the folder holding the ``runNN`` folders, a folder with one
     top folder above them, or a zip of either; each must hold a
-    ``class_labels.txt``, and each run name may appear once.
+    ``class_labels.txt``, and each run name may appear once. Symbolic links
+    to folders are followed; hidden files and folders (a name starting with
+    ".", such as macOS's ``._classNN.png``) are skipped, as
+    :func:`load_image_folder` skips them.
 
     Parameters
     ----------
     path : str or path-like
         Folder or zip file with ``runNN/training/classNN.png``,
         ``runNN/test/itemNN.png`` and ``runNN/class_labels.txt`` (one line
-        per query: ``runNN/test/itemXX.png runNN/training/classYY.png``).
+        per query: ``runNN/test/itemXX.png runNN/training/classYY.png``,
+        paths relative to the folder above the run, naming its own files).
     image_size : int or None, default=28
         Side of the returned square images, resized as in
         :func:`load_omniglot`; None keeps 105.
@@ -152,14 +187,17 @@ def load_omniglot_runs(
         When ``path`` does not exist or holds no run; its ``filename`` is
         ``path``.
     ValueError
-        When a run is malformed (e.g. a bad line in ``class_labels.txt``, a
-        PNG that does not decode, a file over 64 MiB), a ``runNN`` folder has
+        When a run is malformed (e.g. a bad line in ``class_labels.txt``, or
+        one naming a file of another run, a PNG that does not decode, a file
+        over 64 MiB), a ``runNN`` folder has
         no ``class_labels.txt``, or a run name is found twice (e.g.
         ``a/run01`` and ``b/run01``): the runs read are always all the runs
         there, each once. The message names the file or the runs.
     OSError
         When the zip or one of its members is unreadable (corrupt data, bad
-        CRC), naming the zip and the member.
+        CRC), naming the zip and the member; or when a folder under ``path``
+        cannot be listed, or a symbolic link there is dangling or loops,
+        naming it (its ``filename``).
 
     See Also
     --------
@@ -258,12 +296,18 @@ def _read_run(source, label_file, root, image_size):
         text = source.read(label_file).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ValueError(f"{where} is not UTF-8 text ({exc}).") from exc
-    pairs = _parse_labels(text, where, queries, classes)
+    pairs = _parse_labels(text, where, folder.name, queries, classes)
 
     support_files = sorted(classes, key=lambda n: _number(n, where))
     y_support = np.array([_number(n, where) for n in support_files])
-    if len(set(y_support.tolist())) != len(y_support):
-        raise ValueError(f"{root}: run {folder.name} repeats a class number.")
+    repeated = [
+        f for f, y in zip(support_files, y_support) if (y_support == y).sum() > 1
+    ]
+    if repeated:
+        raise ValueError(
+            f"{root}: run {folder.name} repeats a class number in training/: "
+            f"{repeated}."
+        )
     query_files = [q for q, _ in pairs]
     y_query = np.array([_number(s, where) for _, s in pairs])
 
