@@ -6,10 +6,14 @@ torch, as skorch's ``utils`` depends on nothing else of skorch.
 
 from __future__ import annotations
 
+import uuid
+import warnings
+from typing import Any
+
 import numpy as np
 from sklearn.utils import check_random_state
 
-__all__ = ["check_finite_features", "seed_from"]
+__all__ = ["check_finite_features", "rebuildable_future", "seed_from"]
 
 
 def seed_from(random_state: int | np.random.RandomState | None) -> int:
@@ -48,3 +52,48 @@ def check_finite_features(
         "check its weights (e.g. after a diverged training) and the scale of "
         "its input (e.g. float16 overflow with amp)."
     )
+
+
+def _return(obj: Any) -> Any:
+    return obj
+
+
+def rebuildable_future(client: Any, obj: Any) -> Any:
+    """A ``dask.distributed`` future of ``obj`` that outlives its workers.
+
+    ``client.scatter`` puts data on the workers with no task behind it: when
+    the last worker holding a copy dies, the data is lost for good and every
+    task that needs it is cancelled ("already forgotten"). Even a
+    ``broadcast=True`` scatter is down to one copy within seconds, because
+    the Active Memory Manager (on by default) drops every 2 s the replicas
+    that no waiting task needs. The future of a task that returns ``obj``
+    instead keeps ``obj`` in the task's spec on the scheduler, which runs the
+    task again on a live worker when every copy of its result is lost. Each
+    call has a key of its own, so a job right after another on the same data
+    never takes keys that the scheduler is still forgetting. ``obj`` enters
+    the graph once, by design, so Dask's warning about a large graph is
+    silenced.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        Where the future lives.
+    obj : object
+        What the future holds (an array, a fitted transformer).
+
+    Returns
+    -------
+    future : distributed.Future
+        ``obj`` on one worker at first; other workers fetch it when their
+        tasks first need it.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="Sending large graph", category=UserWarning
+        )
+        return client.submit(
+            _return,
+            obj,
+            key=f"skfewshot-{type(obj).__name__}-{uuid.uuid4().hex}",
+            pure=False,
+        )

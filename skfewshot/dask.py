@@ -18,6 +18,8 @@ except ImportError as error:
         "skfewshot.dask needs dask.array: pip install 'skfewshot[dask]'."
     ) from error
 
+from ._utils import rebuildable_future
+
 __all__ = ["transform_blocks"]
 
 
@@ -28,11 +30,11 @@ def transform_blocks(transformer: Any, X: Any) -> da.Array:
     samples (the trailing axes of ``X`` are rechunked into one block first).
     Each worker holds one copy of the transformer and reuses it for all its
     blocks (passing it to ``map_blocks`` directly would unpickle it in every
-    task): with a ``dask.distributed`` client (the default client), it is
-    scattered to every worker now (``client.scatter(..., broadcast=True)``,
-    sent once per worker, outside the task graph); otherwise it enters the
-    graph once as a ``dask.delayed`` object. The blocks run when the result
-    is computed.
+    task): with a ``dask.distributed`` client (the default client), it goes
+    to the cluster now, as the future of a task that returns it (each worker
+    fetches it once; a worker that dies with the only copy loses nothing, as
+    the scheduler runs that task again); otherwise it enters the graph once
+    as a ``dask.delayed`` object. The blocks run when the result is computed.
 
     Parameters
     ----------
@@ -109,11 +111,11 @@ def _transform_block(block, transformer):
 
 
 def _one_copy_per_worker(transformer):
-    """A scattered future on the default distributed client, else a delayed."""
+    """A rebuildable future on the default distributed client, else a delayed."""
     try:
         from distributed import default_client
 
         client = default_client()
     except (ImportError, ValueError):  # no distributed, or no client
         return dask.delayed(transformer)
-    return client.scatter(transformer, broadcast=True, hash=False)
+    return rebuildable_future(client, transformer)

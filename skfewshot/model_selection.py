@@ -58,6 +58,7 @@ from ._episodes import (
     estimator_name,
     reuse_frozen_features,
 )
+from ._utils import rebuildable_future
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -590,13 +591,13 @@ def _episode_parallel(shared, n_jobs):
     """The ``Parallel`` (a generator) of the per-episode tasks.
 
     Under joblib's ``dask`` backend, the objects ``shared`` by every task
-    are scattered to every worker first (as the backend's ``scatter`` does,
-    with ``broadcast=True``, but under keys of this job's own): each worker
-    then holds its copy before the first task, so a lost worker loses no
-    data (data that only a scattered future holds cannot be recomputed, and
-    the tasks that need it would be cancelled), and no worker fetches them
-    from a peer mid-job. The backend otherwise scatters an argument over
-    1 kB to one worker at its first task.
+    go to the cluster once, before the first task, as futures the scheduler
+    can rebuild (:func:`~skfewshot._utils.rebuildable_future`, under keys of
+    this job's own): a worker that dies with the only copy loses no data.
+    The backend would otherwise scatter them (an argument over 1 kB, or its
+    ``scatter=``), and scattered data is lost with the last worker holding
+    it, which cancels the job's remaining tasks; the Active Memory Manager
+    keeps one copy of scattered data, even of a broadcast.
 
     That backend takes the cluster's total worker threads as ``n_jobs``,
     whatever ``n_jobs`` the caller gives, and joblib runs ``n_jobs == 1``
@@ -630,11 +631,12 @@ def _episode_parallel(shared, n_jobs):
             wait_for_workers_timeout=backend.wait_for_workers_timeout,
             **backend.submit_kwargs,
         )
-        # what the backend's scatter= does, but with keys of this job's own:
-        # joblib scatters with hash=True, so the same data as the job before
-        # got that job's keys, which the scheduler could still be forgetting
-        # as this job used them ("lost dependencies": its tasks cancelled)
-        futures = backend.client.scatter(list(shared), broadcast=True, hash=False)
+        # what the backend's scatter= does, with futures a lost worker cannot
+        # take along, and keys of this job's own: joblib scatters with
+        # hash=True, so the same data as the job before got that job's keys,
+        # which the scheduler could still be forgetting as this job used them
+        # ("lost dependencies": its tasks cancelled)
+        futures = [rebuildable_future(backend.client, x) for x in shared]
         backend._scatter = list(shared)
         backend.data_futures = {id(x): f for x, f in zip(shared, futures)}
     return Parallel(backend=backend, n_jobs=n_jobs, return_as="generator")
