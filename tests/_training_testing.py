@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 import torch
 from sklearn.datasets import load_digits
+from skorch.callbacks import Callback
 
 from skfewshot.models import Conv4
 from skfewshot.training import (
     EpisodicValidation,
     ProtoNetMetaTrainer,
     SupervisedPretrainer,
+    TrainingCheckpoint,
 )
 
 
@@ -93,3 +95,34 @@ def finite(module):
 def episodic_validation(novel, **params):
     params = {"n_way": 5, "n_shot": 1, "n_query": 5, "n_episodes": 20, **params}
     return EpisodicValidation(*novel, **params)
+
+
+class CtrlC(Callback):
+    """Raises KeyboardInterrupt (as Ctrl-C would) as the first batch of epoch
+    ``epoch`` begins: the checkpoint of the epoch before is on disk."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_batch_begin(self, net, **kwargs):
+        if len(net.history) == self.epoch:
+            raise KeyboardInterrupt
+
+
+def interrupted_run(make, fit_args, path, *, epoch=2, settings=None, **params):
+    """Fit ``make(**params)`` on ``fit_args`` with a ``TrainingCheckpoint`` at
+    ``path``, interrupted as epoch ``epoch`` begins (``max_epochs`` defaults
+    to ``epoch``): the state of ``epoch - 1`` epochs is left to resume."""
+    params = {"max_epochs": epoch, **params}
+    checkpoint = TrainingCheckpoint(path, settings=settings)
+    trainer = make(callbacks=[checkpoint, CtrlC(epoch)], **params)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(*fit_args)
+
+
+def resumed_run(make, fit_args, path, *, epoch=2, settings=None, **params):
+    """Resume the run of :func:`interrupted_run` (same ``make`` and ``params``);
+    returns the fitted trainer."""
+    params = {"max_epochs": epoch, **params}
+    checkpoint = TrainingCheckpoint(path, settings=settings, resume=True)
+    return make(callbacks=[checkpoint], **params).fit(*fit_args)

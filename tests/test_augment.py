@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _training_testing import interrupted_run, resumed_run
 from sklearn.base import clone
 
 from skfewshot.augment import (
@@ -20,7 +21,6 @@ from skfewshot.models import Conv4
 from skfewshot.training import (
     ProtoNetMetaTrainer,
     SupervisedPretrainer,
-    TrainingCheckpoint,
 )
 
 TOL = {
@@ -468,30 +468,32 @@ def test_checkpoint_settings_with_the_augment_repr_resume_only_if_equal(tmp_path
     y = np.repeat(np.arange(4), 6)
     path = tmp_path / "run.ckpt"
 
-    def fit(epochs, augment, resume=False):
-        checkpoint = TrainingCheckpoint(
-            path, settings={"augment": repr(augment)}, resume=resume
-        )
+    def make(augment, **params):
         return SupervisedPretrainer(
             Conv4(hidden=4),
-            max_epochs=epochs,
             batch_size=12,
             augment=augment,
             device="cpu",
             verbose=0,
             random_state=0,
-            callbacks=[checkpoint],
-        ).fit(X, y)
+            **params,
+        )
 
-    fit(1, RandomAffine(degrees=10, translate=0.1))
-    resumed = fit(2, RandomAffine(degrees=10.0, translate=0.1), resume=True)
+    def settings(augment):
+        return {"augment": repr(augment)}
+
+    first = RandomAffine(degrees=10, translate=0.1)
+    interrupted_run(make, (X, y), path, settings=settings(first), augment=first)
+    same = RandomAffine(degrees=10.0, translate=0.1)
+    resumed = resumed_run(make, (X, y), path, settings=settings(same), augment=same)
     assert dict(resumed.net_.callbacks_)["TrainingCheckpoint"].resumed_epochs_ == 1
+    other = RandomAffine(degrees=20, translate=0.1)
     with pytest.raises(
         ValueError,
         match=r"augment='RandomAffine\(degrees=10.0.*"
         r"this run has augment='RandomAffine\(degrees=20.0",
     ):
-        fit(2, RandomAffine(degrees=20, translate=0.1), resume=True)
+        resumed_run(make, (X, y), path, settings=settings(other), augment=other)
 
 
 # -- in the trainers --------------------------------------------------------

@@ -7,13 +7,19 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from _training_testing import conv4, pretrainer, same_state
+from _training_testing import (
+    conv4,
+    interrupted_run,
+    pretrainer,
+    resumed_run,
+    same_state,
+)
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import InvalidParameterError
 from torch import nn
 
-from skfewshot.training import SupervisedPretrainer, TrainingCheckpoint
+from skfewshot.training import SupervisedPretrainer
 
 # -- a tiny deterministic module: the loss by hand --------------------------
 
@@ -355,56 +361,52 @@ def test_parameter_constraints(params, match):
 
 
 def checkpointed_run(base, path, settings=None):
-    """``run(epochs, resume=False, **params)``: a pretrainer fit on ``base``
-    with a TrainingCheckpoint at ``path`` (its ``settings`` given)."""
+    """``run(resume=False, **params)``: a 2-epoch pretrainer fit on ``base``
+    with a TrainingCheckpoint at ``path`` (its ``settings`` given), interrupted
+    as the second epoch begins, or resuming that run (returned fitted)."""
 
-    def run(epochs, resume=False, **params):
-        return pretrainer(
-            max_epochs=epochs,
-            verbose=0,
-            callbacks=[TrainingCheckpoint(path, settings=settings, resume=resume)],
-            **params,
-        ).fit(*base)
+    def run(resume=False, **params):
+        fit = resumed_run if resume else interrupted_run
+        return fit(pretrainer, base, path, settings=settings, verbose=0, **params)
 
     return run
 
 
 def test_checkpoint_refuses_to_resume_with_other_boosters(base, tmp_path):
     run = checkpointed_run(base, tmp_path / "run.ckpt", settings={"a": 1})
-    run(1, rotation_loss_weight=0.5, teacher=conv4_teacher(0))
+    run(rotation_loss_weight=0.5, teacher=conv4_teacher(0))
     with pytest.raises(
         ValueError,
         match="rotation_loss_weight=0.5, this run has rotation_loss_weight=0.25",
     ):
-        run(2, resume=True, rotation_loss_weight=0.25, teacher=conv4_teacher(0))
+        run(resume=True, rotation_loss_weight=0.25, teacher=conv4_teacher(0))
     with pytest.raises(ValueError, match="written with teacher='[0-9a-f]{64}'"):
-        run(2, resume=True, rotation_loss_weight=0.5, teacher=conv4_teacher(1))
+        run(resume=True, rotation_loss_weight=0.5, teacher=conv4_teacher(1))
     with pytest.raises(ValueError, match="distill_temperature=4.0, this run has"):
         run(
-            2,
             resume=True,
             rotation_loss_weight=0.5,
             teacher=conv4_teacher(0),
             distill_temperature=2.0,
         )
-    resumed = run(2, resume=True, rotation_loss_weight=0.5, teacher=conv4_teacher(0))
+    resumed = run(resume=True, rotation_loss_weight=0.5, teacher=conv4_teacher(0))
     checkpoint = dict(resumed.net_.callbacks_)["TrainingCheckpoint"]
     assert checkpoint.resumed_epochs_ == 1
     assert checkpoint.settings["a"] == 1
-    assert checkpoint.settings["rotation_loss_weight"] == 0.5
+    assert checkpoint.trainer_settings_["rotation_loss_weight"] == 0.5
 
 
 def test_checkpoint_refuses_to_resume_with_other_mixup(base, tmp_path):
     run = checkpointed_run(base, tmp_path / "run.ckpt")
-    run(1, mixup_alpha=0.5)
+    run(mixup_alpha=0.5)
     with pytest.raises(ValueError, match="mixup_alpha=0.5, this run has mixup_alpha"):
-        run(2, resume=True, mixup_alpha=0.2)
+        run(resume=True, mixup_alpha=0.2)
     with pytest.raises(ValueError, match="mixup_alpha=0.5"):
-        run(2, resume=True)
-    resumed = run(2, resume=True, mixup_alpha=0.5)
+        run(resume=True)
+    resumed = run(resume=True, mixup_alpha=0.5)
     checkpoint = dict(resumed.net_.callbacks_)["TrainingCheckpoint"]
     assert checkpoint.resumed_epochs_ == 1
-    assert checkpoint.settings["mixup_alpha"] == 0.5
+    assert checkpoint.trainer_settings_["mixup_alpha"] == 0.5
 
 
 def test_checkpoint_refuses_to_resume_with_another_augmentation(base, tmp_path):
@@ -412,18 +414,11 @@ def test_checkpoint_refuses_to_resume_with_another_augmentation(base, tmp_path):
 
     path = tmp_path / "run.ckpt"
 
-    def run(epochs, augment, resume=False):
-        return pretrainer(
-            max_epochs=epochs,
-            verbose=0,
-            augment=augment,
-            callbacks=[TrainingCheckpoint(path, resume=resume)],
-        ).fit(*base)
-
-    run(1, RandomAffine(degrees=5.0))
+    run = checkpointed_run(base, path)
+    run(augment=RandomAffine(degrees=5.0))
     with pytest.raises(ValueError, match="RandomAffine.degrees=5.0.*this run has"):
-        run(2, RandomAffine(degrees=7.0), resume=True)
-    resumed = run(2, RandomAffine(degrees=5.0), resume=True)
+        run(resume=True, augment=RandomAffine(degrees=7.0))
+    resumed = run(resume=True, augment=RandomAffine(degrees=5.0))
     checkpoint = dict(resumed.net_.callbacks_)["TrainingCheckpoint"]
     assert checkpoint.resumed_epochs_ == 1
 

@@ -229,20 +229,19 @@ def test_parameter_constraints(params, match):
 def test_checkpoint_refuses_to_resume_with_another_contrastive_loss(base, tmp_path):
     run = checkpointed_run(base, tmp_path / "run.ckpt")
     augment = RandomAffine(degrees=10.0)
-    run(1, augment=augment, contrastive_loss_weight=0.5)
+    run(augment=augment, contrastive_loss_weight=0.5)
     with pytest.raises(ValueError, match="contrastive_loss_weight=0.5, this run has"):
-        run(2, resume=True, augment=augment, contrastive_loss_weight=0.25)
+        run(resume=True, augment=augment, contrastive_loss_weight=0.25)
     with pytest.raises(ValueError, match="contrastive_temperature=0.1, this run has"):
         run(
-            2,
             resume=True,
             augment=augment,
             contrastive_loss_weight=0.5,
             contrastive_temperature=0.2,
         )
     with pytest.raises(ValueError, match="contrastive_loss_weight=0.5"):
-        run(2, resume=True, augment=augment)
-    resumed = run(2, resume=True, augment=augment, contrastive_loss_weight=0.5)
+        run(resume=True, augment=augment)
+    resumed = run(resume=True, augment=augment, contrastive_loss_weight=0.5)
     checkpoint = dict(resumed.net_.callbacks_)["TrainingCheckpoint"]
     assert checkpoint.resumed_epochs_ == 1
-    assert checkpoint.settings["contrastive_temperature"] == 0.1
+    assert checkpoint.trainer_settings_["contrastive_temperature"] == 0.1

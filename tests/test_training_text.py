@@ -10,6 +10,7 @@ import signal
 import numpy as np
 import pytest
 import torch
+from _training_testing import interrupted_run, resumed_run
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import make_pipeline
@@ -374,14 +375,19 @@ def test_text_embedder_errors():
 @pytest.mark.parametrize("make", [supervised, protonet], ids=["supervised", "proto"])
 def test_a_checkpoint_of_other_texts_is_not_resumed(make, base, tmp_path):
     # the net is fit on row indices: the checkpoint must recognise the texts too
-    from skfewshot.training import TrainingCheckpoint
-
     path = tmp_path / "run.ckpt"
     texts, intents = base
-    make(max_epochs=1, callbacks=[TrainingCheckpoint(path)]).fit(texts, intents)
+    interrupted_run(make, base, path)
     other = [" ".join(reversed(t.split())) + " please" for t in texts]
-    resumed = make(max_epochs=2, callbacks=[TrainingCheckpoint(path, resume=True)])
     with pytest.raises(ValueError, match="other training data"):
-        resumed.fit(other, intents)
-    resumed.fit(texts, intents)  # the same texts resume
-    assert dict(resumed.net_.callbacks_)["TrainingCheckpoint"].resumed_epochs_ == 1
+        resumed_run(make, (other, intents), path)
+    with pytest.raises(ValueError, match="head_lr=0.01, this run has head_lr=0.1"):
+        resumed_run(make, base, path, head_lr=0.1)
+    resumed = resumed_run(make, base, path)  # the same texts resume
+    checkpoint = dict(resumed.net_.callbacks_)["TrainingCheckpoint"]
+    assert checkpoint.resumed_epochs_ == 1
+    # a text trainer records its own parameters: head_lr, and no augment
+    recorded = checkpoint.trainer_settings_
+    assert recorded["trainer"] == type(resumed).__name__
+    assert recorded["head_lr"] == 0.01 and "augment" not in recorded
+    assert "teacher" not in recorded and "distill_weight" not in recorded

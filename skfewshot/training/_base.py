@@ -39,6 +39,7 @@ from skorch.utils import to_tensor as _skorch_to_tensor
 
 from .._torch_utils import resolve_device, seeded_torch, to_device_tensor
 from .._utils import seed_from
+from ._callbacks import _setting_value
 
 _OPTIMIZERS = {
     "sgd": torch.optim.SGD,
@@ -48,6 +49,11 @@ _OPTIMIZERS = {
 
 #: Name of the per-epoch training accuracy in ``history_``.
 TRAIN_ACC = "train_acc"
+
+#: Trainer parameters a TrainingCheckpoint does not record: they cannot change
+#: the weights of a resumed run (its network is checked by the names and shapes
+#: of its parameters, and starts from the checkpoint's weights)
+_NOT_CHECKPOINTED = frozenset({"module", "callbacks", "device", "verbose"})
 
 
 def _probe_backbone(backbone, X, device):
@@ -343,7 +349,31 @@ class _BaseTrainer(BaseEstimator):
         """For the progress bar: an int, or ``"auto"`` (skorch computes it)."""
         return "auto"
 
+    def _checkpoint_settings(self):
+        """What shapes the training, as plain data: what a run resumed by a
+        :class:`~skfewshot.training.TrainingCheckpoint` must share with the
+        checkpoint's run. The class name and every parameter but those of
+        :data:`_NOT_CHECKPOINTED`; subclasses drop the ones that are off."""
+        params = self.get_params(deep=False)
+        return {
+            "trainer": type(self).__name__,
+            **{
+                k: _setting_value(v)
+                for k, v in params.items()
+                if k not in _NOT_CHECKPOINTED
+            },
+        }
+
     # -- shared machinery ---------------------------------------------------
+
+    def _build_net(self, module, y_encoded, seed, device):
+        """The net of :meth:`_make_net`, declaring to a
+        :class:`~skfewshot.training.TrainingCheckpoint` the settings that shape
+        its training (:meth:`_checkpoint_settings`)."""
+        common = self._common_net_kwargs(device, seed)
+        net = self._make_net(module, y_encoded, seed, common)
+        net._trainer_settings = self._checkpoint_settings()
+        return net
 
     def _default_callbacks(self):
         callbacks = [
@@ -462,8 +492,7 @@ class _BaseTrainer(BaseEstimator):
             backbone = copy.deepcopy(self.module)
             n_features = _probe_backbone(backbone, X, device)
             module = self._make_module(backbone, n_features, len(classes))
-            common = self._common_net_kwargs(device, seed)
-            net = self._make_net(module, y_encoded, seed, common)
+            net = self._build_net(module, y_encoded, seed, device)
             net.fit(X, y_encoded)
         self.classes_ = classes
         self.n_features_out_ = n_features

@@ -4,6 +4,8 @@ checkpoint that lets an interrupted training resume exactly."""
 from __future__ import annotations
 
 import hashlib
+import inspect
+import re
 from contextlib import suppress
 from pathlib import Path
 
@@ -263,9 +265,71 @@ def _python_values(value):
         return value.tolist()
     if isinstance(value, dict):
         return {k: _python_values(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if type(value) in (list, tuple):  # not a namedtuple: it is no plain data
         return type(value)(_python_values(v) for v in value)
     return value
+
+
+def _is_plain(value):
+    """Whether ``value`` is plain data: None, bool, int, float, str, or lists,
+    tuples and dicts of them (what torch.load's weights-only reader takes back
+    as it was saved)."""
+    if type(value) in (list, tuple):
+        return all(_is_plain(v) for v in value)
+    if type(value) is dict:
+        return all(_is_plain(k) and _is_plain(v) for k, v in value.items())
+    return value is None or type(value) in (bool, int, float, str)
+
+
+def _plain_settings(settings):
+    """``settings`` (a dict or None) as plain data, numpy values as Python ones.
+
+    Raises a TypeError naming the first key whose value (or the key itself)
+    is not plain data: saved as it is, the checkpoint could never be read back.
+    """
+    if settings is None:
+        return None
+    if not isinstance(settings, dict):
+        raise TypeError(
+            "TrainingCheckpoint settings must be a dict or None, got "
+            f"{type(settings).__name__}."
+        )
+    plain = _python_values(settings)
+    for (key, value), original in zip(plain.items(), settings.values()):
+        if not (_is_plain(key) and _is_plain(value)):
+            raise TypeError(
+                f"TrainingCheckpoint settings[{key!r}] is {original!r} (of type "
+                f"{type(original).__name__}); the settings must be plain data "
+                "(None, bool, int, float, str, and lists, tuples and dicts of "
+                "them) to be read back on resuming: convert it, e.g. "
+                "str(path) for a path."
+            )
+    return plain
+
+
+#: a memory address in a repr, different in every process
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+#: ``object.__repr__``'s output: the type name and an address, no parameters
+_BARE_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def _setting_value(value):
+    """A trainer's parameter as plain data, equal in every process for equal
+    parameters (what :class:`TrainingCheckpoint` records of a trainer).
+
+    Plain data (numpy values as Python ones) as it is; a class or a function
+    by its qualified name; any other object by its repr (its attributes when
+    the repr is ``object``'s), without memory addresses.
+    """
+    value = _python_values(value)
+    if _is_plain(value):
+        return value
+    if isinstance(value, type) or inspect.isroutine(value):
+        return f"{value.__module__}.{value.__qualname__}"
+    text = repr(value)
+    if _BARE_REPR.fullmatch(text) and hasattr(value, "__dict__"):
+        text = f"{type(value).__qualname__}({vars(value)!r})"
+    return _ADDRESS.sub("", text)
 
 
 def _numpy_rng_state(rng):
@@ -286,6 +350,14 @@ class TrainingCheckpoint(Callback):
     state and trains only the epochs left to ``max_epochs``; on the CPU the
     result equals, bit for bit, a run that was never interrupted.
 
+    A resumed run must be the interrupted one: the same trainer parameters,
+    ``settings`` and training data. The skfewshot trainers declare what
+    shapes their training (``trainer_settings_``: every parameter but
+    ``module``, ``callbacks``, ``device`` and ``verbose``, ``max_epochs``
+    included, as the cosine schedule spans it); it is saved with the state
+    and a resume with any difference is refused. To train longer, start a new
+    run.
+
     Put it last in ``callbacks``, so that the saved history holds what the
     other callbacks record (e.g. :class:`EpisodicValidation`).
 
@@ -294,9 +366,12 @@ class TrainingCheckpoint(Callback):
     path : str or path-like
         The checkpoint file (its folder must exist).
     settings : dict or None, default=None
-        Plain data describing the run (e.g. the command-line options). A
-        resumed run must have equal settings; the inputs and labels given to
-        ``fit`` must be the same too (the file keeps their SHA-256 digest).
+        Plain data describing the run beyond the trainer's parameters (e.g.
+        the command-line options): None, bool, int, float, str, and lists,
+        tuples and dicts of them (numpy scalars and arrays are saved as Python
+        numbers and lists). A resumed run must have equal settings; the
+        inputs and labels given to ``fit`` must be the same too (the file
+        keeps their SHA-256 digest).
     resume : bool, default=False
         Load ``path`` at the start of training instead of starting over.
 
@@ -305,16 +380,28 @@ class TrainingCheckpoint(Callback):
     resumed_epochs_ : int
         Epochs restored from ``path`` at the start of training (0 when not
         resuming).
+    trainer_settings_ : dict or None
+        What the trainer being fitted declared as shaping its training, saved
+        in the checkpoint and checked on resuming: ``"trainer"`` (its class
+        name) and its parameters, as plain data (``augment`` and other
+        objects by their repr, a ``teacher`` by the SHA-256 of its weights).
+        ``None`` for a skorch net that is not a skfewshot trainer.
 
     Raises
     ------
+    TypeError
+        At the start of training, when ``settings`` is not a dict of plain
+        data (the message names the key).
     FileNotFoundError
-        At the start of training, with ``resume=True`` and no file at ``path``.
+        At the start of training, when the folder of ``path`` does not exist,
+        or with ``resume=True`` and no file at ``path``.
     ValueError
         At the start of training, with ``resume=True``, when the file is not a
-        training checkpoint, or it was written with other settings (the
-        message names the first setting that differs), other training data,
-        or another network (parameter names or shapes).
+        training checkpoint, was written before skfewshot recorded the
+        trainer's parameters, or was written with other settings or trainer
+        parameters (the message names the first that differs and both
+        values), other training data, or another network (parameter names or
+        shapes).
 
     Examples
     --------
@@ -326,16 +413,39 @@ class TrainingCheckpoint(Callback):
     >>> rng = np.random.RandomState(0)
     >>> X = rng.rand(40, 1, 16, 16).astype(np.float32)
     >>> y = np.repeat(np.arange(4), 10)
+    >>> from skorch.callbacks import Callback
+    >>> class Interrupt(Callback):  # stands in for Ctrl-C or a crash
+    ...     def on_epoch_begin(self, net, **kwargs):
+    ...         if len(net.history) == 3:  # as the third epoch begins
+    ...             raise KeyboardInterrupt
     >>> path = os.path.join(tempfile.mkdtemp(), "run.ckpt")
-    >>> def trainer(epochs, resume=False):
+    >>> module = Conv4(hidden=8)
+    >>> def trainer(*callbacks):
     ...     return SupervisedPretrainer(
-    ...         Conv4(hidden=8), max_epochs=epochs, device="cpu", verbose=0,
-    ...         random_state=0, callbacks=[TrainingCheckpoint(path, resume=resume)])
-    >>> first = trainer(2).fit(X, y)  # as if stopped after 2 of 3 epochs
-    >>> resumed = trainer(3, resume=True).fit(X, y)
+    ...         module, max_epochs=3, device="cpu", verbose=0, random_state=0,
+    ...         callbacks=list(callbacks))
+    >>> try:
+    ...     trainer(Interrupt(), TrainingCheckpoint(path)).fit(X, y)
+    ... except KeyboardInterrupt:
+    ...     print("interrupted after 2 of 3 epochs")
+    interrupted after 2 of 3 epochs
+    >>> resumed = trainer(TrainingCheckpoint(path, resume=True)).fit(X, y)
     >>> checkpoint = dict(resumed.net_.callbacks_)["TrainingCheckpoint"]
     >>> len(resumed.history_), checkpoint.resumed_epochs_
     (3, 2)
+    >>> uninterrupted = trainer().fit(X, y)
+    >>> a, b = resumed.backbone_.state_dict(), uninterrupted.backbone_.state_dict()
+    >>> all((a[k] == b[k]).all() for k in a)
+    True
+
+    Resuming with another parameter (here 5 epochs instead of 3) is refused:
+
+    >>> longer = trainer(TrainingCheckpoint(path, resume=True))
+    >>> try:
+    ...     longer.set_params(max_epochs=5).fit(X, y)
+    ... except ValueError as error:
+    ...     print("max_epochs=3, this run has max_epochs=5" in str(error))
+    True
     """
 
     def __init__(self, path, *, settings=None, resume=False):
@@ -345,6 +455,7 @@ class TrainingCheckpoint(Callback):
 
     def initialize(self):
         self.resumed_epochs_ = 0
+        self.trainer_settings_ = None
         return self
 
     def _state(self, net):
@@ -360,7 +471,8 @@ class TrainingCheckpoint(Callback):
         return {
             "format": _CHECKPOINT_FORMAT,
             "version": _CHECKPOINT_VERSION,
-            "settings": self.settings,
+            "settings": self._settings,
+            "trainer_settings": self.trainer_settings_,
             "data": self.data_digest_,
             "epochs": len(net.history),
             "history": _python_values(net.history.to_list()),
@@ -399,9 +511,9 @@ class TrainingCheckpoint(Callback):
             )
         return state
 
-    def _check_same_run(self, state, net):
-        saved, current = state["settings"] or {}, self.settings or {}
-        for key in sorted(set(saved) | set(current), key=str):
+    def _refuse_differences(self, saved, current, keys):
+        """Raise a ValueError naming the first of ``keys`` whose value differs."""
+        for key in keys:
             if saved.get(key) != current.get(key):
                 raise ValueError(
                     f"cannot resume from {str(self.path)!r}: it was written with "
@@ -409,6 +521,22 @@ class TrainingCheckpoint(Callback):
                     f"{current.get(key)!r}; rerun with the same settings, or "
                     "without resuming to start over"
                 )
+
+    def _check_same_run(self, state, net):
+        if self.trainer_settings_ is not None and "trainer_settings" not in state:
+            raise ValueError(
+                f"cannot resume from {str(self.path)!r}: it was written by an "
+                "older skfewshot, which did not record the trainer's parameters "
+                "(learning rate, epochs, batch size, ...), so this run cannot be "
+                "checked against it; start over without resuming"
+            )
+        saved, current = state["settings"] or {}, self._settings or {}
+        self._refuse_differences(
+            saved, current, sorted(set(saved) | set(current), key=str)
+        )
+        saved = state.get("trainer_settings") or {}
+        current = self.trainer_settings_ or {}
+        self._refuse_differences(saved, current, dict.fromkeys([*saved, *current]))
         if state["data"] != self.data_digest_:
             raise ValueError(
                 f"cannot resume from {str(self.path)!r}: it was written for other "
@@ -424,9 +552,27 @@ class TrainingCheckpoint(Callback):
                 f"{current.get(key)} here)"
             )
 
+    def _check_folder(self):
+        """Fail before the first epoch, not after it, on a path never writable."""
+        path = Path(self.path)
+        if not path.parent.is_dir():
+            raise FileNotFoundError(
+                f"cannot write the training checkpoint {str(path)!r}: its folder "
+                f"{str(path.parent)!r} does not exist or is not a folder"
+            )
+        if path.is_dir():
+            raise IsADirectoryError(
+                f"the training checkpoint {str(path)!r} is a folder; give the "
+                "path of a file"
+            )
+
     def on_train_begin(self, net, X=None, y=None, **kwargs):
+        self._settings = _plain_settings(self.settings)
+        self._check_folder()
         # a text trainer's X is row indices into the texts its net declares
         self.data_digest_ = _data_digest(X, y, getattr(net, "_row_inputs", None))
+        # what a skfewshot trainer declares shapes its training
+        self.trainer_settings_ = getattr(net, "_trainer_settings", None)
         self.resumed_epochs_ = 0
         if not self.resume:
             return

@@ -75,7 +75,10 @@ _SHARED_DOCS = {
         """\
         skorch callbacks (or ``(name, callback)`` pairs) added to the defaults,
         e.g. ``EpisodicValidation``, ``EarlyStopping``, ``Checkpoint``. They are
-        copied at ``fit``; the fitted copies are in ``net_.callbacks_``.""",
+        copied at ``fit``; the fitted copies are in ``net_.callbacks_``. A
+        :class:`TrainingCheckpoint` among them records every parameter but
+        ``module``, ``callbacks``, ``device`` and ``verbose``, and resumes
+        only a run with the same ones.""",
     ),
     "verbose": (
         "int",

@@ -18,7 +18,6 @@ from torch.nn import functional as F
 
 from .._torch_utils import to_device_tensor
 from ._base import _BaseTrainer, _TrainerNetMixin
-from ._callbacks import TrainingCheckpoint
 from ._docstrings import _fill_shared_docs
 from ._heads import N_ROTATIONS, BackboneWithHead, make_classifier_head
 
@@ -333,14 +332,11 @@ class SupervisedPretrainer(_BaseTrainer):
         ``teacher``.
     {device}
     {callbacks}
-        A :class:`TrainingCheckpoint` among them also records the rotation,
-        mixup, contrastive and distillation parameters in force
-        (``rotation_loss_weight``, ``mixup_alpha`` and
-        ``contrastive_loss_weight`` with ``contrastive_temperature`` when
-        positive; with a ``teacher``, the SHA-256 of
-        its weights as ``"teacher"``, ``distill_weight`` and
-        ``distill_temperature``) in its ``settings``, so a run cannot resume
-        with others.
+        Of the parameters a :class:`TrainingCheckpoint` records, a
+        ``teacher`` is recorded by the SHA-256 of its weights;
+        ``distill_weight`` and ``distill_temperature`` only with a teacher,
+        ``contrastive_temperature`` only with a positive
+        ``contrastive_loss_weight``.
     {verbose}
     {random_state}
 
@@ -553,7 +549,6 @@ class SupervisedPretrainer(_BaseTrainer):
         if isinstance(teacher, SupervisedPretrainer):
             teacher = teacher.net_.module_
         teacher = None if teacher is None else _frozen_copy(teacher)
-        _record_in_checkpoints(common["callbacks"], self._fingerprint(teacher))
         return _PretrainNet(
             module,
             batch_size=self.batch_size,
@@ -569,25 +564,20 @@ class SupervisedPretrainer(_BaseTrainer):
             **common,
         )
 
-    def _fingerprint(self, teacher):
-        """What a resumed run must share with the checkpoint's run, beyond the
-        user's settings; the defaults add nothing (older checkpoints resume)."""
-        settings = {}
-        augment = getattr(self, "augment", None)
-        if augment is not None:
-            # skfewshot.augment objects have a repr naming every parameter
-            settings["augmentation"] = repr(augment)
-        if self.rotation_loss_weight:
-            settings["rotation_loss_weight"] = float(self.rotation_loss_weight)
-        if self.mixup_alpha:
-            settings["mixup_alpha"] = float(self.mixup_alpha)
-        if self.contrastive_loss_weight:
-            settings["contrastive_loss_weight"] = float(self.contrastive_loss_weight)
-            settings["contrastive_temperature"] = float(self.contrastive_temperature)
-        if teacher is not None:
+    def _checkpoint_settings(self):
+        # a teacher by its weights; without one, the distillation parameters
+        # change nothing, nor does the temperature without the contrastive loss
+        settings = super()._checkpoint_settings()
+        teacher = self.teacher
+        if teacher is None:
+            for key in ("teacher", "distill_weight", "distill_temperature"):
+                settings.pop(key, None)
+        else:
+            if isinstance(teacher, SupervisedPretrainer):
+                teacher = teacher.net_.module_
             settings["teacher"] = _state_digest(teacher)
-            settings["distill_weight"] = float(self.distill_weight)
-            settings["distill_temperature"] = float(self.distill_temperature)
+        if not self.contrastive_loss_weight:
+            settings.pop("contrastive_temperature", None)
         return settings
 
 
@@ -596,14 +586,3 @@ SupervisedPretrainer._parameter_constraints["teacher"] = [
     torch.nn.Module,
     None,
 ]
-
-
-def _record_in_checkpoints(callbacks, settings):
-    """Add ``settings`` to those of every :class:`TrainingCheckpoint` in
-    ``callbacks`` (the net's copies, callbacks or ``(name, callback)`` pairs)."""
-    if not settings:
-        return
-    for callback in callbacks:
-        callback = callback[1] if isinstance(callback, tuple) else callback
-        if isinstance(callback, TrainingCheckpoint):
-            callback.settings = {**(callback.settings or {}), **settings}

@@ -327,9 +327,7 @@ class _TextTrainerMixin:
             rows = _TextRows(copy.deepcopy(self.module), texts)
             n_features = _probe_text_body(rows, owner, device)
             module = self._make_module(rows, n_features, len(classes))
-            net = self._make_net(
-                module, y_encoded, seed, self._common_net_kwargs(device, seed)
-            )
+            net = self._build_net(module, y_encoded, seed, device)
             net._row_inputs = texts  # what X indexes, for TrainingCheckpoint
             net.fit(np.arange(len(texts)), y_encoded)
         self.classes_ = classes
