@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._feature_cache import _Uncacheable, module_digest
 from .models._io import _FORMAT as _BACKBONE_FORMAT
 from .models._io import _VERSION as _BACKBONE_VERSION
 from .models._io import (
@@ -32,6 +31,7 @@ from .models._io import (
     _config,
     _foreign,
     _known_architectures,
+    _round_trip_problem,
     _validated,
 )
 
@@ -81,11 +81,12 @@ def describe_module(module: torch.nn.Module, where: str) -> dict[str, Any]:
 
     ``where`` names the module in messages (``"BackboneTransformer.module"``).
     The weights are copied to host memory (from any device). The description
-    is rebuilt once here and its state digest (the feature cache's, which
-    covers every parameter, buffer and attribute) compared with the module's,
-    so what is returned reproduces the module exactly. Raises TypeError naming
-    the module's class when it is not a :mod:`skfewshot.models` architecture
-    or holds state its description cannot reproduce.
+    is rebuilt once here and compared with the module by the check
+    :func:`~skfewshot.models.save_backbone` runs too (every parameter, buffer
+    and attribute of every submodule), so what is returned reproduces the
+    module exactly. Raises TypeError naming the module's class when it is not
+    a :mod:`skfewshot.models` architecture, or naming what differs when it
+    holds state its description cannot reproduce.
     """
     foreign = _foreign(module, where)
     if foreign is not None:
@@ -118,20 +119,11 @@ def describe_module(module: torch.nn.Module, where: str) -> dict[str, Any]:
         "training": [m.training for m in module.modules()],
         "frozen": [k for k, p in module.named_parameters() if not p.requires_grad],
     }
-    try:
-        rebuilt = restore_module(description, where)
-        same = module_digest(rebuilt) == module_digest(module)
-    except _Uncacheable as exc:
-        raise _refusal(where, str(exc)) from None
-    except ValueError as exc:  # e.g. non-finite weights
-        raise _refusal(where, str(exc).rstrip(".")) from None
-    if not same:
-        raise _refusal(
-            where,
-            f"its {name} differs from a {name} built from its configuration and "
-            "weights (an added attribute, submodule or tensor, or a weight that "
-            "is not contiguous)",
-        )
+    problem = _round_trip_problem(
+        module, lambda: restore_module(description, where), where
+    )
+    if problem is not None:
+        raise _refusal(where, problem)
     return description
 
 
@@ -181,8 +173,6 @@ def restore_module(description: Any, where: str) -> torch.nn.Module:
     if not set(bit_views) <= set(tensors):
         fail("'bit_views' names weights that are not there")
     module, _ = _validated(where, {**backbone, "state_dict": tensors})
-    # keep the stored dtypes (validation casts to the architecture's float32)
-    module.load_state_dict(tensors, strict=True, assign=True)
     _set_flags(module, description["training"], description["frozen"], fail)
     return module
 

@@ -470,10 +470,13 @@ def _features(module, args, **kwargs):
     and ``--device``."""
     from .backbone import BackboneTransformer
 
+    # a backbone runs in the dtype it was saved in (float64, bfloat16...)
+    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
     return BackboneTransformer(
         module,
         test_time_shifts=args.test_time_shifts or None,
         device=args.device,
+        dtype=str(dtype or "float32").removeprefix("torch."),
         **kwargs,
     )
 
@@ -695,6 +698,67 @@ def _check_output_and_record(output):
         )
 
 
+def _is_image(path):
+    """Whether the image folder readers read ``path`` (by its suffix)."""
+    from .datasets._folder import IMAGE_EXTENSIONS
+
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _overwrites(target, source, reads):
+    """Whether writing the file ``target`` would overwrite the input ``source``.
+
+    ``source`` is a file, or with ``reads`` a folder whose files ``reads(path)``
+    tells apart. Files are compared with :func:`os.path.samefile` when both
+    exist (links, ``..``, hard links), by resolved path otherwise.
+    """
+    if reads is not None and source.is_dir():
+        return target.resolve().is_relative_to(source.resolve()) and reads(target)
+    if target.exists() and source.exists():
+        return os.path.samefile(target, source)
+    return target.resolve() == source.resolve()
+
+
+def _check_not_an_input(output, what, inputs, *, record=False):
+    """Fail now if writing ``output`` (or ``OUTPUT.json``) would overwrite an input.
+
+    Parameters
+    ----------
+    output : str
+        The ``--output`` as given.
+    what : str
+        What the command writes there, for the message (``"the predictions"``).
+    inputs : list of tuple
+        ``(label, path, reads)``: a file the command reads (``reads`` None),
+        or a folder and the predicate ``reads(path)`` telling which of its
+        files the command reads; ``label`` names it in the message (``"the
+        member a.pt"``, ``"an image read from --support DIR"``).
+    record : bool, default=False
+        Whether the command writes the record ``OUTPUT.json`` too.
+    """
+    target = Path(output).expanduser()
+    targets = [
+        (target, lambda label: f"--output {output} is {label}: writing {what} there")
+    ]
+    if record:
+        json_record = _beside(output, ".json")
+        targets.append(
+            (
+                json_record,
+                lambda label: (
+                    f"--output {output}: its record {json_record.name} is {label}: "
+                    "writing the record"
+                ),
+            )
+        )
+    for written, message in targets:
+        for label, path, reads in inputs:
+            if _overwrites(written, Path(path).expanduser(), reads):
+                raise _CLIError(
+                    f"{message(label)} would overwrite it; give another file name"
+                )
+
+
 def _lock_owner(lock):
     """The record of the run holding ``lock``; a :class:`_CLIError` if unreadable."""
     try:
@@ -900,6 +964,18 @@ def _check_train_args(args):
             "without --resume"
         )
     _check_output_and_record(args.output)
+    if args.data is not None:
+        inputs = [(f"an image read from DIR {args.data}", args.data, _is_image)]
+    else:
+        inputs = [
+            (
+                f"the {subset}.zip of --data-dir {args.data_dir}",
+                Path(args.data_dir).expanduser() / f"{subset}.zip",
+                None,
+            )
+            for subset in ((args.subset or [_OMNIGLOT_SUBSET]) if args.data_dir else [])
+        ]
+    _check_not_an_input(args.output, "the backbone", inputs, record=True)
 
 
 def _check_checkpoint(args):
@@ -1339,30 +1415,12 @@ def _check_ensemble_args(args):
                 "ensemble of a backbone with itself gives the same predictions"
             )
         seen[resolved] = path
-    output = Path(args.output).expanduser().resolve()
-    if output in seen:
-        raise _CLIError(
-            f"--output {args.output} is the member {seen[output]}: writing the "
-            "ensemble there would overwrite it; give another file name"
-        )
-    record = _beside(output, ".json")
-    if record.resolve() in seen:  # the record, or a link to a member
-        raise _CLIError(
-            f"--output {args.output}: its record {record.name} is the member "
-            f"{seen[record.resolve()]}: writing the record would overwrite it; "
-            "give another file name"
-        )
-
-
-def _sha256(path):
-    """Hex SHA-256 of the file at ``path``."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    # a member, or a member's own record (OUTPUT.json of its train run)
+    inputs = [(f"the member {path}", path, None) for path in args.members] + [
+        (f"the record of member {path}", _beside(path, ".json"), None)
+        for path in args.members
+    ]
+    _check_not_an_input(args.output, "the ensemble", inputs, record=True)
 
 
 def _union(lists):
@@ -1429,24 +1487,25 @@ def _ensemble_trained_on(records):
 
 def _cmd_ensemble(args):
     _check_ensemble_args(args)
-    from .models import BackboneEnsemble, load_backbone, save_backbone
+    import hashlib
+
+    from .models import BackboneEnsemble, save_backbone
+    from .models._io import _load_backbone_bytes
 
     members, records = [], []
     for path in args.members:
-        digest = _sha256(Path(path).expanduser())
+        # read once: the recorded SHA-256 is that of the bytes loaded, even
+        # if a run rewrites the file meanwhile
+        data = Path(path).expanduser().read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
         twin = next((r["path"] for r in records if r["sha256"] == digest), None)
         if twin is not None:
             raise _CLIError(
                 f"member {path} is a copy of {twin} (same SHA-256); an ensemble of "
                 "a backbone with itself gives the same predictions"
             )
-        module, meta = load_backbone(Path(path).expanduser())
-        if _sha256(Path(path).expanduser()) != digest:
-            # the record must name the network the ensemble holds
-            raise _CLIError(
-                f"member {path} changed while it was read (is a run writing it?); "
-                "run skfewshot ensemble again once it is complete"
-            )
+        module, meta = _load_backbone_bytes(data, Path(path).expanduser())
+        del data
         if meta["input_shape"] is None:
             raise _CLIError(
                 f"member {path} records no input shape, so the ensemble's input "
@@ -1657,6 +1716,21 @@ def _cmd_predict(args):
         _check_exists(query, "--query")
     if args.output:
         _check_output_path(args.output)
+        inputs = [
+            (f"the --backbone {args.backbone}", args.backbone, None),
+            (
+                f"the record of --backbone {args.backbone}",
+                _beside(args.backbone, ".json"),
+                None,
+            ),
+            (f"an image read from --support {args.support}", args.support, _is_image),
+        ] + [
+            (f"an image read from --query {query}", query, _is_image)
+            if Path(query).expanduser().is_dir()
+            else (f"the --query {query}", query, None)
+            for query in args.query
+        ]
+        _check_not_an_input(args.output, "the predictions", inputs)
     _resolved_device(args)
     head = _make_predict_head(args)
     from .datasets import ImageFileReader, load_image_folder

@@ -306,30 +306,64 @@ def test_a_member_without_an_input_shape_is_refused(tmp_path, capsys):
     )
 
 
-def test_a_member_rewritten_while_it_is_read_is_refused(
+def test_a_member_rewritten_while_the_ensemble_runs_is_recorded_as_loaded(
     pair, tmp_path, capsys, monkeypatch
 ):
-    # a run saving b.pt between the ensemble's hash of it and its load: the
-    # record would give the old file's SHA-256 for the new file's network
-    import skfewshot.models
-
+    # a run saves b.pt again while the ensemble loads it: each member's bytes
+    # are read once, so the ensemble holds the old b.pt's network and records
+    # the SHA-256 of exactly those bytes
     a, b = pair
-    load = skfewshot.models.load_backbone
+    old_b = tmp_path / "old_b.pt"
+    shutil.copy(b, old_b)
+    real_load, calls = torch.load, []
 
-    def load_while_b_is_rewritten(path):
-        if path == b:
+    def load_while_b_is_rewritten(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 2:  # the second member, b.pt
             _save(b, DIGITS_B, seed=2)
-        return load(path)
+        return real_load(*args, **kwargs)
 
-    monkeypatch.setattr(skfewshot.models, "load_backbone", load_while_b_is_rewritten)
+    monkeypatch.setattr(torch, "load", load_while_b_is_rewritten)
     out = tmp_path / "final.pt"
-    status, stdout, err = run(capsys, "ensemble", a, b, "-o", out)
-    assert status == 1 and stdout == ""
-    assert err == (
-        f"skfewshot ensemble: error: member {b} changed while it was read (is a "
-        "run writing it?); run skfewshot ensemble again once it is complete\n"
-    )
-    assert not out.exists() and not (tmp_path / "final.pt.json").exists()
+    status, stdout, err = run(capsys, "ensemble", a, b, "-o", out, "--json")
+    monkeypatch.undo()
+    assert status == 0, err
+    assert len(calls) == 2 and _sha256(b) != _sha256(old_b)  # b.pt was rewritten
+    record = json.loads(stdout)
+    assert [m["sha256"] for m in record["members"]] == [_sha256(a), _sha256(old_b)]
+    assert json.loads((tmp_path / "final.pt.json").read_text()) == record
+    net, _ = load_backbone(out)
+    for member, source in zip(net.members, (a, old_b)):
+        held, saved = member.state_dict(), load_backbone(source)[0].state_dict()
+        assert held.keys() == saved.keys()
+        assert all(torch.equal(held[k], saved[k]) for k in saved)
+
+
+def test_an_output_that_is_a_members_record_is_refused(pair, tmp_path, capsys):
+    # a.pt.json is the record of member a.pt (as skfewshot train writes it)
+    a, b = pair
+    record = tmp_path / "a.pt.json"
+    record.write_text('{"command": "train"}')
+    linked = tmp_path / "c.pt"
+    (tmp_path / "c.pt.json").symlink_to(record)
+    cases = [
+        (
+            record,
+            f"--output {record} is the record of member {a}: writing the ensemble "
+            "there would overwrite it; give another file name",
+        ),
+        (
+            linked,
+            f"--output {linked}: its record c.pt.json is the record of member {a}: "
+            "writing the record would overwrite it; give another file name",
+        ),
+    ]
+    for out, message in cases:
+        status, stdout, err = run(capsys, "ensemble", a, b, "-o", out)
+        assert (status, stdout) == (1, "")
+        assert err == f"skfewshot ensemble: error: {message}\n"
+    assert record.read_text() == '{"command": "train"}'
+    assert not linked.exists() and not (tmp_path / "a.pt.json.json").exists()
 
 
 def _refusal_cases(tmp_path, a, b):

@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -376,3 +377,82 @@ def test_predict_head_follows_device_unless_its_param_says(
     )  # fmt: skip
     assert status == 0, err
     assert devices == [expected]
+
+
+def test_predict_refuses_an_output_that_is_one_of_its_inputs(
+    backbone, episode, tmp_path, capsys
+):
+    # copies: a refusal that failed would destroy the module's shared files
+    net = tmp_path / "net.pt"
+    shutil.copy(backbone, net)
+    shutil.copy(backbone.with_name("shapes.pt.json"), tmp_path / "net.pt.json")
+    support = shutil.copytree(episode[0], tmp_path / "support")
+    query = shutil.copytree(episode[1], tmp_path / "query")
+    image = tmp_path / "one.png"
+    shutil.copy(episode[2][0], image)
+    link = tmp_path / "link.csv"
+    link.symlink_to(net)
+    files = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    before = {p: p.read_bytes() for p in files}
+    argv = ["predict", "--backbone", net, "--support", support]
+    argv += ["--query", query, image, "--quiet"]
+    cases = [
+        (net, f"the --backbone {net}"),
+        (link, f"the --backbone {net}"),
+        (tmp_path / "net.pt.json", f"the record of --backbone {net}"),
+        (
+            support / "circle" / "circle_0.png",
+            f"an image read from --support {support}",
+        ),
+        (image, f"the --query {image}"),
+        (query / "nested" / "square_0.png", f"an image read from --query {query}"),
+    ]
+    for output, label in cases:
+        status, out, err = run(capsys, *argv, "--output", output)
+        assert (status, out) == (1, ""), output
+        assert err == (
+            f"skfewshot predict: error: --output {output} is {label}: writing the "
+            "predictions there would overwrite it; give another file name\n"
+        )
+    assert {p: p.read_bytes() for p in files} == before
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == files
+    # a file beside the inputs (even in the query folder, not an image) is fine
+    status, _, err = run(capsys, *argv, "--output", query / "predictions.csv")
+    assert status == 0, err
+
+
+def test_train_refuses_an_output_that_is_one_of_its_images(tmp_path, capsys):
+    data = _folder(tmp_path / "data", per_class=2)
+    image = data / "square" / "square_0.png"
+    before = image.read_bytes()
+    status, out, err = run(capsys, "train", data, "-o", image, *TRAIN)
+    assert (status, out) == (1, "")
+    assert err == (
+        f"skfewshot train: error: --output {image} is an image read from DIR "
+        f"{data}: writing the backbone there would overwrite it; give another "
+        "file name\n"
+    )
+    assert image.read_bytes() == before
+    assert sorted(p.name for p in image.parent.iterdir()) == [
+        "square_0.png",
+        "square_1.png",
+    ]
+
+
+def test_predict_runs_a_float64_backbone_in_float64(
+    backbone, episode, tmp_path, capsys
+):
+    # load_backbone keeps the saved dtype: predict feeds the backbone its dtype
+    from skfewshot.models import save_backbone
+
+    module, meta = load_backbone(backbone)
+    wide = tmp_path / "f64.pt"
+    save_backbone(module.double(), wide, input_shape=meta["input_shape"])
+    support, _, files = episode
+    argv = ["predict", "--support", support, "--query", *files, "--json"]
+    status, out, err = run(capsys, *argv, "--backbone", wide)
+    assert status == 0, err
+    got = [r["probability"] for r in json.loads(out)["predictions"]]
+    np.testing.assert_allclose(
+        got, _expected(backbone, support, files).max(axis=1), rtol=1e-4, atol=1e-5
+    )

@@ -344,3 +344,112 @@ def test_a_crafted_width_is_rejected_before_any_allocation(tmp_path):
     assert "rejected:" in out and "has shape (4, 1, 3, 3); Conv4 needs (3000" in out
     grew_kib = int(out.rsplit("grew_kib:", 1)[1])
     assert grew_kib < 64 * 1024  # the declared model alone is ~1 GB
+
+
+# -- a save loads back identical, or is refused before anything is written ---------
+
+
+def _weight_norm(net):
+    torch.nn.utils.parametrizations.weight_norm(net.encoder[0][0])
+
+
+def _bn_eps(net):
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eps = 0.5
+
+
+def _extra_head(net):
+    net.head = torch.nn.Linear(8, 5)
+
+
+def _extra_attribute(net):
+    net.scale = 2.0
+
+
+def _nan_weight(net):
+    with torch.no_grad():
+        net.encoder[0][0].weight[0, 0, 0, 0] = float("nan")
+
+
+@pytest.mark.parametrize(
+    "edit, difference",
+    [
+        (_weight_norm, "submodule 'encoder.0.0' is a ParametrizedConv2d, not a Conv2d"),
+        (_bn_eps, "submodule 'encoder.0.1' has attribute 'eps' = 0.5, not 1e-05"),
+        (_extra_head, r"submodule 'head' \(Linear\) is not in it"),
+        (_extra_attribute, "the module itself has an added attribute 'scale'"),
+        (_nan_weight, "'encoder.0.0.weight' holds non-finite values"),
+    ],
+    ids=["weight_norm", "bn_eps", "extra_head", "extra_attribute", "nan"],
+)
+def test_a_module_that_would_not_load_back_identical_is_refused(
+    edit, difference, tmp_path
+):
+    path = tmp_path / "net.pt"
+    torch.manual_seed(0)
+    good = Conv4(hidden=8)
+    save_backbone(good, path)
+    before = path.read_bytes()
+    net = Conv4(hidden=8)
+    edit(net)
+    with pytest.raises(
+        TypeError, match=f"save_backbone cannot save this Conv4: .*{difference}"
+    ):
+        save_backbone(net, path)
+    # refused before anything is written: the good file is untouched
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["net.pt"]
+
+
+def test_save_and_skops_refuse_with_the_same_check(tmp_path):
+    from skfewshot._persistence import describe_module
+
+    net = Conv4(hidden=8)
+    _bn_eps(net)
+    reason = "submodule 'encoder.0.1' has attribute 'eps' = 0.5, not 1e-05"
+    with pytest.raises(TypeError, match=reason):
+        describe_module(net, "module")
+    with pytest.raises(TypeError, match=reason):
+        save_backbone(net, tmp_path / "net.pt")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_weights_load_back_in_their_saved_dtype(dtype, tmp_path):
+    # as on the skops path: a float64 backbone loads as float64, bit for bit
+    torch.manual_seed(0)
+    net = Conv4(hidden=8).to(dtype).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 1e-3)
+    save_backbone(net, tmp_path / "net.pt")
+    loaded, _ = load_backbone(tmp_path / "net.pt")
+    assert {p.dtype for p in loaded.parameters()} == {dtype}
+    assert _same_state(loaded, net)
+    x = torch.rand(2, 1, 28, 28, dtype=dtype)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net(x))
+
+
+def test_a_channels_last_module_keeps_its_layout(tmp_path):
+    torch.manual_seed(0)
+    net = Conv4(hidden=8).to(memory_format=torch.channels_last)
+    save_backbone(net, tmp_path / "net.pt")
+    loaded, _ = load_backbone(tmp_path / "net.pt")
+    for key, value in net.state_dict().items():
+        assert loaded.state_dict()[key].stride() == value.stride(), key
+    assert _same_state(loaded, net)
+
+
+def test_loading_bytes_equals_loading_the_file(tmp_path):
+    from skfewshot.models._io import _load_backbone_bytes
+
+    torch.manual_seed(0)
+    path = tmp_path / "net.pt"
+    save_backbone(Conv4(hidden=4), path, input_shape=(1, 28, 28))
+    from_file, meta = load_backbone(path)
+    from_bytes, meta_bytes = _load_backbone_bytes(path.read_bytes(), path)
+    assert meta_bytes == meta and _same_state(from_bytes, from_file)
+    # the same checks, naming the file
+    with pytest.raises(ValueError, match=r"net.pt' is not a readable skfewshot"):
+        _load_backbone_bytes(path.read_bytes()[:200], path)

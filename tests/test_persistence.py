@@ -373,7 +373,12 @@ def _channels_last(net):
         (_with_attribute, "differs from a Conv4 built from its configuration"),
         (_with_hook, "Conv4 has forward hooks"),
         (_with_nan, "encoder.0.0.weight' holds non-finite values"),
-        (_channels_last, "a weight that is not contiguous"),
+        (
+            _channels_last,
+            r"submodule 'encoder.1.0' has parameter 'weight' = a float32 tensor of "
+            r"shape \(4, 4, 3, 3\) and strides \(36, 1, 12, 4\), not .* strides "
+            r"\(36, 9, 3, 1\)",
+        ),
     ],
     ids=["attribute", "hook", "nan", "channels_last"],
 )

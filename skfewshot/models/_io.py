@@ -11,9 +11,11 @@ takes about the file's size in memory, whatever the file claims.
 from __future__ import annotations
 
 import inspect
+import io
 import math
 import numbers
 import os
+import reprlib
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._feature_cache import _MODULE_INTERNALS, _Uncacheable, module_digest
 from .._fileio import atomic_path
 
 __all__ = ["save_backbone", "load_backbone"]
@@ -175,6 +178,104 @@ def _check_input_shape(input_shape):
     return [int(v) for v in shape]
 
 
+def _is_dense(tensor):
+    """Whether ``tensor`` is laid out densely: contiguous, or channels-last (4-D)."""
+    return tensor.layout == torch.strided and (
+        tensor.is_contiguous()
+        or (
+            tensor.ndim == 4 and tensor.is_contiguous(memory_format=torch.channels_last)
+        )
+    )
+
+
+_ABSENT = object()
+
+
+def _attributes(module):
+    """``module``'s own attributes, without those every ``nn.Module`` has."""
+    return {k: v for k, v in vars(module).items() if k not in _MODULE_INTERNALS}
+
+
+def _words(value):
+    """``value`` in a few words, for messages (a tensor by dtype, shape, strides)."""
+    if isinstance(value, torch.Tensor):
+        dtype = str(value.dtype).removeprefix("torch.")
+        return (
+            f"a {dtype} tensor of shape {tuple(value.shape)} and strides "
+            f"{value.stride()}"
+        )
+    return reprlib.repr(value)
+
+
+def _difference(module, other, *, values):
+    """The first way ``module`` differs from ``other``, its rebuilt copy, in words.
+
+    Submodules are matched by name and class, then their parameters, buffers
+    and own attributes by name; with ``values``, also by state digest (without,
+    ``other`` may be on the ``meta`` device). None when nothing differs.
+    """
+    twins = dict(other.named_modules())
+    for path, sub in module.named_modules():
+        at = f"submodule {path!r}" if path else "the module itself"
+        twin = twins.pop(path, None)
+        if twin is None:
+            return f"{at} ({type(sub).__name__}) is not in it"
+        if type(twin) is not type(sub):
+            return f"{at} is a {type(sub).__name__}, not a {type(twin).__name__}"
+        for kind, mine, theirs in (
+            ("parameter", sub._parameters, twin._parameters),
+            ("buffer", sub._buffers, twin._buffers),
+            ("attribute", _attributes(sub), _attributes(twin)),
+        ):
+            for key in {**mine, **theirs}:
+                a, b = mine.get(key, _ABSENT), theirs.get(key, _ABSENT)
+                if a is _ABSENT or b is _ABSENT:
+                    change = "an added" if b is _ABSENT else "no"
+                    return f"{at} has {change} {kind} {key!r}"
+                if values and module_digest(a) != module_digest(b):
+                    return f"{at} has {kind} {key!r} = {_words(a)}, not {_words(b)}"
+    if twins:
+        path, twin = next(iter(twins.items()))
+        return f"it has no submodule {path!r} ({type(twin).__name__})"
+    return None
+
+
+def _round_trip_problem(module, rebuild, where):
+    """Why ``module`` would not come back identical from its saved data, or None.
+
+    ``rebuild()`` returns the module as a reader rebuilds it from the data
+    (architecture, configuration, weights), or raises ValueError (its message
+    prefixed by ``where``, as :func:`_validated` writes it) when the reader
+    would refuse the data. The structure is first compared with the
+    architecture built from ``module``'s configuration on the ``meta`` device
+    (no memory), then the rebuilt module's state digest (the feature cache's:
+    every parameter, buffer and attribute of every submodule, tensors by
+    dtype, shape, strides and bytes) with ``module``'s. Both ways of saving
+    (:func:`save_backbone` and the skops path,
+    :func:`skfewshot._persistence.describe_module`) refuse with this check, so
+    a saved module is either rebuilt exactly or not saved.
+    """
+    name = type(module).__name__
+
+    def fail(message):
+        raise ValueError(message)
+
+    try:
+        with torch.device("meta"):
+            skeleton, _ = _skeleton(name, _config(module), fail)
+        found = _difference(module, skeleton, values=False)
+        if found is None:
+            rebuilt = rebuild()
+            if module_digest(rebuilt) == module_digest(module):
+                return None
+            found = _difference(module, rebuilt, values=True) or "its state"
+    except _Uncacheable as exc:
+        return str(exc)
+    except ValueError as exc:
+        return str(exc).rstrip(".").removeprefix(f"{where!r}: ")
+    return f"it differs from a {name} built from its configuration: {found}"
+
+
 def save_backbone(
     module: torch.nn.Module,
     path: str | os.PathLike,
@@ -189,6 +290,14 @@ def save_backbone(
     loading never runs code from the file. For other modules, save
     ``module.state_dict()`` with :func:`torch.save` and load it into a module you
     build yourself.
+
+    Before anything is written, the module is rebuilt from what the file
+    would hold, as :func:`load_backbone` rebuilds it, and compared with
+    ``module`` (every parameter, buffer and attribute of every submodule): a
+    module that would not load back identical (an added submodule or
+    attribute, a parametrization such as weight norm, a changed attribute
+    such as a BatchNorm's ``eps``, non-finite weights) is refused. Weights
+    keep their dtype (float64, float16, bfloat16...).
 
     The write is atomic: the file is written beside ``path`` under a temporary
     name, then renamed onto ``path``. An interrupted or failed save leaves an
@@ -217,8 +326,9 @@ def save_backbone(
     Raises
     ------
     TypeError
-        When ``module`` is not a :mod:`skfewshot.models` backbone, or
-        ``trained_on`` is not plain data.
+        When ``module`` is not a :mod:`skfewshot.models` backbone or would not
+        load back identical (the message names what differs), or
+        ``trained_on`` is not plain data. Nothing is written then.
     ValueError
         When ``input_shape`` is not 2 or 3 positive ints, or ``trained_on``
         holds a non-finite float.
@@ -245,6 +355,10 @@ def save_backbone(
             f"{_known_architectures()}, got {type(member).__name__}{place}; save "
             "module.state_dict() with torch.save instead."
         )
+    state = {}
+    for key, value in module.state_dict().items():
+        value = value.detach().cpu()
+        state[key] = value if _is_dense(value) else value.contiguous()
     blob = {
         "format": _FORMAT,
         "version": _VERSION,
@@ -252,16 +366,26 @@ def save_backbone(
         "config": _config(module),
         "input_shape": _check_input_shape(input_shape),
         "trained_on": _check_trained_on(trained_on),
-        "state_dict": {
-            k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()
-        },
+        "state_dict": state,
     }
+    problem = _round_trip_problem(
+        module, lambda: _validated("module", blob)[0], "module"
+    )
+    if problem is not None:
+        raise TypeError(
+            f"save_backbone cannot save this {type(module).__name__}: {problem}; "
+            "load_backbone would not give it back as it is. Save "
+            "module.state_dict() with torch.save instead (and load it into a "
+            "module you build yourself)."
+        )
     with atomic_path(path) as tmp:
         torch.save(blob, tmp)
 
 
-def _read(path):
-    """The file's object, read by torch's weights-only loader, or ValueError.
+def _read(source, path):
+    """The object of file ``path`` read by torch's weights-only loader, or ValueError.
+
+    ``source`` is ``path`` itself or a binary file object of its bytes.
 
     Only the zip format that :func:`torch.save` writes is accepted, with its
     members stored uncompressed (as ``torch.save`` writes them): a compressed
@@ -270,14 +394,16 @@ def _read(path):
     """
     problem = None
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(source) as archive:
             if any(i.compress_type != zipfile.ZIP_STORED for i in archive.infolist()):
                 problem = "it has a compressed member, which torch.save never writes"
     except zipfile.BadZipFile:
         problem = "it is not the zip archive that torch.save writes"
     if problem is None:
+        if hasattr(source, "seek"):
+            source.seek(0)
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(source, map_location="cpu", weights_only=True)
         except OSError:
             raise
         except Exception as exc:  # pickle errors, truncated files, foreign formats
@@ -326,11 +452,7 @@ def _check_tensor(key, value, expected, name):
     held = value.untyped_storage().nbytes() - value.storage_offset() * (
         value.element_size()
     )
-    dense = value.layout == torch.strided and (
-        value.is_contiguous()
-        or (value.ndim == 4 and value.is_contiguous(memory_format=torch.channels_last))
-    )
-    if not dense or needed > held:
+    if not _is_dense(value) or needed > held:
         return f"{key!r} does not hold its {value.numel()} values (not a dense tensor)"
     if value.is_floating_point() and not bool(torch.isfinite(value).all()):
         return f"{key!r} holds non-finite values (NaN or inf)"
@@ -376,10 +498,8 @@ def _validated(path, blob):
         problem = _check_tensor(key, state[key], value, name)
         if problem:
             fail(f"state_dict entry {problem}")
-    # the skeleton takes the file's tensors as its own (dtypes made to match)
-    skeleton.load_state_dict(
-        {k: state[k].to(v.dtype) for k, v in expected.items()}, strict=True, assign=True
-    )
+    # the skeleton takes the file's tensors as its own, in their stored dtypes
+    skeleton.load_state_dict({k: state[k] for k in expected}, strict=True, assign=True)
     skeleton.eval()
     meta = {
         "architecture": name,
@@ -448,7 +568,9 @@ def load_backbone(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
     declared architecture built on the ``meta`` device (which allocates
     nothing) before the module is assembled from the file's own tensors. So
     loading costs about the file's size in memory, and a file that declares a
-    huge model it does not hold is rejected.
+    huge model it does not hold is rejected. Floating-point weights keep the
+    dtype they were saved in (a float64 backbone loads as float64); integer
+    tensors must have the architecture's dtype.
 
     Parameters
     ----------
@@ -496,4 +618,16 @@ def load_backbone(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
         )
     if not path.exists():
         raise FileNotFoundError(f"backbone file {str(path)!r} does not exist.")
-    return _validated(path, _read(path))
+    return _validated(path, _read(path, path))
+
+
+def _load_backbone_bytes(data: bytes, path: str | os.PathLike):
+    """:func:`load_backbone` of the bytes ``data`` of the file ``path``.
+
+    With every check of :func:`load_backbone` (messages name ``path``). For a
+    caller that records what it loaded (``skfewshot ensemble`` records each
+    member's SHA-256): it reads the file once, then hashes and loads the same
+    bytes, so a file rewritten meanwhile cannot be recorded as one version and
+    loaded as another.
+    """
+    return _validated(path, _read(io.BytesIO(data), path))
