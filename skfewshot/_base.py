@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse
 from numpy.typing import ArrayLike
 from scipy.special import log_softmax, softmax
-from sklearn.utils._param_validation import StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.extmath import row_norms
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
@@ -43,7 +43,10 @@ _UNLABELLED_LABEL_CONSTRAINT = [None, Integral, str]
 
 #: ``_parameter_constraints`` entries of the heads' open-set options.
 _UNKNOWN_LABEL_CONSTRAINT = [None, Integral, str]
-_UNKNOWN_THRESHOLD_CONSTRAINT = [StrOptions({"auto"}), Real]
+_UNKNOWN_THRESHOLD_CONSTRAINT = [  # any real but NaN (which no score is below)
+    StrOptions({"auto"}),
+    Interval(Real, None, None, closed="both"),
+]
 
 #: Class means use a dense (classes x rows) averaging matrix up to this many
 #: entries (512 KiB of float64), a sparse one beyond: at episode sizes the
@@ -565,7 +568,10 @@ def _open_set_labels(estimator, classes):
     classes and a str label: a str array wide enough for both, or object for
     object classes; numeric classes and an int label: the classes' dtype,
     widened only when the label does not fit it, e.g. ``-1`` with unsigned
-    classes; a str label with numeric classes, or an int label with string
+    classes, and an object array when no dtype of their kind holds both
+    exactly (:func:`_holds_exactly`: ``-1`` with ``uint64`` classes, whose
+    common type float64 would merge classes above 2**53, or with bool
+    classes); a str label with numeric classes, or an int label with string
     classes: an object array).
 
     Raises
@@ -601,10 +607,42 @@ def _open_set_labels(estimator, classes):
         dtype = np.result_type(classes, np.array(unknown).dtype)
     else:
         dtype = np.result_type(classes, np.min_scalar_type(unknown))
+        if not _holds_exactly(dtype, classes, unknown):
+            dtype = np.dtype(object)
     labels = np.empty(classes.shape[0] + 1, dtype=dtype)
     labels[:-1] = classes
     labels[-1] = unknown
     return labels
+
+
+def _holds_exactly(dtype, classes, unknown):
+    """Whether ``dtype`` holds the numeric ``classes`` and the int ``unknown``.
+
+    True when ``dtype`` keeps the classes' kind (or widens unsigned integers
+    to signed ones) and every class and ``unknown`` come back unchanged from
+    it: False, for instance, for the float64 that :func:`numpy.result_type`
+    makes of ``uint64`` classes and ``-1`` (``2**60 + 1`` and ``2**60 + 3``
+    both become ``2**60``), or the int8 it makes of bool classes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfewshot._base import _holds_exactly
+    >>> _holds_exactly(np.dtype(np.int16), np.array([0, 255], dtype=np.uint8), -1)
+    True
+    >>> big = np.array([2**60 + 1, 2**60 + 3], dtype=np.uint64)
+    >>> _holds_exactly(np.result_type(big, np.int8), big, -1)
+    False
+    """
+    kind = classes.dtype.kind
+    if not (dtype.kind == kind or (kind == "u" and dtype.kind == "i")):
+        return False
+    with warnings.catch_warnings():  # a lossy cast is what is checked
+        warnings.simplefilter("ignore")
+        stored = np.array([unknown], dtype=dtype)
+        same = np.array_equal(classes.astype(dtype).astype(classes.dtype), classes)
+    # compared as Python numbers: numpy would round the int to the float first
+    return same and stored[0].item() == unknown
 
 
 def _leave_one_out_scores(X, codes, n_classes, sample_weight):

@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import math
 
-from skfewshot._base import _accurate_squares
-
 __all__ = ["finetune_batch_predictor", "prototype_batch_predictor"]
 
 #: Parameters of the prototype head that the batched computation implements
@@ -151,12 +149,14 @@ def _prototype_predictions(S, codes, Q, n_classes, metric, center, scale):
     """Predicted codes (B, n_q) of stacked episodes, or None on overflow."""
     import torch
 
+    from skfewshot._torch_utils import l2_normalize
+
     M = _class_means(S, codes, n_classes)
     if center:  # the head's mean_: coefficient 1 / n_support per row
         mean = (S * (1.0 / S.shape[1])).sum(dim=1, keepdim=True)
         Q, M = Q - mean, M - mean
     if metric == "cosine":
-        logits = _scaled(_cosines(Q, _l2_normalize(M)), scale)
+        logits = _scaled(_cosines(Q, l2_normalize(M)), scale)
     elif metric == "dot":
         logits = Q @ M.mT
     else:
@@ -238,9 +238,11 @@ def _finetune_logits(S, codes, Q, n_classes, params):
     """Logits (B, n_q, n_classes) of the queries of stacked episodes."""
     import torch
 
+    from skfewshot._torch_utils import l2_normalize
+
     f64 = torch.float64
-    S_n, Q_n = _l2_normalize(S).to(f64), _l2_normalize(Q).to(f64)
-    W0 = _l2_normalize(_class_means(S, codes, n_classes)).to(f64)
+    S_n, Q_n = l2_normalize(S).to(f64), l2_normalize(Q).to(f64)
+    W0 = l2_normalize(_class_means(S, codes, n_classes)).to(f64)
     transductive = params["transductive"] and params["entropy_weight"] > 0
     basis = torch.linalg.qr((torch.cat([S_n, Q_n], dim=1) if transductive else S_n).mT)[
         0
@@ -257,7 +259,7 @@ def _finetune_logits(S, codes, Q, n_classes, params):
             queries = (Q_r, Q_r.new_full((n_episodes, n_query), 1 / n_query))
             state = _fine_tune_batch(state, support, queries, W0_r, basis, params)
     W, b, log_s = state
-    W_unit = W / torch.linalg.vector_norm(W, dim=-1, keepdim=True)
+    W_unit = l2_normalize(W)  # a zero row (an all-zero class) stays zero
     return torch.exp(log_s)[:, None, None] * (Q_r @ W_unit.mT) + b[:, None, :]
 
 
@@ -270,15 +272,12 @@ def _fine_tune_batch(start, support, unlabelled, W0, basis, params):
     when ``learn_scale``), start and stopping rules (``max_iter``, ``tol`` on
     the largest gradient entry, in the features' coordinates: ``basis``
     maps the episode's coordinates back to them). Warns as the head does
-    when episodes run out of iterations.
+    when episodes run out of iterations or stop abnormally.
     """
-    import warnings
-
     import torch
-    from sklearn.exceptions import ConvergenceWarning
 
     from skfewshot._lbfgs import minimize_batched
-    from skfewshot.finetune import _objective
+    from skfewshot.finetune import _objective, _warn_unconverged
 
     W_start, b_start, log_s_start = start
     n_episodes, n_classes, k = W_start.shape
@@ -331,23 +330,23 @@ def _fine_tune_batch(start, support, unlabelled, W0, basis, params):
     x0 = [W_start.reshape(n_episodes, -1), b_start]
     if learn_scale:
         x0.append(log_s_start[:, None])
-    x, n_iter, converged = minimize_batched(
+    x, _, status = minimize_batched(
         fun,
         torch.cat(x0, dim=1),
         max_iter=params["max_iter"],
         tol=tol,
         grad_measure=largest_entry,
     )
-    out_of_iterations = int((~converged & (n_iter >= params["max_iter"])).sum())
-    if out_of_iterations:
-        warnings.warn(
-            f"FineTunedCosineClassifier stopped after max_iter={params['max_iter']} "
-            f"L-BFGS iterations with the largest gradient entry above "
-            f"tol={params['tol']} in {out_of_iterations} of {n_episodes} batched "
-            "episodes; increase max_iter or tol.",
-            ConvergenceWarning,
-            stacklevel=2,
-        )
+    for code in (1, 2):  # out of iterations, abnormal stop: as the head warns
+        n_stopped = int((status == code).sum())
+        if n_stopped:
+            _warn_unconverged(
+                code,
+                max_iter=params["max_iter"],
+                tol=tol,
+                detail=f" in {n_stopped} of {n_episodes} batched episodes",
+                stacklevel=2,
+            )
     W, b, log_s = unpack(x, torch.arange(n_episodes, device=x.device))
     return W, b, log_s.clone()
 
@@ -372,12 +371,14 @@ def _cosines(Q, M_unit):
     """
     import torch
 
+    from skfewshot._torch_utils import l2_normalize
+
     norms = torch.linalg.vector_norm(Q, dim=-1, keepdim=True)
     info = torch.finfo(Q.dtype)
     low, high = math.sqrt(Q.shape[-1] * (info.tiny / info.eps)), math.sqrt(info.max)
     if bool(((norms >= low) & (norms <= high)).all()):
         return (Q @ M_unit.mT) / norms
-    return _l2_normalize(Q) @ M_unit.mT
+    return l2_normalize(Q) @ M_unit.mT
 
 
 def _class_means(S, codes, n_classes):
@@ -390,28 +391,6 @@ def _class_means(S, codes, n_classes):
 
     one_hot = torch.nn.functional.one_hot(codes, n_classes).mT.to(S.dtype)
     return (one_hot / one_hot.sum(dim=-1, keepdim=True)) @ S
-
-
-def _l2_normalize(A):
-    """Rows (last axis) of ``A`` scaled to unit norm, whatever their scale.
-
-    The tensor twin of ``skfewshot._base._l2_normalize``: a row whose squared
-    norm would overflow or lose precision to underflow is first multiplied by
-    the power of two that brings its largest absolute entry into [0.5, 1)
-    (exact), so the result does not depend on the scale of the rows; all-zero
-    rows stay zero.
-    """
-    import torch
-
-    squares = A.square().sum(dim=-1)
-    accurate = _accurate_squares(squares, A.shape[-1], torch.finfo(A.dtype))
-    if not bool(accurate.all()):
-        exponent = torch.frexp(A.abs().amax(dim=-1)).exponent
-        exponent = torch.where(accurate, 0, exponent)
-        A = torch.ldexp(A, -exponent.unsqueeze(-1).to(A.dtype))
-        squares = A.square().sum(dim=-1)
-    norms = squares.sqrt()
-    return A / torch.where(norms > 0, norms, 1).unsqueeze(-1)
 
 
 def _scaled(cosines, scale):

@@ -297,14 +297,21 @@ BATCH_CAPABILITY = "_fewshot_batch_predictor"
 
 #: Methods whose override in a subclass voids the capability its parent
 #: declared: the batched computation would no longer be what they compute.
+#: The public ones and every method they delegate to on the batched options
+#: (the logits of ``PrototypeClassifier`` go through ``_scores``, then
+#: ``_scale_dependent_logits`` for "dot" and "euclidean"; both heads'
+#: ``_logits`` validate the queries with ``_validate_queries``).
 _PREDICTION_METHODS = (
     "fit",
     "predict",
     "predict_proba",
     "decision_function",
     "_logits",
+    "_validate_queries",
     "_scores",
+    "_scale_dependent_logits",
     "_rectify",
+    "_shifted",
     "_fine_tune",
 )
 

@@ -6,8 +6,9 @@ the iteration of SciPy's L-BFGS-B without bounds, which the per-episode path
 of :class:`~skfewshot.FineTunedCosineClassifier` runs: a memory of
 ``history`` correction pairs, the two-loop recursion for the direction, a line
 search that ensures sufficient decrease, and the same stopping rules
-(largest absolute gradient entry at most ``tol``, an iteration limit, or a
-step that no longer decreases the function). Each problem keeps its own
+(largest absolute gradient entry at most ``tol``, an iteration limit, a
+step that no longer decreases the function, or a line search that fails
+even from the steepest descent direction). Each problem keeps its own
 memory, step lengths and stopping state; the problems still running are
 evaluated together in one call of the objective.
 
@@ -55,9 +56,14 @@ def minimize_batched(fun, x0, *, max_iter, tol, grad_measure=None, history=10):
         The last point of each problem.
     n_iter : tensor of shape (B,)
         Iterations run per problem.
-    converged : tensor of shape (B,)
-        Whether each problem met the gradient test (False: it stopped at
-        ``max_iter`` or because no step decreased its function further).
+    status : tensor of shape (B,)
+        Why each problem stopped, as SciPy's L-BFGS-B ``status`` says it: 0
+        when it converged (the gradient test, or, as with ``ftol=0``, an
+        accepted step that no longer decreased its function), 1 when it ran
+        out of its ``max_iter`` iterations, 2 for an abnormal stop (the line
+        search found no sufficient decrease from the steepest descent
+        direction; after a failure from a quasi-Newton direction the memory
+        is dropped and the iteration retried from there, as L-BFGS-B does).
     """
     if grad_measure is None:
 
@@ -68,8 +74,8 @@ def minimize_batched(fun, x0, *, max_iter, tol, grad_measure=None, history=10):
     every = torch.arange(n_problems, device=x0.device)
     x = x0.clone()
     f, g = fun(x, every)
-    converged = grad_measure(g, every) <= tol
-    running = ~converged
+    status = torch.where(grad_measure(g, every) <= tol, 0, 1)
+    running = status == 1
     n_iter = torch.zeros(n_problems, dtype=torch.long, device=x0.device)
     memory = _Memory(history, x)
     while max_iter > 0 and bool(running.any()):
@@ -85,8 +91,9 @@ def minimize_batched(fun, x0, *, max_iter, tol, grad_measure=None, history=10):
             slope = torch.where(uphill, -(g_p * g_p).sum(dim=-1), slope)
         # A first step of unit length (L-BFGS-B's 1 / |d| when the memory is
         # empty), then the unit step of the quasi-Newton direction.
+        steepest = memory.empty(problems)  # no retry if this search fails
         step = torch.where(
-            memory.empty(problems),
+            steepest,
             torch.linalg.vector_norm(direction, dim=-1).reciprocal().clamp(max=1.0),
             torch.ones_like(f_p),
         )
@@ -95,13 +102,18 @@ def minimize_batched(fun, x0, *, max_iter, tol, grad_measure=None, history=10):
         )
         memory.update(problems, x_new - x_p, g_new - g_p)
         x[problems], f[problems], g[problems] = x_new, f_new, g_new
-        n_iter[problems] += 1
-        done = grad_measure(g_new, problems) <= tol
-        converged[problems] = done
-        # L-BFGS-B with ftol=0 stops once a step no longer decreases f.
-        stalled = ~found | ~(f_new < f_p)
-        running[problems] = ~(done | stalled) & (n_iter[problems] < max_iter)
-    return x, n_iter, converged
+        # A failed search is not an iteration; from a quasi-Newton direction,
+        # L-BFGS-B drops the memory and retries from the steepest descent.
+        memory.forget(problems[~found & ~steepest])
+        n_iter[problems] += found.long()
+        done = found & (grad_measure(g_new, problems) <= tol)
+        # L-BFGS-B with ftol=0 converges once a step no longer decreases f.
+        done |= found & ~(f_new < f_p)
+        abnormal = ~found & steepest
+        status[problems] = torch.where(done, 0, torch.where(abnormal, 2, 1))
+        out = n_iter[problems] >= max_iter
+        running[problems] = ~(done | abnormal | out)
+    return x, n_iter, status
 
 
 def _line_search(fun, problems, x, f, g, direction, slope, step):

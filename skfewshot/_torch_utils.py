@@ -14,8 +14,11 @@ import importlib.util
 import numpy as np
 import torch
 
+from skfewshot._base import _accurate_squares
+
 __all__ = [
     "float32_settings",
+    "l2_normalize",
     "seeded_init",
     "seeded_torch",
     "single_thread",
@@ -107,6 +110,43 @@ def resolve_device(device="auto") -> torch.device:
             f"{spec.type.upper()} device(s) are present."
         )
     return spec
+
+
+def l2_normalize(A: torch.Tensor) -> torch.Tensor:
+    """Rows (last axis) of ``A`` scaled to unit Euclidean norm, whatever their scale.
+
+    The tensor twin of ``skfewshot._base._l2_normalize``, for every torch
+    caller (the batched episodes, :class:`~skfewshot.models.BackboneEnsemble`):
+    a row whose squared norm would overflow (float32 rows around ``1e20``,
+    float16 rows of norm above 65504) or lose precision to underflow (rows
+    around ``1e-30``) is first multiplied by the power of two that brings its
+    largest absolute entry into [0.5, 1), which is exact, so the result does
+    not depend on the scale of the rows; other rows are divided by their norm
+    as computed. All-zero rows stay zero, with a finite gradient (the row is
+    divided by one): unlike :func:`torch.nn.functional.normalize`, no ``eps``
+    leaves tiny rows unnormalised.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skfewshot._torch_utils import l2_normalize
+    >>> l2_normalize(torch.tensor([[3e20, 4e20], [3e-30, 4e-30], [0.0, 0.0]]))
+    tensor([[0.6000, 0.8000],
+            [0.6000, 0.8000],
+            [0.0000, 0.0000]])
+    """
+    squares = A.square().sum(dim=-1)
+    accurate = _accurate_squares(squares, A.shape[-1], torch.finfo(A.dtype))
+    if not bool(accurate.all()):
+        # the exponent is a constant of the row: no gradient flows through it
+        exponent = torch.frexp(A.detach().abs().amax(dim=-1)).exponent
+        exponent = torch.where(accurate, 0, exponent)
+        A = torch.ldexp(A, -exponent.unsqueeze(-1).to(A.dtype))
+        squares = A.square().sum(dim=-1)
+    # sqrt only of positive squares: a zero row's gradient stays finite
+    positive = squares > 0
+    norms = torch.where(positive, squares, 1).sqrt()
+    return A / norms.unsqueeze(-1)
 
 
 def torch_dtype(dtype) -> torch.dtype:

@@ -150,9 +150,10 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
     max_iter : int, default=100
         Maximum number of L-BFGS-B iterations (a
         :class:`~sklearn.exceptions.ConvergenceWarning` says when they run
-        out). ``0`` skips fine-tuning: the classifier is then exactly the
-        cosine prototype classifier. There is no learning rate: L-BFGS-B picks
-        its step lengths by line search.
+        out, or when L-BFGS-B stops abnormally: its line search found no
+        decrease before the gradient met ``tol``). ``0`` skips fine-tuning:
+        the classifier is then exactly the cosine prototype classifier. There
+        is no learning rate: L-BFGS-B picks its step lengths by line search.
 
     tol : float, default=1e-6
         Stop when the largest absolute entry of the gradient falls below
@@ -183,14 +184,17 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
         ``y`` nor equal ``unlabelled_label`` (``ValueError``). Predictions
         are an array holding both: string classes with a str label give a
         str array, numeric classes with an int label the classes' dtype
-        (widened if needed), and a mix an object array.
+        (widened if needed; an object array when no dtype of their kind holds
+        every class and the label exactly, e.g. ``uint64`` or bool classes
+        with ``-1``), and a mix an object array.
 
     unknown_threshold : "auto" or float, default="auto"
         Threshold on :meth:`score_samples` (a cosine, in [-1, 1]) below
         which a query is ``unknown_label``; used only with an
-        ``unknown_label``. A float is used as is. ``"auto"`` chooses it from
-        the support set by leave-one-out: each support row is scored against
-        the prototypes with its own class's prototype computed without it,
+        ``unknown_label``. A float (NaN is refused) is used as is.
+        ``"auto"`` chooses it from the support set by leave-one-out: each
+        support row is scored against the prototypes with its own class's
+        prototype computed without it,
         and the threshold is the 5% quantile of those scores. With one row
         per class nothing can be left out: the threshold is then the largest
         cosine between a support row and another class's prototype (each
@@ -206,7 +210,10 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
     ----------
     coef_ : ndarray of shape (n_classes, n_features)
         Class weight vectors ``W``; only their directions enter the logits and
-        the objective, so their norms are whatever the optimiser left.
+        the objective, so their norms are whatever the optimiser left. A
+        class whose support features are all zero has a zero prototype, which
+        has no direction: its row stays zero (its cosines are 0, and only its
+        bias is fine-tuned).
 
     intercept_ : ndarray of shape (n_classes,)
         Class biases ``b``.
@@ -477,12 +484,11 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
             method="L-BFGS-B",
             options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": 0.0},
         )
-        if result.status == 1:  # the iteration limit was reached
-            warnings.warn(
-                f"FineTunedCosineClassifier stopped after max_iter={self.max_iter} "
-                f"L-BFGS-B iterations with the largest gradient entry above "
-                f"tol={self.tol}; increase max_iter or tol.",
-                ConvergenceWarning,
+        if result.status != 0:  # the iteration limit, or an abnormal stop
+            _warn_unconverged(
+                result.status,
+                max_iter=self.max_iter,
+                tol=self.tol,
                 stacklevel=5,  # the caller of fit / predict*, past the wrappers
             )
         x = result.x
@@ -505,6 +511,40 @@ class FineTunedCosineClassifier(_LogitClassifierMixin, ClassifierMixin, BaseEsti
             unlabelled = (_l2_normalize(X), np.ones(X.shape[0]))
             coef, intercept, scale, _ = self._fine_tune(start, unlabelled)
         return _cosine_logits(X, coef, scale) + intercept
+
+
+def _warn_unconverged(status, *, max_iter, tol, detail="", stacklevel):
+    """Warn that L-BFGS-B stopped short of ``tol``, for the status it gave.
+
+    ``status`` is SciPy's: 1 when the ``max_iter`` iterations ran out, any
+    other non-zero value for an abnormal stop (the line search found no step
+    that decreases the objective; L-BFGS-B gives up once it fails from the
+    steepest descent too). ``detail`` is appended to the stop's description
+    (e.g. which batched episodes stopped); ``stacklevel`` is that of the
+    warning as seen from this function's caller. One message for the
+    per-episode (:meth:`FineTunedCosineClassifier._fine_tune`) and the batched
+    (:mod:`skfewshot._batched`) paths.
+    """
+    if status == 1:
+        stop = f"stopped after max_iter={max_iter} L-BFGS-B iterations"
+        advice = "increase max_iter or tol"
+    else:
+        stop = (
+            "stopped abnormally (the line search found no step that decreases "
+            "the objective)"
+        )
+        advice = (
+            "the fitted head is the last iterate, near a minimum if tol is below "
+            "what rounding lets the gradient reach, possibly far from it "
+            "otherwise: increase tol, or check the features for huge or "
+            "degenerate values"
+        )
+    warnings.warn(
+        f"FineTunedCosineClassifier {stop} with the largest gradient entry above "
+        f"tol={tol}{detail}; {advice}.",
+        ConvergenceWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 
 def _objective(
@@ -559,7 +599,15 @@ def _objective(
         autograd: the problem is tiny, so the autograd graph would cost more
         than the arithmetic.
     """
-    norms = torch.linalg.vector_norm(W, dim=-1, keepdim=True).clamp_min(1e-12)
+    # A zero row (the prototype of a class whose support rows are all zero)
+    # has no direction: its cosines are 0, as the heads' normalisation makes
+    # them, and w / |w| is not even continuous there (any step off zero jumps
+    # to a unit vector). Such a row stays fixed (zero gradient, divided by
+    # one below) and the other classes are optimised as usual; dividing by a
+    # clamped norm instead gave it gradients ~1e12 that stopped L-BFGS-B.
+    norms = torch.linalg.vector_norm(W, dim=-1, keepdim=True)
+    positive = norms > 0
+    norms = torch.where(positive, norms, 1)
     W_n = W / norms
     s = torch.exp(log_s)
     s_rows = s[..., None, None]  # broadcasts over (rows, classes)
@@ -620,6 +668,7 @@ def _objective(
     grad_b = grad_b + 2 * alpha * b
     # Through the normalisation w / |w|: remove the radial part, divide by |w|.
     grad_W = (grad_W_n - W_n * (W_n * grad_W_n).sum(dim=-1, keepdim=True)) / norms
+    grad_W = torch.where(positive, grad_W, 0)
     return loss, grad_W, grad_b, s * grad_s
 
 

@@ -105,14 +105,17 @@ class PrototypeClassifier(
         ``y`` nor equal ``unlabelled_label`` (``ValueError``). Predictions
         are an array holding both: string classes with a str label give a
         str array, numeric classes with an int label the classes' dtype
-        (widened if needed), and a mix an object array.
+        (widened if needed; an object array when no dtype of their kind holds
+        every class and the label exactly, e.g. ``uint64`` or bool classes
+        with ``-1``), and a mix an object array.
 
     unknown_threshold : "auto" or float, default="auto"
         Threshold on :meth:`score_samples` (a cosine, in [-1, 1]) below
         which a query is ``unknown_label``; used only with an
-        ``unknown_label``. A float is used as is. ``"auto"`` chooses it from
-        the support set by leave-one-out: each support row is scored against
-        the prototypes with its own class's prototype computed without it,
+        ``unknown_label``. A float (NaN is refused) is used as is.
+        ``"auto"`` chooses it from the support set by leave-one-out: each
+        support row is scored against the prototypes with its own class's
+        prototype computed without it,
         and the threshold is the 5% quantile of those scores. With one row
         per class nothing can be left out: the threshold is then the largest
         cosine between a support row and another class's prototype (each

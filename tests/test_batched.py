@@ -3,6 +3,7 @@ evaluate_episodes (skfewshot._episodes.batch_predictor)."""
 
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -15,7 +16,6 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
 
 from skfewshot import _batched
-from skfewshot._base import _l2_normalize
 from skfewshot._episodes import BATCH_EPISODES, EpisodeSampler, episode_batches
 from skfewshot.finetune import FineTunedCosineClassifier
 from skfewshot.model_selection import (
@@ -236,6 +236,49 @@ def test_per_episode_path_when_not_batchable(blobs, counting, make):
     np.testing.assert_array_equal(scores.accuracies, plain.accuracies)
 
 
+class FarthestPrototype(PrototypeClassifier):
+    """Predicts the farthest class: negates the logits ``_scores`` delegates to."""
+
+    def _scale_dependent_logits(self, X, M):
+        return -super()._scale_dependent_logits(X, M)
+
+
+def test_a_subclass_overriding_the_logits_delegate_takes_the_per_episode_path(blobs):
+    X, y = blobs
+    kwargs = dict(n_way=4, n_shot=3, n_query=5, n_episodes=8, random_state=0)
+    head = FarthestPrototype(metric="euclidean")
+    scores = evaluate_episodes(head, X, y, **kwargs)
+    expected = [
+        np.mean(clone(head).fit(X[s], y[s]).predict(X[q]) == y[q])
+        for s, q in EpisodicSplit(**kwargs).split(X, y)
+    ]
+    np.testing.assert_array_equal(scores.accuracies, expected)
+    assert np.mean(expected) < 0.25  # the farthest class: not the parent's answer
+
+
+@pytest.mark.parametrize(
+    "parent, method",
+    [
+        (PrototypeClassifier, "_scale_dependent_logits"),
+        (PrototypeClassifier, "_validate_queries"),
+        (PrototypeClassifier, "_shifted"),
+        (PrototypeClassifier, "_scores"),
+        (FineTunedCosineClassifier, "_validate_queries"),
+        (FineTunedCosineClassifier, "_fine_tune"),
+        (FineTunedCosineClassifier, "_logits"),
+    ],
+)
+def test_overriding_a_method_the_predictions_delegate_to_voids_the_batching(
+    blobs, parent, method
+):
+    from skfewshot._episodes import batch_predictor
+
+    X, y = blobs
+    assert batch_predictor(parent(), X, y) is not None
+    subclass = type("Sub", (parent,), {method: getattr(parent, method)})
+    assert batch_predictor(subclass(), X, y) is None
+
+
 def test_a_head_with_an_unknown_parameter_is_not_batched(blobs):
     # an option added later (e.g. a rectification) is not computed in batches
     class WithOption(BatchedPrototype):
@@ -311,19 +354,6 @@ def test_cosine_does_not_depend_on_the_scale_of_the_features(blobs, factor):
     plain, batched = both_paths(X * np.float32(factor), y)
     np.testing.assert_array_equal(batched, unscaled)
     np.testing.assert_array_equal(plain, unscaled)
-
-
-def test_tensor_normalisation_is_the_heads():
-    import torch
-
-    A = np.array(
-        [[3e20, 4e20, 0], [3e-30, 4e-30, 1e-31], [0, 0, 0], [1, 2, 2]],
-        dtype=np.float32,
-    )
-    expected = _l2_normalize(A)
-    got = _batched._l2_normalize(torch.as_tensor(A)[None])[0].numpy()
-    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
-    assert expected[0, 0] == pytest.approx(0.6, rel=1e-6)
 
 
 def test_huge_scale_gives_finite_logits(blobs):
@@ -445,6 +475,12 @@ def draw(y, n_episodes=12, n_way=4, n_shot=3, n_query=5, seed=0):
     return [sampler.sample(rng) for _ in range(n_episodes)]
 
 
+# tol=1e-10 is at the rounding floor of the gradient: L-BFGS-B may stop there
+# abnormally (its line search finds no decrease), which warns
+@pytest.mark.filterwarnings(
+    "ignore:FineTunedCosineClassifier stopped abnormally:"
+    "sklearn.exceptions.ConvergenceWarning"
+)
 @pytest.mark.parametrize(
     "params, dtype",
     [
@@ -479,6 +515,12 @@ def test_batched_fine_tuning_finds_the_per_episode_classifier(blobs, params, dty
     assert np.ptp(plain) > 1  # logits that tell the classes apart
 
 
+# tol=1e-10 is at the rounding floor of the gradient: L-BFGS-B may stop there
+# abnormally (its line search finds no decrease), which warns
+@pytest.mark.filterwarnings(
+    "ignore:FineTunedCosineClassifier stopped abnormally:"
+    "sklearn.exceptions.ConvergenceWarning"
+)
 def test_batched_fine_tuning_in_more_features_than_rows():
     # 64-d rows, 12 support and 20 query rows an episode: the episode's span is
     # smaller than the features, where the batched path solves it
@@ -568,6 +610,58 @@ def test_batched_fine_tuning_warns_when_iterations_run_out(blobs):
     with pytest.warns(ConvergenceWarning, match="max_iter=2"):
         plain = evaluate_episodes(PerEpisodeFineTuned(max_iter=2), X, y, **kwargs)
     np.testing.assert_array_equal(batched.accuracies, plain.accuracies)
+
+
+def _negated_gradient(monkeypatch):
+    """Make every fine-tuning objective report the opposite of its gradient:
+    no step along the reported descent direction decreases the objective."""
+    from skfewshot import finetune
+
+    objective = finetune._objective
+
+    def wrong(*args, **kwargs):
+        loss, grad_W, grad_b, grad_log_s = objective(*args, **kwargs)
+        return loss, -grad_W, -grad_b, -grad_log_s
+
+    monkeypatch.setattr(finetune, "_objective", wrong)
+
+
+def test_batched_fine_tuning_warns_on_an_abnormal_stop(blobs, monkeypatch):
+    # the line search fails from the start: both paths keep W0 (the cosine
+    # prototype classifier) and say so, as they do when iterations run out
+    _negated_gradient(monkeypatch)
+    X, y = blobs
+    kwargs = dict(n_way=4, n_shot=3, n_query=5, n_episodes=6, random_state=0)
+    with pytest.warns(ConvergenceWarning, match=r"abnormally .* in 6 of 6 batched"):
+        batched = evaluate_episodes(FineTunedCosineClassifier(), X, y, **kwargs)
+    with pytest.warns(ConvergenceWarning, match="stopped abnormally"):
+        plain = evaluate_episodes(PerEpisodeFineTuned(), X, y, **kwargs)
+    np.testing.assert_array_equal(batched.accuracies, plain.accuracies)
+    prototypes = evaluate_episodes(PrototypeClassifier(), X, y, **kwargs)
+    np.testing.assert_array_equal(batched.accuracies, prototypes.accuracies)
+
+
+def test_an_all_zero_class_is_fine_tuned_alike_by_both_paths(blobs):
+    # class 0's rows are all zero (a ReLU backbone on blank images): its
+    # weight row stays zero, the other classes are fine-tuned; the batched
+    # logits are the per-episode ones (they were NaN: 0 / 0)
+    X, y = blobs
+    X = np.abs(X)
+    X[y == 0] = 0.0
+    episodes = [(s, q) for s, q in draw(y, n_episodes=40) if (y[s] == 0).any()][:6]
+    assert len(episodes) == 6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        batched, plain = finetune_logits(X, y, episodes, tol=1e-8, max_iter=1000)
+    np.testing.assert_allclose(batched, plain, rtol=1e-5, atol=1e-5)
+    # fine-tuned: not the cosine prototype classifier's logits
+    prototypes = np.stack(
+        [
+            PrototypeClassifier().fit(X[s], y[s]).decision_function(X[q])
+            for s, q in episodes
+        ]
+    )
+    assert np.abs(plain - prototypes).max() > 0.1
 
 
 @pytest.mark.parametrize(

@@ -112,6 +112,84 @@ def test_objective_gradient_matches_autograd(marginal_weight):
         assert_allclose(ours.numpy(), leaf.grad.numpy(), rtol=1e-10, atol=1e-12)
 
 
+def test_objective_keeps_a_zero_row_fixed():
+    # A zero row of W (the prototype of a class whose support rows are all
+    # zero) has no direction: its cosines are 0, its gradient is 0 (it was
+    # that of the unit row divided by a clamped norm, 1e-12), and the other
+    # gradients are those of the documented objective (autograd).
+    params, support, unlabelled, W0 = _random_problem(seed=3)
+    W, b, log_s = params
+    W, W0 = W.clone(), W0.clone()
+    W[1], W0[1] = 0.0, 0.0
+    loss, grad_W, grad_b, grad_log_s = _objective(
+        W, b, log_s, support, unlabelled, W0, 0.3, 0.7, marginal_weight=1.0
+    )
+    assert_array_equal(grad_W[1].numpy(), np.zeros(W.shape[1]))
+    leaves = [p.clone().requires_grad_(True) for p in (W, b, log_s)]
+    reference = _reference_objective(leaves, support, unlabelled, W0, 0.3, 0.7, 1.0)
+    reference.backward()
+    assert_allclose(loss.item(), reference.item(), rtol=1e-12)
+    other = [0, 2]
+    assert_allclose(grad_W[other].numpy(), leaves[0].grad[other].numpy(), rtol=1e-10)
+    assert_allclose(grad_b.numpy(), leaves[1].grad.numpy(), rtol=1e-10, atol=1e-12)
+    assert_allclose(grad_log_s.item(), leaves[2].grad.item(), rtol=1e-10)
+
+
+def test_an_all_zero_class_does_not_stop_the_fine_tuning():
+    # A ReLU backbone on blank images: class 2's features are all zero. Its
+    # weight row stays zero (cosines 0: only its bias is tuned), the others
+    # are fine-tuned to a stationary point; the huge gradient of that row
+    # made L-BFGS-B stop at iteration 0, silently, with every class untuned.
+    rng = np.random.RandomState(0)
+    X_zero = rng.rand(9, 8)
+    y = np.repeat([0, 1, 2], 3)
+    X_zero[y == 2] = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf = FineTunedCosineClassifier().fit(X_zero, y)
+    assert clf.n_iter_ > 0
+    assert_array_equal(clf.coef_[2], np.zeros(8))
+    assert np.abs(_l2_normalize(clf.coef_[:2]) - clf._coef_init[:2]).max() > 0.1
+    Q = torch.as_tensor(_l2_normalize(X_zero))
+    v = torch.full((9,), 1 / 9, dtype=torch.float64)
+    _, grad_W, grad_b, _ = _objective(
+        torch.as_tensor(clf.coef_),
+        torch.as_tensor(clf.intercept_),
+        torch.tensor(np.log(10.0), dtype=torch.float64),
+        (Q, torch.as_tensor(y), v),
+        None,
+        torch.as_tensor(clf._coef_init),
+        clf.alpha,
+        0.0,
+    )
+    assert max(grad_W.abs().max().item(), grad_b.abs().max().item()) <= clf.tol
+    # the blank class is predicted for blank queries (its bias is the largest)
+    assert clf.predict(np.zeros((1, 8)))[0] == 2
+
+
+@pytest.mark.parametrize("transductive", [False, True])
+def test_an_abnormal_stop_warns(monkeypatch, transductive):
+    # A gradient that points uphill: the line search finds no decrease, and
+    # L-BFGS-B stops abnormally (status 2); that stop was silent.
+    from skfewshot import finetune
+
+    objective = finetune._objective
+
+    def wrong(*args, **kwargs):
+        loss, grad_W, grad_b, grad_log_s = objective(*args, **kwargs)
+        return loss, -grad_W, -grad_b, -grad_log_s
+
+    monkeypatch.setattr(finetune, "_objective", wrong)
+    params = {"transductive": transductive, "entropy_weight": 0.5}
+    with pytest.warns(ConvergenceWarning, match="stopped abnormally") as record:
+        clf = FineTunedCosineClassifier(**params).fit(X, Y)
+        if transductive:
+            clf.predict(X_NEW)
+    assert [w.filename for w in record] == [__file__] * (1 + transductive)
+    assert clf.n_iter_ == 0
+    assert_allclose(clf.coef_, clf._coef_init)
+
+
 def test_objective_gradient_matches_finite_differences():
     # Independent of torch's autograd: central differences of the loss.
     params, support, unlabelled, W0 = _random_problem(seed=1)
@@ -482,6 +560,12 @@ def test_too_few_labelled_rows(y, unlabelled_label, match):
 # -- scale --------------------------------------------------------------------
 
 
+# tol=1e-10 is at the rounding floor of the gradient: L-BFGS-B may stop there
+# abnormally (its line search finds no decrease), which warns
+@pytest.mark.filterwarnings(
+    "ignore:FineTunedCosineClassifier stopped abnormally:"
+    "sklearn.exceptions.ConvergenceWarning"
+)
 @pytest.mark.parametrize("transductive", [False, True])
 def test_does_not_depend_on_the_feature_scale(transductive):
     # float32 features around 1e20: their squared norms overflow float32.

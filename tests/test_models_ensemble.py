@@ -259,3 +259,42 @@ def test_skops_refuses_a_foreign_member_naming_it():
     )
     with pytest.raises(TypeError, match=match):
         sio.dumps(pipe)
+
+
+class _Scaled(torch.nn.Module):
+    """The flattened input times a constant."""
+
+    def __init__(self, factor):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return x.flatten(1) * self.factor
+
+
+@pytest.mark.parametrize("factor", [1.0, 1e20, 1e-13, 1e-30])
+def test_every_member_is_normalised_whatever_its_scale(factor):
+    # (3, 4) at any float32 scale is (0.6, 0.8): F.normalize made 1e20 zeros
+    # (its norm overflows) and left 1e-13 at half its length (eps=1e-12)
+    x = torch.tensor([[3.0, 4.0], [0.0, 0.0]])
+    with torch.no_grad():
+        out = BackboneEnsemble([_Scaled(factor), _Scaled(1.0)])(x).numpy()
+    expected = [[0.6, 0.8, 0.6, 0.8], [0.0, 0.0, 0.0, 0.0]]
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=0)
+
+
+def test_float16_member_beyond_the_float16_range_is_normalised():
+    # 640 entries of 3000: the norm 75,895 exceeds float16's largest, 65504
+    half = torch.full((1, 640), 3000.0, dtype=torch.float16)
+    out = BackboneEnsemble([torch.nn.Identity()])(half)
+    assert out.dtype == torch.float16
+    np.testing.assert_allclose(out.float().numpy(), 1 / np.sqrt(640), rtol=1e-3)
+
+
+def test_an_all_zero_row_has_a_finite_gradient():
+    # a ReLU backbone on a blank image: the row stays zero and trains on
+    x = torch.tensor([[3.0, 4.0], [0.0, 0.0]], requires_grad=True)
+    out = BackboneEnsemble([torch.nn.Identity()])(x)
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert_array_equal(out[1].detach().numpy(), [0.0, 0.0])

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.metrics import roc_auc_score
+from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skfewshot import _batched
@@ -138,6 +139,41 @@ def test_unknown_label_errors(head):
         head(unknown_label=-1, unlabelled_label=-1).fit(X_TOY, Y_TOY)
     with pytest.raises(ValueError, match="unknown_threshold"):
         head(unknown_label=-1, unknown_threshold="max").fit(X_TOY, Y_TOY)
+
+
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize(
+    "classes",
+    [
+        np.array([2**60 + 1, 2**60 + 3], dtype=np.uint64),  # float64 merged them
+        np.array([2**63 + 1, 2**64 - 1], dtype=np.uint64),  # beyond int64
+        np.array([False, True]),  # int8 turned them into 0 and 1
+    ],
+    ids=["uint64_above_2**53", "uint64_above_int64", "bool"],
+)
+def test_unknown_label_beside_classes_no_dtype_holds(head, classes):
+    # no common dtype of their kind holds the classes and -1 exactly: the
+    # predictions are an object array of the classes themselves and -1
+    y = classes[Y_TOY]
+    clf = head(unknown_label=-1, unknown_threshold=0.5).fit(X_TOY, y)
+    queries = np.array([[1.0, 1.0], [1.0, -1.0], [-1.0, 2.0], [0.0, -1.0]])
+    predicted = clf.predict(queries)
+    assert predicted.dtype == object
+    assert predicted.tolist() == [classes[0].item(), -1, classes[1].item(), -1]
+    assert [type(p) for p in predicted[[0, 2]]] == [type(c.item()) for c in classes]
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_unknown_threshold_nan_is_refused(head):
+    # NaN: no score is below it, so unknown_label was silently never answered
+    with pytest.raises(InvalidParameterError, match="unknown_threshold"):
+        head(unknown_label=-1, unknown_threshold=np.nan).fit(X_TOY, Y_TOY)
+    # the infinities are thresholds: every query unknown, or none
+    queries = np.array([[1.0, 1.0], [0.0, -1.0]])
+    closed = head().fit(X_TOY, Y_TOY).predict(queries).tolist()
+    for threshold, expected in [(np.inf, [-1, -1]), (-np.inf, closed)]:
+        clf = head(unknown_label=-1, unknown_threshold=threshold).fit(X_TOY, Y_TOY)
+        assert clf.predict(queries).tolist() == expected
 
 
 def test_unknown_label_off_sets_no_threshold():

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
+
+from skfewshot._torch_utils import l2_normalize
 
 __all__ = ["BackboneEnsemble"]
 
@@ -17,7 +18,8 @@ class BackboneEnsemble(nn.Module):
     """Run several backbones on the same input and join their features.
 
     Each member's output is flattened to ``(batch, d_i)`` and L2-normalised
-    row by row (so that no member dominates by its scale), then the members'
+    row by row (so that no member dominates by its scale; at any scale its
+    dtype holds, an all-zero row staying zero), then the members'
     features are concatenated (``combine="concat"``: ``sum(d_i)`` features)
     or averaged (``combine="mean"``: ``d`` features, every member must give
     the same width ``d``). Wrap it with :class:`skfewshot.BackboneTransformer`
@@ -120,7 +122,7 @@ class BackboneEnsemble(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map a batch to the joined, per-member L2-normalised features."""
-        features = [F.normalize(member(x).flatten(1), dim=1) for member in self.members]
+        features = [l2_normalize(member(x).flatten(1)) for member in self.members]
         self._width([f.shape[1] for f in features])
         if self.combine == "concat":
             return torch.cat(features, dim=1)
