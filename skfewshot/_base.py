@@ -606,9 +606,14 @@ def _open_set_labels(estimator, classes):
     elif is_text:
         dtype = np.result_type(classes, np.array(unknown).dtype)
     else:
-        dtype = np.result_type(classes, np.min_scalar_type(unknown))
-        if not _holds_exactly(dtype, classes, unknown):
-            dtype = np.dtype(object)
+        # the common dtype, else int64 (uint64 or bool classes beside -1, for
+        # which numpy's is float64 or int8), else object: exact labels first,
+        # then a numeric array, which scikit-learn's metrics take (not object)
+        candidates = (np.result_type(classes, np.min_scalar_type(unknown)), np.int64)
+        dtype = next(
+            (np.dtype(d) for d in candidates if _holds_exactly(d, classes, unknown)),
+            np.dtype(object),
+        )
     labels = np.empty(classes.shape[0] + 1, dtype=dtype)
     labels[:-1] = classes
     labels[-1] = unknown
@@ -618,11 +623,11 @@ def _open_set_labels(estimator, classes):
 def _holds_exactly(dtype, classes, unknown):
     """Whether ``dtype`` holds the numeric ``classes`` and the int ``unknown``.
 
-    True when ``dtype`` keeps the classes' kind (or widens unsigned integers
-    to signed ones) and every class and ``unknown`` come back unchanged from
-    it: False, for instance, for the float64 that :func:`numpy.result_type`
-    makes of ``uint64`` classes and ``-1`` (``2**60 + 1`` and ``2**60 + 3``
-    both become ``2**60``), or the int8 it makes of bool classes.
+    True when ``dtype`` keeps the classes' kind (or turns unsigned integers
+    or bools into signed integers) and every class and ``unknown`` come back
+    unchanged from it: False, for instance, for the float64 that
+    :func:`numpy.result_type` makes of ``uint64`` classes and ``-1``
+    (``2**60 + 1`` and ``2**60 + 3`` both become ``2**60``).
 
     Examples
     --------
@@ -635,8 +640,12 @@ def _holds_exactly(dtype, classes, unknown):
     False
     """
     kind = classes.dtype.kind
-    if not (dtype.kind == kind or (kind == "u" and dtype.kind == "i")):
+    dtype = np.dtype(dtype)
+    if not (dtype.kind == kind or (kind in "ub" and dtype.kind == "i")):
         return False
+    if dtype.kind in "iu":  # a cast to an integer wraps around: check the range
+        info = np.iinfo(dtype)
+        return all(info.min <= int(v) <= info.max for v in (*classes[[0, -1]], unknown))
     with warnings.catch_warnings():  # a lossy cast is what is checked
         warnings.simplefilter("ignore")
         stored = np.array([unknown], dtype=dtype)

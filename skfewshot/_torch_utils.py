@@ -140,8 +140,11 @@ def l2_normalize(A: torch.Tensor) -> torch.Tensor:
     if not bool(accurate.all()):
         # the exponent is a constant of the row: no gradient flows through it
         exponent = torch.frexp(A.detach().abs().amax(dim=-1)).exponent
-        exponent = torch.where(accurate, 0, exponent)
-        A = torch.ldexp(A, -exponent.unsqueeze(-1).to(A.dtype))
+        exponent = -torch.where(accurate, 0, exponent).unsqueeze(-1)
+        # in two halves: torch.ldexp computes 2**e in A's dtype, where the
+        # whole power would overflow for the tiniest rows (float16 below 2**-16)
+        half = torch.div(exponent, 2, rounding_mode="floor")
+        A = torch.ldexp(torch.ldexp(A, half.to(A.dtype)), (exponent - half).to(A.dtype))
         squares = A.square().sum(dim=-1)
     # sqrt only of positive squares: a zero row's gradient stays finite
     positive = squares > 0

@@ -50,13 +50,16 @@ def _real(owner, name, value, *, low=None, high=None, open_low=False):
     return value
 
 
-def _reals(owner, name, value, lengths, ranges=True, **bounds):
+def _reals(owner, name, value, lengths, ranges=True, number=True, **bounds):
     """``value`` as a tuple of floats of one of ``lengths``, each in ``bounds``;
-    with ``ranges``, (min, max) pairs with min <= max."""
+    with ``ranges``, (min, max) pairs with min <= max; ``number``: whether the
+    caller also takes a single number (the error message says so)."""
+    if hasattr(value, "__array__") and getattr(value, "ndim", None) == 1:
+        value = value.tolist()  # a 1-D numpy array (or tensor) of numbers
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise TypeError(
-            f"{owner}: {name} must be a number or a sequence of "
-            f"{' or '.join(map(str, lengths))} numbers, got {value!r}."
+            f"{owner}: {name} must be {'a number or ' if number else ''}a sequence "
+            f"of {' or '.join(map(str, lengths))} numbers, got {value!r}."
         )
     if len(value) not in lengths:
         raise ValueError(
@@ -169,7 +172,11 @@ class RandomAffine(_Augmentation):
     Every image gets its own draw: a shift ``(dx, dy)``, then a scaling by
     ``s``, a shear and a rotation by ``a`` degrees about the image centre.
     Bilinear resampling; what comes from outside the image is background (0).
-    The parameters follow :class:`torchvision.transforms.RandomAffine`.
+    The parameters follow :class:`torchvision.transforms.RandomAffine`, but
+    not its order: the shift comes first, so it is scaled, sheared and
+    rotated with the image (the content moves by up to ``s`` times the
+    shift, along the rotated axes), where torchvision translates last, in
+    the output's pixels.
 
     Conventions (x to the right, y downwards, as an image is displayed):
     a positive angle turns the image counter-clockwise, so an angle of 90
@@ -193,7 +200,8 @@ class RandomAffine(_Augmentation):
         is uniform in ``[-tx * width, tx * width]`` pixels and ``dy`` in
         ``[-ty * height, ty * height]``, with ``tx = ty = translate`` (a
         number) or ``(tx, ty) = translate`` (a pair). ``2 / 28`` shifts a
-        28 x 28 image by up to 2 pixels each way.
+        28 x 28 image by up to 2 pixels each way, before the scaling, shear
+        and rotation (which then apply to the shift too).
     scale : (float, float), default=(1.0, 1.0)
         Scale factor, uniform in ``[min, max]``, both > 0.
     shear : float or (float, float) or (float, float, float, float), \
@@ -265,7 +273,9 @@ shear=0.0)
             self.translate = self._translate = _reals(
                 owner, "translate", translate, (2,), ranges=False, low=0.0, high=1.0
             )
-        self.scale = _reals(owner, "scale", scale, (2,), low=0.0, open_low=True)
+        self.scale = _reals(
+            owner, "scale", scale, (2,), number=False, low=0.0, open_low=True
+        )
         if isinstance(shear, Real):
             self.shear = _real(owner, "shear", shear, low=0.0)
             shears = (-self.shear, self.shear, 0.0, 0.0)

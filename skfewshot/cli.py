@@ -471,14 +471,20 @@ def _features(module, args, **kwargs):
     from .backbone import BackboneTransformer
 
     # a backbone runs in the dtype it was saved in (float64, bfloat16...)
-    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
     return BackboneTransformer(
         module,
         test_time_shifts=args.test_time_shifts or None,
         device=args.device,
-        dtype=str(dtype or "float32").removeprefix("torch."),
+        dtype=_weights_dtype(module),
         **kwargs,
     )
+
+
+def _weights_dtype(module):
+    """The dtype of ``module``'s first floating-point weights, as a name
+    (``"float32"`` when it has none)."""
+    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
+    return str(dtype or "float32").removeprefix("torch.")
 
 
 def _resolved_device(args):
@@ -1519,6 +1525,13 @@ def _cmd_ensemble(args):
                 f"{tuple(first['input_shape'])}, {path} {meta['input_shape']}; an "
                 "ensemble runs every member on the same images"
             )
+        if first is not None and _weights_dtype(module) != first["dtype"]:
+            raise _CLIError(
+                f"the members' weights have different dtypes: {first['path']} "
+                f"{first['dtype']}, {path} {_weights_dtype(module)}; an ensemble runs "
+                "every member on the same input (convert one, e.g. with .float(), "
+                "and save it again)"
+            )
         try:
             n_features = int(module.out_features(meta["input_shape"]))
         except ValueError as exc:
@@ -1530,6 +1543,7 @@ def _cmd_ensemble(args):
                 "sha256": digest,
                 "architecture": meta["architecture"],
                 "input_shape": list(meta["input_shape"]),
+                "dtype": _weights_dtype(module),
                 "n_features": n_features,
                 "trained_on": meta["trained_on"],
             }

@@ -209,9 +209,11 @@ class SentenceEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
             The fitted encoder.
         """
         texts = _texts(X, type(self).__name__)
-        if getattr(self, "_loaded_from", None) is not self.model:
+        # loaded again when set_params changed the model or its device
+        loaded_from = getattr(self, "_loaded_from", (None, None))
+        if loaded_from[0] is not self.model or loaded_from[1] != self.device:
             self.encoder_ = self._load()
-            self._loaded_from = self.model
+            self._loaded_from = (self.model, self.device)
         if isinstance(self.encoder_, torch.nn.Module):
             # frozen: eval mode, as encode sets it (the cache key reads the mode)
             self.encoder_.eval()

@@ -370,7 +370,8 @@ def test_bad_inputs_are_named(augment, X, error, match):
             r"translate must be finite and in \[0.0, 1.0\]",
         ),
         ({"translate": (0.1, -0.1)}, ValueError, r"translate\[1\] must be finite"),
-        ({"scale": 1.0}, TypeError, "scale must be a number or a sequence of 2"),
+        # scale takes only a pair: the message offered a number too
+        ({"scale": 1.0}, TypeError, "scale must be a sequence of 2 numbers, got 1.0"),
         (
             {"scale": (0, 1)},
             ValueError,
@@ -387,6 +388,28 @@ def test_bad_inputs_are_named(augment, X, error, match):
 def test_random_affine_bad_parameters_are_named(params, error, match):
     with pytest.raises(error, match=f"RandomAffine: {match}"):
         RandomAffine(**params)
+
+
+def test_random_affine_takes_numpy_ranges():
+    # a 1-D array is a range like a tuple (it was refused as "not a sequence")
+    augment = RandomAffine(degrees=np.array([-5.0, 5.0]), scale=np.array([0.9, 1.1]))
+    assert (augment.degrees, augment.scale) == ((-5.0, 5.0), (0.9, 1.1))
+
+
+def test_random_affine_shift_turns_with_the_rotation():
+    # the shift comes first (torchvision's comes last): rotated by 90 degrees,
+    # an x-shift moves the content along y, and x stays where it was
+    X = torch.zeros(20, 1, 17, 17)
+    X[:, 0, 8, 8] = 1.0
+    torch.manual_seed(0)
+    out = RandomAffine(degrees=(90, 90), translate=(4 / 17, 0.0))(X)[:, 0]
+    grid = torch.arange(17, dtype=out.dtype)
+    mass = out.sum((1, 2))
+    x = (out.sum(1) * grid).sum(1) / mass
+    y = (out.sum(2) * grid).sum(1) / mass
+    np.testing.assert_allclose(x.numpy(), 8.0, atol=1e-4)
+    moved = (y - 8.0).abs()
+    assert float(moved.max()) > 2.0 and float(moved.max()) <= 4.0 + 1e-4
 
 
 @pytest.mark.parametrize(

@@ -294,6 +294,22 @@ def test_members_of_different_input_shapes_are_refused(tmp_path, capsys):
     )
 
 
+def test_members_of_different_weight_dtypes_are_refused(tmp_path, capsys):
+    # load_backbone keeps float64 weights: such an ensemble could not run
+    a = _save(tmp_path / "a.pt")
+    b = tmp_path / "b.pt"
+    torch.manual_seed(1)
+    save_backbone(Conv4(hidden=4).double(), b, input_shape=SHAPE, trained_on=DIGITS_B)
+    out = tmp_path / "final.pt"
+    status, _, err = run(capsys, "ensemble", a, b, "-o", out)
+    assert status == 1 and not out.exists()
+    assert err == (
+        f"skfewshot ensemble: error: the members' weights have different dtypes: "
+        f"{a} float32, {b} float64; an ensemble runs every member on the same "
+        "input (convert one, e.g. with .float(), and save it again)\n"
+    )
+
+
 def test_a_member_without_an_input_shape_is_refused(tmp_path, capsys):
     a = _save(tmp_path / "a.pt")
     b = _save(tmp_path / "b.pt", seed=1, input_shape=None)

@@ -1,7 +1,8 @@
 """Embedding a ``dask.array`` of images block by block on a real cluster.
 
-``skfewshot.dask.transform_blocks``: a fitted ``BackboneTransformer`` is
-scattered once to every worker and ``map_blocks`` runs ``transform`` on one
+``skfewshot.dask.transform_blocks``: a fitted ``BackboneTransformer`` goes
+to the cluster once (the future of a task that returns it) and each worker
+fetches it when it first needs it; ``map_blocks`` runs ``transform`` on one
 block of whole images per task. The
 tests check that the features equal one ``transform`` call, that each worker
 deserialises the backbone once (not once per task), that both workers embed

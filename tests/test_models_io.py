@@ -453,3 +453,17 @@ def test_loading_bytes_equals_loading_the_file(tmp_path):
     # the same checks, naming the file
     with pytest.raises(ValueError, match=r"net.pt' is not a readable skfewshot"):
         _load_backbone_bytes(path.read_bytes()[:200], path)
+
+
+def test_a_global_forward_hook_does_not_stop_a_save(tmp_path):
+    # a profiler's hook on every module's forward is no state of the backbone
+    net = Conv4(hidden=4).eval()
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda *a: None)
+    try:
+        save_backbone(net, tmp_path / "net.pt")
+    finally:
+        handle.remove()
+    loaded, _ = load_backbone(tmp_path / "net.pt")
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net(x))

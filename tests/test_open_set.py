@@ -143,24 +143,29 @@ def test_unknown_label_errors(head):
 
 @pytest.mark.parametrize("head", HEADS)
 @pytest.mark.parametrize(
-    "classes",
+    "classes, dtype",
     [
-        np.array([2**60 + 1, 2**60 + 3], dtype=np.uint64),  # float64 merged them
-        np.array([2**63 + 1, 2**64 - 1], dtype=np.uint64),  # beyond int64
-        np.array([False, True]),  # int8 turned them into 0 and 1
+        # numpy's common dtype with -1 is float64 (it merged these two) or
+        # int8; int64 holds them exactly, and scikit-learn's metrics take it
+        (np.array([3, 7], dtype=np.uint64), np.int64),
+        (np.array([2**60 + 1, 2**60 + 3], dtype=np.uint64), np.int64),
+        (np.array([False, True]), np.int8),
+        # no numeric dtype holds these and -1: the labels themselves
+        (np.array([2**63 + 1, 2**64 - 1], dtype=np.uint64), object),
     ],
-    ids=["uint64_above_2**53", "uint64_above_int64", "bool"],
+    ids=["uint64", "uint64_above_2**53", "bool", "uint64_above_int64"],
 )
-def test_unknown_label_beside_classes_no_dtype_holds(head, classes):
-    # no common dtype of their kind holds the classes and -1 exactly: the
-    # predictions are an object array of the classes themselves and -1
+def test_unknown_label_beside_classes_numpy_would_not_hold(head, classes, dtype):
     y = classes[Y_TOY]
     clf = head(unknown_label=-1, unknown_threshold=0.5).fit(X_TOY, y)
     queries = np.array([[1.0, 1.0], [1.0, -1.0], [-1.0, 2.0], [0.0, -1.0]])
     predicted = clf.predict(queries)
-    assert predicted.dtype == object
+    assert predicted.dtype == dtype
     assert predicted.tolist() == [classes[0].item(), -1, classes[1].item(), -1]
-    assert [type(p) for p in predicted[[0, 2]]] == [type(c.item()) for c in classes]
+    if dtype is object:
+        assert [type(p) for p in predicted[[0, 2]]] == [type(c.item()) for c in classes]
+    else:  # scikit-learn's metrics take a numeric array (an object one of ints not)
+        assert clf.score(X_TOY, y) == np.mean(clf.predict(X_TOY) == y)
 
 
 @pytest.mark.parametrize("head", HEADS)

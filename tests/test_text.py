@@ -145,6 +145,24 @@ def test_named_model_on_a_device_this_machine_lacks(device):
         SentenceEncoder("all-MiniLM-L6-v2", device=device).fit(["a"])
 
 
+def test_a_named_model_is_loaded_again_for_another_device(monkeypatch):
+    # set_params(device=...) kept the encoder loaded on the old device
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    loads = []
+
+    class Named(Letters):
+        def __init__(self, name, device):
+            super().__init__()
+            loads.append((name, device))
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", Named)
+    enc = SentenceEncoder("all-MiniLM-L6-v2", device="cpu").fit(["a"])
+    enc.fit(["b"])  # the same model on the same device: loaded once
+    assert loads == [("all-MiniLM-L6-v2", "cpu")]
+    with pytest.raises(ValueError, match="device='meta'"):
+        enc.set_params(device="meta").fit(["a"])
+
+
 def test_non_finite_embeddings_name_the_encoder():
     class Broken(Letters):
         def encode(self, texts, batch_size=32, **kwargs):

@@ -87,10 +87,12 @@ def test_tensor_normalisation_is_the_heads():
 @pytest.mark.parametrize(
     "dtype, scales",
     [
-        (torch.float16, [1.0, 3e3, 1e-3]),  # 3000 * 5: the norm passes 65504
-        (torch.bfloat16, [1.0, 1e30, 1e-30]),
-        (torch.float32, [1.0, 1e20, 1e-13, 2.0**-130]),  # 2**-130: subnormal
-        (torch.float64, [1.0, 1e200, 1e-200]),
+        # 3000 * 5: the norm passes 65504; the last scale of each dtype: its
+        # smallest subnormal (2**149 would overflow float32 in one step)
+        (torch.float16, [1.0, 3e3, 1e-3, 2e-6, 2.0**-24]),
+        (torch.bfloat16, [1.0, 1e30, 1e-30, 2.0**-133]),
+        (torch.float32, [1.0, 1e20, 1e-13, 2.0**-130, 2.0**-149]),
+        (torch.float64, [1.0, 1e200, 1e-200, 2.0**-1074]),
     ],
 )
 def test_l2_normalize_at_every_scale_of_the_dtype(dtype, scales):

@@ -544,10 +544,15 @@ class SupervisedPretrainer(_BaseTrainer):
             projection_head=projection_head,
         )
 
-    def _make_net(self, module, y_encoded, seed, common):
+    def _teacher_module(self):
+        """The teacher's module (a fitted trainer's net), or None."""
         teacher = self.teacher
         if isinstance(teacher, SupervisedPretrainer):
-            teacher = teacher.net_.module_
+            return teacher.net_.module_
+        return teacher
+
+    def _make_net(self, module, y_encoded, seed, common):
+        teacher = self._teacher_module()
         teacher = None if teacher is None else _frozen_copy(teacher)
         return _PretrainNet(
             module,
@@ -568,14 +573,11 @@ class SupervisedPretrainer(_BaseTrainer):
         # a teacher by its weights; without one, the distillation parameters
         # change nothing, nor does the temperature without the contrastive loss
         settings = super()._checkpoint_settings()
-        teacher = self.teacher
-        if teacher is None:
+        if self.teacher is None:
             for key in ("teacher", "distill_weight", "distill_temperature"):
                 settings.pop(key, None)
         else:
-            if isinstance(teacher, SupervisedPretrainer):
-                teacher = teacher.net_.module_
-            settings["teacher"] = _state_digest(teacher)
+            settings["teacher"] = _state_digest(self._teacher_module())
         if not self.contrastive_loss_weight:
             settings.pop("contrastive_temperature", None)
         return settings
