@@ -52,6 +52,8 @@ class _CLIError(Exception):
 #: ``OSError`` for bad files and impossible episodes. Anything else is a bug
 #: and shows its traceback.
 _USER_ERRORS = (_CLIError, ValueError, OSError)
+#: what torch's allocators say when memory runs out (CPU, CUDA)
+_OUT_OF_MEMORY = ("can't allocate memory", "out of memory")
 
 
 # --------------------------------------------------------------------------
@@ -503,6 +505,56 @@ def _shifts_note(args):
     return f", test-time shifts of up to {s} pixel{'s' if s > 1 else ''}" if s else ""
 
 
+def _pixel_mean(X):
+    """The mean pixel value of images ``X`` (``trained_on["pixel_mean"]``)."""
+    return round(float(np.mean(X, dtype=np.float64)), 4)
+
+
+def _as_fed(args, X):
+    """Images ``X`` in [0, 1] as the backbone gets them: ``1 - X`` with ``--invert``."""
+    return 1 - X if args.invert else X
+
+
+def _polarity_warning(args, meta, X_support):
+    """A warning, printed on stderr, when the support images the backbone gets
+    (``X_support``, after ``--invert``) and those it was trained on lie on
+    opposite sides of a mean pixel value of 0.5 (mostly dark against mostly
+    bright: ink the wrong way round), else ``None``. Backbones without
+    ``trained_on["pixel_mean"]`` (recorded by ``train``) are not checked."""
+    recorded = (meta.get("trained_on") or {}).get("pixel_mean")
+    if not isinstance(recorded, (int, float)) or isinstance(recorded, bool):
+        return None
+    mean = _pixel_mean(X_support)
+    if (mean - 0.5) * (recorded - 0.5) >= 0:
+        return None
+
+    def side(m):
+        return "mostly dark" if m < 0.5 else "mostly bright"
+
+    warning = (
+        f"the support images{', inverted,' if args.invert else ''} have a mean "
+        f"pixel value of {mean:.2f} ({side(mean)}) but backbone {args.backbone} "
+        f"was trained on images of mean {recorded:.2f} ({side(recorded)}): they "
+        "are likely the wrong way round; "
+        + ("try without --invert" if args.invert else "try --invert (feeds 1 - x)")
+    )
+    print(f"skfewshot {args.command}: warning: {warning}", file=sys.stderr)
+    return warning
+
+
+def _add_invert(parser):
+    """``--invert`` of the commands that feed image files to a backbone."""
+    parser.add_argument(
+        "--invert",
+        action="store_true",
+        help="feed the backbone 1 - x (images in [0, 1]): dark ink on white "
+        "made bright ink on black, as skfewshot train --dataset omniglot and "
+        "digits see them, or the reverse. A backbone that records its training "
+        "images' mean pixel value (skfewshot train) warns on stderr when the "
+        "support images look the other way round",
+    )
+
+
 def _seconds(timings):
     """``[51.0 s: data 1.3 s, features 45.1 s, episodes 4.6 s]``."""
     parts = ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
@@ -620,12 +672,17 @@ def _cmd_runs(args):
     runs = load_omniglot_runs(args.runs, image_size=_image_size(meta)).runs
     if not runs:
         raise _CLIError(f"no runs found under {args.runs}")
-    features = _features(module, args).fit(runs[0].X_support)
+    polarity_warning = _polarity_warning(
+        args, meta, _as_fed(args, np.concatenate([run.X_support for run in runs]))
+    )
+    features = _features(module, args).fit(_as_fed(args, runs[0].X_support))
     head = recipes._head_on(args.head, args.device)
     rows = []
     for run in runs:
-        clf = clone(head).fit(features.transform(run.X_support), run.y_support)
-        pred = clf.predict(features.transform(run.X_query))
+        clf = clone(head).fit(
+            features.transform(_as_fed(args, run.X_support)), run.y_support
+        )
+        pred = clf.predict(features.transform(_as_fed(args, run.X_query)))
         errors = int(np.sum(pred != run.y_query))
         rows.append(
             {
@@ -641,6 +698,8 @@ def _cmd_runs(args):
         "backbone": args.backbone,
         "head": args.head,
         "test_time_shifts": args.test_time_shifts,
+        "invert": bool(args.invert),
+        "polarity_warning": polarity_warning,
         "device": device,
         "runs": rows,
         "error_rate": overall,
@@ -653,7 +712,8 @@ def _cmd_runs(args):
     ]
     lines.append(
         f"overall error rate: {100 * overall:.2f}% over {len(rows)} runs "
-        f"({meta['architecture']} + {HEAD_LABELS[args.head]}{_shifts_note(args)})"
+        f"({meta['architecture']} + {HEAD_LABELS[args.head]}{_shifts_note(args)}"
+        f"{', inverted images' if args.invert else ''})"
     )
     _emit(args, payload, "\n".join(lines))
 
@@ -1252,6 +1312,9 @@ def _train(args):
         trained_on["classes"] = [
             c for c, n in zip(trained_on["classes"], names) if n not in set(val_names)
         ]
+    # which way round the images were (Omniglot and digits: ink = 1), so that
+    # predict and runs can warn about images of the other polarity
+    trained_on["pixel_mean"] = _pixel_mean(X_train)
     checkpoint = _checkpoint_path(args.output)
     settings = _train_settings(args)
 
@@ -1481,6 +1544,26 @@ def _ensemble_trained_on(records):
             elif not lacking:
                 trained_on[key] = _union([t[key] for _, t in records])
             continue
+        if key == "pixel_mean":  # the members' mean, when all record one
+            means = [t.get(key) for _, t in records]
+            unchecked = (
+                "so the ensemble records none and predict and runs will not be "
+                "able to check that images are the right way round"
+            )
+            if lacking:
+                warnings.append(
+                    f"{', '.join(lacking)} record{'s' if len(lacking) == 1 else ''} "
+                    f"no {key!r}, {unchecked}"
+                )
+            elif len({m < 0.5 for m in means}) > 1:
+                found = ", ".join(f"{p}: {m!r}" for (p, _), m in zip(records, means))
+                warnings.append(
+                    "the members were trained on images of mean pixel values on "
+                    f"both sides of 0.5 ({found}), {unchecked}"
+                )
+            else:
+                trained_on[key] = round(sum(means) / len(means), 4)
+            continue
         values = _union([[t.get(key)] for _, t in records])
         if len(values) > 1:
             found = ", ".join(f"{p}: {t.get(key)!r}" for p, t in records)
@@ -1641,19 +1724,18 @@ def _make_predict_head(args):
 
 def _query_files(queries):
     """Every image file of ``--query``: files as given, folders searched recursively."""
+    from .datasets._base import _raise_or_warn, _walk_files
     from .datasets._folder import IMAGE_EXTENSIONS
 
     files = []
     for query in queries:
         path = Path(query).expanduser()
         if path.is_dir():
-            found = sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file()
-                and p.suffix.lower() in IMAGE_EXTENSIONS
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
+            # the support folder's walk: links to folders followed, hidden
+            # files left out, and an unreadable folder or dangling link named
+            found, problems = _walk_files(path)
+            _raise_or_warn(problems, "raise", f"--query folder {query}")
+            found = [p for p in found if p.suffix.lower() in IMAGE_EXTENSIONS]
             if not found:
                 raise _CLIError(
                     f"--query folder {query} holds no image file ("
@@ -1663,7 +1745,12 @@ def _query_files(queries):
             files += [str(Path(query) / p.relative_to(path)) for p in found]
         else:
             files.append(str(query))
-    return sorted(set(files))
+    # one row per file, however it was named (./q/a.png, q/../q/a.png, a folder
+    # holding a file also given): its first spelling in the order given
+    unique = {}
+    for file in files:
+        unique.setdefault(os.path.realpath(file), file)
+    return sorted(unique.values())
 
 
 def _predict_input_format(args, meta):
@@ -1761,9 +1848,13 @@ def _cmd_predict(args):
             f"--top-k {args.top_k} is more than the {len(classes)} support classes"
         )
     files = _query_files(args.query)
-    X_query = ImageFileReader(image_size=size, color=color).transform(files)
+    X_query = _as_fed(
+        args, ImageFileReader(image_size=size, color=color).transform(files)
+    )
+    X_support = _as_fed(args, support.data)
+    polarity_warning = _polarity_warning(args, meta, X_support)
     features = _features(module, args, cache=False)
-    F_support = features.fit_transform(support.data)
+    F_support = features.fit_transform(X_support)
     head.fit(F_support, np.asarray(classes)[support.target])
     F_query = features.transform(X_query)
     proba = head.predict_proba(F_query)
@@ -1782,6 +1873,8 @@ def _cmd_predict(args):
                     "head_params": _parse_head_params(args.head_param),
                     "unknown": bool(args.unknown),
                     "test_time_shifts": args.test_time_shifts,
+                    "invert": bool(args.invert),
+                    "polarity_warning": polarity_warning,
                     "classes": head_classes,
                     "predictions": rows,
                 },
@@ -1814,6 +1907,16 @@ def _positive_int(text):
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _seed(text):
+    """An argparse type: a seed numpy takes, an int in [0, 2**32 - 1]."""
+    value = _nonnegative(int)(text)
+    if value > 2**32 - 1:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer in [0, 2**32 - 1], got {value}"
+        )
     return value
 
 
@@ -1861,7 +1964,9 @@ def build_parser():
         "--quiet", action="store_true", help="no progress bars (on stderr)"
     )
     common = argparse.ArgumentParser(add_help=False, parents=[computing])
-    common.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    common.add_argument(
+        "--seed", type=_seed, default=0, help="random seed (default: 0)"
+    )
     # where torch computes: every command that trains or embeds with a backbone
     device = argparse.ArgumentParser(add_help=False)
     device.add_argument(
@@ -2020,6 +2125,7 @@ def build_parser():
         required=True,
         help="backbone file written by skfewshot.models.save_backbone",
     )
+    _add_invert(runs)
     runs.set_defaults(func=_cmd_runs)
     _add_train_parser(sub, common, device)
     _add_ensemble_parser(sub, report)
@@ -2163,7 +2269,7 @@ def _add_train_parser(sub, common, device):
     train.add_argument("--lr", type=float, help="learning rate (default: the recipe's)")
     train.add_argument(
         "--val-classes",
-        type=int,
+        type=_nonnegative(int),
         default=0,
         metavar="N",
         help="hold out N classes (drawn with --seed, never trained on) and print "
@@ -2310,6 +2416,7 @@ def _add_predict_parser(sub, computing, head, device):
         choices=("grayscale", "rgb"),
         help="must match the backbone file (which says it; no need to give it)",
     )
+    _add_invert(predict)
     predict.set_defaults(func=_cmd_predict)
 
 
@@ -2341,11 +2448,21 @@ def main(argv=None):
     args.argv = argv  # train records its command line
     try:
         args.func(args)
-    except _USER_ERRORS as exc:
+    except (*_USER_ERRORS, MemoryError, RuntimeError) as exc:
+        out_of_memory = isinstance(exc, MemoryError) or any(
+            words in str(exc) for words in _OUT_OF_MEMORY
+        )
+        if isinstance(exc, RuntimeError) and not out_of_memory:
+            raise  # a bug: its traceback
         if args.debug:
             traceback.print_exc()
         message = str(exc).strip()
         message = message.splitlines()[0] if message else type(exc).__name__
+        if out_of_memory:  # a size the machine cannot hold: a user error too
+            message = (
+                f"out of memory ({message}); try a smaller --image-size, --width "
+                "or --batch-size"
+            )
         print(f"skfewshot {args.command}: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -521,9 +521,12 @@ def test_train_twice_ensemble_predict(tmp_path, capsys):
         assert run(capsys, "train", data, "-o", path, *quick, *recipe)[0] == 0
     status, _, err = run(capsys, "ensemble", a, b, "-o", out)
     assert status == 0 and err == ""
+    means = [load_backbone(p)[1]["trained_on"]["pixel_mean"] for p in (a, b)]
     assert load_backbone(out)[1]["trained_on"] == {
         "dataset": "folder",
         "classes": ["circle", "cross", "square", "stripes"],
+        # the members' mean (two trainings' means differ: no disagreement)
+        "pixel_mean": pytest.approx(sum(means) / 2, abs=1e-4),
     }
     support = _folder(tmp_path / "support", 1)
     files = sorted(_folder(tmp_path / "query", 1, flat=True).iterdir())

@@ -75,7 +75,12 @@ def test_train_writes_the_backbone_and_its_record(train_dir, backbone):
     module, meta = load_backbone(backbone)
     assert meta["architecture"] == "Conv4"
     assert meta["input_shape"] == (1, 16, 16)
-    assert meta["trained_on"] == {"dataset": "folder", "classes": list(TRAIN_CLASSES)}
+    X = load_image_folder(train_dir, image_size=16).data
+    assert meta["trained_on"] == {
+        "dataset": "folder",
+        "classes": list(TRAIN_CLASSES),
+        "pixel_mean": pytest.approx(float(np.mean(X)), abs=1e-4),
+    }
     record = json.loads(backbone.with_name("shapes.pt.json").read_text())
     assert record["argv"] == [
         "train",
