@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import build_omniglot_runs
 from PIL import Image
+from test_cli_train_predict import run
 
 from skfewshot.cli import main
 from skfewshot.datasets import load_image_folder, load_omniglot_runs
@@ -44,12 +45,6 @@ def _folder(root, per_class, *, dark_ink, seed=0):
                 root / name / f"{name}_{i}.png"
             )
     return root
-
-
-def run(capsys, *argv):
-    status = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 @pytest.fixture(scope="module")
