@@ -1355,6 +1355,7 @@ def _train(args):
         t0, c0 = time.perf_counter(), time.process_time()
         with _progress(not args.quiet):
             trainer.fit(X_train, y_train)
+        _check_not_diverged(args, trainer, checkpoint)
         generations.append(
             _generation_record(
                 generation,
@@ -1426,6 +1427,31 @@ def _train(args):
         )
     text += f"Backbone written to {args.output} (record: {args.output}.json)"
     _emit(args, record, text)
+
+
+def _check_not_diverged(args, trainer, checkpoint):
+    """A ``_CLIError`` when the trainers' divergence guard stopped ``trainer``.
+
+    The guard stops at the first epoch with a non-finite loss or weights and
+    keeps the last finite weights (those the run started from, when the first
+    epoch diverged): written as OUTPUT they would replace a good backbone
+    there with a run that did not finish. Nothing is written; the checkpoint
+    (the state after the last finite epoch) stays, for the user to delete.
+    """
+    diverged = getattr(trainer.net_, "_diverged", None)
+    if diverged is None:
+        return
+    kept = (
+        f"; {checkpoint} keeps the state of the last finite epoch (delete it to "
+        "start over)"
+        if checkpoint.exists()
+        else ""
+    )
+    raise _CLIError(
+        f"training diverged: {diverged}; nothing is written (an existing "
+        f"{args.output} is untouched){kept}; lower --lr, or check the images for "
+        "NaN/inf"
+    )
 
 
 def _generation_record(generation, history, seconds, cpu_seconds, validated):

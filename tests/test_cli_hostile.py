@@ -108,3 +108,28 @@ def test_another_runtime_error_is_a_bug_with_its_traceback(monkeypatch):
     monkeypatch.setattr(skfewshot.cli, "_cmd_demo", demo)
     with pytest.raises(RuntimeError, match="invariant"):
         skfewshot.cli.main(["demo"])
+
+
+@pytest.mark.parametrize("recipe", ["pretrain", "protonet"])
+def test_a_diverged_run_writes_nothing(recipe, tmp_path, capsys):
+    # it wrote the weights it started from over a good backbone, exit 0
+    out = tmp_path / "model.pt"
+    argv = ["train", "--dataset", "digits", "--recipe", recipe, "-o", out]
+    argv += ["--epochs", "1", "--image-size", "16", "--width", "4", "--quiet"]
+    argv += ["--device", "cpu"]
+    assert skfewshot.cli.main([str(a) for a in argv]) == 0
+    before = out.read_bytes(), (tmp_path / "model.pt.json").read_bytes()
+    capsys.readouterr()
+    with pytest.warns(RuntimeWarning, match="non-finite") as caught:
+        status = skfewshot.cli.main([str(a) for a in argv + ["--lr", "1e10"]])
+    assert status == 1
+    # the guard's reason: a NaN loss, or (ProtoNet here) NaN weights
+    what = str(caught[0].message).split(": ", 1)[1].split(";")[0]
+    assert what.startswith("non-finite") and what.endswith("epoch 1")
+    assert capsys.readouterr().err == (
+        f"skfewshot train: error: training diverged: {what}; nothing is written "
+        f"(an existing {out} is untouched); lower --lr, or check the images for "
+        "NaN/inf\n"
+    )
+    assert (out.read_bytes(), (tmp_path / "model.pt.json").read_bytes()) == before
+    assert not (tmp_path / "model.pt.lock").exists()

@@ -146,6 +146,7 @@ class _StopOnNonFinite(Callback):
 
     def on_train_begin(self, net, **kwargs):
         self._kept = None
+        net._diverged = None  # what stopped the run, for skfewshot train
 
     def on_epoch_begin(self, net, **kwargs):
         # kept at the first epoch, after every on_train_begin: a resumed run
@@ -181,6 +182,7 @@ class _StopOnNonFinite(Callback):
             else "the weights it started from (no epoch ended with a finite loss "
             "and finite weights)"
         )
+        net._diverged = what
         warnings.warn(
             f"{self.owner}: {what}; training stopped and backbone_ holds {kept}. "
             "Lower lr (or check the inputs and the module for NaN/inf).",
