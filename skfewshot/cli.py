@@ -672,16 +672,13 @@ def _cmd_runs(args):
     runs = load_omniglot_runs(args.runs, image_size=_image_size(meta)).runs
     if not runs:
         raise _CLIError(f"no runs found under {args.runs}")
-    polarity_warning = _polarity_warning(
-        args, meta, _as_fed(args, np.concatenate([run.X_support for run in runs]))
-    )
-    features = _features(module, args).fit(_as_fed(args, runs[0].X_support))
+    supports = [_as_fed(args, run.X_support) for run in runs]
+    polarity_warning = _polarity_warning(args, meta, np.concatenate(supports))
+    features = _features(module, args).fit(supports[0])
     head = recipes._head_on(args.head, args.device)
     rows = []
-    for run in runs:
-        clf = clone(head).fit(
-            features.transform(_as_fed(args, run.X_support)), run.y_support
-        )
+    for run, X_support in zip(runs, supports):
+        clf = clone(head).fit(features.transform(X_support), run.y_support)
         pred = clf.predict(features.transform(_as_fed(args, run.X_query)))
         errors = int(np.sum(pred != run.y_query))
         rows.append(
@@ -1761,7 +1758,7 @@ def _query_files(queries):
             # files left out, and an unreadable folder or dangling link named
             found, problems = _walk_files(path)
             _raise_or_warn(problems, "raise", f"--query folder {query}")
-            found = [p for p in found if p.suffix.lower() in IMAGE_EXTENSIONS]
+            found = [p for p in found if _is_image(p)]
             if not found:
                 raise _CLIError(
                     f"--query folder {query} holds no image file ("
