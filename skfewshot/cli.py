@@ -254,6 +254,29 @@ class _Pool:
     record: dict = field(default_factory=dict)  # --json fields
 
 
+#: Data sets ``evaluate`` reads, whose classes are not each other's: a
+#: backbone trained on one of them saw none of another's classes.
+_DISJOINT_DATASETS = ("digits", "omniglot", "banking77")
+
+
+def _unknown_source_warning(trained_on, backbone, classes):
+    """Why ``classes`` may not be novel to a backbone trained on other data.
+
+    ``None`` when ``trained_on`` names a data set of
+    :data:`_DISJOINT_DATASETS`; an image folder (``skfewshot train DATA``) or
+    another source may hold these very images, and nothing here can tell.
+    """
+    dataset = trained_on.get("dataset")
+    if dataset in _DISJOINT_DATASETS:
+        return None
+    source = "an image folder" if dataset == "folder" else f"data set {dataset!r}"
+    return (
+        f"backbone file {backbone} was trained on {source}, whose classes "
+        f"cannot be compared with {classes}, so they may not be novel to it; "
+        "train on a folder that holds none of them"
+    )
+
+
 def _digits_pool(meta, backbone):
     """Digits the backbone never saw, by its ``trained_on`` record.
 
@@ -290,6 +313,8 @@ def _digits_pool(meta, backbone):
         )
     what = f"digits {_list_classes(classes)}"
     note, warning = "", None
+    if recorded and trained_on.get("dataset") != "digits":
+        warning = _unknown_source_warning(trained_on, backbone, "the digits")
     if not recorded:
         warning = (
             f"backbone file {backbone} does not record the data it was trained on, "
@@ -335,7 +360,7 @@ def _omniglot_seen_alphabets(subset, zip_path, trained_on, backbone):
     from .datasets import omniglot_shared_alphabets
 
     if trained_on is not None and trained_on.get("dataset") != "omniglot":
-        return [], None
+        return [], _unknown_source_warning(trained_on, backbone, f"those of {subset}")
     seen = (trained_on or {}).get("subset")
     seen = [seen] if isinstance(seen, str) else list(seen or [])
     if not seen:

@@ -408,6 +408,25 @@ def test_evaluate_digits_backbone_trained_elsewhere_uses_every_digit(
     assert json.loads(out)["excluded_classes"] == []
 
 
+FOLDER_TRAINED = {"dataset": "folder", "classes": ["a", "b"]}
+
+
+def test_evaluate_digits_backbone_trained_on_a_folder_warns(
+    tmp_path, monkeypatch, capsys
+):
+    # the folder may hold these very digits: every digit is used, with a warning
+    fake_backbone(monkeypatch, tmp_path, FOLDER_TRAINED)
+    pools = spy_on_episodes(monkeypatch)
+    status, out, err = run_cli(capsys, *EVAL_DIGITS, "--json")
+    assert status == 0 and pools == [list(range(10))]
+    assert err == (
+        "skfewshot evaluate: warning: backbone file b.pt was trained on an image "
+        "folder, whose classes cannot be compared with the digits, so they may "
+        "not be novel to it; train on a folder that holds none of them\n"
+    )
+    assert json.loads(out)["novelty_warning"] in err
+
+
 def test_evaluate_digits_with_no_novel_class_left_is_one_line(
     tmp_path, monkeypatch, capsys
 ):
@@ -595,6 +614,27 @@ def test_evaluate_omniglot_without_a_record_warns(
     assert status == 0
     assert err.count("\n") == 1 and "skfewshot evaluate: warning: " in err
     assert "may not be novel" in err and "share Greek and Latin" in err
+    result = json.loads(out)
+    assert result["alphabets"] == ["Beta", "Greek", "Latin"]
+    assert result["novelty_warning"] in err
+
+
+@pytest.mark.parametrize(
+    "trained_on, source",
+    [(FOLDER_TRAINED, "an image folder"), ({"dataset": "mine"}, "data set 'mine'")],
+)
+def test_evaluate_omniglot_backbone_trained_on_other_images_warns(
+    trained_on, source, omniglot_dir, monkeypatch, capsys
+):
+    fake_backbone(monkeypatch, omniglot_dir, trained_on, input_shape=(1, 28, 28))
+    argv = [*EVAL_OMNIGLOT, "--data-dir", str(omniglot_dir), "--json"]
+    status, out, err = run_cli(capsys, *argv)
+    assert status == 0
+    assert err == (
+        f"skfewshot evaluate: warning: backbone file b.pt was trained on {source}, "
+        "whose classes cannot be compared with those of images_background_small2, "
+        "so they may not be novel to it; train on a folder that holds none of them\n"
+    )
     result = json.loads(out)
     assert result["alphabets"] == ["Beta", "Greek", "Latin"]
     assert result["novelty_warning"] in err
