@@ -1126,6 +1126,13 @@ def _train_settings(args):
     }
 
 
+def _data_dir(args):
+    """``{"data_dir": resolved path}`` of a data set read from ``--data-dir``."""
+    if args.data is not None or not args.data_dir:
+        return {}
+    return {"data_dir": str(Path(args.data_dir).expanduser().resolve())}
+
+
 #: the pretrainer's boosters that train as without them at 0: passed to the
 #: trainer and recorded in the run's settings only when on
 _BOOSTERS_WHEN_ON = ("mixup_alpha", "contrastive_loss_weight")
@@ -1407,7 +1414,9 @@ def _train(args):
         "command": "train",
         "argv": args.argv,
         "output": str(args.output),
-        "settings": {**settings, "device": args.device},
+        # where the data came from: recorded, not compared on resume (the
+        # checkpoint's data digest refuses other data, wherever it lies)
+        "settings": {**settings, "device": args.device, **_data_dir(args)},
         "architecture": _ARCHS[args.arch],
         "input_shape": list(X.shape[1:]),
         "trained_on": trained_on,

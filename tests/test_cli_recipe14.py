@@ -397,6 +397,7 @@ def test_rotations_never_make_a_held_out_character_a_training_class(
     assert not any(c.startswith(h + " (") for h in held for c in record["classes"])
     assert len(record["classes"]) == 8  # 2 characters in 4 orientations
     assert "mirrors" not in record["settings"]  # off: not recorded
+    assert record["settings"]["data_dir"] == str(tmp_path.resolve())
     (trainer,) = trainers
     assert len(trainer.classes_) == 8
 
