@@ -152,6 +152,52 @@ def test_load_banking77_stray_quote_names_the_line_it_opens(tmp_path):
     assert "question" not in str(info.value)
 
 
+def test_load_banking77_quoted_text_over_several_lines_is_refused(tmp_path):
+    # a stray quote that a later quote closes right before a comma parsed as
+    # one multi-line text: rows 3-5 became one row of the last row's category
+    bad = tmp_path / "train.csv"
+    bad.write_text(
+        "text,category\n"
+        "where is my card,card_arrival\n"
+        '"top up failed,top_up_failed\n'
+        "is there a fee,top_up_fee\n"
+        'my pin is blocked",pin_blocked\n'
+        "one more,top_up_fee\n"
+    )
+    with pytest.raises(ValueError) as info:
+        load_banking77(bad)
+    assert str(info.value) == (
+        f"{bad}, line 3: a quoted text runs to line 5 and holds the row "
+        "'is there a fee,top_up_fee' (line 4): a stray quote has merged the rows "
+        "between into one text; quote a text with a quote whole, its quotes "
+        'doubled ("a ""b"" c").'
+    )
+    # a category that only categories.json names counts too
+    bad.write_text(bad.read_text().replace("one more,top_up_fee", "x,card_arrival"))
+    (tmp_path / "categories.json").write_text(
+        json.dumps(["card_arrival", "top_up_fee", "pin_blocked"])
+    )
+    with pytest.raises(ValueError, match="holds the row 'is there a fee,top_up_fee'"):
+        load_banking77(bad)
+    (tmp_path / "categories.json").unlink()
+    # the same rows quoted properly read as four texts
+    bad.write_text(
+        "text,category\n"
+        "where is my card,card_arrival\n"
+        '"""top up failed",top_up_failed\r\n'
+        "is there a fee,top_up_fee\n"
+        '"my pin is ""blocked""",pin_blocked\n'
+        '"\nmy card, it fails\n\n",card_arrival\n'  # over lines, as in Banking77
+    )
+    assert load_banking77(bad).data == [
+        "where is my card",
+        '"top up failed',
+        "is there a fee",
+        'my pin is "blocked"',
+        "\nmy card, it fails\n\n",
+    ]
+
+
 @pytest.mark.parametrize(
     "row, match",
     [

@@ -54,7 +54,14 @@ def _read_rows(csv_path):
     UTF-8 with or without a byte-order mark (as spreadsheets save it).
     Parsed strictly: a quote that opens a field must close it, right before
     a comma or the end of the line, so a stray quote is an error instead of
-    merging the rows after it into one text.
+    merging the rows after it into one text. A quoted text may run over
+    several lines (Banking77 has such texts); ``spans`` maps the index of
+    each such row to its first and last line, for :func:`_check_merged_rows`.
+
+    Returns
+    -------
+    texts, categories : list of str
+    spans : dict of int to (int, int)
     """
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as fh:
@@ -91,7 +98,7 @@ def _parse_rows(reader, csv_path):
         raise ValueError(
             f"{csv_path}: expected the header 'text,category', got {header!r}."
         )
-    texts, categories = [], []
+    texts, categories, spans = [], [], {}
     while True:
         line, row = _next_row(reader, csv_path)
         if row is None:
@@ -110,11 +117,35 @@ def _parse_rows(reader, csv_path):
                 f"{csv_path}, line {line}: empty {' and '.join(empty)} in "
                 f"{_excerpt(row)}; every row needs a text and a category."
             )
+        if reader.line_num != line:
+            spans[len(texts)] = (line, reader.line_num)
         texts.append(text)
         categories.append(category)
     if not texts:
         raise ValueError(f"{csv_path} has a header but no rows.")
-    return texts, categories
+    return texts, categories, spans
+
+
+def _check_merged_rows(csv_path, texts, spans, categories):
+    """``ValueError`` for a text over several lines holding whole rows.
+
+    A stray quote that a later quote closes right before a comma makes one
+    text of the rows between, with no CSV error. Texts over several lines
+    are legitimate (Banking77 has a few), but one with a line ending in a
+    comma and one of ``categories`` swallowed rows.
+    """
+    known = set(categories)
+    for index, (first, last) in spans.items():
+        for offset, piece in enumerate(texts[index].splitlines()):
+            _, comma, tail = piece.rpartition(",")
+            if comma and tail.strip() in known:
+                raise ValueError(
+                    f"{csv_path}, line {first}: a quoted text runs to line {last} "
+                    f"and holds the row {_excerpt(piece)} (line {first + offset}): "
+                    "a stray quote has merged the rows between into one text; "
+                    "quote a text with a quote whole, its quotes doubled "
+                    '("a ""b"" c").'
+                )
 
 
 def _read_categories(names_path):
@@ -184,7 +215,9 @@ def load_banking77(
         When the CSV is not UTF-8, has another header, a row without exactly
         two fields, an empty text or category, a quote that does not close
         its field (e.g. a stray opening quote), a field over the :mod:`csv`
-        module's limit (128 KiB) or no rows, or ``categories.json`` is not
+        module's limit (128 KiB), a quoted text over several lines with a
+        line ending in ``,category`` (rows merged by a stray quote that a later
+        quote closed) or no rows, or ``categories.json`` is not
         UTF-8 JSON listing distinct intents (every category of the CSV among
         them); the message names the file (and the line where the row
         starts).
@@ -206,11 +239,12 @@ def load_banking77(
     (array([0, 1]), array(['card_arrival', 'top_up_fee'], dtype='<U12'))
     """
     csv_path = _find_csv(path, subset)
-    texts, categories = _read_rows(csv_path)
+    texts, categories, spans = _read_rows(csv_path)
 
     names_path = csv_path.parent / "categories.json"
     if names_path.is_file():
         names = _read_categories(names_path)
+        _check_merged_rows(csv_path, texts, spans, names + categories)
         unknown = sorted(set(categories) - set(names))
         if unknown:
             raise ValueError(
@@ -218,6 +252,7 @@ def load_banking77(
             )
         target_names = np.array(names)
     else:
+        _check_merged_rows(csv_path, texts, spans, categories)
         target_names = np.unique(categories)
     index = {name: i for i, name in enumerate(target_names.tolist())}
     target = np.array([index[c] for c in categories])
