@@ -13,6 +13,12 @@ from pathlib import Path
 
 __all__ = ["atomic_path"]
 
+#: Characters of the target's name (and at most of its suffix) that the
+#: temporary file's name keeps: with mkstemp's 8 random characters it stays
+#: within the 255 bytes of a file name wherever the target's own name does not
+#: need them all.
+_NAME_PREFIX = 64
+
 
 @contextlib.contextmanager
 def atomic_path(target):
@@ -27,7 +33,14 @@ def atomic_path(target):
     exactly as it was and removes the temporary file.
 
     The temporary file keeps ``target``'s suffix, so writers that pick a
-    format from the file name (matplotlib) pick the same one.
+    format from the file name (matplotlib) pick the same one, and a short
+    prefix of its name (a name near the file system's 255-byte limit stays
+    writable).
+
+    A ``target`` that is a symbolic link is written through, as
+    ``open(target, "w")``, ``torch.save`` and ``skops.io.dump`` do: the file
+    it points to gets the new content (created if the link dangles) and the
+    link stays a link.
 
     Parameters
     ----------
@@ -49,9 +62,12 @@ def atomic_path(target):
     >>> open(target).read()
     'complete'
     """
-    target = Path(target)
+    # through a symbolic link: os.replace would put a file in the link's place
+    target = Path(os.path.realpath(target))
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent
+        prefix=f".{target.name[:_NAME_PREFIX]}.",
+        suffix=f".tmp{target.suffix[-_NAME_PREFIX:]}",
+        dir=target.parent,
     )
     os.close(fd)
     tmp = Path(tmp)

@@ -5,6 +5,7 @@ Requires ``dask`` (``pip install "skfewshot[dask]"``).
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 try:
     import dask
     import dask.array as da
+    import dask.base
 except ImportError as error:
     raise ImportError(
         "skfewshot.dask needs dask.array: pip install 'skfewshot[dask]'."
@@ -33,8 +35,17 @@ def transform_blocks(transformer: Any, X: Any) -> da.Array:
     task): with a ``dask.distributed`` client (the default client), it goes
     to the cluster now, as the future of a task that returns it (each worker
     fetches it once; a worker that dies with the only copy loses nothing, as
-    the scheduler runs that task again); otherwise it enters the graph once
-    as a ``dask.delayed`` object. The blocks run when the result is computed.
+    the scheduler runs that task again); otherwise (no client, or another
+    scheduler in effect, as in ``with dask.config.set(scheduler="sync"):``)
+    a copy of it, taken now, enters the graph once as a ``dask.delayed``
+    object. Either way the blocks use the transformer as it is at this call
+    (without a client: one copy of its module in memory beside the
+    original). The blocks run when the result is computed: a result made
+    for a client must be computed on it while it is open (the graph holds
+    its future; another scheduler, or the closed client, raises dask's
+    "Missing dependency" error). Empty blocks (e.g. after a boolean
+    mask) give no rows; an error of ``transform`` names the rows of ``X``
+    its block holds.
 
     Parameters
     ----------
@@ -98,6 +109,7 @@ def transform_blocks(transformer: Any, X: Any) -> da.Array:
     return X.map_blocks(
         _transform_block,
         _one_copy_per_worker(transformer),
+        width,
         drop_axis=list(range(2, X.ndim)),
         new_axis=[1] if X.ndim == 1 else None,
         chunks=(X.chunks[0], (width,)),
@@ -106,16 +118,39 @@ def transform_blocks(transformer: Any, X: Any) -> da.Array:
     )
 
 
-def _transform_block(block, transformer):
-    return transformer.transform(block)
+def _transform_block(block, transformer, width, block_info=None):
+    """``transformer.transform(block)``: 0 rows give 0 rows (transform refuses
+    them); an error names the rows of the whole ``X`` the block holds."""
+    if len(block) == 0:
+        return np.empty((0, width), np.float32)
+    try:
+        return transformer.transform(block)
+    except ValueError as exc:
+        info = block_info[0]
+        start, stop = info["array-location"][0]
+        where = (
+            f"rows {start} to {stop - 1} of X"
+            if start == start  # not NaN: the chunk sizes are known
+            else f"block {info['chunk-location'][0]} of the rows of X"
+        )
+        raise ValueError(
+            f"{where} (one dask block; the row numbers below count from its first "
+            f"row): {exc}"
+        ) from exc
 
 
 def _one_copy_per_worker(transformer):
-    """A rebuildable future on the default distributed client, else a delayed."""
+    """A rebuildable future on the default distributed client when it is the
+    scheduler in effect, else a delayed copy: either way the transformer as it
+    is now, not when computed."""
     try:
         from distributed import default_client
 
         client = default_client()
     except (ImportError, ValueError):  # no distributed, or no client
-        return dask.delayed(transformer)
+        client = None
+    scheduler = dask.base.get_scheduler()
+    if client is None or getattr(scheduler, "__self__", None) is not client:
+        # e.g. dask.config.set(scheduler="sync") beside a client
+        return dask.delayed(copy.deepcopy(transformer), pure=False)
     return rebuildable_future(client, transformer)

@@ -90,6 +90,27 @@ def dump(estimator: Any, file: str | os.PathLike) -> None:
         skops_io.dump(estimator, tmp)
 
 
+def _trusted_list(trusted):
+    """``trusted`` as a list; a ``TypeError`` for a bool or a lone name or type.
+
+    ``list("pkg.f")`` would trust the letters, not ``pkg.f``, and skops.io
+    removed ``trusted=True`` (trust everything) for security.
+    """
+    if trusted is None:
+        return []
+    if isinstance(trusted, (bool, str, type)) or not isinstance(
+        trusted, (list, tuple, set, frozenset)
+    ):
+        raise TypeError(
+            "trusted must be a list of the types (or their names, e.g. "
+            f"['mypackage.preprocess']) to trust, got {trusted!r}; trusting "
+            "everything (trusted=True) is not possible (skops.io removed it for "
+            "security): review skops.io.get_untrusted_types(file=...) and name "
+            "each type."
+        )
+    return list(trusted)
+
+
 def load(
     file: str | os.PathLike, *, trusted: Sequence[str | type] | None = None
 ) -> Any:
@@ -131,6 +152,9 @@ def load(
     skops.io.exceptions.UntrustedTypesFoundException
         When the file holds types neither skfewshot nor ``trusted`` trusts;
         the message names the file and the types.
+    TypeError
+        When ``trusted`` is not a list, tuple or set (a bool, or one name
+        or type alone).
     ValueError
         When the file is not a readable skops file (truncated, corrupted,
         another format) or holds an invalid backbone description; the
@@ -163,7 +187,7 @@ def load(
         )
     if not path.exists():
         raise FileNotFoundError(f"{str(path)!r} does not exist.")
-    trust = list(TRUSTED_TYPES) + list(trusted or [])
+    trust = list(TRUSTED_TYPES) + _trusted_list(trusted)
     try:
         return skops_io.load(path, trusted=trust)
     except UntrustedTypesFoundException as exc:

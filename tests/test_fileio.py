@@ -61,3 +61,38 @@ def test_permissions_follow_umask_or_replaced_file(tmp_path):
     with atomic_path(kept) as tmp:
         tmp.write_text("y")
     assert stat.S_IMODE(kept.stat().st_mode) == 0o640
+
+
+def test_a_symbolic_link_is_written_through(tmp_path):
+    # os.replace used to put a file in the link's place: the file the link
+    # points to kept the old content, and the link was gone
+    release = tmp_path / "v1.skops"
+    release.write_text("v1")
+    latest = tmp_path / "latest.skops"
+    latest.symlink_to(release.name)
+    with atomic_path(latest) as tmp:
+        assert tmp.parent == tmp_path and tmp.suffix == ".skops"
+        tmp.write_text("v2")
+    assert latest.is_symlink() and os.readlink(latest) == release.name
+    assert release.read_text() == "v2"
+    assert _leftovers(tmp_path, "v1.skops") == ["latest.skops"]
+    # a dangling link: its target is created, as open(link, "w") would
+    dangling = tmp_path / "next.skops"
+    dangling.symlink_to(tmp_path / "sub" / "new.skops")
+    (tmp_path / "sub").mkdir()
+    with atomic_path(dangling) as tmp:
+        assert tmp.parent == tmp_path / "sub"
+        tmp.write_text("v3")
+    assert dangling.is_symlink() and dangling.read_text() == "v3"
+
+
+def test_a_name_near_the_length_limit_is_writable(tmp_path):
+    # the temporary name added 15 characters and the suffix again to the
+    # target's: a valid 246-byte name failed with "File name too long"
+    target = tmp_path / ("a" * 240 + ".skops")
+    target.write_text("old")
+    with atomic_path(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.suffix == ".skops"
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+    assert _leftovers(tmp_path, target.name) == []

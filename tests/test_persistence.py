@@ -633,6 +633,12 @@ def test_untrusted_type_is_named_with_the_file(tmp_path):
         load(tmp_path / "bt.skops")
     loaded = load(tmp_path / "bt.skops", trusted=["numpy.asarray"])
     assert_array_equal(loaded.transform(list(X)), bt.transform(list(X)))
+    # a lone name was split into letters (the type the user named stayed
+    # untrusted), and True failed with "'bool' object is not iterable"
+    for trusted in ("numpy.asarray", True, np.asarray):
+        with pytest.raises(TypeError, match="trusted must be a list of the types"):
+            load(tmp_path / "bt.skops", trusted=trusted)
+    assert load(tmp_path / "bt.skops", trusted=("numpy.asarray",)) is not None
 
 
 def test_missing_skops_is_a_clear_import_error(monkeypatch, tmp_path):
