@@ -5,8 +5,9 @@ validation of the support and query sets, label handling (every label is a
 class unless the head's ``unlabelled_label`` marks unlabelled rows), weighted
 class means, scale-safe L2 normalisation, cosine logits, and a mixin that
 derives ``predict`` / ``predict_proba`` / ``predict_log_proba`` /
-``decision_function`` from one ``_logits`` method, so both classifiers follow
-the same conventions.
+``decision_function`` from one ``_logits`` method (and ``score``, the
+open-set accuracy with an ``unknown_label``), so both classifiers follow the
+same conventions.
 
 Few-shot heads are fitted and queried once per episode, thousands of times, on
 small arrays, so the checks here run once per call and take a short path for
@@ -34,6 +35,8 @@ from sklearn.utils.validation import (
     check_is_fitted,
     validate_data,
 )
+
+from ._open_set import open_set_accuracy
 
 #: Feature dtypes the heads accept: float32 stays float32, the rest -> float64.
 _FLOAT_DTYPES = [np.float64, np.float32]
@@ -538,6 +541,63 @@ class _LogitClassifierMixin:
             Columns follow ``classes_``.
         """
         return log_softmax(self._logits(X), axis=1)
+
+    def score(
+        self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> float:
+        """Accuracy of :meth:`predict` on ``X``: the open-set accuracy with an
+        ``unknown_label``.
+
+        Without an ``unknown_label``, the accuracy (scikit-learn's
+        ``ClassifierMixin.score``). With one, ``y`` may hold labels that are
+        not in ``classes_``, the queries of classes outside the support: such
+        a row is right when predicted ``unknown_label``, any other when
+        predicted as its label, as
+        :func:`~skfewshot.model_selection.open_set_accuracy_score` counts.
+        So scikit-learn's default scoring (this method, or that of a
+        pipeline ending in the head) scores the folds of
+        ``EpisodicSplit(..., n_unknown_way=...)`` as
+        :func:`~skfewshot.model_selection.evaluate_episodes` scores its
+        open-set episodes, and ``cross_val_score`` or ``GridSearchCV`` tune
+        ``unknown_threshold`` without a ``scoring``. With no row outside
+        ``classes_`` both are the accuracy.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Query features.
+
+        y : array-like of shape (n_samples,)
+            Their true labels; with an ``unknown_label``, of known and
+            unknown classes.
+
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each row in the mean.
+
+        Returns
+        -------
+        score : float
+            The fraction of rows predicted right, in [0, 1].
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn.metrics import accuracy_score
+        >>> from skfewshot import PrototypeClassifier
+        >>> head = PrototypeClassifier(unknown_label=-1, unknown_threshold=0.9)
+        >>> head = head.fit([[1.0, 0.0], [0.0, 1.0]], [0, 1])
+        >>> X = np.array([[2.0, 0.0], [0.0, 3.0], [-1.0, 0.0], [1.0, 0.1]])
+        >>> y = np.array([0, 1, 7, 7])  # 7: no class of the support
+        >>> head.predict(X)
+        array([ 0,  1, -1,  0])
+        >>> head.score(X, y)  # the unknown [-1, 0] is rejected: right
+        0.75
+        >>> accuracy_score(y, head.predict(X))  # every unknown row wrong
+        0.5
+        """
+        if getattr(self, "_predict_labels", None) is None:  # as predict
+            return super().score(X, y, sample_weight=sample_weight)
+        return open_set_accuracy(y, self.predict(X), self.classes_, sample_weight)
 
 
 #: The ``auto`` threshold: this quantile of the support rows' leave-one-out

@@ -74,6 +74,15 @@ _FINETUNE_PARAMS = frozenset(
 _FINETUNE_UNBATCHED_OPTIONS = {"unlabelled_label": None, "unknown_label": None}
 
 
+#: Appended to the warning about episodes that stopped before converging: the
+#: two paths agree only at convergence (see ``evaluate_episodes``).
+_PATH_NOTE = (
+    " (their predictions then depend on the path: the batched line search is "
+    "not SciPy's, so fitting each episode's head, as cross_val_score does, may "
+    "label their queries differently)"
+)
+
+
 def _batched_params(head, implemented, unbatched_options):
     """The head's parameters if the batched computation covers them, else None.
 
@@ -272,7 +281,10 @@ def _fine_tune_batch(start, support, unlabelled, W0, basis, params):
     when ``learn_scale``), start and stopping rules (``max_iter``, ``tol`` on
     the largest gradient entry, in the features' coordinates: ``basis``
     maps the episode's coordinates back to them). Warns as the head does
-    when episodes run out of iterations or stop abnormally.
+    when episodes run out of iterations or stop abnormally, adding that their
+    results then depend on the path (``_PATH_NOTE``): the line search is a
+    backtracking one, not SciPy's, so only converged episodes agree with the
+    per-episode path.
     """
     import torch
 
@@ -344,7 +356,7 @@ def _fine_tune_batch(start, support, unlabelled, W0, basis, params):
                 code,
                 max_iter=params["max_iter"],
                 tol=tol,
-                detail=f" in {n_stopped} of {n_episodes} batched episodes",
+                detail=f" in {n_stopped} of {n_episodes} batched episodes{_PATH_NOTE}",
                 stacklevel=2,
             )
     W, b, log_s = unpack(x, torch.arange(n_episodes, device=x.device))

@@ -25,7 +25,7 @@ import threading
 import types
 import warnings
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from hashlib import blake2b
 
 import numpy as np
@@ -52,6 +52,8 @@ _SERIALS = itertools.count()
 _IDENTITIES_LOCK = threading.Lock()
 # Attributes every nn.Module has, encoded (or checked) explicitly by _StateHash.
 _MODULE_INTERNALS = frozenset(vars(torch.nn.Module()))
+# Classes whose functions every module shares (nn.Module, object): not encoded.
+_MODULE_BASES = frozenset(torch.nn.Module.__mro__)
 _HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class created at run time
 _PLAIN_TYPES = (type(None), bool, int, float, complex, str, bytes)
 
@@ -260,10 +262,14 @@ class _Uncacheable(Exception):
 
 
 def _identity(obj) -> int:
-    """A serial number for a class or function object, never reused in the process.
+    """A serial number for a class, function or code object, never reused.
 
     Unlike ``id``, a class redefined under the same name (as in a notebook) or
-    created after another was freed gets a new number.
+    created after another was freed gets a new number. Classes and functions
+    compare by identity, code objects by value: two equal code objects alive
+    at once share a number, which is safe, as equal code runs alike (what
+    else a function reads, its defaults, closure and globals, is no part of
+    its code object).
     """
     with _IDENTITIES_LOCK:
         serial = _IDENTITIES.get(obj)
@@ -323,22 +329,52 @@ class _StateHash:
     Parameters, buffers (persistent or not) and tensor attributes by dtype,
     shape, stride and bytes; numpy arrays and scalars by dtype, shape and
     bytes; containers recursively; plain scalars by type and ``repr``; classes
-    and functions by identity (:func:`_identity`) and their defaults and
-    ``functools.partial`` arguments; instances of pure-Python classes (not
-    extension classes, whose instances hold native state beside their
-    ``__dict__``: told apart by their layout) by class and attribute dict;
-    pure-Python subclasses of ``str``, ``int`` ... (``torch.__version__``) by
-    class, value and attribute dict; the extension objects of
-    :data:`_SERIALISED_STATE` (a fast tokenizer) by their serialised state.
-    Anything else, a forward hook on any submodule, or a closure raises
-    :class:`_Uncacheable` naming it. Shared objects and cycles
+    and functions by identity (:func:`_identity`) and their code, functions
+    also by their defaults and ``functools.partial`` arguments; instances of
+    pure-Python classes (not extension classes, whose instances hold native
+    state beside their ``__dict__``: told apart by their layout) by class and
+    attribute dict; pure-Python subclasses of ``str``, ``int`` ...
+    (``torch.__version__``) by class, value and attribute dict; the extension
+    objects of :data:`_SERIALISED_STATE` (a fast tokenizer) by their
+    serialised state. Anything else, a forward hook on any submodule, or a
+    closure raises :class:`_Uncacheable` naming it. Shared objects and cycles
     are encoded once, then referred to by position.
+
+    A class is encoded with every function its class statement defines
+    (methods, static and class methods, properties, and what
+    ``functools.wraps`` decorators wrap), along its MRO but for ``nn.Module``
+    and ``object``, each as a function attribute is: by identity, code
+    object and defaults, so that a function edited in place
+    (``f.__code__ = ...`` or ``f.__defaults__ = ...``, as IPython's
+    ``%autoreload`` does) changes the digest. Unlike a function attribute's,
+    a method's closure is not refused: it holds what the class statement
+    fixed (the class, for ``super()``; a decorator's arguments and the
+    function it wraps, encoded through ``__wrapped__``), and is not read, as
+    the class's other attributes are not. The functions
+    are hashed apart from the object graph (see :meth:`_class`), so that a
+    module sharing an object with a default (a default tuple kept as an
+    attribute) encodes as one holding an equal copy.
+
+    Parameters
+    ----------
+    modes : bool
+        Encode every module's train/eval flag.
+    eval_modules : iterable of torch.nn.Module
+        Modules whose flag is encoded as eval whatever it is (the caller
+        switches them to eval mode for the forward).
+    classes : dict, optional
+        The encodings of the classes met so far (:meth:`_class`), shared with
+        the hash of a class's functions.
     """
 
-    def __init__(self):
+    def __init__(self, modes=False, eval_modules=(), classes=None):
         self._hash = hashlib.sha256()
         self._seen = {}
         self._keep = []  # objects seen, alive so that their ids stay unique
+        self._modes = modes
+        self._eval_modules = list(eval_modules)  # alive, so that their ids stay unique
+        self._eval = {id(m) for m in self._eval_modules}
+        self._classes = {} if classes is None else classes
 
     def digest(self) -> bytes:
         return self._hash.digest()[:16]
@@ -392,7 +428,10 @@ class _StateHash:
     def _module(self, module):
         if module._forward_hooks or module._forward_pre_hooks:
             raise _Uncacheable(f"{type(module).__name__} has forward hooks")
-        self._text(f"module:{type(module).__qualname__}#{_identity(type(module))}(")
+        self._text(f"module:{self._class(type(module))}(")
+        if self._modes:
+            training = module.training and id(module) not in self._eval
+            self._text(f"training={training!r};")
         for group in ("_parameters", "_buffers", "_modules"):
             self._text(f"{group}:")
             for name, value in getattr(module, group).items():
@@ -430,10 +469,7 @@ class _StateHash:
         if isinstance(value, types.FunctionType):
             if value.__closure__:
                 raise _Uncacheable(f"the closure {value.__qualname__}")
-            self._text(f"function:{value.__qualname__}#{_identity(value)}(")
-            self.add(value.__defaults__)
-            self.add(value.__kwdefaults__)
-            self._text(")")
+            self._function(value)
         elif isinstance(value, types.BuiltinFunctionType) and (
             value.__self__ is None or isinstance(value.__self__, types.ModuleType)
         ):
@@ -448,9 +484,9 @@ class _StateHash:
             self.add(value.args)
             self.add(value.keywords)
         elif isinstance(value, type):
-            self._text(f"class:{value.__qualname__}#{_identity(value)};")
+            self._text(f"class:{self._class(value)};")
         elif _is_plain_object(value):
-            self._text(f"object:{type(value).__qualname__}#{_identity(type(value))}:")
+            self._text(f"object:{self._class(type(value))}:")
             self.add(vars(value))
         elif (serialised := _serialised_state(value)) is not None:
             name, state = serialised
@@ -459,6 +495,63 @@ class _StateHash:
             self.add(getattr(value, "__dict__", None))
         else:
             raise _Uncacheable(f"a {type(value).__name__} object")
+
+    def _function(self, func):
+        """``func`` by name, identity, code object, defaults and keyword defaults.
+
+        Its closure is the caller's concern: refused for a function attribute,
+        not read for a method (see above).
+        """
+        self._text(
+            f"function:{func.__qualname__}#{_identity(func)}"
+            f"@{_identity(func.__code__)}("
+        )
+        try:
+            self.add(func.__defaults__)
+            self.add(func.__kwdefaults__)
+        except _Uncacheable as exc:
+            raise _Uncacheable(f"a default of {func.__qualname__}: {exc}") from None
+        self._text(")")
+
+    def _class(self, cls):
+        """``cls`` by name, identity and the hash of its functions (see above).
+
+        The functions are hashed by a :class:`_StateHash` of their own, whose
+        shared objects are not the object graph's; the encoding is computed
+        once per digest. While it is, ``cls`` is encoded by name and identity
+        alone, where a default refers to it.
+        """
+        text = self._classes.get(cls)
+        if text is None:
+            text = self._classes[cls] = f"{cls.__qualname__}#{_identity(cls)}"
+            functions = _StateHash(self._modes, self._eval_modules, self._classes)
+            for c in cls.__mro__:
+                if c in _MODULE_BASES or not c.__flags__ & _HEAP_TYPE:
+                    continue
+                for name, value in vars(c).items():
+                    for func in _functions(value):
+                        functions._text(f"{name}=")
+                        functions._function(func)
+            text = self._classes[cls] = f"{text}[{functions.digest().hex()}]"
+        return text
+
+
+def _functions(value):
+    """The functions of a class attribute that is one (else none).
+
+    Static and class methods give their function, a property its getter,
+    setter and deleter; a function decorated with ``functools.wraps`` gives
+    itself and the wrapped function, down the ``__wrapped__`` chain.
+    """
+    if isinstance(value, (staticmethod, classmethod)):
+        value = value.__func__
+    if isinstance(value, property):
+        return [g for f in (value.fget, value.fset, value.fdel) for g in _functions(f)]
+    functions = []
+    while isinstance(value, types.FunctionType) and len(functions) < 16:
+        functions.append(value)
+        value = getattr(value, "__wrapped__", None)
+    return functions
 
 
 def _global_forward_hooks() -> bool:
@@ -470,31 +563,48 @@ def _global_forward_hooks() -> bool:
     )
 
 
-def module_digest(obj: object, *, global_hooks: bool = True) -> bytes:
+def module_digest(
+    obj: object,
+    *,
+    global_hooks: bool = True,
+    modes: bool = False,
+    eval_modules: Iterable[torch.nn.Module] = (),
+) -> bytes:
     """16-byte digest of ``obj``'s whole state (see :class:`_StateHash`).
 
     Raises :class:`_Uncacheable` naming the state the digest cannot capture,
     including, unless ``global_hooks`` is False, hooks registered for every
     module's forward (they change outputs, not the state of ``obj``: a
     comparison of states, such as the savers' round-trip check, passes False).
+    With ``modes``, every module's train/eval flag is part of the digest,
+    those of ``eval_modules`` read as eval.
     """
     if global_hooks and _global_forward_hooks():
         raise _Uncacheable("global module forward hooks are registered")
-    state = _StateHash()
+    state = _StateHash(modes, eval_modules)
     state.add(obj)
     return state.digest()
 
 
-def state_key(obj: object, settings: str, what: str, stacklevel: int) -> bytes | None:
+def state_key(
+    obj: object,
+    settings: str,
+    what: str,
+    stacklevel: int,
+    eval_modules: Iterable[torch.nn.Module] = (),
+) -> bytes | None:
     """Cache key of ``obj`` in its current state with ``settings``; None: do not cache.
 
-    The key is computed afresh at every call (never memoised). Where ``obj``
-    holds state the digest cannot capture, a ``UserWarning`` naming it (as
-    ``what``, e.g. ``"backbone"``) says that every row is computed afresh;
-    ``stacklevel`` counts from the caller of this function.
+    The key is computed afresh at every call (never memoised) and holds
+    every module's train/eval flag, but for ``eval_modules``, which the
+    caller switches to eval mode for the forward (their flag reads as eval,
+    so toggling it costs no cache miss). Where ``obj`` holds state the
+    digest cannot capture, a ``UserWarning`` naming it (as ``what``, e.g.
+    ``"backbone"``) says that every row is computed afresh; ``stacklevel``
+    counts from the caller of this function.
     """
     try:
-        digest = module_digest(obj)
+        digest = module_digest(obj, modes=True, eval_modules=eval_modules)
     except _Uncacheable as exc:
         warnings.warn(
             f"the feature cache is off for this {type(obj).__name__} {what}: "

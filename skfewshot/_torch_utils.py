@@ -17,6 +17,8 @@ import torch
 from skfewshot._base import _accurate_squares
 
 __all__ = [
+    "amp_context",
+    "autocast_state",
     "float32_settings",
     "l2_normalize",
     "seeded_init",
@@ -190,6 +192,81 @@ _FP32_SETTINGS = (
     "mkldnn.conv",
     "mkldnn.rnn",
 )
+
+
+#: autocast's lower precision with ``amp=True``, fixed per device type (torch's
+#: own, ``torch.set_autocast_dtype``, is a thread-local setting a caller may change)
+_AMP_DTYPES = {
+    "cpu": torch.bfloat16,
+    "cuda": torch.float16,
+    "mps": torch.float16,
+}
+#: device types torch may autocast for (those of a torch build that has them)
+_AUTOCAST_TYPES = ("cpu", "cuda", "mps", "xpu", "hpu", "xla", "mtia", "maia", "ipu")
+
+
+def amp_context(device_type: str, enabled: bool):
+    """``torch.autocast`` for ``device_type``, on (mixed precision) or off.
+
+    On: float16 on CUDA and MPS, bfloat16 on the CPU, whatever
+    ``torch.set_autocast_dtype`` says (other device types: torch's autocast
+    dtype for them, which :func:`autocast_state` reports). Off: a caller's
+    autocast for ``device_type`` is switched off inside the block, so the
+    block computes in the dtypes of its tensors. Where this torch cannot
+    autocast on ``device_type``, off is a no-op and on raises torch's
+    ``RuntimeError``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skfewshot._torch_utils import amp_context, autocast_state
+    >>> with torch.autocast("cpu"), amp_context("cpu", False):
+    ...     autocast_state()
+    ''
+    >>> with amp_context("cpu", True):
+    ...     autocast_state()
+    'cpu=torch.bfloat16'
+    """
+    dtype = _AMP_DTYPES.get(device_type)
+    try:
+        return torch.autocast(device_type, dtype=dtype, enabled=enabled)
+    except RuntimeError:  # no autocast for this device type in this torch
+        if enabled:
+            raise
+        return contextlib.nullcontext()
+
+
+def autocast_state() -> str:
+    """The autocast settings of this thread that change results, for cache keys.
+
+    Every device type on which autocast is on, with its dtype (``""`` where
+    it is on nowhere): an encoder called under a caller's
+    ``torch.autocast`` computes in lower precision, so its features must not
+    be served to a call in full precision, nor features of one dtype to a
+    call under another.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skfewshot._torch_utils import autocast_state
+    >>> autocast_state()
+    ''
+    >>> with torch.autocast("cpu", dtype=torch.bfloat16):
+    ...     autocast_state()
+    'cpu=torch.bfloat16'
+    """
+    if not hasattr(torch.amp, "is_autocast_available"):  # torch < 2.4
+        states = (
+            ("cpu", torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype),
+            ("cuda", torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype),
+        )
+        return ",".join(f"{t}={dtype()}" for t, on, dtype in states if on)
+    types = (*_AUTOCAST_TYPES, torch._C._get_privateuse1_backend_name())
+    return ",".join(
+        f"{t}={torch.get_autocast_dtype(t)}"
+        for t in types
+        if torch.amp.is_autocast_available(t) and torch.is_autocast_enabled(t)
+    )
 
 
 def float32_settings() -> str:

@@ -37,6 +37,8 @@ from tqdm.auto import tqdm
 from ._feature_cache import FEATURE_CACHE, cached_features, row_keys, state_key
 from ._persistence import portable_state, restored_state
 from ._torch_utils import (
+    amp_context,
+    autocast_state,
     float32_settings,
     resolve_device,
     to_host_array,
@@ -114,7 +116,11 @@ class BackboneTransformer(
 
     amp : bool, default=False
         Run the forward pass under ``torch.autocast`` for the resolved device
-        (float16 on CUDA, bfloat16 on CPU).
+        (float16 on CUDA and MPS, bfloat16 on CPU, whatever
+        ``torch.set_autocast_dtype`` says; on other devices, torch's autocast
+        dtype for them). With ``amp=False`` the forward runs in full
+        precision even inside a caller's ``torch.autocast`` block for that
+        device type.
 
     cache : bool, default=True
         Reuse features: rows already transformed by a backbone in the same
@@ -207,19 +213,32 @@ class BackboneTransformer(
     the backbone's state, computed afresh at every ``fit`` and ``transform``
     (never memoised: an edit through ``p.data`` or of a plain tensor
     attribute is seen at the next call; hashing reads every weight once per
-    call); (2) ``dtype``, ``amp``, the device type, the float32 matmul precision
-    and the input's dtype and per-sample shape; (3) a blake2b digest of the
-    row's bytes (after ``preprocess``). The state digest covers the module
-    and every submodule: the class (its identity in the process, so a class
-    redefined under the same name is another backbone), every parameter and
-    buffer (persistent or not) by dtype, shape and bytes, and every other
-    instance attribute, private ones included: tensors and numpy arrays by
-    bytes, containers recursively, scalars and strings by type and ``repr``,
-    functions and classes by identity, instances of pure-Python classes by
-    their attribute dict. Changing any of these invalidates the rows of the
-    old state (they stay until evicted, and are served again if the old
-    state comes back). The train/eval flags are not part of the key:
-    features are always computed in eval mode.
+    call); (2) ``dtype``, ``amp``, the device type, the float32 matmul
+    precision, the autocast state the forward runs under (``amp``'s, and a
+    caller's ``torch.autocast`` for other device types) and the input's dtype
+    and per-sample shape; (3) a blake2b digest of the row's bytes (after
+    ``preprocess``). The state digest covers the module and every submodule:
+    the class (its identity in the process, so a class redefined under the
+    same name is another backbone, and the code of its methods, so a method
+    edited in place, as IPython's ``%autoreload`` does, is seen), every
+    parameter and buffer (persistent or not) by dtype, shape and bytes, and
+    every other instance attribute, private ones included: tensors and numpy
+    arrays by bytes, containers recursively, scalars and strings by type and
+    ``repr``, functions and classes by identity and code, instances of
+    pure-Python classes by their attribute dict. Changing any of these
+    invalidates the rows of the old state (they stay until evicted, and are
+    served again if the old state comes back). The train/eval flags of the
+    module and its registered submodules are not part of the key: their
+    features are always computed in eval mode. A module reached only
+    through a plain attribute (a list or dict of modules rather than an
+    ``nn.ModuleList``) is not switched by ``eval()``, so its flag is part of
+    the key.
+
+    While a backbone is switched to eval mode and run, it holds a lock of
+    each of its modules (re-entrant, so a forward may itself call a
+    transformer): another forward that uses one of those modules, e.g. a
+    transformer of a shared submodule, waits for it, so neither switches
+    the other's flags; forwards of unrelated backbones run at once.
 
     The cache assumes that ``forward`` is a deterministic function of the
     module's parameters, buffers and instance attributes and of the input:
@@ -539,41 +558,53 @@ class BackboneTransformer(
 
         ``shifts``: the test-time shifts (:meth:`_shifts`) or None.
         """
-        key = self._backbone_key(module, X, device, shifts) if self.cache else None
-        if key is None:
-            return self._forward(module, X, None, device, expected, shifts)
-        width = FEATURE_CACHE.width(key)
-        if width is not None and expected is not None and width != expected:
-            raise _width_error(width, expected, X.shape[1:])
-        return cached_features(
-            key,
-            X.shape[0],
-            lambda rows: row_keys(X[rows]),
-            lambda rows, out: self._forward(
-                module, X, rows, device, expected, shifts, out
-            ),
-            self.cache_size,
-        )
+        # the key reads the autocast state the forward runs under, and the
+        # flags of the module's submodules, which no other forward may switch
+        # between the key and the forward (the locks are re-entrant)
+        with _modules_locked(module), amp_context(device.type, self.amp):
+            key = self._backbone_key(module, X, device, shifts) if self.cache else None
+            if key is None:
+                return self._forward(module, X, None, device, expected, shifts)
+            width = FEATURE_CACHE.width(key)
+            if width is not None and expected is not None and width != expected:
+                raise _width_error(width, expected, X.shape[1:])
+            return cached_features(
+                key,
+                X.shape[0],
+                lambda rows: row_keys(X[rows]),
+                lambda rows, out: self._forward(
+                    module, X, rows, device, expected, shifts, out
+                ),
+                self.cache_size,
+            )
 
     def _backbone_key(self, module, X, device, shifts):
-        """Cache key of the module's state and of the settings (None: do not cache)."""
+        """Cache key of the module's state and of the settings (None: do not cache).
+
+        The module and its registered submodules run in eval mode whatever
+        their flags (:meth:`_forward`): their flags read as eval.
+        """
         settings = (
             f"{self.dtype}|{self.amp}|{device.type}|{X.dtype.str}|{X.shape[1:]}"
-            f"|{float32_settings()}"
+            f"|{float32_settings()}|autocast={autocast_state()}"
         )
         if shifts is not None:
             settings += f"|shifts={shifts}"
-        return state_key(module, settings, "backbone", stacklevel=4)
+        return state_key(
+            module, settings, "backbone", stacklevel=4, eval_modules=module.modules()
+        )
 
     def _forward(self, module, X, rows, device, expected, shifts, out=None):
         """Run ``module`` on ``X[rows]`` (all rows if None) batch by batch.
 
-        Eval mode, inference mode; results go to ``out[rows]`` (allocated
-        here when None) and non-finite outputs raise ``ValueError``. With
-        ``shifts``, the batches hold ``batch_size`` shifted copies (row ``i``
-        gives copies ``i * k ... i * k + k - 1``, ``k = len(shifts)``) and a
-        row's result is the mean of its copies' features, summed in float64
-        in the order of ``shifts`` (so independent of ``batch_size``).
+        Eval mode, inference mode, under the locks of the module's modules; the
+        caller enters the autocast context (:meth:`_embed`). Results go to
+        ``out[rows]`` (allocated here when None) and non-finite outputs raise
+        ``ValueError``. With ``shifts``, the batches hold ``batch_size``
+        shifted copies (row ``i`` gives copies ``i * k ... i * k + k - 1``,
+        ``k = len(shifts)``) and a row's result is the mean of its copies'
+        features, summed in float64 in the order of ``shifts`` (so
+        independent of ``batch_size``).
         """
         n_rows = X.shape[0] if rows is None else rows.size
         in_dtype = torch.int64 if X.dtype == np.int64 else torch_dtype(self.dtype)
@@ -585,16 +616,11 @@ class BackboneTransformer(
             unit="batch",
             disable=self.verbose <= 0,
         )
-        with _module_lock(module):
+        with _modules_locked(module):
             modes = [(m, m.training) for m in module.modules()]
             module.eval()
             try:
-                with (
-                    torch.inference_mode(),
-                    torch.autocast(device.type)
-                    if self.amp
-                    else contextlib.nullcontext(),
-                ):
+                with torch.inference_mode():
                     for batch in batches:
                         copies = np.arange(batch.start, batch.stop)
                         local = batch if shifts is None else copies // k
@@ -722,17 +748,42 @@ def _holds_text(X) -> bool:
     return False
 
 
-# module -> lock held while the module is switched to eval mode and run.
+# module -> re-entrant lock held while a forward switches the module to eval
+# mode, runs it and switches it back (and while its cache key is read). A
+# forward holds the lock of every module in module.modules(): two transformers
+# whose modules share a submodule wait for each other (with one lock per
+# top-level module, one restored a shared submodule's train mode while the
+# other ran it), unrelated backbones run at once (in threads, on two GPUs), and
+# a forward may call a transformer itself, in its thread or another one.
 _MODULE_LOCKS = weakref.WeakKeyDictionary()
 _LOCKS_LOCK = threading.Lock()
 
 
-def _module_lock(module: torch.nn.Module) -> threading.Lock:
+def _new_locks():
+    """Forget every lock: in a forked child, a lock a vanished thread held
+    would stay held for ever."""
+    global _MODULE_LOCKS, _LOCKS_LOCK
+    _MODULE_LOCKS, _LOCKS_LOCK = weakref.WeakKeyDictionary(), threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_new_locks)
+
+
+@contextlib.contextmanager
+def _modules_locked(module: torch.nn.Module):
+    """Hold the lock of every module in ``module.modules()``.
+
+    Taken in one order (by ``id``), so two forwards sharing submodules
+    cannot each hold a lock the other waits for.
+    """
+    modules = sorted({id(m): m for m in module.modules()}.items())
     with _LOCKS_LOCK:
-        lock = _MODULE_LOCKS.get(module)
-        if lock is None:
-            lock = _MODULE_LOCKS[module] = threading.Lock()
-        return lock
+        locks = [_MODULE_LOCKS.setdefault(m, threading.RLock()) for _, m in modules]
+    with contextlib.ExitStack() as stack:
+        for lock in locks:
+            stack.enter_context(lock)
+        yield
 
 
 @contextlib.contextmanager

@@ -93,11 +93,19 @@ def _scores_to_records(results):
             "n_query": s.n_query,
             "n_episodes": s.n_episodes,
             "mean": float(s.mean),
-            "ci95": float(s.ci95),
+            # NaN from one episode, which JSON cannot hold
+            "ci95": None if np.isnan(s.ci95) else float(s.ci95),
         }
         for head, scores in results.items()
         for s in scores
     ]
+
+
+def _cell(scores):
+    """``mean ± CI`` in %, the mean alone when there is no CI (one episode)."""
+    if np.isnan(scores.ci95):
+        return f"{100 * scores.mean:6.1f}       "
+    return f"{100 * scores.mean:6.1f} ± {100 * scores.ci95:4.1f}"
 
 
 def format_table(results, shots):
@@ -106,9 +114,7 @@ def format_table(results, shots):
     head = "head".ljust(width) + "".join(f"{k}-shot".rjust(14) for k in shots)
     lines = [head, "-" * len(head)]
     for name, scores in results.items():
-        cells = "".join(
-            f"{100 * s.mean:6.1f} ± {100 * s.ci95:4.1f}".rjust(14) for s in scores
-        )
+        cells = "".join(_cell(s).rjust(14) for s in scores)
         lines.append(HEAD_LABELS.get(name, name).ljust(width) + cells)
     return "\n".join(lines)
 

@@ -6,7 +6,9 @@ fold), so ``cross_val_score``, ``cross_validate`` and ``GridSearchCV`` run the
 protocol unchanged. :func:`evaluate_episodes` runs it directly, reuses the
 features of frozen backbones across episodes and returns :class:`EpisodeScores`;
 :class:`EpisodicGridSearchCV` scores a parameter grid with it, every candidate
-on the same episodes.
+on the same episodes. :func:`open_set_accuracy_score` and
+:func:`open_set_scorer` score open-set episodes (``n_unknown_way``) as
+:func:`evaluate_episodes` does, for scikit-learn's tools.
 
 This module uses only the scikit-learn estimator API: it does not import torch.
 """
@@ -56,8 +58,11 @@ from ._episodes import (
     batch_predictor,
     episode_batches,
     estimator_name,
+    left_out_already_said,
     reuse_frozen_features,
+    user_stacklevel,
 )
+from ._open_set import open_set_accuracy, open_set_right
 from ._utils import rebuildable_future
 
 if TYPE_CHECKING:
@@ -68,6 +73,8 @@ __all__ = [
     "EpisodicGridSearchCV",
     "EpisodicSplit",
     "evaluate_episodes",
+    "open_set_accuracy_score",
+    "open_set_scorer",
 ]
 
 
@@ -111,9 +118,12 @@ class EpisodicSplit(BaseShuffleSplit):
         ``n_query`` samples each are appended to the test fold (queries of no
         support class, which a head with an ``unknown_label`` should answer
         with it). They are drawn among the eligible classes other than the
-        episode's ``n_way``, after those: the support and the known queries
-        are the episodes drawn with ``n_unknown_way=0`` (the same seed keeps
-        its episodes).
+        episode's ``n_way``, their samples from a second random stream
+        derived from the seed: the support and the known queries of every
+        episode are those drawn with ``n_unknown_way=0`` (the same seed keeps
+        its episodes; with ``within_groups``, as long as the groups that
+        hold ``n_way`` eligible classes hold ``n_way + n_unknown_way``).
+        How these folds are scored: see the Notes.
 
     random_state : int, RandomState instance or None, default=None
         Controls which episodes are drawn. Pass an int for the same episodes on
@@ -124,6 +134,7 @@ class EpisodicSplit(BaseShuffleSplit):
     See Also
     --------
     evaluate_episodes : Run the protocol directly and get a confidence interval.
+    open_set_scorer : The ``scoring`` of open-set episodes (``n_unknown_way``).
     sklearn.model_selection.StratifiedShuffleSplit : Stratified random splits.
 
     Notes
@@ -137,6 +148,24 @@ class EpisodicSplit(BaseShuffleSplit):
     ``cross_val_score`` and ``cross_validate`` hold a few episodes at a time
     whatever ``n_episodes``; ``GridSearchCV`` lists every split first (about a
     kilobyte per 5-way 1-shot 15-query episode).
+
+    Classes with fewer than ``n_shot + n_query`` samples are never drawn
+    (nor, with ``within_groups``, the classes of groups too small for an
+    episode); :meth:`split` warns how many are left out.
+
+    With ``n_unknown_way > 0``, scikit-learn's default scoring (the
+    estimator's ``score``) scores the folds of the library's heads as
+    :func:`evaluate_episodes` does: the ``score`` of
+    :class:`~skfewshot.PrototypeClassifier` and
+    :class:`~skfewshot.FineTunedCosineClassifier` with an ``unknown_label``
+    (and of a pipeline ending in one) is the open-set accuracy
+    (:func:`open_set_accuracy_score`), so ``cross_val_score`` and
+    ``GridSearchCV`` tune ``unknown_threshold`` as they are. A classifier
+    that only predicts its ``classes_`` cannot reject, and its accuracy
+    (every query of an unknown class wrong) is its open-set accuracy. Pass
+    ``scoring=open_set_scorer`` for an estimator whose ``predict`` answers
+    a label of its own for "unknown" but whose ``score`` is the plain
+    accuracy.
 
     Examples
     --------
@@ -156,6 +185,17 @@ class EpisodicSplit(BaseShuffleSplit):
     [2 3] [2 2 3 3]
     [1 0] [1 1 0 0]
     [1 0] [1 1 0 0]
+
+    Open-set episodes append the queries of classes outside the support, and
+    keep the rest of each episode:
+
+    >>> open_set = EpisodicSplit(n_way=2, n_shot=1, n_query=2, n_episodes=3,
+    ...                          n_unknown_way=1, random_state=0)
+    >>> for support, query in open_set.split(X, y):
+    ...     print(y[support], y[query])
+    [2 3] [2 2 3 3 1 1]
+    [1 0] [1 1 0 0 2 2]
+    [1 0] [1 1 0 0 2 2]
     """
 
     _parameter_constraints: dict = {
@@ -221,6 +261,12 @@ class EpisodicSplit(BaseShuffleSplit):
             When fewer than ``n_way`` classes (within one group, with
             ``within_groups=True``) have ``n_shot + n_query`` samples; the
             message says how many do.
+
+        Warns
+        -----
+        UserWarning
+            When the episodes are drawn, when some classes are too small to be
+            drawn (the message says how many).
         """
         return super().split(X, y, groups)
 
@@ -315,7 +361,8 @@ class EpisodeScores:
 
     ci95 : float
         Half-width of the 95% confidence interval of the mean,
-        ``1.96 * std / sqrt(n_episodes)``.
+        ``1.96 * std / sqrt(n_episodes)``; NaN from a single episode, which
+        gives no interval (``str`` then reads "no CI from 1 episode").
 
     known_mean, known_ci95, auroc_mean, auroc_ci95 : float or None
         Mean and 95% half-width of ``known_accuracies`` and of ``aurocs``, as
@@ -345,6 +392,14 @@ class EpisodeScores:
     (0.8, 0.8)
     >>> str(open_set).split("; ")[1]
     'known 80.0 ± 13.9 %, AUROC 0.800 ± 0.069)'
+
+    One episode gives no confidence interval:
+
+    >>> one = EpisodeScores(np.array([0.5]), n_way=5, n_shot=1, n_query=2)
+    >>> one.ci95
+    nan
+    >>> print(one)
+    50.0 % (no CI from 1 episode, 5-way 1-shot)
     """
 
     accuracies: np.ndarray
@@ -408,22 +463,26 @@ class EpisodeScores:
         return None if self.aurocs is None else _ci95(self.aurocs)
 
     def __str__(self) -> str:
-        episodes = "episode" if self.n_episodes == 1 else "episodes"
+        if self.n_episodes == 1:
+            interval = "no CI from 1 episode"
+        else:
+            interval = f"95% CI, {self.n_episodes} episodes"
         open_set = ""
         if self.n_unknown_way:
             open_set = f", {self.n_unknown_way} unknown classes"
         extra = []
         if self.known_accuracies is not None:
             extra.append(
-                f"known {100 * self.known_mean:.1f} ± {100 * self.known_ci95:.1f} %"
+                f"known {_plus_minus(self.known_mean, self.known_ci95, '.1f', 100)} %"
             )
         if self.aurocs is not None:
-            extra.append(f"AUROC {self.auroc_mean:.3f} ± {self.auroc_ci95:.3f}")
+            extra.append(
+                f"AUROC {_plus_minus(self.auroc_mean, self.auroc_ci95, '.3f')}"
+            )
         extra = f"; {', '.join(extra)}" if extra else ""
         return (
-            f"{100 * self.mean:.1f} ± {100 * self.ci95:.1f} % (95% CI, "
-            f"{self.n_episodes} {episodes}, {self.n_way}-way {self.n_shot}-shot"
-            f"{open_set}{extra})"
+            f"{_plus_minus(self.mean, self.ci95, '.1f', 100)} % ({interval}, "
+            f"{self.n_way}-way {self.n_shot}-shot{open_set}{extra})"
         )
 
     def __repr__(self) -> str:
@@ -498,7 +557,23 @@ class EpisodeScores:
 
 def _ci95(values):
     """Half-width of the 95% confidence interval of the mean of ``values``."""
-    return 1.96 * float(np.std(values, ddof=0)) / math.sqrt(len(values))
+    return float(_ci95_of_std(np.std(values, ddof=0), len(values)))
+
+
+def _ci95_of_std(std, n):
+    """``1.96 * std / sqrt(n)``, the 95% half-width of a mean of ``n`` values
+    of (population) standard deviation ``std``; NaN when ``n < 2``: one
+    value says nothing of the spread (its std is 0, not a zero-width CI)."""
+    if n < 2:
+        return np.full_like(std, np.nan, dtype=np.float64)
+    return 1.96 * std / math.sqrt(n)
+
+
+def _plus_minus(mean, ci95, spec, factor=1):
+    """``"mean ± ci95"`` formatted by ``spec`` (times ``factor``); ``"mean"``
+    alone when ``ci95`` is NaN (a single episode)."""
+    text = format(factor * mean, spec)
+    return text if math.isnan(ci95) else f"{text} ± {format(factor * ci95, spec)}"
 
 
 def _mean_or_none(values):
@@ -533,17 +608,150 @@ def _fit_and_score_open_set_episode(estimator, X_support, y_support, X_query, y_
     """``(accuracy, known accuracy, AUROC)`` of one open-set episode.
 
     A query of a class outside the support counts as right when its
-    prediction is no support class (the head's ``unknown_label``). The AUROC
-    is that of ``score_samples`` (None when the estimator has none).
+    prediction is no support class (the head's ``unknown_label``), as
+    :func:`open_set_accuracy_score` counts it. The AUROC is that of
+    ``score_samples`` (None when the estimator has none).
     """
     estimator.fit(X_support, y_support)
     predicted = estimator.predict(X_query)
-    known = np.isin(y_query, y_support)
-    right = np.where(known, predicted == y_query, ~np.isin(predicted, y_support))
+    right, known = open_set_right(y_query, predicted, y_support)
     auroc = None
     if hasattr(estimator, "score_samples"):
         auroc = roc_auc_score(known, estimator.score_samples(X_query))
     return float(np.mean(right)), float(np.mean(right[known])), auroc
+
+
+@validate_params(
+    {"y_true": ["array-like"], "y_pred": ["array-like"], "classes": ["array-like"]},
+    prefer_skip_nested_validation=True,
+)
+def open_set_accuracy_score(
+    y_true: ArrayLike, y_pred: ArrayLike, *, classes: ArrayLike
+) -> float:
+    """Accuracy of open-set predictions: unknown queries are right when rejected.
+
+    A query whose true label is one of ``classes`` (the classes the
+    estimator was fitted on, its support set's) is right when predicted as
+    that label; a query of any other class can never be predicted as its
+    label, and is right when predicted as none of ``classes`` (e.g. the
+    head's ``unknown_label``). With no unknown queries this is the
+    accuracy. :func:`evaluate_episodes` scores open-set episodes so.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        True labels, of known and unknown classes.
+
+    y_pred : array-like of shape (n_samples,)
+        Predicted labels: classes, or an answer that is none of them.
+
+    classes : array-like of shape (n_classes,)
+        The known classes: the fitted estimator's ``classes_``.
+
+    Returns
+    -------
+    score : float
+        The fraction of queries answered right, in [0, 1].
+
+    Raises
+    ------
+    ValueError
+        When ``y_true`` and ``y_pred`` differ in length or are empty.
+
+    See Also
+    --------
+    open_set_scorer : This score as the ``scoring`` of scikit-learn's tools.
+    evaluate_episodes : Open-set episodes with ``n_unknown_way``.
+
+    Examples
+    --------
+    >>> from skfewshot.model_selection import open_set_accuracy_score
+    >>> y_true = [0, 0, 1, 5, 6]   # 5 and 6: no class of the support
+    >>> y_pred = [0, 1, 1, -1, 0]  # -1: the head's unknown_label
+    >>> open_set_accuracy_score(y_true, y_pred, classes=[0, 1])
+    0.6
+    """
+    return open_set_accuracy(y_true, y_pred, classes)
+
+
+def open_set_scorer(estimator, X: ArrayLike, y_true: ArrayLike) -> float:
+    """Score a fitted estimator on open-set queries: a scorer for ``scoring=``.
+
+    :func:`open_set_accuracy_score` of ``estimator.predict(X)``, the known
+    classes being ``estimator.classes_``: a query of another class is right
+    when its prediction is none of them (the estimator's "unknown" answer).
+    Pass it as ``scoring=open_set_scorer`` to ``cross_val_score``,
+    ``cross_validate`` or ``GridSearchCV`` with
+    ``cv=EpisodicSplit(..., n_unknown_way=...)``: each fold is then scored
+    as :func:`evaluate_episodes` scores the episode (its ``accuracies``).
+
+    The default scoring already does so for the library's heads (and a
+    pipeline ending in one): the ``score`` of
+    :class:`~skfewshot.PrototypeClassifier` and
+    :class:`~skfewshot.FineTunedCosineClassifier` with an ``unknown_label``
+    is this open-set accuracy. This scorer is for other estimators whose
+    ``predict`` answers a label of their own for "unknown" while their
+    ``score`` is the plain accuracy, which counts every unknown query as
+    wrong.
+
+    Parameters
+    ----------
+    estimator : fitted classifier
+        Has ``predict`` and ``classes_`` (a pipeline ending in one has).
+
+    X : array-like of shape (n_samples, ...)
+        Queries, as ``estimator.predict`` takes them.
+
+    y_true : array-like of shape (n_samples,)
+        Their true labels, of known and unknown classes.
+
+    Returns
+    -------
+    score : float
+        The open-set accuracy, in [0, 1].
+
+    Raises
+    ------
+    AttributeError
+        When ``estimator`` has no ``classes_``.
+
+    See Also
+    --------
+    open_set_accuracy_score : The score of labels.
+    EpisodicSplit : Its ``n_unknown_way`` draws open-set episodes.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn.model_selection import cross_val_score
+    >>> from skfewshot import PrototypeClassifier
+    >>> from skfewshot.model_selection import (
+    ...     EpisodicSplit, evaluate_episodes, open_set_scorer)
+    >>> X, y = load_digits(return_X_y=True)
+    >>> head = PrototypeClassifier(unknown_label=-1)
+    >>> episodes = dict(n_way=5, n_shot=5, n_query=15, n_unknown_way=5,
+    ...                 n_episodes=20, random_state=0)
+    >>> cv = EpisodicSplit(**episodes)
+    >>> open_set = cross_val_score(head, X, y, cv=cv, scoring=open_set_scorer)
+    >>> print(round(open_set.mean(), 4))
+    0.6523
+    >>> round(evaluate_episodes(head, X, y, **episodes).mean, 4)
+    0.6523
+
+    The head's own ``score`` (the default scoring) is the same open-set
+    accuracy:
+
+    >>> bool((cross_val_score(head, X, y, cv=cv) == open_set).all())
+    True
+    """
+    try:
+        classes = estimator.classes_
+    except AttributeError as exc:
+        raise AttributeError(
+            f"open_set_scorer needs the known classes of the fitted estimator, "
+            f"but {type(estimator).__name__} has no classes_."
+        ) from exc
+    return open_set_accuracy_score(y_true, estimator.predict(X), classes=classes)
 
 
 def _episode(X, y, episode):
@@ -612,9 +820,6 @@ def _episode_parallel(shared, n_jobs):
     ):
         return Parallel(n_jobs=n_jobs, return_as="generator")
     if backend.effective_n_jobs(n_jobs) == 1:
-        frame, stacklevel = sys._getframe(1), 2  # our caller is stacklevel 2
-        while frame.f_back is not None and _library_frame(frame):
-            frame, stacklevel = frame.f_back, stacklevel + 1
         warnings.warn(
             "joblib's dask backend runs every episode one after another in "
             "this process, not on the cluster: it takes the cluster's total "
@@ -623,7 +828,7 @@ def _episode_parallel(shared, n_jobs):
             "e.g. LocalCluster(n_workers=2, threads_per_worker=1), or leave "
             "out backend='dask' to use this machine's cores.",
             UserWarning,
-            stacklevel=stacklevel,
+            stacklevel=user_stacklevel(),
         )
     elif shared:
         backend = type(backend)(
@@ -640,12 +845,6 @@ def _episode_parallel(shared, n_jobs):
         backend._scatter = list(shared)
         backend.data_futures = {id(x): f for x, f in zip(shared, futures)}
     return Parallel(backend=backend, n_jobs=n_jobs, return_as="generator")
-
-
-def _library_frame(frame):
-    """Whether ``frame`` runs code of skfewshot or scikit-learn."""
-    module = frame.f_globals.get("__name__", "")
-    return module.split(".")[0] in ("skfewshot", "sklearn")
 
 
 def _is_weakrefable(obj):
@@ -680,16 +879,17 @@ def _episode_codes(support_labels, query_labels):
 def _batched_accuracies(batched, head, X, y, episodes, n_episodes, n_way, rows):
     """Accuracy of each episode, in order, computed a batch of episodes at a time.
 
-    ``batched = (predict, finite_rows)`` is what
-    :func:`~skfewshot._episodes.batch_predictor` returned for ``head``; ``rows``
-    is the number of support and query rows of one episode. A batch that draws
-    a non-finite row, or one the predictor declines, takes the per-episode
-    path on ``X`` itself, so the head accepts or reports it exactly as it
-    would without batching.
+    ``batched = (predict, finite_rows, features)`` is what
+    :func:`~skfewshot._episodes.batch_predictor` returned for ``head``
+    (``features``: ``X`` as a float ndarray); ``rows`` is the number of
+    support and query rows of one episode. A batch that draws a non-finite
+    row, or one the predictor declines, takes the per-episode path on ``X``
+    itself (a list stays a list), so the head accepts or reports it exactly
+    as it would without batching.
     """
-    predict, finite_rows = batched
+    predict, finite_rows, features = batched
     labels = np.unique(y, return_inverse=True)[1]  # sorted: ranks are kept
-    n_features = X.shape[1]
+    n_features = features.shape[1]
     for batch in episode_batches(episodes, n_episodes, rows, n_features):
         support = np.stack([s for s, _ in batch])
         query = np.stack([q for _, q in batch])
@@ -773,9 +973,14 @@ def evaluate_episodes(
     an episode may settle in another minimum of the same objective: 9 queries
     in 45,000 were labelled differently on that benchmark (the same mean
     accuracy to 0.01%); compare transductive results computed by one path.
+    The two paths agree only where the fine-tuning converges: an episode that
+    runs out of ``max_iter`` iterations (or whose line search fails) keeps
+    the last iterate of its own path's line search, so its predictions, and
+    the accuracy, depend on the path (the ``ConvergenceWarning`` says so);
+    give ``max_iter`` room, or compare results computed by one path.
     Options a head does not batch, a subclass that overrides ``fit`` or
-    ``predict``, sparse or non-numeric features and any other estimator take
-    the per-episode path.
+    ``predict`` (of the head, or of a ``Pipeline`` around it), sparse or
+    non-numeric features and any other estimator take the per-episode path.
 
     Parameters
     ----------
@@ -836,19 +1041,31 @@ def evaluate_episodes(
         the AUROC of the estimator's ``score_samples`` between the two kinds
         of queries (``aurocs``; None, with a warning, for an estimator
         without ``score_samples``). Open-set episodes take the per-episode
-        path (not batched).
+        path (not batched). ``cross_val_score`` with the same
+        ``EpisodicSplit`` gives the same ``accuracies`` with
+        ``scoring=open_set_scorer``, and, for the library's heads (whose
+        ``score`` is the open-set accuracy), with the default scoring.
 
     Returns
     -------
     scores : EpisodeScores
-        Per-episode accuracies, mean, ``ci95`` and the settings used.
+        Per-episode accuracies, mean, ``ci95`` (NaN with ``n_episodes=1``)
+        and the settings used.
 
     Raises
     ------
     ValueError
-        When ``X`` and ``y`` differ in length, or when fewer than ``n_way``
+        When ``X`` and ``y`` differ in length, when fewer than ``n_way``
         classes have ``n_shot + n_query`` samples (the message says how many
-        do).
+        do), or when ``y`` or ``groups`` mixes labels that cannot be sorted
+        together (ints and strings, None) or ``groups`` contains NaN.
+
+    Warns
+    -----
+    UserWarning
+        When some classes are never drawn: those with fewer than ``n_shot +
+        n_query`` samples (and, with ``within_groups``, those of groups with
+        fewer than ``n_way`` such classes); the message says how many.
 
     See Also
     --------
@@ -1103,8 +1320,9 @@ class EpisodicGridSearchCV(MetaEstimatorMixin, BaseEstimator):
         ``rank_test_score`` (1 is best; ties share the lowest rank) and
         ``ci95_test_score``, the half-width of the 95% confidence interval of
         the mean, ``1.96 * std / sqrt(n_episodes)``, as
-        :class:`EpisodeScores` computes it. There are no fit or score times:
-        batched episodes have none of their own.
+        :class:`EpisodeScores` computes it (NaN with ``n_episodes=1``).
+        There are no fit or score times: batched episodes have none of their
+        own.
 
     best_estimator_ : estimator
         ``estimator`` with :attr:`best_params_`, fitted on all of ``X``;
@@ -1245,6 +1463,12 @@ class EpisodicGridSearchCV(MetaEstimatorMixin, BaseEstimator):
             ``n_way`` classes have ``n_shot + n_query`` samples.
         TypeError
             When ``param_grid`` is not a dict of lists or a list of them.
+
+        Warns
+        -----
+        UserWarning
+            Once, when some classes are too small to be drawn (see
+            :func:`evaluate_episodes`).
         """
         candidates = list(ParameterGrid(self.param_grid))
         if not candidates:
@@ -1288,17 +1512,18 @@ class EpisodicGridSearchCV(MetaEstimatorMixin, BaseEstimator):
         # ("the 'alpha' parameter of FineTunedCosineClassifier") after itself
         evaluate = evaluate_episodes.__wrapped__
         for i, params in enumerate(candidates):
-            result = evaluate(
-                clone(base).set_params(**clone(params, safe=False)),
-                features,
-                y,
-                **episode_settings,
-                groups=groups,
-                within_groups=self.within_groups,
-                random_state=seed,
-                n_jobs=self.n_jobs,
-                verbose=self.verbose,
-            )
+            with left_out_already_said():  # by the check above
+                result = evaluate(
+                    clone(base).set_params(**clone(params, safe=False)),
+                    features,
+                    y,
+                    **episode_settings,
+                    groups=groups,
+                    within_groups=self.within_groups,
+                    random_state=seed,
+                    n_jobs=self.n_jobs,
+                    verbose=self.verbose,
+                )
             scores[i] = result.accuracies
             if self.verbose > 0:
                 print(f"[{i + 1}/{len(candidates)}] {params}: {result}")
@@ -1350,7 +1575,7 @@ class EpisodicGridSearchCV(MetaEstimatorMixin, BaseEstimator):
         stds = np.sqrt(np.average((scores - means[:, np.newaxis]) ** 2, axis=1))
         results["mean_test_score"] = means
         results["std_test_score"] = stds
-        results["ci95_test_score"] = 1.96 * stds / math.sqrt(scores.shape[1])
+        results["ci95_test_score"] = _ci95_of_std(stds, scores.shape[1])
         results["rank_test_score"] = rankdata(-means, method="min").astype(np.int32)
         return results
 

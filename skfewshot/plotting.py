@@ -6,15 +6,24 @@ module never needs it; drawing does, and says so clearly when it is missing.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
 from numpy.typing import ArrayLike
-from sklearn.utils import check_random_state
+from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._optional_dependencies import check_matplotlib_support
+from sklearn.utils._param_validation import validate_parameter_constraints
+from sklearn.utils.validation import check_array, check_consistent_length, indexable
 
-from ._episodes import EPISODE_DEFAULTS, estimator_name, reuse_frozen_features
+from ._episodes import (
+    EPISODE_CONSTRAINTS,
+    EPISODE_DEFAULTS,
+    EpisodeSampler,
+    estimator_name,
+    reuse_frozen_features,
+)
 from ._utils import seed_from
 from .model_selection import evaluate_episodes
 
@@ -381,6 +390,13 @@ class FewShotCurveDisplay:
         once per estimator for all shot counts, as ``evaluate_episodes`` does
         for the episodes of one shot count.
 
+        Every shot count draws its episodes from the same classes: those the
+        largest shot count can draw (at least ``max(shots) + n_query``
+        samples; with ``within_groups``, in a group with ``n_way`` such
+        classes), so that the points of a line differ by the shots only, not
+        by which classes they average over. A warning says how many classes
+        that leaves out.
+
         Parameters
         ----------
         estimator : estimator or dict of str to estimator
@@ -442,6 +458,19 @@ class FewShotCurveDisplay:
         display : FewShotCurveDisplay
             The display, drawn; ``display.scores`` holds the EpisodeScores.
 
+        Raises
+        ------
+        ValueError
+            When fewer than ``n_way`` classes have ``max(shots) + n_query``
+            samples (within one group, with ``within_groups``), and for the
+            other bad inputs of ``evaluate_episodes``.
+
+        Warns
+        -----
+        UserWarning
+            When some classes have too few samples for the largest shot count:
+            they are left out at every shot count.
+
         Examples
         --------
         >>> import matplotlib
@@ -477,6 +506,16 @@ class FewShotCurveDisplay:
                 estimator_name(estimator) if name is None else name: estimator
             }
         shots = np.sort(_check_shots(shots))
+        X, y, groups = _classes_of_the_largest_shot_count(
+            X,
+            y,
+            groups,
+            n_way=n_way,
+            n_shot=int(shots[-1]),
+            n_query=n_query,
+            n_episodes=n_episodes,
+            within_groups=within_groups,
+        )
         # one seed per shot count, shared by every estimator: the same episodes
         rng = check_random_state(random_state)
         seeds = [seed_from(rng) for _ in shots]
@@ -507,6 +546,51 @@ class FewShotCurveDisplay:
                 for k, seed in zip(shots, seeds)
             ]
         return cls.from_scores(scores, ax=ax, band_alpha=band_alpha, **kwargs)
+
+
+def _classes_of_the_largest_shot_count(X, y, groups, *, within_groups, **settings):
+    """``X``, ``y`` and ``groups`` restricted to the classes episodes of the
+    largest shot count can draw (all of them, unchanged, when none is left
+    out; a warning says how many are).
+
+    Episodes of fewer shots could draw more classes (smaller ones): the
+    points of one curve would then average over different classes.
+    Validates the settings, ``y`` and ``groups`` before any backbone runs.
+    """
+    validate_parameter_constraints(
+        EPISODE_CONSTRAINTS, settings, caller_name="FewShotCurveDisplay.from_estimator"
+    )
+    X, y, groups = indexable(X, y, groups)
+    check_consistent_length(X, y, groups)
+    y = check_array(y, input_name="y", ensure_2d=False, dtype=None)
+    sampler = EpisodeSampler(
+        y,
+        settings["n_way"],
+        settings["n_shot"],
+        settings["n_query"],
+        groups=groups if within_groups else None,
+        within_groups=within_groups,
+        warn=False,
+    )
+    keep = np.isin(y, sampler.drawable_classes_)
+    if keep.all():
+        return X, y, groups
+    n_classes = len(np.unique(y))
+    n_left_out = n_classes - len(sampler.drawable_classes_)
+    need = settings["n_shot"] + settings["n_query"]
+    in_groups = " in a group with n_way such classes" if within_groups else ""
+    warnings.warn(
+        f"FewShotCurveDisplay.from_estimator leaves out {n_left_out} of the "
+        f"{n_classes} classes at every shot count: the largest, "
+        f"{settings['n_shot']} shots, draws only classes with at least "
+        f"max(shots) + n_query = {need} samples{in_groups}, and every point "
+        "averages over the same classes.",
+        UserWarning,
+        stacklevel=3,
+    )
+    rows = np.flatnonzero(keep)
+    groups = None if groups is None else _safe_indexing(groups, rows)
+    return _safe_indexing(X, rows), y[rows], groups
 
 
 def _sorted_points(points, who):

@@ -413,8 +413,9 @@ def pretrain_one_shot_ensemble(
         a :class:`~skfewshot.training.TrainingCheckpoint` (teacher and student
         would share its file), the rotation loss on non-square images,
         episodes that ``y`` cannot give (fewer than ``n_way`` classes with
-        ``n_shot + n_query`` images), or equals another member; the message
-        names the member.
+        ``n_shot + n_query`` images), or equals another member (a born-again
+        member with ``distill_weight=0`` equals the member without its
+        distillation settings); the message names the member.
 
     Examples
     --------
@@ -526,7 +527,7 @@ def _check_members(members, X_shape, y, defaults):
         for recipe, cls in trainers.items()
     }
     allowed["pretrain"].add("born_again")
-    checked, effective = [], []
+    checked, effective, zero_weight = [], [], set()
     for i, member in enumerate(members):
         if not isinstance(member, Mapping):
             raise ValueError(f"members[{i}] must be a dict, got {member!r}.")
@@ -611,15 +612,39 @@ def _check_members(members, X_shape, y, defaults):
             "born_again": member.get("born_again", False),
         }
         del network["module"], network["verbose"]
+        undistilled = _without_distillation(network)
         if network in effective:
-            raise ValueError(
-                f"members[{i}] equals members[{effective.index(network)}]: both would "
-                "train the same network from the same seed (the ensemble would hold "
-                "one network twice)."
+            j = effective.index(network)
+            why = (
+                "; a born-again member with distill_weight=0 trains as its first "
+                "generation does, whatever its distill_temperature"
+                if undistilled or j in zero_weight
+                else ""
             )
+            raise ValueError(
+                f"members[{i}] equals members[{j}]: both would train the same "
+                "network from the same seed (the ensemble would hold one network "
+                f"twice){why}."
+            )
+        if undistilled:
+            zero_weight.add(i)
         checked.append(member)
         effective.append(network)
     return checked
+
+
+def _without_distillation(network):
+    """Drop from a member's ``network`` (every parameter it trains with) the
+    distillation settings that change nothing, so that equal networks compare
+    equal: those of a member that is not born-again, and those of a born-again
+    one with ``distill_weight=0``, whose loss is its first generation's (it
+    trains that network again, bit for bit). True for the latter."""
+    zero = network["born_again"] and network.get("distill_weight") == 0
+    if zero or not network["born_again"]:
+        network["born_again"] = False
+        network.pop("distill_weight", None)
+        network.pop("distill_temperature", None)
+    return zero
 
 
 def _head_on(name, device, params=None):

@@ -28,7 +28,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ._feature_cache import cached_features, state_key, text_keys
-from ._torch_utils import float32_settings, resolve_device
+from ._torch_utils import autocast_state, float32_settings, resolve_device
 from ._utils import check_finite_features
 
 __all__ = ["LSAEncoder", "SentenceEncoder"]
@@ -128,9 +128,17 @@ class SentenceEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
 
     **The feature cache.** A text is served from the cache only when the
     encoder's whole state (the digest :class:`~skfewshot.BackboneTransformer`
-    documents, computed afresh at every call), the device type of its
-    tensors and the float32 matmul precision equal those it was embedded
-    with; the text itself is keyed by a digest of its UTF-8 bytes. For a
+    documents, computed afresh at every call), the train/eval flag of every
+    module in it (those held in plain lists or dicts included), the device
+    type of its tensors, the float32 matmul precision and the autocast state
+    ``encode`` runs under equal those it was embedded with; the text itself
+    is keyed by a digest of its UTF-8 bytes. ``encode`` runs under a
+    caller's ``torch.autocast``, and what it returns there is cached apart
+    from full-precision embeddings. ``transform`` leaves the train/eval
+    flags as they are: ``fit`` puts a ``torch.nn.Module`` encoder in eval
+    mode, and one switched back to train mode whose ``encode`` does not call
+    ``eval()`` (sentence-transformers' does) embeds in train mode, cached
+    apart from its eval-mode embeddings. For a
     sentence-transformers (or Hugging Face ``transformers``) model the state
     is its weights and buffers, every module's settings (``max_seq_length``,
     ``do_lower_case``, pooling and normalisation, prompts) and the whole
@@ -215,7 +223,8 @@ class SentenceEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
             self.encoder_ = self._load()
             self._loaded_from = (self.model, self.device)
         if isinstance(self.encoder_, torch.nn.Module):
-            # frozen: eval mode, as encode sets it (the cache key reads the mode)
+            # frozen: eval mode, as sentence-transformers' encode sets it (the
+            # cache key reads every module's mode)
             self.encoder_.eval()
         self.n_features_out_ = self._encode(texts[:1]).shape[1]
         return self
@@ -291,7 +300,7 @@ class SentenceEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
             if isinstance(encoder, torch.nn.Module)
             else []
         )
-        settings = f"text|{devices}|{float32_settings()}"
+        settings = f"text|{devices}|{float32_settings()}|autocast={autocast_state()}"
         return state_key(encoder, settings, "encoder", stacklevel=4)
 
     def _encode_batches(self, batch):

@@ -11,7 +11,7 @@ from _memory_testing import peak_bytes
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.frozen import FrozenEstimator
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
 
@@ -46,9 +46,21 @@ class BatchedPrototype(PrototypeClassifier):
         return counting
 
 
+class PerEpisodePrototype(PrototypeClassifier):
+    """PrototypeClassifier whose fit override voids the batched capability:
+    one fitted clone per episode, which it counts."""
+
+    fits = []
+
+    def fit(self, X, y, sample_weight=None):
+        type(self).fits.append(len(X))
+        return super().fit(X, y, sample_weight)
+
+
 @pytest.fixture(autouse=True)
 def reset_batches(monkeypatch):
     monkeypatch.setattr(BatchedPrototype, "batches", [])
+    monkeypatch.setattr(PerEpisodePrototype, "fits", [])
 
 
 @pytest.fixture
@@ -61,10 +73,17 @@ def blobs():
 
 
 def both_paths(X, y, n_episodes=40, **params):
-    """Per-episode and batched accuracies of the same head on the same episodes."""
+    """Per-episode and batched accuracies of the same head on the same episodes.
+
+    The per-episode side is really per episode: PrototypeClassifier itself is
+    batched, so it is PerEpisodePrototype, fitted once an episode.
+    """
     kwargs = dict(n_way=4, n_shot=3, n_query=5, n_episodes=n_episodes, random_state=0)
-    plain = evaluate_episodes(PrototypeClassifier(**params), X, y, **kwargs)
+    plain = evaluate_episodes(PerEpisodePrototype(**params), X, y, **kwargs)
+    assert len(PerEpisodePrototype.fits) == n_episodes  # fitted per episode
+    PerEpisodePrototype.fits.clear()
     batched = evaluate_episodes(BatchedPrototype(**params), X, y, **kwargs)
+    assert PerEpisodePrototype.fits == []
     return plain.accuracies, batched.accuracies
 
 
@@ -330,7 +349,8 @@ def test_an_undrawn_nan_changes_nothing(blobs):
     X, y = blobs
     X = np.vstack([X, [[np.nan] * DIM]])
     y = np.append(y, 99)
-    plain, batched = both_paths(X, y, n_episodes=20)
+    with pytest.warns(UserWarning, match=r"from 10 of the 11 classes.* 1 has fewer"):
+        plain, batched = both_paths(X, y, n_episodes=20)
     np.testing.assert_array_equal(batched, plain)
     assert BatchedPrototype.batches == [20]
 
@@ -380,7 +400,9 @@ def test_batches_are_drawn_lazily(blobs, monkeypatch):
     draws = []
     sample = EpisodeSampler.sample
     monkeypatch.setattr(
-        EpisodeSampler, "sample", lambda self, rng: draws.append(1) or sample(self, rng)
+        EpisodeSampler,
+        "sample",
+        lambda self, rng, *args: draws.append(1) or sample(self, rng, *args),
     )
 
     class Stop(Exception):
@@ -603,10 +625,19 @@ def test_a_subclass_overriding_the_fine_tuning_takes_the_per_episode_path(blobs)
 def test_batched_fine_tuning_warns_when_iterations_run_out(blobs):
     X, y = blobs
     kwargs = dict(n_way=4, n_shot=3, n_query=5, n_episodes=6, random_state=0)
-    with pytest.warns(ConvergenceWarning, match=r"max_iter=2 .* in 6 of 6 batched"):
+    message = (
+        "FineTunedCosineClassifier stopped after max_iter=2 L-BFGS-B iterations "
+        "with the largest gradient entry above tol=1e-06 in 6 of 6 batched "
+        "episodes (their predictions then depend on the path: the batched line "
+        "search is not SciPy's, so fitting each episode's head, as "
+        "cross_val_score does, may label their queries differently); increase "
+        "max_iter or tol."
+    )
+    with pytest.warns(ConvergenceWarning) as record:
         batched = evaluate_episodes(
             FineTunedCosineClassifier(max_iter=2), X, y, **kwargs
         )
+    assert [str(w.message) for w in record] == [message]
     with pytest.warns(ConvergenceWarning, match="max_iter=2"):
         plain = evaluate_episodes(PerEpisodeFineTuned(max_iter=2), X, y, **kwargs)
     np.testing.assert_array_equal(batched.accuracies, plain.accuracies)
@@ -706,3 +737,99 @@ def test_prototype_batched_episodes_compute_on_the_heads_device(monkeypatch):
     np.testing.assert_array_equal(on_cpu.accuracies, on_auto.accuracies)
     with pytest.raises(ValueError, match="device='nonsense' is not a valid"):
         evaluate_episodes(PrototypeClassifier(device="nonsense"), X, y, **kwargs)
+
+
+# ------------------------------------------------- pipeline subclasses, lists
+
+
+class FirstClassPipeline(Pipeline):
+    """A pipeline whose predict post-processes its head's labels: it always
+    answers the first class."""
+
+    def predict(self, X, **params):
+        predicted = super().predict(X, **params)
+        return np.full_like(predicted, self.classes_[0])
+
+
+def test_a_pipeline_subclass_overriding_predict_is_not_batched(blobs):
+    # its head alone was batched and the override ignored (0.88 on average):
+    # each episode has 5 queries of each of its 4 classes, one class right
+    X, y = blobs
+    kwargs = dict(n_way=4, n_shot=3, n_query=5, n_episodes=20, random_state=1)
+    scores = evaluate_episodes(
+        FirstClassPipeline([("clf", BatchedPrototype())]), X, y, **kwargs
+    )
+    np.testing.assert_array_equal(scores.accuracies, np.full(20, 0.25))
+    assert BatchedPrototype.batches == []
+
+
+def test_a_pipeline_subclass_overriding_nothing_is_still_batched(blobs):
+    class Named(Pipeline):
+        """A subclass that only adds a method."""
+
+        def describe(self):
+            return "named"
+
+    X, y = blobs
+    kwargs = dict(n_way=4, n_shot=3, n_query=5, n_episodes=20, random_state=1)
+    scores = evaluate_episodes(Named([("clf", BatchedPrototype())]), X, y, **kwargs)
+    plain = evaluate_episodes(PerEpisodePrototype(), X, y, **kwargs)
+    np.testing.assert_array_equal(scores.accuracies, plain.accuracies)
+    assert BatchedPrototype.batches == [20]
+
+
+def test_features_as_a_list_are_batched(blobs):
+    # X.shape of the caller's list: AttributeError (also in the search and
+    # the curve display); the batched path now uses the converted features
+    from skfewshot.model_selection import EpisodicGridSearchCV
+
+    X, y = blobs
+    kwargs = dict(n_way=4, n_shot=3, n_query=5, n_episodes=20, random_state=1)
+    from_list = evaluate_episodes(BatchedPrototype(), X.tolist(), y, **kwargs)
+    assert BatchedPrototype.batches == [20]
+    from_array = evaluate_episodes(PerEpisodePrototype(), X, y, **kwargs)
+    np.testing.assert_array_equal(from_list.accuracies, from_array.accuracies)
+    search = EpisodicGridSearchCV(
+        PrototypeClassifier(), {"metric": ["cosine", "euclidean"]}, refit=False,
+        **kwargs,
+    ).fit(X.tolist(), y)  # fmt: skip
+    np.testing.assert_array_equal(
+        search.cv_results_["split3_test_score"],
+        [
+            evaluate_episodes(PerEpisodePrototype(metric=m), X, y, **kwargs).accuracies[
+                3
+            ]
+            for m in ("cosine", "euclidean")
+        ],
+    )
+
+
+def test_features_as_a_list_draw_a_curve(blobs):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from skfewshot.plotting import FewShotCurveDisplay
+
+    X, y = blobs
+    kwargs = dict(shots=(1, 3), n_way=4, n_query=5, n_episodes=10, random_state=0)
+    from_list = FewShotCurveDisplay.from_estimator(
+        BatchedPrototype(), X.tolist(), y, **kwargs
+    )
+    from_array = FewShotCurveDisplay.from_estimator(
+        PerEpisodePrototype(), X, y, **kwargs
+    )
+    plt.close("all")
+    assert BatchedPrototype.batches == [10, 10]
+    np.testing.assert_array_equal(from_list.mean, from_array.mean)
+
+
+def test_the_per_episode_side_of_both_paths_is_not_batched(blobs):
+    # PrototypeClassifier itself declares the capability: compared with a
+    # batched twin it compared the batched path with itself
+    from skfewshot._episodes import batch_predictor
+
+    X, y = blobs
+    assert batch_predictor(PrototypeClassifier(), X, y) is not None
+    assert batch_predictor(PerEpisodePrototype(), X, y) is None

@@ -408,6 +408,29 @@ def test_evaluate_digits_backbone_trained_elsewhere_uses_every_digit(
     assert json.loads(out)["excluded_classes"] == []
 
 
+def test_evaluate_one_episode_reports_no_ci_and_valid_json(
+    tmp_path, monkeypatch, capsys
+):
+    # one episode has no CI: the JSON held NaN (not JSON) and the text "± nan"
+    from types import SimpleNamespace
+
+    from skfewshot.cli import format_table
+
+    fake_backbone(monkeypatch, tmp_path, {"dataset": "digits", "classes": [0, 1, 2]})
+    argv = [a if a != "2" else "1" for a in EVAL_DIGITS]  # --n-query 1, --episodes 1
+    status, out, err = run_cli(capsys, *argv, "--json")
+    assert status == 0, err
+    result = json.loads(out)  # strict JSON: NaN would not parse in other readers
+    assert result["n_episodes"] == 1 and result["ci95"] is None
+    assert "NaN" not in out
+    status, out, _ = run_cli(capsys, *argv)
+    assert "(no CI from 1 episode" in out and "nan" not in out
+    table = format_table(
+        {"prototype": [SimpleNamespace(mean=0.5, ci95=float("nan"))]}, [1]
+    )
+    assert table.splitlines()[-1].endswith("  50.0       ") and "nan" not in table
+
+
 FOLDER_TRAINED = {"dataset": "folder", "classes": ["a", "b"]}
 
 

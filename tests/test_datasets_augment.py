@@ -89,3 +89,71 @@ def test_narrow_label_dtypes_never_wrap_around(augment):
 def test_augment_rotations_checks_the_shape_before_the_labels():
     with pytest.raises(ValueError, match="square images, got 3x4"):
         augment_rotations(np.zeros((2, 3, 4)), [0.5, 1.5, 2.5])
+
+
+CHANNELS_LAST = r"X of shape \({}\) looks channels-last \(n_samples, height, width, "
+
+
+@pytest.mark.parametrize("augment", [augment_rotations, augment_mirrors])
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_channels_last_images_are_refused(augment, channels):
+    # mirrored, (n, 28, 28, 1) gave its images again as new classes, and
+    # (n, 28, 28, 3) the images with red and blue swapped
+    X = np.random.RandomState(0).rand(4, 28, 28, channels).astype(np.float32)
+    match = CHANNELS_LAST.format(f"4, 28, 28, {channels}") + (
+        r"n_channels\); images must be \(n_samples, n_channels, height, width\): "
+        r"transpose them first, e.g. X.transpose\(0, 3, 1, 2\)."
+    )
+    with pytest.raises(ValueError, match=match):
+        augment(X, [0, 1, 2, 3])
+    # the same images channels first are taken
+    X_new, _ = augment(X.transpose(0, 3, 1, 2), [0, 1, 2, 3])
+    assert X_new.shape[1:] == (channels, 28, 28)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (2, 3, 28, 28),  # RGB, channels first
+        (2, 1, 4, 4),  # tiny grey images: the last axis is no shorter
+        (2, 64, 4, 4),  # feature maps with 64 channels, 4x4
+        (2, 4, 8, 3),  # RGBA 8x3: the second axis is a channel count
+    ],
+)
+def test_channels_first_images_with_small_axes_are_taken(shape):
+    X = np.arange(np.prod(shape)).reshape(shape)
+    X_m, _ = augment_mirrors(X, [0, 1])
+    np.testing.assert_array_equal(X_m[2:], X[..., ::-1])
+
+
+@pytest.mark.parametrize(
+    "shape, refused",
+    [
+        ((2, 28, 28, 1), True),  # grey, channels last
+        ((2, 32, 32, 3), True),  # RGB, channels last
+        ((2, 28, 28, 3), True),
+        ((2, 64, 64, 4), True),  # RGBA, channels last
+        ((2, 3, 28, 28), False),  # RGB, channels first
+        ((2, 1, 4, 4), False),
+        ((2, 64, 4, 4), False),
+        ((2, 4, 8, 3), False),
+        # channels first, with 2 or 5 channels and a width of 4 or 3: these
+        # were refused and the user told to transpose a correct array
+        ((2, 2, 16, 4), False),
+        ((2, 5, 8, 3), False),
+    ],
+)
+def test_channels_last_guess_needs_square_spatial_axes(shape, refused):
+    X = np.arange(np.prod(shape)).reshape(shape)
+    if refused:
+        with pytest.raises(ValueError, match=CHANNELS_LAST.format(str(shape)[1:-1])):
+            augment_mirrors(X, [0, 1])
+    else:
+        X_m, _ = augment_mirrors(X, [0, 1])
+        np.testing.assert_array_equal(X_m[2:], X[..., ::-1])
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 5, 1), (2, 5, 1)])
+def test_mirroring_images_one_pixel_wide_is_refused(shape):
+    with pytest.raises(ValueError, match=r"Mirroring images 1 pixel wide changes "):
+        augment_mirrors(np.zeros(shape), [0, 1])

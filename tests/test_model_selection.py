@@ -3,6 +3,7 @@ EpisodeScores."""
 
 import inspect
 import math
+import re
 import subprocess
 import sys
 import warnings
@@ -18,11 +19,11 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_val_score, cross_validate
 from sklearn.neighbors import KNeighborsClassifier, NearestCentroid
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
 
-from skfewshot._episodes import EPISODE_DEFAULTS
+from skfewshot._episodes import EPISODE_DEFAULTS, _split_frozen_prefix
 from skfewshot.model_selection import EpisodeScores, EpisodicSplit, evaluate_episodes
 
 N_CLASSES, PER_CLASS, DIM = 8, 12, 4
@@ -78,7 +79,13 @@ def test_split_skips_classes_too_small():
     # class 2 has 3 samples < n_shot + n_query = 4: never drawn
     y = np.array([0] * 5 + [1] * 5 + [2] * 3 + [3] * 4)
     cv = EpisodicSplit(n_way=3, n_shot=1, n_query=3, n_episodes=30, random_state=0)
-    drawn = np.concatenate([y[s] for s, _ in cv.split(y, y)])
+    message = (
+        "Episodes are drawn from 3 of the 4 classes, never from the other 1: 1 "
+        "has fewer than n_shot + n_query = 4 samples."
+    )
+    with pytest.warns(UserWarning, match=f"^{re.escape(message)}$") as record:
+        drawn = np.concatenate([y[s] for s, _ in cv.split(y, y)])
+    assert len(record) == 1 and record[0].filename == __file__
     assert set(drawn) == {0, 1, 3}
 
 
@@ -294,7 +301,7 @@ def test_episode_scores_str_and_repr():
         "n_shot=1, n_query=15, estimator_name='Proto')"
     )
     one = EpisodeScores([0.5], n_way=2, n_shot=5, n_query=1)
-    assert str(one) == "50.0 ± 0.0 % (95% CI, 1 episode, 2-way 5-shot)"
+    assert str(one) == "50.0 % (no CI from 1 episode, 2-way 5-shot)"
 
 
 def test_episode_scores_owns_a_read_only_copy():
@@ -764,9 +771,9 @@ def count_draws(monkeypatch):
     draws = []
     sample = EpisodeSampler.sample
 
-    def counting_sample(self, rng):
+    def counting_sample(self, rng, *args):
         draws.append(1)
-        return sample(self, rng)
+        return sample(self, rng, *args)
 
     monkeypatch.setattr(EpisodeSampler, "sample", counting_sample)
     return draws
@@ -837,6 +844,118 @@ def test_label_minus_one_is_an_ordinary_class(blobs, head):
     shifted = evaluate_episodes(head, X, y - 1, **kwargs)
     plain = evaluate_episodes(head, X, y, **kwargs)
     np.testing.assert_array_equal(shifted.accuracies, plain.accuracies)
+
+
+# ------------------------------------------------- pipeline subclasses
+
+
+class RecordingPipeline(Pipeline):
+    """A pipeline whose own fit sees what it is given (the shapes)."""
+
+    shapes = []
+
+    def fit(self, X, y=None, **params):
+        type(self).shapes.append(np.shape(X))
+        return super().fit(X, y, **params)
+
+
+def test_a_pipeline_subclass_overriding_fit_is_fitted_whole(blobs, reset_counts):
+    # its frozen prefix was run once and its fit given the features (2 of
+    # them), not the raw support rows (4 columns) cross_val_score gives it
+    X, y, _ = blobs
+    RecordingPipeline.shapes = []
+    pipe = RecordingPipeline(
+        [("frozen", CountingTransformer()), ("clf", NearestCentroid())]
+    )
+    assert _split_frozen_prefix(pipe) == ([], pipe)
+    kwargs = dict(n_way=3, n_shot=2, n_query=2, n_episodes=5, random_state=0)
+    scores = evaluate_episodes(pipe, X, y, **kwargs)
+    assert RecordingPipeline.shapes == [(6, DIM)] * 5
+    cv = EpisodicSplit(3, n_shot=2, n_query=2, n_episodes=5, random_state=0)
+    np.testing.assert_array_equal(scores.accuracies, hand_accuracies(pipe, X, y, cv))
+    # a plain Pipeline still reuses the frozen features: one pass over X
+    CountingTransformer.rows = 0
+    evaluate_episodes(Pipeline(pipe.steps), X, y, **kwargs)
+    assert CountingTransformer.rows == len(X)
+
+
+# -------------------------------------------- classes left out, bad labels
+
+
+def test_evaluate_episodes_warns_about_classes_left_out(blobs):
+    X, y, _ = blobs
+    keep = (y != 7) | (np.arange(len(y)) % PER_CLASS < 3)  # class 7: 3 rows
+    message = (
+        "Episodes are drawn from 7 of the 8 classes, never from the other 1: 1 "
+        "has fewer than n_shot + n_query = 4 samples."
+    )
+    kwargs = dict(n_way=3, n_shot=1, n_query=3, n_episodes=4, random_state=0)
+    with pytest.warns(UserWarning) as record:
+        evaluate_episodes(KNeighborsClassifier(1), X[keep], y[keep], **kwargs)
+    assert [str(w.message) for w in record] == [message]
+    assert record[0].filename == __file__  # the caller's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluate_episodes(KNeighborsClassifier(1), X, y, **kwargs)  # nothing left out
+
+
+def test_mixed_label_types_are_a_value_error_naming_y(blobs):
+    # np.unique raised "'<' not supported between instances of 'int' and 'str'"
+    X, y, _ = blobs
+    mixed = y.astype(object)
+    mixed[y == 0] = "zero"
+    message = (
+        "y mixes labels of types int, str, which cannot be sorted together; "
+        "give y labels of one type (e.g. all str)."
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        evaluate_episodes(
+            KNeighborsClassifier(1), X, mixed, n_way=2, n_shot=1, n_query=2
+        )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        next(EpisodicSplit(2, n_query=2).split(X, mixed))
+    groups = np.zeros(len(y), dtype=object)  # classes 0-3 in group 0
+    groups[y >= 4] = "b"
+    with pytest.raises(ValueError, match="^groups mixes labels of types int, str"):
+        evaluate_episodes(
+            KNeighborsClassifier(1), X, y, groups=groups, within_groups=True, n_way=2,
+            n_shot=1, n_query=2,
+        )  # fmt: skip
+
+
+def test_nan_groups_are_a_value_error(blobs):
+    X, y, _ = blobs
+    groups = np.where(y < 4, np.nan, 1.0)
+    with pytest.raises(ValueError, match=r"^groups contains NaN \(48 of 96 samples\)"):
+        evaluate_episodes(
+            KNeighborsClassifier(1), X, y, groups=groups, within_groups=True, n_way=2,
+            n_shot=1, n_query=2,
+        )  # fmt: skip
+
+
+# ------------------------------------------------------------ one episode
+
+
+def test_one_episode_has_no_confidence_interval(blobs):
+    X, y, _ = blobs
+    one = evaluate_episodes(
+        KNeighborsClassifier(1), X, y, n_way=2, n_shot=1, n_query=2, n_episodes=1,
+        random_state=0,
+    )  # fmt: skip
+    assert math.isnan(one.ci95)
+    assert str(one) == (f"{100 * one.mean:.1f} % (no CI from 1 episode, 2-way 1-shot)")
+    assert repr(one).startswith(f"EpisodeScores(mean={one.mean:.4f}, ci95=nan, ")
+    open_set = EpisodeScores(
+        [0.5], n_way=5, n_shot=1, n_query=2, known_accuracies=[0.8],
+        aurocs=[0.75], n_unknown_way=5,
+    )  # fmt: skip
+    assert math.isnan(open_set.known_ci95) and math.isnan(open_set.auroc_ci95)
+    assert str(open_set) == (
+        "50.0 % (no CI from 1 episode, 5-way 1-shot, 5 unknown classes; "
+        "known 80.0 %, AUROC 0.750)"
+    )
+    two = EpisodeScores([0.5, 1.0], n_way=5, n_shot=1, n_query=2)
+    assert two.ci95 == pytest.approx(1.96 * 0.25 / math.sqrt(2), rel=1e-15)
 
 
 # ------------------------------------------------------------------- layering

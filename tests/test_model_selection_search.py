@@ -2,6 +2,9 @@
 GridSearchCV(cv=EpisodicSplit(...)), every candidate on the same episodes,
 frozen steps once for the search, refit, errors."""
 
+import threading
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.base import (
@@ -19,6 +22,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 import skfewshot
 from skfewshot import FineTunedCosineClassifier, PrototypeClassifier
+from skfewshot._episodes import EpisodeSampler
 from skfewshot.model_selection import EpisodicGridSearchCV, EpisodicSplit
 
 N_CLASSES, PER_CLASS, DIM = 8, 12, 6
@@ -477,3 +481,62 @@ def test_clone_and_exported():
     assert clone(search).get_params()["n_way"] == 3
     assert skfewshot.EpisodicGridSearchCV is EpisodicGridSearchCV
     assert "EpisodicGridSearchCV" in skfewshot.__all__
+
+
+def test_classes_left_out_are_said_once_per_search(blobs):
+    # the check before any backbone warns; each candidate's evaluation does not
+    X, y, _ = blobs
+    keep = (y != 7) | (np.arange(len(y)) % PER_CLASS < 4)  # class 7: 4 rows
+    search = EpisodicGridSearchCV(
+        PrototypeClassifier(), {"scale": [1.0, 5.0, 10.0]}, refit=False, **EPISODES
+    )
+    with pytest.warns(UserWarning) as record:
+        search.fit(X[keep], y[keep])
+    assert [str(w.message) for w in record] == [
+        "Episodes are drawn from 7 of the 8 classes, never from the other 1: 1 "
+        "has fewer than n_shot + n_query = 5 samples."
+    ]
+    assert record[0].filename == __file__
+
+
+def test_a_search_silences_its_repeats_in_its_own_thread_only(blobs):
+    # while a candidate is evaluated, a sampler of another thread (started
+    # before the search) still says which of its classes are left out
+    X, y, _ = blobs
+    asked, answered, said = threading.Event(), threading.Event(), []
+
+    def other_thread():
+        asked.wait(timeout=60)
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always", append=True)  # after any "ignore"
+            EpisodeSampler(np.repeat(np.arange(3), [2, 2, 1]), 2, 1, 1)
+        said.extend(str(w.message) for w in record)
+        answered.set()
+
+    class Head(PrototypeClassifier):
+        def fit(self, X, y):  # an override: fitted per episode, not batched
+            if not asked.is_set():
+                asked.set()
+                answered.wait(timeout=60)
+            return super().fit(X, y)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    EpisodicGridSearchCV(Head(), {"scale": [1.0]}, refit=False, **EPISODES).fit(X, y)
+    thread.join(timeout=60)
+    assert asked.is_set() and answered.is_set()  # asked during a candidate's fit
+    assert said == [
+        "Episodes are drawn from 2 of the 3 classes, never from the other 1: 1 "
+        "has fewer than n_shot + n_query = 2 samples."
+    ]
+
+
+def test_one_episode_gives_no_confidence_interval(blobs):
+    X, y, _ = blobs
+    settings = {**EPISODES, "n_episodes": 1}
+    search = EpisodicGridSearchCV(
+        PrototypeClassifier(), {"scale": [1.0, 10.0]}, refit=False, random_state=0,
+        **settings,
+    ).fit(X, y)  # fmt: skip
+    assert np.isnan(search.cv_results_["ci95_test_score"]).all()
+    np.testing.assert_array_equal(search.cv_results_["std_test_score"], [0.0, 0.0])

@@ -1,4 +1,5 @@
 import pickle
+import re
 
 import pytest
 import torch
@@ -93,6 +94,31 @@ def test_out_features_rejects_small_or_malformed_shapes():
         Conv4().out_features((15, 40))
     with pytest.raises(ValueError, match=r"\(height, width\) or"):
         ResNet12().out_features((28,))
+
+
+@pytest.mark.parametrize(
+    "net, shape, match",
+    [
+        (Conv4(in_channels=1, hidden=4), (3, 28, 28), "Conv4 takes images of 1 "),
+        (Conv4(in_channels=3, hidden=4), (1, 84, 84), "Conv4 takes images of 3 "),
+        (
+            ResNet12(3, channels=(4, 4, 4, 4)),
+            (1, 28, 28),
+            "ResNet12 takes images of 3 ",
+        ),
+    ],
+)
+def test_out_features_rejects_another_channel_count(net, shape, match):
+    # it answered the width of images the module's forward refuses
+    match += (
+        rf"channel\(s\) \(in_channels={net.in_channels}\), got input_shape="
+        + re.escape(f"{shape}.")
+    )
+    with pytest.raises(ValueError, match=match):
+        net.out_features(shape)
+    # (height, width) says nothing of the channels: taken, the forward's width
+    images = torch.zeros((1, net.in_channels, *shape[1:]))
+    assert net.out_features(shape[1:]) == net.eval()(images).shape[1]
 
 
 @pytest.mark.parametrize(

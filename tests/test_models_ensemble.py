@@ -1,6 +1,7 @@
 """BackboneEnsemble: features by hand, widths, saving and loading, in a pipeline."""
 
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -97,6 +98,24 @@ def test_out_features_matches_forward(members, combine, width):
         out = net(torch.rand(2, 1, 64, 64))
     assert out.shape == (2, width)
     assert net.out_features((1, 64, 64)) == width
+
+
+def test_out_features_names_the_member_that_rejects_the_shape():
+    # it summed the widths of members that cannot take the images (8 here)
+    net = BackboneEnsemble(
+        [Conv4(in_channels=1, hidden=4), Conv4(in_channels=3, hidden=4)]
+    )
+    match = re.escape(
+        "modules[0] (Conv4) rejects input_shape=(3, 28, 28): Conv4 takes images "
+        "of 1 channel(s) (in_channels=1), got input_shape=(3, 28, 28)."
+    )
+    with pytest.raises(ValueError, match=match):
+        net.out_features((3, 28, 28))
+    with pytest.raises(ValueError, match=r"modules\[1\] \(Conv4\) rejects input_s"):
+        net.out_features((1, 28, 28))
+    nested = BackboneEnsemble([Conv4(hidden=4), BackboneEnsemble([Conv4(hidden=4)])])
+    with pytest.raises(ValueError, match=r"modules\[0\] \(Conv4\) rejects input_s"):
+        nested.out_features((1, 8, 8))
 
 
 def test_out_features_needs_it_from_every_member():

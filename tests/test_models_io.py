@@ -1,6 +1,7 @@
 """save_backbone / load_backbone: round trip, weights-only loading, errors."""
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -10,7 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from skfewshot.models import Conv4, ResNet12, load_backbone, save_backbone
+from skfewshot.models import (
+    BackboneEnsemble,
+    Conv4,
+    ResNet12,
+    load_backbone,
+    save_backbone,
+)
 
 
 def _same_state(a, b):
@@ -44,6 +51,46 @@ def test_round_trip_gives_identical_outputs(make, tmp_path):
 def test_save_rejects_foreign_modules(tmp_path):
     with pytest.raises(TypeError, match="got Linear; save module.state_dict"):
         save_backbone(torch.nn.Linear(2, 2), tmp_path / "x.pt")
+
+
+@pytest.mark.parametrize(
+    "module, input_shape, match",
+    [
+        (
+            Conv4(in_channels=1, hidden=4),
+            (3, 28, 28),
+            "input_shape=(3, 28, 28) is not a shape this Conv4 takes: Conv4 takes "
+            "images of 1 channel(s) (in_channels=1), got input_shape=(3, 28, 28).",
+        ),
+        (
+            Conv4(in_channels=1, hidden=4),
+            (1, 8, 8),
+            "input_shape=(1, 8, 8) is not a shape this Conv4 takes: Conv4 halves "
+            "the image 4 times, so it needs inputs of at least 16x16",
+        ),
+        (
+            ResNet12(in_channels=3, channels=(4, 4, 4, 4)),
+            (1, 32, 32),
+            "is not a shape this ResNet12 takes: ResNet12 takes images of 3 ",
+        ),
+        (
+            BackboneEnsemble([Conv4(hidden=4), Conv4(in_channels=3, hidden=4)]),
+            (1, 28, 28),
+            "is not a shape this BackboneEnsemble takes: modules[1] (Conv4) rejects",
+        ),
+    ],
+)
+def test_save_refuses_an_input_shape_the_module_does_not_take(
+    module, input_shape, match, tmp_path
+):
+    # the file would tell tools (skfewshot ensemble, evaluate) to prepare
+    # images the backbone refuses; it was saved without a word
+    path = tmp_path / "net.pt"
+    with pytest.raises(ValueError, match=re.escape(match)):
+        save_backbone(module, path, input_shape=input_shape)
+    assert not path.exists()
+    save_backbone(module, path)  # no input_shape: nothing to check
+    assert load_backbone(path)[1]["input_shape"] is None
 
 
 def test_load_errors(tmp_path):

@@ -5,14 +5,24 @@ import warnings
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
-from sklearn.metrics import roc_auc_score
+from sklearn.base import clone
+from sklearn.metrics import accuracy_score, roc_auc_score
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skfewshot import _batched
-from skfewshot._episodes import EpisodeSampler
+from skfewshot._episodes import EpisodeSampler, unknown_stream
 from skfewshot.finetune import FineTunedCosineClassifier
-from skfewshot.model_selection import EpisodeScores, EpisodicSplit, evaluate_episodes
+from skfewshot.model_selection import (
+    EpisodeScores,
+    EpisodicSplit,
+    evaluate_episodes,
+    open_set_accuracy_score,
+    open_set_scorer,
+)
 from skfewshot.prototype import PrototypeClassifier
 
 HEADS = [PrototypeClassifier, FineTunedCosineClassifier]
@@ -228,7 +238,7 @@ def test_n_unknown_way_zero_keeps_the_episodes():
 def test_open_set_needs_enough_classes():
     y = np.repeat(np.arange(6), 6)
     with pytest.raises(ValueError, match=r"n_way \+ n_unknown_way = 3 \+ 4"):
-        next(EpisodicSplit(3, n_unknown_way=4, n_query=2).split(y, y))
+        list(EpisodicSplit(3, n_unknown_way=4, n_query=2).split(y, y))
 
 
 def _blobs(seed=0):
@@ -296,3 +306,202 @@ def test_unknown_label_is_not_batched(make, predictor):
     assert predictor(make(unknown_label=-1), X) is None
     # the threshold alone changes nothing batched: predictions are classes
     assert predictor(make(unknown_threshold=0.3), X) is not None
+
+
+# --------------------------------------- the same episodes with unknown classes
+
+
+@pytest.mark.parametrize("within_groups", [False, True])
+def test_unknown_classes_keep_every_episode_of_the_seed(within_groups):
+    # the unknown classes' samples come from a second stream: the support and
+    # known queries of *every* episode are the closed-set ones (episode 1 and
+    # later differed: the unknown draws advanced the one generator)
+    y = np.repeat(np.arange(10), 15)
+    groups = y % 2  # two groups of 5 classes: room for 2 + 2 in each
+    closed = EpisodicSplit(2, n_shot=2, n_query=3, n_episodes=200, random_state=4,
+                           within_groups=within_groups)  # fmt: skip
+    open_ = EpisodicSplit(2, n_shot=2, n_query=3, n_episodes=200, random_state=4,
+                          within_groups=within_groups, n_unknown_way=2)  # fmt: skip
+    episodes = zip(closed.split(y, y, groups), open_.split(y, y, groups))
+    n = 0
+    for (support, query), (open_support, open_query) in episodes:
+        assert_array_equal(open_support, support)
+        assert_array_equal(open_query[:6], query)
+        unknown = y[open_query[6:]]
+        assert len(set(unknown)) == 2 and not set(unknown) & set(y[support])
+        assert sorted(np.unique(unknown, return_counts=True)[1]) == [3, 3]
+        assert len(set(open_query)) == 12
+        if within_groups:
+            assert len(set(groups[np.r_[open_support, open_query]])) == 1
+        n += 1
+    assert n == 200
+
+
+def test_sampler_episodes_use_one_unknown_stream_derived_from_the_seed():
+    y = np.repeat(np.arange(8), 6)
+    sampler = EpisodeSampler(y, 3, 1, 2, n_unknown_way=2)
+    rng = np.random.RandomState(5)
+    state = rng.get_state()
+    unknown = unknown_stream(rng)
+    # derived without advancing rng, and a function of its state only
+    assert_array_equal(rng.get_state()[1], state[1])
+    assert rng.get_state()[2] == state[2]
+    assert unknown.randint(2**31) == unknown_stream(np.random.RandomState(5)).randint(
+        2**31
+    )
+    eager_rng = np.random.RandomState(5)
+    eager_unknown = unknown_stream(eager_rng)
+    lazy = sampler.episodes(np.random.RandomState(5), 4)
+    for support, query in lazy:
+        expected = sampler.sample(eager_rng, eager_unknown)
+        assert_array_equal(support, expected[0])
+        assert_array_equal(query, expected[1])
+
+
+# ------------------------------------------------------------ the open-set score
+
+
+def test_open_set_accuracy_score_by_hand():
+    # known 0, 0, 1: right, wrong, right; unknown 5 answered -1 (no class):
+    # right; unknown 6 answered 0: wrong -> 3 / 5
+    y_true, y_pred = [0, 0, 1, 5, 6], [0, 1, 1, -1, 0]
+    assert open_set_accuracy_score(y_true, y_pred, classes=[0, 1]) == 0.6
+    # an unknown query answered with another unknown class is still "unknown"
+    assert open_set_accuracy_score([7], [8], classes=[0, 1]) == 1.0
+    # strings, an object unknown_label beside int classes
+    labels = np.array(["a", "a", "b", "x", "y"])
+    assert (
+        open_set_accuracy_score(
+            labels, ["a", "b", "b", "unknown", "a"], classes=["a", "b"]
+        )
+        == 0.6
+    )
+    mixed = np.array([0, 1, "unknown", 0], dtype=object)
+    assert open_set_accuracy_score([0, 1, 9, 9], mixed, classes=[0, 1]) == 0.75
+    # no unknown query: the accuracy
+    assert open_set_accuracy_score([0, 1, 1, 0], [0, 1, 0, 0], classes=[0, 1]) == 0.75
+    with pytest.raises(ValueError, match=r"inconsistent numbers of samples: \[5, 4\]"):
+        open_set_accuracy_score(y_true, y_pred[:4], classes=[0, 1])
+
+
+class _Fixed:
+    """A fitted stand-in: its classes and the answers it gives."""
+
+    def __init__(self, classes, answers):
+        self.classes_ = np.asarray(classes)
+        self.answers = np.asarray(answers)
+
+    def predict(self, X):
+        assert len(X) == len(self.answers)
+        return self.answers
+
+
+def test_open_set_scorer_scores_the_prediction_against_classes_():
+    head = _Fixed([0, 1], [0, 1, 1, -1, 0])
+    assert open_set_scorer(head, np.zeros((5, 2)), [0, 0, 1, 5, 6]) == 0.6
+    del head.classes_
+    with pytest.raises(
+        AttributeError,
+        match=r"^open_set_scorer needs the known classes of the fitted estimator, "
+        r"but _Fixed has no classes_\.$",
+    ):
+        open_set_scorer(head, np.zeros((5, 2)), [0, 0, 1, 5, 6])
+
+
+OPEN_SET_EPISODES = dict(n_shot=2, n_query=4, n_episodes=20, random_state=0,
+                         n_unknown_way=2)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        PrototypeClassifier(unknown_label=-1),
+        make_pipeline(
+            StandardScaler(), FineTunedCosineClassifier(unknown_label=-1, max_iter=20)
+        ),
+    ],
+    ids=["prototype", "pipeline-finetune"],
+)
+def test_default_scoring_of_open_set_folds_is_evaluate_episodes(estimator):
+    # the heads' score is the open-set accuracy: scikit-learn's default
+    # scoring gives evaluate_episodes' accuracies, episode by episode, as the
+    # open-set scorer does
+    X, y = _blobs()
+    cv = EpisodicSplit(3, **OPEN_SET_EPISODES)
+    expected = evaluate_episodes(estimator, X, y, n_way=3, **OPEN_SET_EPISODES)
+    default = cross_val_score(estimator, X, y, cv=cv)
+    assert_array_equal(default, expected.accuracies)
+    assert_array_equal(
+        cross_val_score(estimator, X, y, cv=cv, scoring=open_set_scorer), default
+    )
+    # by hand: the open-set verdict of each query of each episode
+    for score, (support, query) in zip(default, cv.split(X, y)):
+        clf = clone(estimator).fit(X[support], y[support])
+        truth = np.where(np.isin(y[query], y[support]), y[query], -1)
+        assert score == np.mean(clf.predict(X[query]) == truth)
+    assert expected.accuracies.min() < 1.0  # varied scores, not all perfect
+
+
+def test_a_search_tunes_the_threshold_with_the_default_scoring():
+    # the accuracy counted every unknown query as wrong, so a search picked
+    # the threshold that never rejects (-1.0); the head's score picks what
+    # evaluate_episodes and the open-set scorer pick
+    X, y = _blobs()
+    cv = EpisodicSplit(3, **OPEN_SET_EPISODES)
+    head = PrototypeClassifier(unknown_label=-1)
+    thresholds = [-1.0, 0.5, 0.8, 0.9]
+    grid = {"unknown_threshold": thresholds}
+    default = GridSearchCV(head, grid, cv=cv, refit=False).fit(X, y)
+    scorer = GridSearchCV(head, grid, cv=cv, refit=False, scoring=open_set_scorer)
+    scorer.fit(X, y)
+    means = [
+        evaluate_episodes(
+            clone(head).set_params(unknown_threshold=t), X, y, n_way=3,
+            **OPEN_SET_EPISODES,
+        ).mean
+        for t in thresholds
+    ]  # fmt: skip
+    assert_array_equal(
+        default.cv_results_["mean_test_score"], scorer.cv_results_["mean_test_score"]
+    )
+    assert_allclose(default.cv_results_["mean_test_score"], means, rtol=0, atol=1e-12)
+    best = {"unknown_threshold": thresholds[np.argmax(means)]}
+    assert default.best_params_ == scorer.best_params_ == best
+    assert best != {"unknown_threshold": -1.0}
+
+
+def test_open_set_split_does_not_warn():
+    y = np.repeat(np.arange(8), 6)
+    cv = EpisodicSplit(2, n_shot=1, n_query=2, n_episodes=5, n_unknown_way=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(list(cv.split(y, y))) == 5
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_score_with_an_unknown_label_is_the_open_set_accuracy(head):
+    # threshold 0.9: the rows along a class direction are that class, and
+    # (0, -1) (cosine -0.71 to both) is rejected
+    clf = head(unknown_label=-1, unknown_threshold=0.9).fit(X_TOY, Y_TOY)
+    X = np.array([[1.0, 1.0], [-2.0, 2.0], [0.0, -1.0], [3.0, 3.0], [1.0, 1.0]])
+    assert_array_equal(clf.predict(X), [0, 1, -1, 0, 0])
+    y = np.array([0, 0, 5, 6, -1])
+    # right: row 0 (class 0), row 2 (unknown, rejected); wrong: row 1 (0 ->
+    # 1), row 3 (unknown answered 0), row 4 (the label -1 is no class here)
+    assert clf.score(X, y) == 0.4
+    assert clf.score(X, y, sample_weight=[1, 1, 3, 1, 1]) == (1 + 3) / 7
+    with pytest.raises(ValueError, match=r"inconsistent numbers of samples"):
+        clf.score(X, y, sample_weight=[1, 1])
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_score_without_an_unknown_label_is_the_accuracy(head):
+    clf = head().fit(X_TOY, Y_TOY)
+    X = np.array([[1.0, 1.0], [-2.0, 2.0], [0.0, -1.0], [3.0, 3.0]])
+    y = np.array([0, 0, 5, 0])
+    weights = np.array([1.0, 2.0, 3.0, 0.5])
+    predicted = clf.predict(X)
+    assert clf.score(X, y) == accuracy_score(y, predicted)
+    assert clf.score(X, y, sample_weight=weights) == accuracy_score(
+        y, predicted, sample_weight=weights
+    )

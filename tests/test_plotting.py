@@ -404,3 +404,57 @@ def test_from_estimator_rejects_bad_inputs(blobs):
         FewShotCurveDisplay.from_estimator(est, X, y, shots=(2, 2))
     with pytest.raises(ValueError, match="n_way=11"):
         FewShotCurveDisplay.from_estimator(est, X, y, shots=(2,), n_way=11)
+
+
+def test_from_estimator_draws_every_shot_count_from_the_same_classes():
+    # 5 hard classes of 20 rows, 5 easy ones of 40: 10 shots + 15 queries
+    # draw only the easy ones, and 1 shot drew all ten: the curve compared
+    # different classes (mean 0.59 -> 0.99, no warning)
+    rng = np.random.RandomState(0)
+    y = np.repeat(np.arange(10), [20] * 5 + [40] * 5)
+    centers = np.vstack(
+        [rng.normal(scale=0.3, size=(5, 4)), rng.normal(scale=5, size=(5, 4))]
+    )
+    X = centers[y] + rng.normal(size=(len(y), 4))
+    settings = dict(n_way=5, n_query=15, n_episodes=10)
+    with pytest.warns(UserWarning) as record:
+        display = FewShotCurveDisplay.from_estimator(
+            KNeighborsClassifier(1), X, y, shots=[10, 1], random_state=0, **settings
+        )
+    assert [str(w.message) for w in record] == [
+        "FewShotCurveDisplay.from_estimator leaves out 5 of the 10 classes at "
+        "every shot count: the largest, 10 shots, draws only classes with at "
+        "least max(shots) + n_query = 25 samples, and every point averages over "
+        "the same classes."
+    ]
+    assert record[0].filename == __file__
+    rng = check_random_state(0)
+    seeds = [seed_from(rng) for _ in range(2)]
+    easy = y >= 5
+    for j, (k, seed) in enumerate(zip([1, 10], seeds)):
+        expected = evaluate_episodes(
+            KNeighborsClassifier(1), X[easy], y[easy], n_shot=k, random_state=seed,
+            **settings,
+        )  # fmt: skip
+        got = display.scores["KNeighborsClassifier"][j]
+        np.testing.assert_array_equal(got.accuracies, expected.accuracies)
+
+
+def test_from_estimator_validates_the_settings_under_its_own_name(blobs):
+    X, y = blobs
+    with pytest.raises(
+        ValueError,
+        match=r"'n_query' parameter of FewShotCurveDisplay.from_estimator must be "
+        r"an int in the range \[1, inf\)\. Got 0 instead",
+    ):
+        FewShotCurveDisplay.from_estimator(NearestCentroid(), X, y, n_query=0)
+
+
+def test_from_estimator_with_one_episode_draws_no_band(blobs):
+    X, y = blobs
+    display = FewShotCurveDisplay.from_estimator(
+        KNeighborsClassifier(1), X, y, shots=(1, 2), random_state=0,
+        n_way=4, n_query=5, n_episodes=1,
+    )  # fmt: skip
+    assert np.isnan(display.ci95).all()
+    assert np.isfinite(display.lines_[0].get_ydata()).all()

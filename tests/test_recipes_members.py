@@ -171,6 +171,37 @@ NOT_TAKEN = r"members\[0\] has parameters ProtoNetMetaTrainer does not take .*: 
             [{"augment": "none"}, {"augment": "none", "device": "cpu"}],
             r"members\[1\] equals members\[0\]",
         ),
+        # distill_weight=0: the first generation again, whatever the temperature
+        (
+            [
+                {"augment": "none"},
+                {"augment": "none", "born_again": True, "distill_weight": 0.0},
+            ],
+            r"members\[1\] equals members\[0\]: both would train the same network "
+            r"from the same seed \(the ensemble would hold one network twice\); a "
+            r"born-again member with distill_weight=0 trains as its first "
+            r"generation does, whatever its distill_temperature\.",
+        ),
+        (
+            [
+                {"augment": "none", "born_again": True, "distill_weight": 0},
+                {"augment": "none", "lr": 0.05},
+            ],
+            r"members\[1\] equals members\[0\].*; a born-again member with "
+            r"distill_weight=0",
+        ),
+        (
+            [
+                {"augment": "none", "born_again": True, "distill_weight": 0.0},
+                {
+                    "augment": "none",
+                    "born_again": True,
+                    "distill_weight": 0.0,
+                    "distill_temperature": 2.0,
+                },
+            ],
+            r"members\[1\] equals members\[0\].*distill_weight=0",
+        ),
         # the verbosity does not change the network
         (
             [{"augment": "none"}, P, {"augment": "none", "verbose": 1}],
@@ -251,3 +282,18 @@ def test_born_again_members_differing_in_distillation_share_one_first_generation
     assert first.teacher.get_params()["distill_weight"] == 0.5
     assert first.teacher.get_params()["distill_temperature"] == 4.0
     assert (first.distill_weight, second.distill_temperature) == (0.25, 2.0)
+
+
+def test_a_born_again_member_without_distillation_is_its_first_generation():
+    # why such a member equals the plain one: it trains the same network, bit
+    # for bit (its teacher's term has weight 0)
+    images = torch.as_tensor(X)
+    plain, _ = _recipe([{"augment": "none"}])
+    zero, (trainer,) = _recipe(
+        [{"augment": "none", "born_again": True, "distill_weight": 0.0}]
+    )
+    assert trainer.teacher is not None and trainer.distill_weight == 0.0
+    a, b = plain.state_dict(), zero.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with torch.no_grad():
+        assert torch.equal(plain(images), zero(images))

@@ -2,6 +2,7 @@
 
 import pathlib
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from _training_testing import (
 from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback, Checkpoint, EarlyStopping
 
+from skfewshot._episodes import LEFT_OUT_WARNING
 from skfewshot._feature_cache import FEATURE_CACHE
 from skfewshot.augment import RandomAffine
 from skfewshot.backbone import BackboneTransformer
@@ -125,6 +127,27 @@ def test_episodic_validation_fails_before_training(base, novel):
         )
 
 
+def test_validation_classes_left_out_are_said_once_at_the_fit_call(base, novel):
+    # said by the check at the start of training, not again at each epoch's
+    # evaluation, and at the user's fit call, past skorch's frames
+    X, y = novel
+    keep = np.flatnonzero((y != 9) | (np.cumsum(y == 9) <= 3))  # digit 9: 3 rows
+    valid = episodic_validation((X[keep], y[keep]), n_way=3)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        pretrainer(max_epochs=3, callbacks=[valid]).fit(*base)
+    left_out = [
+        (str(w.message), w.filename)
+        for w in record
+        if str(w.message).startswith(LEFT_OUT_WARNING)
+    ]
+    message = (
+        "Episodes are drawn from 4 of the 5 classes, never from the other 1: 1 "
+        "has fewer than n_shot + n_query = 6 samples."
+    )
+    assert left_out == [(message, __file__)]
+
+
 def test_episodic_validation_needs_a_backbone_attribute(base, novel):
     net = NeuralNetClassifier(
         torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 5)),
@@ -209,7 +232,9 @@ def test_checkpoint_missing_or_foreign_file(base, tmp_path):
         )
 
 
-@pytest.mark.parametrize("damage", ["drop_optimizer", "bad_module_state"])
+@pytest.mark.parametrize(
+    "damage", ["drop_optimizer", "bad_module_state", "bad_callbacks"]
+)
 def test_a_damaged_checkpoint_is_a_value_error_naming_it(base, tmp_path, damage):
     # a file in the checkpoint format whose content is incomplete or does not
     # fit the network: a ValueError naming the file, not a KeyError/RuntimeError
@@ -219,6 +244,9 @@ def test_a_damaged_checkpoint_is_a_value_error_naming_it(base, tmp_path, damage)
     if damage == "drop_optimizer":
         del state["optimizer"]
         match = "run.ckpt' is a damaged training checkpoint: it lacks optimizer"
+    elif damage == "bad_callbacks":
+        state["callbacks"] = {"EarlyStopping": [1, 2]}
+        match = "run.ckpt' is a damaged training checkpoint: its 'callbacks' entry"
     else:
         state["optimizer"] = {"state": {}, "param_groups": []}
         match = "run.ckpt' is a damaged training checkpoint \\(ValueError"
@@ -359,3 +387,256 @@ def test_a_missing_checkpoint_folder_fails_before_training(base, tmp_path):
         pretrainer(callbacks=[_NoEpoch(), checkpoint]).fit(*base)
     with pytest.raises(IsADirectoryError, match="is a folder"):
         pretrainer(callbacks=[_NoEpoch(), TrainingCheckpoint(tmp_path)]).fit(*base)
+
+
+def test_episodic_validation_refuses_images_of_another_shape(base, novel):
+    # Conv4 embeds any size >= 16x16: 32x32 validation images of a net that
+    # trains on 16x16 would give a number that means nothing
+    X, y = novel
+    larger = np.kron(X, np.ones((1, 1, 2, 2), dtype=X.dtype))
+    valid = episodic_validation((larger, y))
+    match = re.escape(
+        "X_val holds inputs of shape (1, 32, 32), but the net trains on inputs "
+        "of shape (1, 16, 16): the backbone embeds both"
+    )
+    with pytest.raises(ValueError, match=match):
+        pretrainer(callbacks=[valid, _NoEpoch()]).fit(*base)
+
+
+# -- TrainingCheckpoint and the callbacks that carry a state over epochs --------
+
+
+def _early_stopping(**params):
+    # no accuracy improves by 1: with patience=2, the run ends after epoch 3
+    params = {
+        "monitor": "valid_fsl_acc",
+        "lower_is_better": False,
+        "patience": 2,
+        "threshold": 1.0,
+        "threshold_mode": "abs",
+        **params,
+    }
+    return EarlyStopping(**params)
+
+
+@pytest.mark.parametrize("load_best", [False, True], ids=["last", "load_best"])
+def test_checkpoint_resume_with_early_stopping_equals_an_uninterrupted_run(
+    load_best, base, novel, tmp_path
+):
+    path = tmp_path / "run.ckpt"
+
+    def run(*callbacks):
+        stop = _early_stopping(load_best=load_best)
+        callbacks = [episodic_validation(novel), stop, *callbacks]
+        return pretrainer(max_epochs=5, callbacks=callbacks)
+
+    full = run().fit(*base)
+    assert len(full.history_) == 3  # ended by EarlyStopping, not max_epochs
+    # Ctrl-C as epoch 3 begins: EarlyStopping has counted one miss so far,
+    # and (load_best) keeps the weights of epoch 1
+    with pytest.raises(KeyboardInterrupt):
+        run(TrainingCheckpoint(path), CtrlC(3)).fit(*base)
+    resumed = run(TrainingCheckpoint(path, resume=True)).fit(*base)
+    assert dict(resumed.net_.callbacks_)["TrainingCheckpoint"].resumed_epochs_ == 2
+    assert len(resumed.history_) == 3
+    assert same_state(resumed.net_.module_, full.net_.module_)
+    assert same_state(resumed.backbone_, full.backbone_)
+    for key in ("train_loss", "valid_fsl_acc", "valid_fsl_acc_best"):
+        assert resumed.history_[:, key] == full.history_[:, key]
+
+
+class _StopAt(Callback):
+    """Ends training at the end of epoch ``epoch``, as EarlyStopping does."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, net, **kwargs):
+        if len(net.history) == self.epoch:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(
+    "stopper, before",
+    [
+        # before the checkpoint: it ends the run before the epoch is saved
+        pytest.param(_early_stopping, True, id="early-stopping"),
+        # after it: the epoch is saved, then the run ends
+        pytest.param(lambda: _StopAt(3), False, id="stop-after-checkpoint"),
+    ],
+)
+def test_a_run_a_callback_ended_resumes_as_ended(
+    stopper, before, base, novel, tmp_path
+):
+    path = tmp_path / "run.ckpt"
+
+    def run(checkpoint):
+        callbacks = [episodic_validation(novel), checkpoint]
+        callbacks.insert(1 if before else 2, stopper())
+        return pretrainer(max_epochs=5, callbacks=callbacks)
+
+    ended = run(TrainingCheckpoint(path)).fit(*base)
+    assert len(ended.history_) == 3
+    # resuming it trains no epoch: the same weights and history
+    again = run(TrainingCheckpoint(path, resume=True))
+    again.set_params(callbacks=[*again.callbacks, _NoEpoch()]).fit(*base)
+    assert dict(again.net_.callbacks_)["TrainingCheckpoint"].resumed_epochs_ == 3
+    assert len(again.history_) == 3
+    assert same_state(again.net_.module_, ended.net_.module_)
+    assert again.history_[:, "valid_fsl_acc"] == ended.history_[:, "valid_fsl_acc"]
+    saved = torch.load(path, weights_only=True)
+    assert saved["epochs"] == 3 and saved["ended"] is True
+
+
+class _PoisonAt(Callback):
+    """Puts a NaN into the weights during epoch ``epoch``."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if training and len(net.history) == self.epoch:
+            with torch.no_grad():
+                next(net.module_.parameters()).view(-1)[0] = float("nan")
+
+
+def test_a_diverged_run_keeps_its_last_finite_epoch_to_resume(base, tmp_path):
+    # the divergence guard ends the run too, but the file keeps the epoch
+    # before (as `skfewshot train` tells): resuming trains the diverging epoch
+    # again, and warns again
+    path = tmp_path / "run.ckpt"
+
+    def run(checkpoint):
+        return pretrainer(max_epochs=5, callbacks=[_PoisonAt(2), checkpoint])
+
+    with pytest.warns(
+        RuntimeWarning, match=r"non-finite training loss \(nan\) at epoch 2"
+    ):
+        first = run(TrainingCheckpoint(path)).fit(*base)
+    saved = torch.load(path, weights_only=True)
+    assert saved["epochs"] == 1 and saved["ended"] is False
+    with pytest.warns(
+        RuntimeWarning, match=r"non-finite training loss \(nan\) at epoch 2"
+    ):
+        again = run(TrainingCheckpoint(path, resume=True)).fit(*base)
+    assert same_state(again.backbone_, first.backbone_)
+
+
+def test_checkpoint_restores_the_random_state_of_episodic_validation(
+    base, novel, tmp_path
+):
+    # a RandomState draws new episodes every epoch: the resumed run must go on
+    # drawing where the interrupted run was, not from the start again
+    path = tmp_path / "run.ckpt"
+
+    def run(*callbacks):
+        rng = np.random.RandomState(0)
+        valid = episodic_validation(novel, random_state=rng)
+        return pretrainer(max_epochs=3, callbacks=[valid, *callbacks])
+
+    full = run().fit(*base)
+    with pytest.raises(KeyboardInterrupt):
+        run(TrainingCheckpoint(path), CtrlC(3)).fit(*base)
+    resumed = run(TrainingCheckpoint(path, resume=True)).fit(*base)
+    assert resumed.history_[:, "valid_fsl_acc"] == full.history_[:, "valid_fsl_acc"]
+    assert same_state(resumed.net_.module_, full.net_.module_)
+
+
+def test_resuming_with_episodes_of_numpy_global_random_state_warns(
+    base, novel, tmp_path
+):
+    path = tmp_path / "run.ckpt"
+    valid = episodic_validation(novel, random_state=None)
+    interrupted_run(pretrainer, base, path)
+    resumed = pretrainer(
+        max_epochs=2, callbacks=[valid, TrainingCheckpoint(path, resume=True)]
+    )
+    match = (
+        "the callback 'EpisodicValidation' has random_state=None, so its "
+        "episodes come from numpy's global generator"
+    )
+    with pytest.warns(UserWarning, match=match):
+        resumed.fit(*base)
+
+
+def test_checkpoint_refuses_other_stateful_callbacks(base, novel, tmp_path):
+    path = tmp_path / "run.ckpt"
+    valid = episodic_validation(novel)
+
+    def run(*callbacks, resume):
+        checkpoint = TrainingCheckpoint(path, resume=resume)
+        callbacks = [valid, *callbacks, checkpoint]
+        if not resume:
+            callbacks.append(CtrlC(2))
+        return pretrainer(max_epochs=5, callbacks=callbacks)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(_early_stopping(), resume=False).fit(*base)
+    cases = [
+        ([_early_stopping(patience=3)], "patience=2, this run has callbacks"),
+        ([], "callbacks['EarlyStopping']='EarlyStopping', this run has callbacks["),
+        ([_early_stopping(load_best=True)], "load_best=False, this run has"),
+    ]
+    for callbacks, match in cases:
+        with pytest.raises(ValueError, match=re.escape(match)):
+            run(*callbacks, resume=True).fit(*base)
+    # and the other way round: a stateful callback the interrupted run lacked
+    with pytest.raises(KeyboardInterrupt):
+        run(resume=False).fit(*base)
+    match = "written with callbacks['EarlyStopping']=None, this run has callbacks"
+    with pytest.raises(ValueError, match=re.escape(match)):
+        run(_early_stopping(), resume=True).fit(*base)
+    assert len(run(resume=True).fit(*base).history_) == 5  # the same: resumes
+
+
+def test_a_checkpoint_older_than_the_callback_states(base, novel, tmp_path):
+    path = tmp_path / "run.ckpt"
+
+    def run(*callbacks):
+        return pretrainer(
+            max_epochs=3, callbacks=[episodic_validation(novel), *callbacks]
+        )
+
+    with pytest.raises(KeyboardInterrupt):
+        run(_early_stopping(), TrainingCheckpoint(path), CtrlC(2)).fit(*base)
+    state = torch.load(path, weights_only=True)
+    del state["callbacks"], state["ended"]  # as an older skfewshot wrote it
+    torch.save(state, path)
+    match = (
+        "written by an older skfewshot, which did not save the state of "
+        "callbacks such as 'EarlyStopping' (EarlyStopping)"
+    )
+    with pytest.raises(ValueError, match=re.escape(match)):
+        run(_early_stopping(), TrainingCheckpoint(path, resume=True)).fit(*base)
+    # a run without such callbacks has nothing to miss: it resumes
+    resumed = run(TrainingCheckpoint(path, resume=True)).fit(*base)
+    assert len(resumed.history_) == 3
+
+
+@pytest.mark.parametrize("late", ["EarlyStopping", "EpisodicValidation"])
+def test_checkpoint_must_come_after_the_callbacks_it_saves(late, base, novel, tmp_path):
+    # saved before them, an epoch's checkpoint would miss the score recorded
+    # and the count of epochs without improvement of that epoch
+    path = tmp_path / "run.ckpt"
+    if late == "EarlyStopping":
+        callbacks = [episodic_validation(novel), TrainingCheckpoint(path)]
+        callbacks += [_early_stopping(), _NoEpoch()]
+    else:
+        callbacks = [TrainingCheckpoint(path), episodic_validation(novel), _NoEpoch()]
+    match = f"TrainingCheckpoint comes before '{late}' in callbacks"
+    with pytest.raises(ValueError, match=match):
+        pretrainer(callbacks=callbacks).fit(*base)
+    assert not path.exists()
+
+
+def test_a_missing_checkpoint_is_not_said_to_be_removed(base, tmp_path):
+    # the library never removes the file (only `skfewshot train` does, when
+    # its run completes)
+    missing = TrainingCheckpoint(tmp_path / "none.ckpt", resume=True)
+    match = (
+        r"no training checkpoint '.*none.ckpt' to resume from \(a run with "
+        r"TrainingCheckpoint writes it at the end of each epoch\); train without "
+        r"resume=True to start a run"
+    )
+    with pytest.raises(FileNotFoundError, match=match):
+        pretrainer(max_epochs=1, callbacks=[missing]).fit(*base)

@@ -391,3 +391,20 @@ def test_a_checkpoint_of_other_texts_is_not_resumed(make, base, tmp_path):
     assert recorded["trainer"] == type(resumed).__name__
     assert recorded["head_lr"] == 0.01 and "augment" not in recorded
     assert "teacher" not in recorded and "distill_weight" not in recorded
+
+
+@pytest.mark.parametrize("make", [supervised, protonet], ids=["supervised", "proto"])
+def test_episodic_validation_is_refused_by_name(make, base):
+    # it would embed the validation texts as float arrays through a backbone
+    # that maps row indices of the training texts
+    from skfewshot.training import EpisodicValidation
+
+    texts, intents = toy_texts(NOVEL)
+    valid = EpisodicValidation(texts, intents, n_way=2, n_shot=1, n_query=2)
+    trainer = make(callbacks=[valid])
+    match = (
+        f"EpisodicValidation does not support {type(trainer).__name__}: it "
+        "embeds X_val as arrays through the net's backbone"
+    )
+    with pytest.raises(TypeError, match=match):
+        trainer.fit(*base)

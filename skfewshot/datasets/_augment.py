@@ -33,7 +33,8 @@ def augment_rotations(
     ----------
     X : array-like of shape (n_samples, height, width) or \
             (n_samples, n_channels, height, width)
-        Square images (``height == width``).
+        Square images (``height == width``), channels first: a 4-D ``X``
+        that looks channels-last is refused (see Raises).
     y : array-like of shape (n_samples,)
         Non-negative integer class labels.
     groups : array-like of shape (n_samples,), default=None
@@ -48,6 +49,18 @@ def augment_rotations(
         The labels of the new classes, int64.
     groups_rot : ndarray of shape (4 * n_samples,)
         Only when ``groups`` is given: ``groups`` tiled four times.
+
+    Raises
+    ------
+    ValueError
+        When ``X`` is not 3-D or 4-D, not square, or looks channels-last
+        ``(n_samples, height, width, n_channels)``: a 4-D ``X`` whose last
+        axis is 1, 3 or 4 (grey, RGB, RGBA) and shorter than its second and
+        third axes, which are equal and none of 1, 3 and 4 (e.g.
+        ``(n, 28, 28, 1)`` or ``(n, 32, 32, 3)``, but not ``(n, 5, 8, 3)``);
+        when ``y`` is not one non-negative label per image.
+    TypeError
+        When ``y`` does not hold integers.
 
     See Also
     --------
@@ -103,7 +116,7 @@ def augment_mirrors(
     ----------
     X : array-like of shape (n_samples, height, width) or \
             (n_samples, n_channels, height, width)
-        Images, square or not.
+        Images, square or not, channels first, at least 2 pixels wide.
     y : array-like of shape (n_samples,)
         Non-negative integer class labels.
     groups : array-like of shape (n_samples,), default=None
@@ -119,6 +132,17 @@ def augment_mirrors(
         The labels of the new classes, int64.
     groups_mirrored : ndarray of shape (2 * n_samples,)
         Only when ``groups`` is given: ``groups`` tiled twice.
+
+    Raises
+    ------
+    ValueError
+        When ``X`` is not 3-D or 4-D, looks channels-last (as for
+        :func:`augment_rotations`: its mirror images would be the images
+        again, or their colour channels swapped), or its images are 1 pixel
+        wide (every mirrored class would repeat its original); when ``y`` is
+        not one non-negative label per image.
+    TypeError
+        When ``y`` does not hold integers.
 
     See Also
     --------
@@ -139,19 +163,40 @@ def augment_mirrors(
     array([0, 1, 2, 3, 4, 5, 6, 7])
     """
     X, y = _check_images_and_labels(X, y)
+    if X.shape[-1] < 2:
+        raise ValueError(
+            f"Mirroring images 1 pixel wide changes nothing (X of shape {X.shape}): "
+            "every mirrored class would repeat its original."
+        )
     return _as_new_classes([X, np.flip(X, axis=-1)], y, groups)
 
 
+#: Channel counts of images: grey, RGB, RGBA.
+_CHANNEL_COUNTS = (1, 3, 4)
+
+
 def _check_images_and_labels(X, y, square=False):
-    """``X`` and ``y`` as arrays: 3-D or 4-D images (``square``: of equal
-    height and width), non-negative integer labels, one per image; ValueError
-    or TypeError otherwise."""
+    """``X`` and ``y`` as arrays: 3-D or 4-D images, channels first
+    (``square``: of equal height and width), non-negative integer labels, one
+    per image; ValueError or TypeError otherwise.
+
+    A 4-D ``X`` that looks channels-last (see :func:`_looks_channels_last`)
+    is refused: e.g. ``(n, 28, 28, 1)``, whose mirror images are the images
+    again and whose "28x1" images are not square, or ``(n, 32, 32, 3)``,
+    whose mirror images are the images with their colours swapped.
+    """
     X = np.asarray(X)
     y = np.asarray(y)
     if X.ndim not in (3, 4):
         raise ValueError(
             "X must have shape (n_samples, height, width) or (n_samples, "
             f"n_channels, height, width), got shape {X.shape}."
+        )
+    if _looks_channels_last(X.shape):
+        raise ValueError(
+            f"X of shape {X.shape} looks channels-last (n_samples, height, "
+            "width, n_channels); images must be (n_samples, n_channels, "
+            "height, width): transpose them first, e.g. X.transpose(0, 3, 1, 2)."
         )
     if square and X.shape[-1] != X.shape[-2]:
         raise ValueError(
@@ -171,6 +216,26 @@ def _check_images_and_labels(X, y, square=False):
     if y.size and y.min() < 0:
         raise ValueError(f"y must be non-negative, got the label {y.min()}.")
     return X, y
+
+
+def _looks_channels_last(shape):
+    """Whether images of ``shape`` look channels-last ``(n, h, w, c)``.
+
+    Only strong evidence counts, as a channels-first batch may have any
+    channel count and any width: the last axis is a channel count (1, 3 or
+    4) shorter than the second and third axes, which are equal (square
+    images, as most image data sets hold) and no channel count. So
+    ``(n, 28, 28, 1)`` and ``(n, 32, 32, 3)`` look channels-last, while
+    ``(n, 3, 28, 28)``, ``(n, 64, 4, 4)``, ``(n, 2, 16, 4)`` and
+    ``(n, 5, 8, 3)`` do not.
+    """
+    return (
+        len(shape) == 4
+        and shape[-1] in _CHANNEL_COUNTS
+        and shape[1] == shape[2]
+        and shape[1] not in _CHANNEL_COUNTS
+        and shape[-1] < shape[2]
+    )
 
 
 def _as_new_classes(blocks, y, groups):

@@ -96,9 +96,10 @@ class Conv4(nn.Module):
         ------
         ValueError
             If the image is smaller than 16x16 (the fourth pool would see an
-            empty map).
+            empty map), or ``input_shape`` gives a channel count other than
+            ``in_channels``.
         """
-        height, width = _pooled_size(input_shape, _N_BLOCKS, "Conv4")
+        height, width = _pooled_size(input_shape, _N_BLOCKS, "Conv4", self.in_channels)
         return self.hidden * height * width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -108,7 +108,8 @@ class BackboneEnsemble(nn.Module):
             one batch instead).
         ValueError
             If ``combine="mean"`` and the members' widths differ, or a
-            member rejects ``input_shape``.
+            member rejects ``input_shape`` (e.g. another channel count than
+            its ``in_channels``; the message names the member).
         """
         widths = []
         for i, member in enumerate(self.members):
@@ -117,7 +118,13 @@ class BackboneEnsemble(nn.Module):
                     f"modules[{i}] ({type(member).__name__}) has no out_features "
                     "method; run the ensemble on one batch to learn its width."
                 )
-            widths.append(int(member.out_features(input_shape)))
+            try:
+                widths.append(int(member.out_features(input_shape)))
+            except ValueError as exc:
+                raise ValueError(
+                    f"modules[{i}] ({type(member).__name__}) rejects input_shape="
+                    f"{tuple(input_shape)!r}: {exc}"
+                ) from exc
         return self._width(widths)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -321,6 +321,9 @@ def save_backbone(
     input_shape : tuple of int, default=None
         Per-sample input shape the backbone was trained on, e.g. ``(1, 28, 28)``;
         stored so that tools (the ``skfewshot`` command) can prepare data to match.
+        It must be a shape the module takes (its ``out_features`` accepts it):
+        ``in_channels`` channels, and at least 16x16 for ``Conv4`` and
+        ``ResNet12``.
     trained_on : dict or None, default=None
         What the backbone was trained on, as plain data (str keys; str, int,
         float, bool, None, lists and dicts as values; tuples and numpy values
@@ -337,8 +340,10 @@ def save_backbone(
         load back identical (the message names what differs), or
         ``trained_on`` is not plain data. Nothing is written then.
     ValueError
-        When ``input_shape`` is not 2 or 3 positive ints, or ``trained_on``
-        holds a non-finite float.
+        When ``input_shape`` is not 2 or 3 positive ints or is not a shape the
+        module takes (another channel count than its ``in_channels``, images
+        too small), or ``trained_on`` holds a non-finite float. Nothing is
+        written then.
 
     Examples
     --------
@@ -362,6 +367,15 @@ def save_backbone(
             f"{_known_architectures()}, got {type(member).__name__}{place}; save "
             "module.state_dict() with torch.save instead."
         )
+    shape = _check_input_shape(input_shape)
+    if shape is not None:
+        try:  # every skfewshot architecture says which shapes it takes
+            module.out_features(tuple(shape))
+        except ValueError as exc:
+            raise ValueError(
+                f"input_shape={tuple(shape)!r} is not a shape this "
+                f"{type(module).__name__} takes: {exc}"
+            ) from exc
     state = {}
     for key, value in module.state_dict().items():
         value = value.detach().cpu()
@@ -371,7 +385,7 @@ def save_backbone(
         "version": _VERSION,
         "architecture": type(module).__name__,
         "config": _config(module),
-        "input_shape": _check_input_shape(input_shape),
+        "input_shape": shape,
         "trained_on": _check_trained_on(trained_on),
         "state_dict": state,
     }

@@ -149,9 +149,10 @@ class ResNet12(nn.Module):
         Raises
         ------
         ValueError
-            If the image is smaller than 16x16.
+            If the image is smaller than 16x16, or ``input_shape`` gives a
+            channel count other than ``in_channels``.
         """
-        _pooled_size(input_shape, len(self.channels), "ResNet12")
+        _pooled_size(input_shape, len(self.channels), "ResNet12", self.in_channels)
         return self.out_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

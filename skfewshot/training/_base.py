@@ -245,7 +245,9 @@ class _TrainerNetMixin:
       ``on_train_end`` (so nothing is saved or reported as if training had
       completed).
     - A run resumed by :class:`~skfewshot.training._callbacks.TrainingCheckpoint`
-      trains the epochs left to ``max_epochs``, not ``max_epochs`` more.
+      trains the epochs left to ``max_epochs``, not ``max_epochs`` more, and
+      none when a callback had ended it (``_stop_requested`` tells the
+      checkpoint that one did).
     """
 
     def __init__(self, *args, augment=None, **kwargs):
@@ -269,8 +271,13 @@ class _TrainerNetMixin:
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
         self._stop_requested = False
         if epochs is None and getattr(self, "_epochs_restored", 0):
-            # resumed by TrainingCheckpoint: only the epochs left to max_epochs
-            epochs = max(self.max_epochs - self._epochs_restored, 0)
+            # resumed by TrainingCheckpoint: only the epochs left to
+            # max_epochs, none when a callback (EarlyStopping) had ended it
+            epochs = (
+                0
+                if getattr(self, "_resumed_ended", False)
+                else max(self.max_epochs - self._epochs_restored, 0)
+            )
         with _watch_sigint() as sigints:
             try:
                 return super().fit_loop(X, y, epochs=epochs, **fit_params)
@@ -280,7 +287,8 @@ class _TrainerNetMixin:
                 raise _Interrupted(exc) from None
 
     def partial_fit(self, *args, **kwargs):
-        self._epochs_restored = 0  # set by TrainingCheckpoint(resume=True)
+        # set by TrainingCheckpoint(resume=True)
+        self._epochs_restored, self._resumed_ended = 0, False
         try:
             return super().partial_fit(*args, **kwargs)
         except _Interrupted as exc:

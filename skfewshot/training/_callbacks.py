@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import re
+import warnings
 from contextlib import suppress
 from pathlib import Path
 
@@ -14,9 +15,9 @@ import torch
 from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils import check_array, column_or_1d
-from skorch.callbacks import Callback
+from skorch.callbacks import Callback, EarlyStopping
 
-from .._episodes import EPISODE_DEFAULTS, EpisodeSampler
+from .._episodes import EPISODE_DEFAULTS, EpisodeSampler, left_out_already_said
 from .._fileio import atomic_path
 from ..backbone import BackboneTransformer
 
@@ -39,7 +40,9 @@ class EpisodicValidation(Callback):
 
     The backbone is found as ``net.module_.backbone``: the convention of
     :class:`SupervisedPretrainer` and :class:`ProtoNetMetaTrainer` (any skorch
-    net whose module has a ``backbone`` attribute works too).
+    net whose module has a ``backbone`` attribute works too). The text
+    trainers are not supported (their backbone maps row indices of the
+    training texts): evaluate their ``backbone_`` after ``fit``.
 
     Parameters
     ----------
@@ -67,7 +70,10 @@ class EpisodicValidation(Callback):
         Batch size of the embedding pass.
     random_state : int, RandomState instance or None, default=0
         Seeds the episodes. An int evaluates the same episodes at every epoch,
-        so epochs compare on equal terms.
+        so epochs compare on equal terms. A RandomState draws new ones every
+        epoch (a :class:`TrainingCheckpoint` saves and restores its state);
+        None draws them from numpy's global generator, which a resumed run
+        cannot reproduce (a resuming :class:`TrainingCheckpoint` warns).
     name : str, default="valid_fsl_acc"
         History key of the score.
     lower_is_better : bool, default=False
@@ -77,6 +83,27 @@ class EpisodicValidation(Callback):
     ----------
     best_score_ : float
         Best score recorded so far.
+
+    Raises
+    ------
+    TypeError
+        At the start of training, when the net's module has no ``backbone``
+        or the trainer is a text trainer (:class:`TextSupervisedPretrainer`,
+        :class:`TextProtoNetMetaTrainer`).
+    ValueError
+        At the start of training, when ``X_val`` and ``y_val`` differ in
+        length, ``X_val``'s inputs have another shape than the training
+        inputs (e.g. 48x48 validation images for 16x16 training images), or
+        the validation classes cannot make the episodes asked for.
+
+    Warns
+    -----
+    UserWarning
+        Once, at the start of training (not at every epoch), when some
+        validation classes are never drawn (those with fewer than ``n_shot +
+        n_query`` samples and, with ``within_groups``, those of groups too
+        small for an episode); the message says how many and points at the
+        trainer's ``fit`` call.
 
     See Also
     --------
@@ -145,6 +172,19 @@ class EpisodicValidation(Callback):
                 f"but the net's module {type(net.module_).__name__} has no "
                 "'backbone' attribute."
             )
+        if getattr(net, "_row_inputs", None) is not None:
+            # a text trainer: its backbone looks up rows of the training texts
+            trainer = (getattr(net, "_trainer_settings", None) or {}).get(
+                "trainer", type(net).__name__
+            )
+            raise TypeError(
+                f"EpisodicValidation does not support {trainer}: it embeds X_val "
+                "as arrays through the net's backbone, which here maps row "
+                "indices of the training texts. Evaluate the trained encoder "
+                "after fit instead: evaluate_episodes(make_pipeline("
+                "SentenceEncoder(trainer.backbone_), PrototypeClassifier()), "
+                "texts, labels, ...)."
+            )
         self.X_val_ = check_array(
             self.X_val, allow_nd=True, dtype=np.float32, input_name="X_val"
         )
@@ -153,6 +193,14 @@ class EpisodicValidation(Callback):
             raise ValueError(
                 f"X_val has {len(self.X_val_)} samples but y_val has "
                 f"{len(self.y_val_)}."
+            )
+        train_shape = getattr(X, "shape", None)
+        if train_shape is not None and self.X_val_.shape[1:] != tuple(train_shape[1:]):
+            raise ValueError(
+                f"X_val holds inputs of shape {self.X_val_.shape[1:]}, but the "
+                f"net trains on inputs of shape {tuple(train_shape[1:])}: the "
+                "backbone embeds both, so they must have the same shape (e.g. "
+                "resize the validation images to the training size)."
             )
         # fail before training, not after the first epoch, if the validation
         # classes cannot make the episodes asked for
@@ -200,18 +248,19 @@ class EpisodicValidation(Callback):
         # fit on one row (it records the output width); transform does the rest
         features = embedder.fit(self.X_val_[:1]).transform(self.X_val_)
         head = PrototypeClassifier() if self.head is None else clone(self.head)
-        scores = evaluate_episodes(
-            head,
-            features,
-            self.y_val_,
-            n_way=self.n_way,
-            n_shot=self.n_shot,
-            n_query=self.n_query,
-            n_episodes=self.n_episodes,
-            groups=self.groups,
-            within_groups=self.within_groups,
-            random_state=self.random_state,
-        )
+        with left_out_already_said():  # by on_train_begin
+            scores = evaluate_episodes(
+                head,
+                features,
+                self.y_val_,
+                n_way=self.n_way,
+                n_shot=self.n_shot,
+                n_query=self.n_query,
+                n_episodes=self.n_episodes,
+                groups=self.groups,
+                within_groups=self.within_groups,
+                random_state=self.random_state,
+            )
         score = float(scores.mean)
         if not self._best_read:
             self._read_best(net)
@@ -337,6 +386,93 @@ def _numpy_rng_state(rng):
     return [name, torch.from_numpy(keys.astype(np.int64)), *_python_values(rest)]
 
 
+def _set_numpy_rng_state(rng, saved):
+    """Give the RandomState ``rng`` the state :func:`_numpy_rng_state` saved."""
+    name, keys, *rest = saved
+    rng.set_state((name, keys.numpy().astype(np.uint32), *rest))
+
+
+#: The parameters of skorch's EarlyStopping that give its state a meaning.
+_EARLY_STOPPING_PARAMS = (
+    "monitor",
+    "patience",
+    "threshold",
+    "threshold_mode",
+    "lower_is_better",
+    "load_best",
+)
+
+
+def _callback_params(callback):
+    """What a callback whose state carries over from epoch to epoch is, as plain
+    data (its class, and the parameters its state depends on); None for a
+    callback with no such state.
+
+    skorch's ``EarlyStopping`` counts the epochs without improvement and keeps
+    the score to beat, the best epoch and, with ``load_best``, its weights. An
+    :class:`EpisodicValidation` whose ``random_state`` is a RandomState draws
+    every epoch's episodes from it (with an int seed, the episodes are the same
+    every epoch, and the best score is read back from the history).
+    """
+    if isinstance(callback, EarlyStopping):
+        return {
+            "class": type(callback).__name__,
+            **{k: _setting_value(getattr(callback, k)) for k in _EARLY_STOPPING_PARAMS},
+        }
+    if isinstance(callback, EpisodicValidation) and isinstance(
+        callback.random_state, np.random.RandomState
+    ):
+        return {"class": type(callback).__name__, "random_state": "RandomState"}
+    return None
+
+
+def _callback_state(callback):
+    """The state of a callback :func:`_callback_params` describes, to save."""
+    if isinstance(callback, EarlyStopping):
+        weights = getattr(callback, "best_model_weights_", None)
+        return {
+            "misses_": int(callback.misses_),
+            "dynamic_threshold_": _python_values(callback.dynamic_threshold_),
+            "best_epoch_": int(callback.best_epoch_),
+            "best_model_weights_": None if weights is None else dict(weights),
+        }
+    return {"rng": _numpy_rng_state(callback.random_state)}
+
+
+def _restore_callback_state(callback, state):
+    """Give ``callback`` the state :func:`_callback_state` saved."""
+    if isinstance(callback, EarlyStopping):
+        callback.misses_ = state["misses_"]
+        callback.dynamic_threshold_ = state["dynamic_threshold_"]
+        callback.best_epoch_ = state["best_epoch_"]
+        weights = state["best_model_weights_"]
+        callback.best_model_weights_ = None if weights is None else dict(weights)
+    else:
+        _set_numpy_rng_state(callback.random_state, state["rng"])
+
+
+def _flat_callbacks(callbacks):
+    """``{name: params}`` of stateful callbacks as one flat dict, to compare:
+    ``callbacks['name']`` is the class, ``callbacks['name'].key`` a parameter."""
+    flat = {}
+    for name, params in callbacks.items():
+        flat[f"callbacks[{name!r}]"] = params.get("class")
+        flat.update(
+            {f"callbacks[{name!r}].{k}": v for k, v in params.items() if k != "class"}
+        )
+    return flat
+
+
+def _stateful_callbacks(net):
+    """The net's callbacks that carry a state over epochs, by name: ``(callback,
+    what _callback_params says it is)``."""
+    return {
+        name: (callback, params)
+        for name, callback in getattr(net, "callbacks_", [])
+        if (params := _callback_params(callback)) is not None
+    }
+
+
 class TrainingCheckpoint(Callback):
     """Save a resumable training state after every epoch; resume from it.
 
@@ -344,11 +480,21 @@ class TrainingCheckpoint(Callback):
     atomically (a reader sees the previous epoch's file or the new one, never
     a half-written one): the weights of the net's module (backbone and
     training head), the optimizer's state, the learning-rate schedulers'
-    states, the history, and every random number generator training draws
-    from (torch's global generators, the data loader's generator and the
-    episode sampler's). With ``resume=True``, ``fit`` starts by loading that
-    state and trains only the epochs left to ``max_epochs``; on the CPU the
-    result equals, bit for bit, a run that was never interrupted.
+    states, the history, the state of the callbacks that carry one from epoch
+    to epoch (skorch's ``EarlyStopping``, and an :class:`EpisodicValidation`
+    whose ``random_state`` is a RandomState), and every random number
+    generator training draws from (torch's global generators, the data
+    loader's generator and the episode sampler's). With ``resume=True``,
+    ``fit`` starts by loading that state and trains only the epochs left to
+    ``max_epochs``; on the CPU the result equals, bit for bit, a run that was
+    never interrupted.
+
+    A skfewshot trainer's run that a callback ended (e.g. ``EarlyStopping``)
+    is saved as ended, with the epoch it ended at: resuming it trains no more
+    epochs. A run the divergence guard stopped (non-finite loss or weights)
+    keeps the state of its last finite epoch, so resuming it trains the
+    diverging epoch again. The file is never removed: delete it to start
+    over, or train without ``resume``.
 
     A resumed run must be the interrupted one: the same trainer parameters,
     ``settings`` and training data. The skfewshot trainers declare what
@@ -359,7 +505,11 @@ class TrainingCheckpoint(Callback):
     run.
 
     Put it last in ``callbacks``, so that the saved history holds what the
-    other callbacks record (e.g. :class:`EpisodicValidation`).
+    other callbacks record (e.g. :class:`EpisodicValidation`) and the saved
+    callback states what they decided at that epoch's end; placed before an
+    ``EarlyStopping`` or an :class:`EpisodicValidation`, it is refused.
+    The stateful callbacks of a resumed run must be those of the interrupted
+    run: the same names, classes and ``EarlyStopping`` parameters.
 
     Parameters
     ----------
@@ -392,6 +542,9 @@ class TrainingCheckpoint(Callback):
     TypeError
         At the start of training, when ``settings`` is not a dict of plain
         data (the message names the key).
+    ValueError
+        At the start of training, when an ``EarlyStopping`` or an
+        :class:`EpisodicValidation` comes after it in ``callbacks``.
     FileNotFoundError
         At the start of training, when the folder of ``path`` does not exist,
         or with ``resume=True`` and no file at ``path``.
@@ -400,8 +553,20 @@ class TrainingCheckpoint(Callback):
         training checkpoint, was written before skfewshot recorded the
         trainer's parameters, or was written with other settings or trainer
         parameters (the message names the first that differs and both
-        values), other training data, or another network (parameter names or
-        shapes).
+        values), other training data, another network (parameter names or
+        shapes), or other stateful callbacks (an ``EarlyStopping`` or an
+        :class:`EpisodicValidation` with a RandomState added, removed or, for
+        ``EarlyStopping``, with other parameters), or when the file was written
+        before skfewshot saved the callbacks' states and this run has such a
+        callback.
+
+    Warns
+    -----
+    UserWarning
+        On resuming, for an :class:`EpisodicValidation` with
+        ``random_state=None``: its episodes come from numpy's global
+        generator, so the resumed run's scores (and what an ``EarlyStopping``
+        decides from them) are not those of the interrupted run.
 
     Examples
     --------
@@ -458,7 +623,7 @@ class TrainingCheckpoint(Callback):
         self.trainer_settings_ = None
         return self
 
-    def _state(self, net):
+    def _state(self, net, ended=False):
         params = net.get_params_for("iterator_train")
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
@@ -480,14 +645,24 @@ class TrainingCheckpoint(Callback):
             "optimizer": net.optimizer_.state_dict(),
             "schedulers": {k: v.state_dict() for k, v in _schedulers(net).items()},
             "rng": rng,
+            "callbacks": {
+                name: {"params": params, "state": _callback_state(callback)}
+                for name, (callback, params) in _stateful_callbacks(net).items()
+            },
+            "ended": ended,
         }
+
+    def _save(self, net, ended=False):
+        with atomic_path(self.path) as tmp:
+            torch.save(self._state(net, ended), tmp)
 
     def _load(self):
         path = Path(self.path)
         if not path.is_file():
             raise FileNotFoundError(
-                f"no training checkpoint {str(path)!r} to resume from (it is "
-                "written after each epoch of a run and removed when the run ends)"
+                f"no training checkpoint {str(path)!r} to resume from (a run "
+                "with TrainingCheckpoint writes it at the end of each epoch); "
+                "train without resume=True to start a run"
             )
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -551,6 +726,51 @@ class TrainingCheckpoint(Callback):
                 f"network (parameter {key!r}: {saved.get(key)} there, "
                 f"{current.get(key)} here)"
             )
+        self._check_same_callbacks(state, net)
+
+    def _check_same_callbacks(self, state, net):
+        """Refuse a run whose stateful callbacks are not the saved ones."""
+        current = {k: params for k, (_, params) in _stateful_callbacks(net).items()}
+        if "callbacks" not in state:
+            if current:
+                name = next(iter(current))
+                raise ValueError(
+                    f"cannot resume from {str(self.path)!r}: it was written by an "
+                    "older skfewshot, which did not save the state of callbacks "
+                    f"such as {name!r} ({current[name]['class']}); start over "
+                    "without resuming"
+                )
+            return
+        saved = state["callbacks"]
+        if not isinstance(saved, dict) or not all(
+            isinstance(v, dict) and isinstance(v.get("params"), dict) and "state" in v
+            for v in saved.values()
+        ):
+            raise ValueError(
+                f"{str(self.path)!r} is a damaged training checkpoint: its "
+                "'callbacks' entry is not a dict of callback states"
+            )
+        saved = _flat_callbacks({k: v["params"] for k, v in saved.items()})
+        current = _flat_callbacks(current)
+        self._refuse_differences(saved, current, dict.fromkeys([*saved, *current]))
+
+    def _check_order(self, net):
+        """Refuse to come before a callback whose end-of-epoch work it saves."""
+        callbacks = list(getattr(net, "callbacks_", []))
+        mine = next((i for i, (_, cb) in enumerate(callbacks) if cb is self), None)
+        after = [] if mine is None else callbacks[mine + 1 :]
+        later = [
+            name
+            for name, callback in after
+            if isinstance(callback, (EarlyStopping, EpisodicValidation))
+        ]
+        if later:
+            raise ValueError(
+                f"TrainingCheckpoint comes before {later[0]!r} in callbacks: it "
+                f"would save each epoch without what {later[0]!r} records and "
+                "decides at that epoch's end, and a resumed run would differ "
+                "from an uninterrupted one; put TrainingCheckpoint last"
+            )
 
     def _check_folder(self):
         """Fail before the first epoch, not after it, on a path never writable."""
@@ -569,6 +789,7 @@ class TrainingCheckpoint(Callback):
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         self._settings = _plain_settings(self.settings)
         self._check_folder()
+        self._check_order(net)
         # a text trainer's X is row indices into the texts its net declares
         self.data_digest_ = _data_digest(X, y, getattr(net, "_row_inputs", None))
         # what a skfewshot trainer declares shapes its training
@@ -584,6 +805,11 @@ class TrainingCheckpoint(Callback):
             schedulers = _schedulers(net)
             for name, scheduler_state in state["schedulers"].items():
                 schedulers[name].load_state_dict(scheduler_state)
+            # after every callback's on_train_begin (this one comes last),
+            # which resets what EarlyStopping counts
+            callbacks = _stateful_callbacks(net)
+            for name, saved in state.get("callbacks", {}).items():
+                _restore_callback_state(callbacks[name][0], saved["state"])
         except (KeyError, ValueError, RuntimeError, TypeError) as exc:
             raise ValueError(
                 f"{str(self.path)!r} is a damaged training checkpoint "
@@ -599,13 +825,35 @@ class TrainingCheckpoint(Callback):
         if "generator" in rng:
             params["generator"].set_state(rng["generator"])
         if "batch_sampler" in rng:
-            name, keys, *rest = rng["batch_sampler"]
-            params["batch_sampler"].rng.set_state(
-                (name, keys.numpy().astype(np.uint32), *rest)
-            )
+            _set_numpy_rng_state(params["batch_sampler"].rng, rng["batch_sampler"])
+        for name, callback in net.callbacks_:
+            if isinstance(callback, EpisodicValidation) and (
+                callback.random_state is None
+            ):
+                warnings.warn(
+                    f"TrainingCheckpoint: the callback {name!r} has "
+                    "random_state=None, so its episodes come from numpy's global "
+                    "generator: the resumed run's validation scores (and what an "
+                    "EarlyStopping decides from them) are not those the "
+                    "interrupted run would have recorded. Give it an int "
+                    "random_state (or a RandomState).",
+                    UserWarning,
+                    stacklevel=2,
+                )
         self.resumed_epochs_ = state["epochs"]
         net._epochs_restored = state["epochs"]  # fit_loop trains the rest
+        net._resumed_ended = bool(state.get("ended", False))  # or none
 
     def on_epoch_end(self, net, **kwargs):
-        with atomic_path(self.path) as tmp:
-            torch.save(self._state(net), tmp)
+        self._save(net)
+
+    def on_train_end(self, net, **kwargs):
+        # A callback ended a skfewshot trainer's run at an epoch's end (e.g.
+        # EarlyStopping; skorch then skips the callbacks after it, this one
+        # included): saved as ended, so that resuming it trains no more. Not
+        # when the divergence guard stopped it: the file keeps the state of the
+        # last finite epoch (resuming trains the diverging epoch again).
+        if getattr(net, "_stop_requested", False) and (
+            getattr(net, "_diverged", None) is None
+        ):
+            self._save(net, ended=True)

@@ -74,11 +74,12 @@ _SHARED_DOCS = {
         "list or None",
         """\
         skorch callbacks (or ``(name, callback)`` pairs) added to the defaults,
-        e.g. ``EpisodicValidation``, ``EarlyStopping``, ``Checkpoint``. They are
-        copied at ``fit``; the fitted copies are in ``net_.callbacks_``. A
-        :class:`TrainingCheckpoint` among them records every parameter but
-        ``module``, ``callbacks``, ``device`` and ``verbose``, and resumes
-        only a run with the same ones.""",
+        e.g. ``EpisodicValidation`` (image trainers only), ``EarlyStopping``,
+        ``Checkpoint``. They are copied at ``fit``; the fitted copies are in
+        ``net_.callbacks_``. A :class:`TrainingCheckpoint` among them records
+        every parameter but ``module``, ``callbacks``, ``device`` and
+        ``verbose``, and resumes only a run with the same ones; put it last
+        (it saves ``EarlyStopping``'s state).""",
     ),
     "verbose": (
         "int",

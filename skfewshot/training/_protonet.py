@@ -29,7 +29,8 @@ class _EpisodeBatchSampler(torch.utils.data.Sampler):
     """
 
     def __init__(self, y, n_way, n_shot, n_query, n_episodes, random_state):
-        self.sampler = EpisodeSampler(y, n_way, n_shot, n_query)
+        # the trainer's _check_targets has warned of classes left out, once
+        self.sampler = EpisodeSampler(y, n_way, n_shot, n_query, warn=False)
         self.n_episodes = n_episodes
         self.rng = check_random_state(random_state)
 

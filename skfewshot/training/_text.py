@@ -7,9 +7,10 @@ of tensors. The skorch net sees row indices; a :class:`_TextRows` module in
 front of the encoder looks the texts of a batch up and tokenises them (padded
 to the longest text of the batch only), so the training loop, the heads, the
 callbacks, the divergence guard and the Ctrl-C handling are the image
-trainers' own. The trained encoder, a sentence-transformers model or a
-:class:`TextEmbedder`, has an ``encode`` method: it plugs into
-:class:`~skfewshot.text.SentenceEncoder` unchanged.
+trainers' own (but for :class:`~skfewshot.training.EpisodicValidation`, which
+embeds arrays and refuses a text trainer). The trained encoder, a
+sentence-transformers model or a :class:`TextEmbedder`, has an ``encode``
+method: it plugs into :class:`~skfewshot.text.SentenceEncoder` unchanged.
 """
 
 from __future__ import annotations
@@ -400,7 +401,8 @@ class TextSupervisedPretrainer(_TextTrainerMixin, SupervisedPretrainer):
     the trained copy is ``backbone_``, which a few-shot head uses on new
     intents through :class:`~skfewshot.text.SentenceEncoder`. Everything else
     (skorch loop, callbacks, schedule, divergence guard, Ctrl-C) is
-    :class:`SupervisedPretrainer`'s.
+    :class:`SupervisedPretrainer`'s; :class:`EpisodicValidation`, which
+    embeds arrays, is refused (evaluate ``backbone_`` after ``fit``).
 
     Parameters
     ----------
@@ -554,8 +556,10 @@ class TextProtoNetMetaTrainer(_TextTrainerMixin, ProtoNetMetaTrainer):
     embeddings of each intent are averaged into a prototype and the queries
     are classified against the prototypes with cross-entropy (Snell et al.,
     2017). Everything else (episode sampler, skorch loop, callbacks, divergence
-    guard, Ctrl-C) is :class:`ProtoNetMetaTrainer`'s. The trained copy of
-    ``module`` is ``backbone_``, for :class:`~skfewshot.text.SentenceEncoder`.
+    guard, Ctrl-C) is :class:`ProtoNetMetaTrainer`'s; :class:`EpisodicValidation`,
+    which embeds arrays, is refused (evaluate ``backbone_`` after ``fit``). The
+    trained copy of ``module`` is ``backbone_``, for
+    :class:`~skfewshot.text.SentenceEncoder`.
 
     Parameters
     ----------
