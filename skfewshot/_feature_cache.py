@@ -20,6 +20,7 @@ import enum
 import functools
 import hashlib
 import itertools
+import os
 import sys
 import threading
 import types
@@ -255,6 +256,29 @@ class _FeatureCache:
 
 
 FEATURE_CACHE = _FeatureCache()
+
+
+def _fork_locks():
+    """The module's locks, in the order :func:`os.fork` takes them."""
+    return (_IDENTITIES_LOCK, FEATURE_CACHE._lock)
+
+
+def _before_fork():
+    # held across the fork, so that no thread holds one in the child (where a
+    # lock a vanished thread held stays held for ever) and the cache is whole
+    for lock in _fork_locks():
+        lock.acquire()
+
+
+def _after_fork():
+    for lock in reversed(_fork_locks()):
+        lock.release()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork
+    )
 
 
 class _Uncacheable(Exception):
@@ -496,11 +520,15 @@ class _StateHash:
         else:
             raise _Uncacheable(f"a {type(value).__name__} object")
 
-    def _function(self, func):
+    def _function(self, func, method=False):
         """``func`` by name, identity, code object, defaults and keyword defaults.
 
         Its closure is the caller's concern: refused for a function attribute,
-        not read for a method (see above).
+        not read for a method (see above). A default the hash cannot read
+        makes a function attribute uncacheable; a method's (a sentinel
+        ``object()``, a ``Path``, a ``slice``, in any method of the class,
+        called by ``forward`` or not) is read by its type and ``repr``
+        instead, which an in-place swap of ``__defaults__`` changes.
         """
         self._text(
             f"function:{func.__qualname__}#{_identity(func)}"
@@ -510,7 +538,9 @@ class _StateHash:
             self.add(func.__defaults__)
             self.add(func.__kwdefaults__)
         except _Uncacheable as exc:
-            raise _Uncacheable(f"a default of {func.__qualname__}: {exc}") from None
+            if not method:
+                raise _Uncacheable(f"a default of {func.__qualname__}: {exc}") from None
+            self._text(f"unread:{func.__defaults__!r};{func.__kwdefaults__!r}")
         self._text(")")
 
     def _class(self, cls):
@@ -531,7 +561,7 @@ class _StateHash:
                 for name, value in vars(c).items():
                     for func in _functions(value):
                         functions._text(f"{name}=")
-                        functions._function(func)
+                        functions._function(func, method=True)
             text = self._classes[cls] = f"{text}[{functions.digest().hex()}]"
         return text
 

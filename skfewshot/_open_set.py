@@ -18,7 +18,12 @@ Private module (numpy and scikit-learn only, no torch): both
 from __future__ import annotations
 
 import numpy as np
-from sklearn.utils.validation import check_array, check_consistent_length
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_array,
+    check_consistent_length,
+    column_or_1d,
+)
 
 __all__ = ["open_set_accuracy", "open_set_right"]
 
@@ -48,10 +53,12 @@ def open_set_right(y_true, y_pred, classes):
 def open_set_accuracy(y_true, y_pred, classes, sample_weight=None):
     """The (weighted) fraction of queries :func:`open_set_right` counts right.
 
-    ``y_true`` and ``y_pred`` are validated as labels
-    (:func:`~sklearn.utils.check_array`, any dtype) of one length, that of
-    ``sample_weight`` too when given: a ValueError otherwise, or when they
-    are empty. With no unknown query (every ``y_true`` in ``classes``) this
+    ``y_true`` and ``y_pred`` are validated as 1-D labels
+    (:func:`~sklearn.utils.check_array`, any dtype; a column vector is
+    raveled with a ``DataConversionWarning``, as scikit-learn's metrics do)
+    of one length, that of ``sample_weight`` too when given: a ValueError
+    otherwise, or when they are empty, or when ``sample_weight`` holds a
+    NaN or sums to zero. With no unknown query (every ``y_true`` in ``classes``) this
     is :func:`~sklearn.metrics.accuracy_score`.
 
     Examples
@@ -63,8 +70,24 @@ def open_set_accuracy(y_true, y_pred, classes, sample_weight=None):
     ...                   sample_weight=[3, 1, 3, 1])
     0.75
     """
-    y_true = check_array(y_true, input_name="y_true", ensure_2d=False, dtype=None)
-    y_pred = check_array(y_pred, input_name="y_pred", ensure_2d=False, dtype=None)
+    y_true, y_pred = (
+        column_or_1d(
+            check_array(y, input_name=name, ensure_2d=False, dtype=None), warn=True
+        )
+        for y, name in ((y_true, "y_true"), (y_pred, "y_pred"))
+    )
     check_consistent_length(y_true, y_pred, sample_weight)
     right, _ = open_set_right(y_true, y_pred, np.asarray(classes))
-    return float(np.average(right, weights=sample_weight))
+    # scikit-learn's weighted mean, with its checks of sample_weight (NaN,
+    # all zero), as accuracy_score applies them
+    return float(_average(right, sample_weight))
+
+
+def _average(right, sample_weight):
+    """Mean of ``right``, weighted by ``sample_weight`` checked as scikit-learn does."""
+    if sample_weight is None:
+        return np.mean(right)
+    weights = _check_sample_weight(sample_weight, right, dtype=np.float64)
+    if not weights.sum():
+        raise ValueError("sample_weight sums to zero: the weighted mean is undefined.")
+    return np.average(right, weights=weights)

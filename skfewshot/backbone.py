@@ -235,10 +235,12 @@ class BackboneTransformer(
     the key.
 
     While a backbone is switched to eval mode and run, it holds a lock of
-    each of its modules (re-entrant, so a forward may itself call a
-    transformer): another forward that uses one of those modules, e.g. a
-    transformer of a shared submodule, waits for it, so neither switches
-    the other's flags; forwards of unrelated backbones run at once.
+    each of its modules: another forward that uses one of those modules,
+    e.g. a transformer of a shared submodule, waits for it, so neither
+    switches the other's flags; forwards of unrelated backbones run at
+    once. The locks are re-entrant, so a forward may itself call a
+    transformer in its own thread; a forward that hands a transform of one
+    of its own modules to another thread and waits for it waits for ever.
 
     The cache assumes that ``forward`` is a deterministic function of the
     module's parameters, buffers and instance attributes and of the input:
@@ -754,7 +756,12 @@ def _holds_text(X) -> bool:
 # whose modules share a submodule wait for each other (with one lock per
 # top-level module, one restored a shared submodule's train mode while the
 # other ran it), unrelated backbones run at once (in threads, on two GPUs), and
-# a forward may call a transformer itself, in its thread or another one.
+# a forward may call a transformer itself: in its own thread on any module, in
+# another thread on a module sharing none of its own (one that shares any
+# waits for the forward to end, which waits for it). Locks are taken in one
+# order, by id, all at once; a forward calling a transformer takes more while
+# holding its own, so two such nested calls over shared modules in two
+# threads can still wait for each other.
 _MODULE_LOCKS = weakref.WeakKeyDictionary()
 _LOCKS_LOCK = threading.Lock()
 

@@ -8,6 +8,7 @@ for ``super()``; a decorator's) is not read, so ordinary classes stay cacheable.
 """
 
 import functools
+import warnings
 
 import numpy as np
 import pytest
@@ -180,17 +181,36 @@ def test_an_attribute_sharing_a_default_encodes_as_an_equal_copy():
     assert module_digest(shared) == module_digest(copy)
 
 
-def test_a_method_default_the_digest_cannot_capture_is_named():
-    _missing = object()
+def test_a_method_default_the_digest_cannot_read_keeps_the_cache_on(X):
+    # a sentinel, a Path or a slice as a default of any method made the whole
+    # backbone uncacheable (every row recomputed, with a warning); such a
+    # default is now read by its type and repr, which a swap changes
+    from pathlib import Path
 
-    class Net(torch.nn.Module):
-        def forward(self, x, default=_missing):
-            return x
+    missing = object()
 
-    with pytest.raises(
-        _Uncacheable, match=r"a default of .*Net\.forward: a object object"
-    ):
-        module_digest(Net())
+    class Net(torch.nn.Linear):
+        def forward(self, x, scale=missing, idx=slice(None)):
+            return super().forward(x)
+
+        def save(self, path=Path("out")):  # never called by forward
+            return path
+
+    torch.manual_seed(0)
+    net = Net(8, 2)
+    digest = module_digest(net)
+    assert module_digest(net) == digest
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "the feature cache is off" warning
+        bt = BackboneTransformer(net, device="cpu").fit(X)
+        first = bt.transform(X)
+    assert_array_equal(bt.transform(X), first)
+    Net.forward.__defaults__ = (object(), slice(None))
+    assert module_digest(net) != digest
+    # a function attribute's unreadable default still turns the cache off
+    net.helper = lambda x, scale=missing: x
+    with pytest.raises(_Uncacheable, match=r"a default of .*<lambda>: a object"):
+        module_digest(net)
 
 
 def _wrapping(func):

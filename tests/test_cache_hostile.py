@@ -395,6 +395,47 @@ def test_a_child_forked_during_a_forward_can_transform(X):
         thread.join(TIMEOUT)
 
 
+@pytest.mark.skipif(
+    not hasattr(__import__("os"), "fork"), reason="this platform does not fork"
+)
+def test_a_child_forked_while_the_cache_is_busy_can_transform(X):
+    # a thread of the parent held the cache's lock (as during every read and
+    # put) at the fork: the child inherited it held, and its first transform
+    # waited for ever; the fork now waits for the lock instead
+    import multiprocessing
+
+    from skfewshot._feature_cache import FEATURE_CACHE
+
+    holding, done = threading.Event(), threading.Event()
+
+    def hold():
+        with FEATURE_CACHE._lock:
+            holding.set()
+            done.wait(0.5)  # a slow put
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert holding.wait(TIMEOUT)
+    lin = torch.nn.Linear(8, 4)
+    with torch.no_grad():
+        expected = lin(torch.from_numpy(X)).numpy()
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(
+        target=lambda: queue.put(
+            BackboneTransformer(lin, device="cpu").fit(X).transform(X)
+        )
+    )
+    child.start()
+    child.join(TIMEOUT)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+    thread.join(TIMEOUT)
+    assert not hung, "a transform in a child forked while the cache was busy hung"
+    assert_allclose(queue.get(timeout=TIMEOUT), expected, rtol=RTOL, atol=ATOL)
+
+
 # -- code edited in place (IPython's %autoreload) ----------------------------------
 
 

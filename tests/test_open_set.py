@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.base import clone
+from sklearn.exceptions import DataConversionWarning
 from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
@@ -492,6 +493,15 @@ def test_score_with_an_unknown_label_is_the_open_set_accuracy(head):
     assert clf.score(X, y, sample_weight=[1, 1, 3, 1, 1]) == (1 + 3) / 7
     with pytest.raises(ValueError, match=r"inconsistent numbers of samples"):
         clf.score(X, y, sample_weight=[1, 1])
+    # a column vector compared every row with every row (0.28 here), and a
+    # NaN weight gave nan: scikit-learn's metrics ravel y with a warning and
+    # refuse the weights
+    with pytest.warns(DataConversionWarning, match="column-vector y"):
+        assert clf.score(X, y.reshape(-1, 1)) == 0.4
+    with pytest.raises(ValueError, match="sample_weight contains NaN"):
+        clf.score(X, y, sample_weight=[1, 1, np.nan, 1, 1])
+    with pytest.raises(ValueError, match="at least one non-zero|sums to zero"):
+        clf.score(X, y, sample_weight=np.zeros(5))
 
 
 @pytest.mark.parametrize("head", HEADS)
