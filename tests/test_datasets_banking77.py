@@ -122,16 +122,19 @@ def test_load_banking77_broken_categories_json(tmp_path, content, match):
         load_banking77(tmp_path)
 
 
+#: a header, a good row, a row opening a quote it never closes, a good row
+STRAY_QUOTE = (
+    "text,category\n"
+    "where is my card,card_arrival\n"
+    '"top up failed,top_up_failed\n'
+    "is there a fee,top_up_fee\n"
+)
+
+
 def test_load_banking77_stray_quote_names_the_line_it_opens(tmp_path):
     # a stray opening quote used to swallow the rows after it into one text
     bad = tmp_path / "train.csv"
-    bad.write_text(
-        "text,category\n"
-        "where is my card,card_arrival\n"
-        '"top up failed,top_up_failed\n'
-        "is there a fee,top_up_fee\n"
-        'my "pin" is blocked,pin_blocked\n'
-    )
+    bad.write_text(STRAY_QUOTE + 'my "pin" is blocked,pin_blocked\n')
     with pytest.raises(
         ValueError, match="train.csv, line 3: not a readable CSV row"
     ) as info:
@@ -157,12 +160,7 @@ def test_load_banking77_quoted_text_over_several_lines_is_refused(tmp_path):
     # one multi-line text: rows 3-5 became one row of the last row's category
     bad = tmp_path / "train.csv"
     bad.write_text(
-        "text,category\n"
-        "where is my card,card_arrival\n"
-        '"top up failed,top_up_failed\n'
-        "is there a fee,top_up_fee\n"
-        'my pin is blocked",pin_blocked\n'
-        "one more,top_up_fee\n"
+        STRAY_QUOTE + 'my pin is blocked",pin_blocked\none more,top_up_fee\n'
     )
     with pytest.raises(ValueError) as info:
         load_banking77(bad)

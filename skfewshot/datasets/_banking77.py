@@ -242,9 +242,9 @@ def load_banking77(
     texts, categories, spans = _read_rows(csv_path)
 
     names_path = csv_path.parent / "categories.json"
-    if names_path.is_file():
-        names = _read_categories(names_path)
-        _check_merged_rows(csv_path, texts, spans, names + categories)
+    names = _read_categories(names_path) if names_path.is_file() else None
+    _check_merged_rows(csv_path, texts, spans, (names or []) + categories)
+    if names is not None:
         unknown = sorted(set(categories) - set(names))
         if unknown:
             raise ValueError(
@@ -252,7 +252,6 @@ def load_banking77(
             )
         target_names = np.array(names)
     else:
-        _check_merged_rows(csv_path, texts, spans, categories)
         target_names = np.unique(categories)
     index = {name: i for i, name in enumerate(target_names.tolist())}
     target = np.array([index[c] for c in categories])
