@@ -547,7 +547,11 @@ def test_resuming_with_episodes_of_numpy_global_random_state_warns(
 ):
     path = tmp_path / "run.ckpt"
     valid = episodic_validation(novel, random_state=None)
-    interrupted_run(pretrainer, base, path)
+    interrupted = pretrainer(
+        max_epochs=2, callbacks=[valid, TrainingCheckpoint(path), CtrlC(2)]
+    )
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit(*base)
     resumed = pretrainer(
         max_epochs=2, callbacks=[valid, TrainingCheckpoint(path, resume=True)]
     )
@@ -589,6 +593,52 @@ def test_checkpoint_refuses_other_stateful_callbacks(base, novel, tmp_path):
     assert len(run(resume=True).fit(*base).history_) == 5  # the same: resumes
 
 
+def test_checkpoint_refuses_another_episodic_validation(base, novel, tmp_path):
+    # the saved epochs' scores and the resumed ones must measure the same
+    # thing: a resumed run that validated otherwise would mix two measures in
+    # one history column (and its "_best" flags, and an EarlyStopping on it)
+    path = tmp_path / "run.ckpt"
+    X, y = novel
+
+    def run(valid, resume):
+        callbacks = [valid, TrainingCheckpoint(path, resume=resume)]
+        return pretrainer(max_epochs=3, callbacks=callbacks + [CtrlC(2)] * (not resume))
+
+    with pytest.raises(KeyboardInterrupt):
+        run(episodic_validation(novel), resume=False).fit(*base)
+    other_X = X.copy()
+    other_X[0, 0, 0, 0] += 1.0
+    groups = (y >= 8).astype(int)
+    key = "callbacks['EpisodicValidation']"
+    cases = [
+        ({"n_way": 3}, f"{key}.n_way=5, this run has {key}.n_way=3"),
+        ({"n_episodes": 10}, f"{key}.n_episodes=20, this run has"),
+        ({"random_state": 1}, f"{key}.random_state=0, this run has"),
+        (
+            {"random_state": np.random.RandomState(0)},
+            f"{key}.random_state=0, this run has {key}.random_state='RandomState'",
+        ),
+        ({"head": PrototypeClassifier(center=True)}, f"{key}.head=None, this run"),
+        ({"name": "acc"}, f"{key}.name='valid_fsl_acc', this run has"),
+    ]
+    for params, match in cases:
+        with pytest.raises(ValueError, match=re.escape(match)):
+            run(episodic_validation(novel, **params), resume=True).fit(*base)
+    for other in [(other_X, y), (X, y[::-1])]:
+        with pytest.raises(ValueError, match=re.escape(f"{key}.data=")):
+            run(episodic_validation(other), resume=True).fit(*base)
+    with pytest.raises(ValueError, match=re.escape(f"{key}.data=")):
+        run(episodic_validation(novel, groups=groups), resume=True).fit(*base)
+    # the same validation, with labels renamed and another batch size: resumes
+    # to the uninterrupted run's scores
+    renamed = EpisodicValidation(
+        X, y + 100, n_way=5, n_shot=1, n_query=5, n_episodes=20, batch_size=7
+    )
+    resumed = run(renamed, resume=True).fit(*base)
+    full = pretrainer(max_epochs=3, callbacks=[episodic_validation(novel)]).fit(*base)
+    assert resumed.history_[:, "valid_fsl_acc"] == full.history_[:, "valid_fsl_acc"]
+
+
 def test_a_checkpoint_older_than_the_callback_states(base, novel, tmp_path):
     path = tmp_path / "run.ckpt"
 
@@ -603,13 +653,15 @@ def test_a_checkpoint_older_than_the_callback_states(base, novel, tmp_path):
     del state["callbacks"], state["ended"]  # as an older skfewshot wrote it
     torch.save(state, path)
     match = (
-        "written by an older skfewshot, which did not save the state of "
-        "callbacks such as 'EarlyStopping' (EarlyStopping)"
+        "written by an older skfewshot, which did not save the state or the "
+        "parameters of callbacks such as 'EpisodicValidation' (EpisodicValidation)"
     )
     with pytest.raises(ValueError, match=re.escape(match)):
         run(_early_stopping(), TrainingCheckpoint(path, resume=True)).fit(*base)
     # a run without such callbacks has nothing to miss: it resumes
-    resumed = run(TrainingCheckpoint(path, resume=True)).fit(*base)
+    resumed = pretrainer(
+        max_epochs=3, callbacks=[TrainingCheckpoint(path, resume=True)]
+    ).fit(*base)
     assert len(resumed.history_) == 3
 
 

@@ -83,6 +83,10 @@ class EpisodicValidation(Callback):
     ----------
     best_score_ : float
         Best score recorded so far.
+    data_digest_ : str
+        SHA-256 of the validation inputs, label codes and group codes, set at
+        the start of training (a resuming :class:`TrainingCheckpoint` compares
+        it with the interrupted run's).
 
     Raises
     ------
@@ -212,6 +216,12 @@ class EpisodicValidation(Callback):
             groups=self.groups,
             within_groups=self.within_groups,
         )
+        # what a resuming TrainingCheckpoint compares (labels and groups by
+        # their codes: the episodes depend on nothing else of them)
+        codes = [np.unique(self.y_val_, return_inverse=True)[1]]
+        if self.groups is not None:
+            codes.append(np.unique(column_or_1d(self.groups), return_inverse=True)[1])
+        self.data_digest_ = _data_digest(self.X_val_, np.stack(codes))
         self._best_read = False
 
     def _read_best(self, net):
@@ -392,6 +402,19 @@ def _set_numpy_rng_state(rng, saved):
     rng.set_state((name, keys.numpy().astype(np.uint32), *rest))
 
 
+#: The parameters of EpisodicValidation its recorded scores depend on (beside
+#: its random_state and validation data); batch_size only batches the embedding.
+_EPISODIC_VALIDATION_PARAMS = (
+    "n_way",
+    "n_shot",
+    "n_query",
+    "n_episodes",
+    "head",
+    "within_groups",
+    "name",
+    "lower_is_better",
+)
+
 #: The parameters of skorch's EarlyStopping that give its state a meaning.
 _EARLY_STOPPING_PARAMS = (
     "monitor",
@@ -404,30 +427,42 @@ _EARLY_STOPPING_PARAMS = (
 
 
 def _callback_params(callback):
-    """What a callback whose state carries over from epoch to epoch is, as plain
-    data (its class, and the parameters its state depends on); None for a
-    callback with no such state.
+    """What a callback that carries a state from epoch to epoch or shapes the
+    history is, as plain data (its class, and the parameters its state and
+    records depend on); None for any other callback.
 
     skorch's ``EarlyStopping`` counts the epochs without improvement and keeps
     the score to beat, the best epoch and, with ``load_best``, its weights. An
-    :class:`EpisodicValidation` whose ``random_state`` is a RandomState draws
-    every epoch's episodes from it (with an int seed, the episodes are the same
-    every epoch, and the best score is read back from the history).
+    :class:`EpisodicValidation` records a score every epoch, which the saved
+    epochs' scores must be comparable with (same episodes' settings, head and
+    validation data, by digest); with a RandomState as ``random_state`` it
+    draws every epoch's episodes from it (with an int seed, the episodes are
+    the same every epoch, and the best score is read back from the history).
     """
     if isinstance(callback, EarlyStopping):
         return {
             "class": type(callback).__name__,
             **{k: _setting_value(getattr(callback, k)) for k in _EARLY_STOPPING_PARAMS},
         }
-    if isinstance(callback, EpisodicValidation) and isinstance(
-        callback.random_state, np.random.RandomState
-    ):
-        return {"class": type(callback).__name__, "random_state": "RandomState"}
+    if isinstance(callback, EpisodicValidation):
+        random_state = callback.random_state
+        return {
+            "class": type(callback).__name__,
+            **{
+                k: _setting_value(getattr(callback, k))
+                for k in _EPISODIC_VALIDATION_PARAMS
+            },
+            "random_state": "RandomState"
+            if isinstance(random_state, np.random.RandomState)
+            else _setting_value(random_state),
+            "data": getattr(callback, "data_digest_", None),
+        }
     return None
 
 
 def _callback_state(callback):
-    """The state of a callback :func:`_callback_params` describes, to save."""
+    """The state of a callback :func:`_callback_params` describes, to save
+    (an :class:`EpisodicValidation` with an int or None seed has none)."""
     if isinstance(callback, EarlyStopping):
         weights = getattr(callback, "best_model_weights_", None)
         return {
@@ -436,7 +471,9 @@ def _callback_state(callback):
             "best_epoch_": int(callback.best_epoch_),
             "best_model_weights_": None if weights is None else dict(weights),
         }
-    return {"rng": _numpy_rng_state(callback.random_state)}
+    if isinstance(callback.random_state, np.random.RandomState):
+        return {"rng": _numpy_rng_state(callback.random_state)}
+    return {}
 
 
 def _restore_callback_state(callback, state):
@@ -447,7 +484,7 @@ def _restore_callback_state(callback, state):
         callback.best_epoch_ = state["best_epoch_"]
         weights = state["best_model_weights_"]
         callback.best_model_weights_ = None if weights is None else dict(weights)
-    else:
+    elif isinstance(callback.random_state, np.random.RandomState):
         _set_numpy_rng_state(callback.random_state, state["rng"])
 
 
@@ -509,7 +546,10 @@ class TrainingCheckpoint(Callback):
     callback states what they decided at that epoch's end; placed before an
     ``EarlyStopping`` or an :class:`EpisodicValidation`, it is refused.
     The stateful callbacks of a resumed run must be those of the interrupted
-    run: the same names, classes and ``EarlyStopping`` parameters.
+    run: the same names, classes and ``EarlyStopping`` parameters, and
+    :class:`EpisodicValidation` callbacks with the same episode settings,
+    head, seed (or RandomState) and validation data, so that the saved
+    epochs' scores and those of the resumed epochs measure the same thing.
 
     Parameters
     ----------
@@ -555,10 +595,10 @@ class TrainingCheckpoint(Callback):
         parameters (the message names the first that differs and both
         values), other training data, another network (parameter names or
         shapes), or other stateful callbacks (an ``EarlyStopping`` or an
-        :class:`EpisodicValidation` with a RandomState added, removed or, for
-        ``EarlyStopping``, with other parameters), or when the file was written
-        before skfewshot saved the callbacks' states and this run has such a
-        callback.
+        :class:`EpisodicValidation` added, removed or with other parameters;
+        for an ``EpisodicValidation``, also another seed or validation data),
+        or when the file was written before skfewshot saved the callbacks'
+        states and this run has such a callback.
 
     Warns
     -----
@@ -736,9 +776,9 @@ class TrainingCheckpoint(Callback):
                 name = next(iter(current))
                 raise ValueError(
                     f"cannot resume from {str(self.path)!r}: it was written by an "
-                    "older skfewshot, which did not save the state of callbacks "
-                    f"such as {name!r} ({current[name]['class']}); start over "
-                    "without resuming"
+                    "older skfewshot, which did not save the state or the "
+                    f"parameters of callbacks such as {name!r} "
+                    f"({current[name]['class']}); start over without resuming"
                 )
             return
         saved = state["callbacks"]
