@@ -40,7 +40,12 @@ epochs (its row records the default ``--epochs``, 40, which it halves).
 ``--ensemble`` scores a :class:`~skfewshot.models.BackboneEnsemble` of backbones
 saved by earlier ``--config`` runs (their L2-normalised features concatenated;
 one name scores that backbone alone, e.g. ``--ensemble final``).
-``--test-time-shifts S`` sets the TTA columns' shifts (default 1).
+``--test-time-shifts S`` sets the TTA columns' shifts (default 1);
+``--test-time-angles A ... --test-time-scales S ...`` add rotated and scaled
+copies to them, every angle with every scale
+(``BackboneTransformer(test_time_warps=...)``; ``--test-time-angles -10 0 10
+--test-time-scales 0.9 1 1.1`` with one-pixel shifts gives 81 copies per
+image).
 ``--device cuda`` trains and embeds on a GPU (the rows record the device; the
 published CPU rows use the default, ``cpu``); ``benchmarks/omniglot_gpu.sh`` runs
 the GPU rows and the test suite in one call on a lent GPU machine.
@@ -304,9 +309,23 @@ def main(argv=None):
         help="also score the transductive FineTunedCosine head (tuned on "
         "validation) on the test-time-shift features",
     )
+    parser.add_argument(
+        "--test-time-angles",
+        type=float,
+        nargs="+",
+        metavar="DEG",
+        help="with --test-time-scales: the TTA columns' test_time_warps, every "
+        "angle (degrees) with every scale, each copy then shifted",
+    )
+    parser.add_argument("--test-time-scales", type=float, nargs="+", metavar="S")
     args = parser.parse_args(argv)
     if args.test_time_shifts < 1:
         parser.error("--test-time-shifts must be at least 1 (the TTA columns)")
+    if (args.test_time_angles is None) != (args.test_time_scales is None):
+        parser.error("--test-time-angles and --test-time-scales go together")
+    args.test_time_warps = args.test_time_angles and [
+        (a, s) for a in args.test_time_angles for s in args.test_time_scales
+    ]
     torch.set_num_threads(args.threads)
     if args.ensemble:
         loaded = [
@@ -360,9 +379,15 @@ def main(argv=None):
     row["device"] = _device_name(args.device)
     if args.test_time_shifts != 1:
         row["test_time_shifts"] = args.test_time_shifts
+    if args.test_time_warps:
+        row["test_time_warps"] = args.test_time_warps
     for shifts in (None, args.test_time_shifts):
         embed = BackboneTransformer(
-            backbone.eval(), test_time_shifts=shifts, cache=False, device=args.device
+            backbone.eval(),
+            test_time_shifts=shifts,
+            test_time_warps=None if shifts is None else args.test_time_warps,
+            cache=False,
+            device=args.device,
         ).fit(X[:1])
         tag = "" if shifts is None else "_tta1"
         row["valid" + tag] = within_alphabet_1shot(

@@ -14,11 +14,12 @@ from __future__ import annotations
 import contextlib
 import copyreg
 import io
+import math
 import os
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,7 @@ from ._torch_utils import (
     torch_dtype,
 )
 from ._utils import check_finite_features
+from .augment import _resample
 
 __all__ = ["BackboneTransformer"]
 
@@ -156,6 +158,20 @@ class BackboneTransformer(
         images of shape ``(n, height, width)`` or ``(n, channels, height,
         width)`` (after ``preprocess``); anything else, or a shift of a whole
         image size or more, raises ``ValueError`` naming this parameter.
+
+    test_time_warps : sequence of (float, float) pairs or None, default=None
+        More test-time augmentation: ``(degrees, scale)`` pairs, each a copy of
+        the image rotated by ``degrees`` (counter-clockwise as displayed) and
+        scaled by ``scale`` about its centre, as
+        :class:`~skfewshot.augment.RandomAffine` warps (bilinear, zeros
+        outside). Combined with ``test_time_shifts``: every warp, then every
+        shift of it (``len(warps) * len(shifts)`` copies, warps slowest); a
+        row's features are the mean over all copies. ``(0, 1)`` is the image
+        itself, not resampled. E.g. ``[(a, s) for a in (-10, 0, 10) for s in
+        (0.9, 1, 1.1)]`` with ``test_time_shifts=1`` gives 81 copies. ``None``:
+        no warp. Same requirements on ``X`` as ``test_time_shifts``; degrees
+        must be finite and scales finite and positive, or ``ValueError``
+        names this parameter.
 
     verbose : int, default=0
         Show a tqdm progress bar over batches when > 0.
@@ -284,6 +300,13 @@ class BackboneTransformer(
     ...                           test_time_shifts=[(0, 0), (0, 1)])
     >>> tta.fit_transform(image)
     array([[0.5, 1.5, 1.5, 3.5]], dtype=float32)
+
+    ``test_time_warps=[(90, 1.0)]``: the image turned a quarter counter-clockwise.
+
+    >>> turn = BackboneTransformer(torch.nn.Flatten(), device="cpu",
+    ...                            test_time_warps=[(90, 1.0)])
+    >>> turn.fit_transform(image).round(4)
+    array([[2., 4., 1., 3.]], dtype=float32)
     """
 
     frozen_features = True
@@ -303,6 +326,7 @@ class BackboneTransformer(
             list,
             tuple,
         ],
+        "test_time_warps": [None, list, tuple],
         "verbose": ["verbose"],
     }
 
@@ -318,6 +342,7 @@ class BackboneTransformer(
         cache: bool = True,
         cache_size: int = 100_000,
         test_time_shifts: int | Sequence[tuple[int, int]] | None = None,
+        test_time_warps: Sequence[tuple[float, float]] | None = None,
         verbose: int = 0,
     ) -> None:
         self.module = module
@@ -329,6 +354,7 @@ class BackboneTransformer(
         self.cache = cache
         self.cache_size = cache_size
         self.test_time_shifts = test_time_shifts
+        self.test_time_warps = test_time_warps
         self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -359,10 +385,10 @@ class BackboneTransformer(
             if hasattr(self, stale):
                 delattr(self, stale)
         X = self._validate_input(X, reset=True)
-        shifts = self._shifts(X)
+        views = self._views(X)
         with _restored_on_error(self.module):
             module = self.module.to(device)
-            features = self._embed(module, X[: self.batch_size], device, None, shifts)
+            features = self._embed(module, X[: self.batch_size], device, None, views)
         self.module_ = module
         self.input_shape_ = tuple(int(s) for s in X.shape[1:])
         self.n_features_out_ = int(features.shape[1])
@@ -390,10 +416,10 @@ class BackboneTransformer(
                 f"{type(self).__name__} was fitted on per-sample shape "
                 f"{self.input_shape_}."
             )
-        shifts = self._shifts(X)
+        views = self._views(X)
         with _restored_on_error(self.module_):
             self.module_.to(device)
-            return self._embed(self.module_, X, device, self.n_features_out_, shifts)
+            return self._embed(self.module_, X, device, self.n_features_out_, views)
 
     @staticmethod
     def clear_cache() -> int:
@@ -497,20 +523,14 @@ class BackboneTransformer(
         if isinstance(shifts, Integral) and not isinstance(shifts, bool):
             span = range(-int(shifts), int(shifts) + 1)
             shifts = tuple((dy, dx) for dy in span for dx in span)
-        elif _int_pairs(shifts):
+        elif _pairs(shifts):
             shifts = tuple((int(dy), int(dx)) for dy, dx in shifts)
         else:
             raise ValueError(
                 "test_time_shifts must be None, an int >= 0 or a non-empty sequence "
                 f"of (dy, dx) int pairs, got {self.test_time_shifts!r}."
             )
-        if X.ndim not in (3, 4) or X.dtype.kind != "f":
-            raise ValueError(
-                "test_time_shifts shifts images, so X must hold float images of "
-                "shape (n, height, width) or (n, channels, height, width); got "
-                f"{X.dtype} rows of per-sample shape {X.shape[1:]}. Use "
-                "test_time_shifts=None for other inputs."
-            )
+        _check_augmented_images(X, "test_time_shifts", "shifts")
         height, width = X.shape[-2:]
         for dy, dx in shifts:
             if abs(dy) >= height or abs(dx) >= width:
@@ -520,6 +540,40 @@ class BackboneTransformer(
                     "smaller than the image."
                 )
         return shifts
+
+    def _warps(self, X):
+        """``test_time_warps`` as a tuple of ``(degrees, scale)`` float pairs,
+        or None; ValueError naming the parameter when it is malformed or ``X``
+        is not a batch of float images."""
+        warps = self.test_time_warps
+        if warps is None:
+            return None
+        if not _pairs(warps, Real):
+            raise ValueError(
+                "test_time_warps must be None or a non-empty sequence of "
+                f"(degrees, scale) pairs of numbers, got {warps!r}."
+            )
+        warps = tuple((float(degrees), float(scale)) for degrees, scale in warps)
+        for degrees, scale in warps:
+            if not (math.isfinite(degrees) and math.isfinite(scale) and scale > 0):
+                raise ValueError(
+                    f"test_time_warps holds {(degrees, scale)}: degrees must be "
+                    "finite, and scales finite and positive."
+                )
+        _check_augmented_images(X, "test_time_warps", "warps")
+        return warps
+
+    def _views(self, X):
+        """The test-time copies of an image as ``(degrees, scale, dy, dx)``
+        tuples (every warp, then every shift of it), or None for none."""
+        shifts, warps = self._shifts(X), self._warps(X)
+        if shifts is None and warps is None:
+            return None
+        return tuple(
+            (degrees, scale, dy, dx)
+            for degrees, scale in warps or ((0.0, 1.0),)
+            for dy, dx in shifts or ((0, 0),)
+        )
 
     def _preprocess(self, X):
         if isinstance(X, torch.Tensor) or not hasattr(X, "__len__"):
@@ -555,18 +609,18 @@ class BackboneTransformer(
 
     # -- features ----------------------------------------------------------
 
-    def _embed(self, module, X, device, expected, shifts):
+    def _embed(self, module, X, device, expected, views):
         """Features of the host array ``X``: cached rows read back, others computed.
 
-        ``shifts``: the test-time shifts (:meth:`_shifts`) or None.
+        ``views``: the test-time copies (:meth:`_views`) or None.
         """
         # the key reads the autocast state the forward runs under, and the
         # flags of the module's submodules, which no other forward may switch
         # between the key and the forward (the locks are re-entrant)
         with _modules_locked(module), amp_context(device.type, self.amp):
-            key = self._backbone_key(module, X, device, shifts) if self.cache else None
+            key = self._backbone_key(module, X, device, views) if self.cache else None
             if key is None:
-                return self._forward(module, X, None, device, expected, shifts)
+                return self._forward(module, X, None, device, expected, views)
             width = FEATURE_CACHE.width(key)
             if width is not None and expected is not None and width != expected:
                 raise _width_error(width, expected, X.shape[1:])
@@ -575,12 +629,12 @@ class BackboneTransformer(
                 X.shape[0],
                 lambda rows: row_keys(X[rows]),
                 lambda rows, out: self._forward(
-                    module, X, rows, device, expected, shifts, out
+                    module, X, rows, device, expected, views, out
                 ),
                 self.cache_size,
             )
 
-    def _backbone_key(self, module, X, device, shifts):
+    def _backbone_key(self, module, X, device, views):
         """Cache key of the module's state and of the settings (None: do not cache).
 
         The module and its registered submodules run in eval mode whatever
@@ -590,27 +644,27 @@ class BackboneTransformer(
             f"{self.dtype}|{self.amp}|{device.type}|{X.dtype.str}|{X.shape[1:]}"
             f"|{float32_settings()}|autocast={autocast_state()}"
         )
-        if shifts is not None:
-            settings += f"|shifts={shifts}"
+        if views is not None:
+            settings += f"|views={views}"
         return state_key(
             module, settings, "backbone", stacklevel=4, eval_modules=module.modules()
         )
 
-    def _forward(self, module, X, rows, device, expected, shifts, out=None):
+    def _forward(self, module, X, rows, device, expected, views, out=None):
         """Run ``module`` on ``X[rows]`` (all rows if None) batch by batch.
 
         Eval mode, inference mode, under the locks of the module's modules; the
         caller enters the autocast context (:meth:`_embed`). Results go to
         ``out[rows]`` (allocated here when None) and non-finite outputs raise
-        ``ValueError``. With ``shifts``, the batches hold ``batch_size``
-        shifted copies (row ``i`` gives copies ``i * k ... i * k + k - 1``,
-        ``k = len(shifts)``) and a row's result is the mean of its copies'
-        features, summed in float64 in the order of ``shifts`` (so
+        ``ValueError``. With ``views``, the batches hold ``batch_size``
+        augmented copies (row ``i`` gives copies ``i * k ... i * k + k - 1``,
+        ``k = len(views)``) and a row's result is the mean of its copies'
+        features, summed in float64 in the order of ``views`` (so
         independent of ``batch_size``).
         """
         n_rows = X.shape[0] if rows is None else rows.size
         in_dtype = torch.int64 if X.dtype == np.int64 else torch_dtype(self.dtype)
-        k = 1 if shifts is None else len(shifts)
+        k = 1 if views is None else len(views)
         sums = None
         batches = tqdm(
             list(gen_batches(n_rows * k, self.batch_size)),
@@ -625,9 +679,9 @@ class BackboneTransformer(
                 with torch.inference_mode():
                     for batch in batches:
                         copies = np.arange(batch.start, batch.stop)
-                        local = batch if shifts is None else copies // k
+                        local = batch if views is None else copies // k
                         index = local if rows is None else rows[local]
-                        if shifts is None:
+                        if views is None:
                             xb = torch.from_numpy(np.ascontiguousarray(X[index]))
                             xb = xb.to(device, in_dtype)
                         else:
@@ -636,11 +690,11 @@ class BackboneTransformer(
                                 slice(first, last) if rows is None else rows[first:last]
                             )
                             xb = torch.from_numpy(np.ascontiguousarray(X[some]))
-                            xb = _shifted_copies(
+                            xb = _augmented_copies(
                                 xb.to(device, in_dtype),
                                 local - first,
                                 copies % k,
-                                shifts,
+                                views,
                             )
                         result = self._call_module(module, xb)
                         result = to_host_array(result.reshape(result.shape[0], -1))
@@ -651,7 +705,7 @@ class BackboneTransformer(
                         )
                         if out is None:
                             out = np.empty((X.shape[0], result.shape[1]), np.float32)
-                        if shifts is None:
+                        if views is None:
                             out[index] = result
                             continue
                         if sums is None:
@@ -660,7 +714,7 @@ class BackboneTransformer(
             finally:
                 for m, training in modes:
                     m.training = training
-        if shifts is not None:
+        if views is not None:
             out[slice(None) if rows is None else rows] = sums / k
         return out
 
@@ -688,11 +742,12 @@ class BackboneTransformer(
         return out
 
 
-def _int_pairs(value) -> bool:
-    """Whether ``value`` is a non-empty sequence of (int, int) pairs (no bools)."""
+def _pairs(value, kind=Integral) -> bool:
+    """Whether ``value`` is a non-empty sequence of pairs of ``kind`` numbers
+    (no bools)."""
 
-    def is_int(v):
-        return isinstance(v, Integral) and not isinstance(v, bool)
+    def is_number(v):
+        return isinstance(v, kind) and not isinstance(v, bool)
 
     return (
         isinstance(value, (list, tuple))
@@ -700,28 +755,66 @@ def _int_pairs(value) -> bool:
         and all(
             isinstance(pair, (list, tuple))
             and len(pair) == 2
-            and all(map(is_int, pair))
+            and all(map(is_number, pair))
             for pair in value
         )
     )
 
 
-def _shifted_copies(images, sources, which, shifts):
-    """``images[sources[j]]`` shifted by ``shifts[which[j]]``, for every ``j``.
+def _check_augmented_images(X, name, what):
+    """Raise ValueError naming ``name`` unless ``X`` is a batch of float images."""
+    if X.ndim not in (3, 4) or X.dtype.kind != "f":
+        raise ValueError(
+            f"{name} {what} images, so X must hold float images of shape (n, "
+            "height, width) or (n, channels, height, width); got "
+            f"{X.dtype} rows of per-sample shape {X.shape[1:]}. Use "
+            f"{name}=None for other inputs."
+        )
 
-    ``images`` is a tensor ``(b, ..., height, width)``; a shift ``(dy, dx)``
-    moves the content down and right, zeros fill the uncovered border. Exact:
-    zero padding then slicing, one gather per distinct shift.
+
+def _warped(images, degrees, scale):
+    """``images`` (``(b, h, w)`` or ``(b, c, h, w)``) rotated by ``degrees`` and
+    scaled by ``scale`` about their centre, by augment's resampler (in float32
+    at least: the CPU's grid sampler has no half-precision kernel)."""
+    x = images if images.ndim == 4 else images.unsqueeze(1)
+    work = x if x.dtype == torch.float64 else x.float()
+    angle = math.radians(degrees)
+    cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
+    # the output-to-input map of RandomAffine (input = rotation^-1 output / scale)
+    theta = torch.tensor(
+        [[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=work.dtype, device=work.device
+    ).repeat(len(x), 1, 1)
+    out = _resample(work, theta).to(images.dtype)
+    return out if images.ndim == 4 else out.squeeze(1)
+
+
+def _augmented_copies(images, sources, which, views):
+    """``images[sources[j]]`` warped then shifted as ``views[which[j]]`` says,
+    for every ``j``.
+
+    ``images`` is a tensor ``(b, ..., height, width)``; a view ``(degrees,
+    scale, dy, dx)`` rotates and scales the image about its centre
+    (:func:`_warped`; ``(0, 1)`` leaves it as it is), then moves the content
+    ``dy`` rows down and ``dx`` columns right, zeros filling the uncovered
+    border. Shifts are exact: zero padding then slicing, one gather per
+    distinct view; each distinct warp is computed once per batch.
     """
     height, width = images.shape[-2:]
-    margin = max(max(abs(dy), abs(dx)) for dy, dx in shifts)
-    padded = torch.nn.functional.pad(images, (margin,) * 4)
+    margin = max(max(abs(dy), abs(dx)) for *_, dy, dx in views)
+    padded = {}
     out = images.new_empty((len(sources), *images.shape[1:]))
     for j in np.unique(which):
-        dy, dx = shifts[j]
+        degrees, scale, dy, dx = views[j]
+        if (degrees, scale) not in padded:
+            warped = (
+                images
+                if (degrees, scale) == (0.0, 1.0)
+                else _warped(images, degrees, scale)
+            )
+            padded[degrees, scale] = torch.nn.functional.pad(warped, (margin,) * 4)
         sel = np.flatnonzero(which == j)
         top, left = margin - dy, margin - dx
-        out[torch.from_numpy(sel).to(out.device)] = padded[
+        out[torch.from_numpy(sel).to(out.device)] = padded[degrees, scale][
             torch.from_numpy(sources[sel]).to(out.device),
             ...,
             top : top + height,
