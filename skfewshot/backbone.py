@@ -774,8 +774,9 @@ def _check_augmented_images(X, name, what):
 
 def _warped(images, degrees, scale):
     """``images`` (``(b, h, w)`` or ``(b, c, h, w)``) rotated by ``degrees`` and
-    scaled by ``scale`` about their centre, by augment's resampler (in float32
-    at least: the CPU's grid sampler has no half-precision kernel)."""
+    scaled by ``scale`` about their centre, by augment's resampler, in float32
+    at least (the CPU's grid sampler has no half-precision kernel) and outside
+    any autocast (whose half-precision grid would misplace the samples)."""
     x = images if images.ndim == 4 else images.unsqueeze(1)
     work = x if x.dtype == torch.float64 else x.float()
     angle = math.radians(degrees)
@@ -784,7 +785,8 @@ def _warped(images, degrees, scale):
     theta = torch.tensor(
         [[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=work.dtype, device=work.device
     ).repeat(len(x), 1, 1)
-    out = _resample(work, theta).to(images.dtype)
+    with torch.autocast(work.device.type, enabled=False):
+        out = _resample(work, theta).to(images.dtype)
     return out if images.ndim == 4 else out.squeeze(1)
 
 

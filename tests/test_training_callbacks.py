@@ -608,11 +608,13 @@ def test_checkpoint_refuses_another_episodic_validation(base, novel, tmp_path):
         run(episodic_validation(novel), resume=False).fit(*base)
     other_X = X.copy()
     other_X[0, 0, 0, 0] += 1.0
-    groups = (y >= 8).astype(int)
     key = "callbacks['EpisodicValidation']"
     cases = [
         ({"n_way": 3}, f"{key}.n_way=5, this run has {key}.n_way=3"),
+        ({"n_shot": 2}, f"{key}.n_shot=1, this run has {key}.n_shot=2"),
+        ({"n_query": 4}, f"{key}.n_query=5, this run has {key}.n_query=4"),
         ({"n_episodes": 10}, f"{key}.n_episodes=20, this run has"),
+        ({"lower_is_better": True}, f"{key}.lower_is_better=False, this run"),
         ({"random_state": 1}, f"{key}.random_state=0, this run has"),
         (
             {"random_state": np.random.RandomState(0)},
@@ -627,16 +629,70 @@ def test_checkpoint_refuses_another_episodic_validation(base, novel, tmp_path):
     for other in [(other_X, y), (X, y[::-1])]:
         with pytest.raises(ValueError, match=re.escape(f"{key}.data=")):
             run(episodic_validation(other), resume=True).fit(*base)
-    with pytest.raises(ValueError, match=re.escape(f"{key}.data=")):
-        run(episodic_validation(novel, groups=groups), resume=True).fit(*base)
-    # the same validation, with labels renamed and another batch size: resumes
-    # to the uninterrupted run's scores
+    # the same validation, with labels renamed, another batch size and groups
+    # it does not draw within: resumes to the uninterrupted run's scores
     renamed = EpisodicValidation(
-        X, y + 100, n_way=5, n_shot=1, n_query=5, n_episodes=20, batch_size=7
+        X,
+        y + 100,
+        n_way=5,
+        n_shot=1,
+        n_query=5,
+        n_episodes=20,
+        batch_size=7,
+        groups=(y >= 8).astype(int),
     )
     resumed = run(renamed, resume=True).fit(*base)
     full = pretrainer(max_epochs=3, callbacks=[episodic_validation(novel)]).fit(*base)
     assert resumed.history_[:, "valid_fsl_acc"] == full.history_[:, "valid_fsl_acc"]
+
+
+def test_checkpoint_compares_the_groups_drawn_within(base, novel, tmp_path):
+    path = tmp_path / "run.ckpt"
+    X, y = novel
+    groups = (y >= 8).astype(int)  # {5, 6, 7} and {8, 9}
+
+    def run(resume, **params):
+        params = {"n_way": 2, "groups": groups, "within_groups": True, **params}
+        callbacks = [episodic_validation(novel, **params)]
+        callbacks.append(TrainingCheckpoint(path, resume=resume))
+        return pretrainer(max_epochs=3, callbacks=callbacks + [CtrlC(2)] * (not resume))
+
+    with pytest.raises(KeyboardInterrupt):
+        run(False).fit(*base)
+    key = "callbacks['EpisodicValidation']"
+    with pytest.raises(ValueError, match=re.escape(f"{key}.data=")):
+        run(True, groups=(y >= 7).astype(int)).fit(*base)  # {5, 6} and {7, 8, 9}
+    match = f"{key}.within_groups=True, this run has {key}.within_groups=False"
+    with pytest.raises(ValueError, match=re.escape(match)):
+        run(True, within_groups=False).fit(*base)
+    assert len(run(True, groups=groups + 10).fit(*base).history_) == 3
+
+
+def test_heads_that_differ_past_sklearn_repr_cut_differ_in_the_checkpoint(novel):
+    # sklearn cuts a long repr to about 700 characters, dropping its middle
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from skfewshot.training._callbacks import _callback_params
+
+    def head(n_components):
+        steps = [(f"s{i}", StandardScaler()) for i in range(30)]
+        steps += [("pca", PCA(n_components=n_components))]
+        steps += [(f"t{i}", StandardScaler()) for i in range(30)]
+        return Pipeline([*steps, ("lr", LogisticRegression())])
+
+    assert repr(head(5)) == repr(head(10))  # the cut hides the difference
+    five, ten = (
+        _callback_params(episodic_validation(novel, head=head(n)))["head"]
+        for n in (5, 10)
+    )
+    assert (five["pca__n_components"], ten["pca__n_components"]) == (5, 10)
+    assert five["pca"] == "sklearn.decomposition._pca.PCA"
+    assert {k: v for k, v in five.items() if k != "pca__n_components"} == {
+        k: v for k, v in ten.items() if k != "pca__n_components"
+    }
 
 
 def test_a_checkpoint_older_than_the_callback_states(base, novel, tmp_path):

@@ -216,10 +216,11 @@ class EpisodicValidation(Callback):
             groups=self.groups,
             within_groups=self.within_groups,
         )
-        # what a resuming TrainingCheckpoint compares (labels and groups by
-        # their codes: the episodes depend on nothing else of them)
+        # what a resuming TrainingCheckpoint compares (labels, and groups when
+        # episodes are drawn within them, by their codes: the episodes depend
+        # on nothing else of them; the sampler above has validated both)
         codes = [np.unique(self.y_val_, return_inverse=True)[1]]
-        if self.groups is not None:
+        if self.within_groups:
             codes.append(np.unique(column_or_1d(self.groups), return_inverse=True)[1])
         self.data_digest_ = _data_digest(self.X_val_, np.stack(codes))
         self._best_read = False
@@ -391,6 +392,29 @@ def _setting_value(value):
     return _ADDRESS.sub("", text)
 
 
+def _estimator_value(estimator):
+    """An estimator as plain data to compare: its class and every parameter of
+    ``get_params(deep=True)`` (its repr would not do: scikit-learn cuts long
+    ones and long lists of steps, which could hide a difference), nested
+    estimators by their class there, their parameters being listed apart;
+    anything else as :func:`_setting_value` has it."""
+
+    def value(v):
+        if isinstance(v, BaseEstimator):
+            return f"{type(v).__module__}.{type(v).__qualname__}"
+        if type(v) in (list, tuple):
+            return [value(item) for item in v]
+        return _setting_value(v)
+
+    if not isinstance(estimator, BaseEstimator):
+        return _setting_value(estimator)
+    params = estimator.get_params(deep=True)
+    return {
+        "class": value(estimator),
+        **{k: value(v) for k, v in sorted(params.items())},
+    }
+
+
 def _numpy_rng_state(rng):
     name, keys, *rest = rng.get_state()
     return [name, torch.from_numpy(keys.astype(np.int64)), *_python_values(rest)]
@@ -403,13 +427,13 @@ def _set_numpy_rng_state(rng, saved):
 
 
 #: The parameters of EpisodicValidation its recorded scores depend on (beside
-#: its random_state and validation data); batch_size only batches the embedding.
+#: its head, random_state and validation data); batch_size only batches the
+#: embedding.
 _EPISODIC_VALIDATION_PARAMS = (
     "n_way",
     "n_shot",
     "n_query",
     "n_episodes",
-    "head",
     "within_groups",
     "name",
     "lower_is_better",
@@ -452,6 +476,7 @@ def _callback_params(callback):
                 k: _setting_value(getattr(callback, k))
                 for k in _EPISODIC_VALIDATION_PARAMS
             },
+            "head": _estimator_value(callback.head),
             "random_state": "RandomState"
             if isinstance(random_state, np.random.RandomState)
             else _setting_value(random_state),
