@@ -84,8 +84,8 @@ class EpisodicValidation(Callback):
     best_score_ : float
         Best score recorded so far.
     data_digest_ : str
-        SHA-256 of the validation inputs, label codes and group codes, set at
-        the start of training (a resuming :class:`TrainingCheckpoint` compares
+        SHA-256 of the validation inputs, label codes and, with
+        ``within_groups``, group codes, set at the start of training (a resuming :class:`TrainingCheckpoint` compares
         it with the interrupted run's).
 
     Raises
