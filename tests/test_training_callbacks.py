@@ -641,7 +641,8 @@ def test_checkpoint_refuses_another_episodic_validation(base, novel, tmp_path):
         batch_size=7,
         groups=(y >= 8).astype(int),
     )
-    resumed = run(renamed, resume=True).fit(*base)
+    with pytest.warns(UserWarning, match="groups has no effect in evaluate_episodes"):
+        resumed = run(renamed, resume=True).fit(*base)
     full = pretrainer(max_epochs=3, callbacks=[episodic_validation(novel)]).fit(*base)
     assert resumed.history_[:, "valid_fsl_acc"] == full.history_[:, "valid_fsl_acc"]
 
