@@ -85,8 +85,9 @@ class EpisodicValidation(Callback):
         Best score recorded so far.
     data_digest_ : str
         SHA-256 of the validation inputs, label codes and, with
-        ``within_groups``, group codes, set at the start of training (a resuming :class:`TrainingCheckpoint` compares
-        it with the interrupted run's).
+        ``within_groups``, group codes, set at the start of training (a
+        resuming :class:`TrainingCheckpoint` compares it with the interrupted
+        run's).
 
     Raises
     ------
@@ -401,7 +402,7 @@ def _estimator_value(estimator):
 
     def value(v):
         if isinstance(v, BaseEstimator):
-            return f"{type(v).__module__}.{type(v).__qualname__}"
+            return _setting_value(type(v))  # its qualified class name
         if type(v) in (list, tuple):
             return [value(item) for item in v]
         return _setting_value(v)
