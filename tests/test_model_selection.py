@@ -914,22 +914,31 @@ def test_mixed_label_types_are_a_value_error_naming_y(blobs):
         )
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         next(EpisodicSplit(2, n_query=2).split(X, mixed))
+
+
+def _int_and_str_groups(y):
     groups = np.zeros(len(y), dtype=object)  # classes 0-3 in group 0
     groups[y >= 4] = "b"
-    with pytest.raises(ValueError, match="^groups mixes labels of types int, str"):
-        evaluate_episodes(
-            KNeighborsClassifier(1), X, y, groups=groups, within_groups=True, n_way=2,
-            n_shot=1, n_query=2,
-        )  # fmt: skip
+    return groups
 
 
-def test_nan_groups_are_a_value_error(blobs):
+@pytest.mark.parametrize(
+    "make_groups, match",
+    [
+        (_int_and_str_groups, "^groups mixes labels of types int, str"),
+        (
+            lambda y: np.where(y < 4, np.nan, 1.0),
+            r"^groups contains NaN \(48 of 96 samples\)",
+        ),
+    ],
+    ids=["mixed-types", "nan"],
+)
+def test_unsortable_groups_are_a_value_error(blobs, make_groups, match):
     X, y, _ = blobs
-    groups = np.where(y < 4, np.nan, 1.0)
-    with pytest.raises(ValueError, match=r"^groups contains NaN \(48 of 96 samples\)"):
+    with pytest.raises(ValueError, match=match):
         evaluate_episodes(
-            KNeighborsClassifier(1), X, y, groups=groups, within_groups=True, n_way=2,
-            n_shot=1, n_query=2,
+            KNeighborsClassifier(1), X, y, groups=make_groups(y), within_groups=True,
+            n_way=2, n_shot=1, n_query=2,
         )  # fmt: skip
 
 
