@@ -362,7 +362,10 @@ class _StateHash:
     objects of :data:`_SERIALISED_STATE` (a fast tokenizer) by their
     serialised state. Anything else, a forward hook on any submodule, or a
     closure raises :class:`_Uncacheable` naming it. Shared objects and cycles
-    are encoded once, then referred to by position.
+    are encoded once, then referred to by position, but for tuples,
+    ``torch.Size`` and frozensets of plain values (nested or not), encoded by
+    value wherever they are (:meth:`_plain_value`): sharing an immutable value
+    changes nothing.
 
     A class is encoded with every function its class statement defines
     (methods, static and class methods, properties, and what
@@ -399,6 +402,7 @@ class _StateHash:
         self._eval_modules = list(eval_modules)  # alive, so that their ids stay unique
         self._eval = {id(m) for m in self._eval_modules}
         self._classes = {} if classes is None else classes
+        self._plain = {}  # id -> (value, digest) of _plain_value's containers
 
     def digest(self) -> bytes:
         return self._hash.digest()[:16]
@@ -417,6 +421,10 @@ class _StateHash:
             cls = type(value)
             self._text(f"{cls.__qualname__}#{_identity(cls)}:{base.__repr__(value)}:")
             self.add(getattr(value, "__dict__", None))
+            return
+        plain = self._plain_value(value)
+        if plain is not None:
+            self._text(f"plain:{plain};")
             return
         if id(value) in self._seen:
             self._text(f"ref:{self._seen[id(value)]};")
@@ -448,6 +456,37 @@ class _StateHash:
             self._text(f"{type(value).__qualname__}{sorted(map(repr, value))};")
         else:
             self._callable_or_object(value)
+
+    def _plain_value(self, value):
+        """Digest of a tuple, ``torch.Size`` or frozenset of plain values, else None.
+
+        Nested ones count as plain values. The digest is of the value alone,
+        not of where else the object appears: ResNet12s built with one default
+        ``channels`` tuple share it, and the same modules rebuilt from a file
+        do not. Memoised per object, so a value nested many times is encoded
+        once.
+        """
+        if type(value) not in (tuple, torch.Size, frozenset):
+            return None
+        memo = self._plain.get(id(value))
+        if memo is not None:
+            return memo[1]
+        parts = []
+        for item in value:
+            part = (
+                f"{type(item).__qualname__}:{item!r}"
+                if type(item) in _PLAIN_TYPES
+                else self._plain_value(item)
+            )
+            if part is None:
+                return None
+            parts.append(f"{len(part)}:{part}")
+        if type(value) is frozenset:
+            parts.sort()
+        text = f"{type(value).__qualname__}[{''.join(parts)}]"
+        digest = hashlib.sha256(text.encode()).hexdigest()[:32]
+        self._plain[id(value)] = (value, digest)
+        return digest
 
     def _module(self, module):
         if module._forward_hooks or module._forward_pre_hooks:

@@ -181,6 +181,45 @@ def test_an_attribute_sharing_a_default_encodes_as_an_equal_copy():
     assert module_digest(shared) == module_digest(copy)
 
 
+def test_modules_sharing_a_tuple_of_plain_values_encode_as_equal_copies():
+    # two members built with one channels tuple share it; rebuilt from a
+    # file they hold equal copies: one digest (the savers' round-trip check)
+    class Net(torch.nn.Module):
+        def __init__(self, sizes):
+            super().__init__()
+            self.sizes = sizes
+
+    sizes = (1, (2.0, "a"), frozenset({"b", "c"}), torch.Size([3]))
+    shared = torch.nn.Sequential(Net(sizes), Net(sizes))
+    copies = torch.nn.Sequential(
+        Net((1, (2.0, "a"), frozenset({"c", "b"}), torch.Size([3]))),
+        Net((1, (2.0, "a"), frozenset({"b", "c"}), torch.Size([3]))),
+    )
+    assert module_digest(shared) == module_digest(copies)
+    # the values still count: another item, type or container type differs
+    for other in [(1, (2.0, "b")), (1, (2, "a")), [1, (2.0, "a")], (1, [2.0, "a"])]:
+        changed = torch.nn.Sequential(Net(sizes), Net(other))
+        assert module_digest(changed) != module_digest(shared), other
+    # a tuple holding a mutable object keeps its sharing in the digest: two
+    # members sharing one list are not two members with a list each
+    items = [1]
+    one_list = torch.nn.Sequential(Net((items,)), Net((items,)))
+    two_lists = torch.nn.Sequential(Net(([1],)), Net(([1],)))
+    assert module_digest(one_list) != module_digest(two_lists)
+
+
+def test_a_tuple_nested_many_times_is_encoded_once():
+    # hostile: 2**200 leaves by value, 200 objects; memoised per object
+    class Net(torch.nn.Module):
+        pass
+
+    net, value = Net(), (0,)
+    for _ in range(200):
+        value = (value, value)
+    net.value = value
+    assert module_digest(net) == module_digest(net)
+
+
 def test_a_method_default_the_digest_cannot_read_keeps_the_cache_on(X):
     # a sentinel, a Path or a slice as a default of any method made the whole
     # backbone uncacheable (every row recomputed, with a warning); such a

@@ -514,3 +514,24 @@ def test_a_global_forward_hook_does_not_stop_a_save(tmp_path):
     x = torch.rand(2, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(loaded(x), net(x))
+
+
+def test_an_ensemble_of_members_sharing_their_channels_tuple_saves(tmp_path):
+    # ResNet12s built with one channels tuple (the default, or one literal)
+    # share it; members rebuilt from the file do not. The round-trip check
+    # told them apart, so save_backbone refused every such ensemble, the one
+    # pretrain_one_shot_ensemble(make_module=partial(ResNet12, ...)) returns
+    from skfewshot._persistence import describe_module
+
+    torch.manual_seed(0)
+    members = [ResNet12(in_channels=1, channels=(2, 3, 4, 5)) for _ in range(2)]
+    assert members[0].channels is members[1].channels
+    ensemble = BackboneEnsemble(members).eval()
+    describe_module(ensemble, "module")  # the skops path's check passes too
+    save_backbone(ensemble, tmp_path / "ens.pt", input_shape=(1, 28, 28))
+    loaded, _ = load_backbone(tmp_path / "ens.pt")
+    assert loaded.members[0].channels is not loaded.members[1].channels
+    assert _same_state(loaded, ensemble)
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), ensemble(x), rtol=1e-5, atol=1e-6)
