@@ -32,6 +32,12 @@ __all__ = ["Compose", "ElasticDistortion", "RandomAffine"]
 # -- parameter checks -------------------------------------------------------
 
 
+# the scales an affine warp takes: a copy scaled by less is blank, by more one
+# pixel's value, on any image up to 1000 pixels wide; the float32 sampling grid
+# (1 / scale) was not finite below about 3e-39 and made every pixel NaN
+_SCALE_BOUNDS = (1e-3, 1e3)
+
+
 def _real(owner, name, value, *, low=None, high=None, open_low=False):
     """``value`` as a finite float in [low, high] (or (low, high] when open_low);
     a ValueError / TypeError naming ``owner``'s parameter ``name`` otherwise."""
@@ -203,7 +209,8 @@ class RandomAffine(_Augmentation):
         28 x 28 image by up to 2 pixels each way, before the scaling, shear
         and rotation (which then apply to the shift too).
     scale : (float, float), default=(1.0, 1.0)
-        Scale factor, uniform in ``[min, max]``, both > 0.
+        Scale factor, uniform in ``[min, max]``, both in ``[0.001, 1000]``
+        (a copy scaled further is blank or one pixel's value).
     shear : float or (float, float) or (float, float, float, float), \
 default=0.0
         Shear angles in degrees, each in (-90, 90): the x-shear uniform in
@@ -273,8 +280,9 @@ shear=0.0)
             self.translate = self._translate = _reals(
                 owner, "translate", translate, (2,), ranges=False, low=0.0, high=1.0
             )
+        low, high = _SCALE_BOUNDS
         self.scale = _reals(
-            owner, "scale", scale, (2,), number=False, low=0.0, open_low=True
+            owner, "scale", scale, (2,), number=False, low=low, high=high
         )
         if isinstance(shear, Real):
             self.shear = _real(owner, "shear", shear, low=0.0)

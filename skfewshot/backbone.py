@@ -46,7 +46,7 @@ from ._torch_utils import (
     torch_dtype,
 )
 from ._utils import check_finite_features
-from .augment import _resample
+from .augment import _SCALE_BOUNDS, _resample
 
 __all__ = ["BackboneTransformer"]
 
@@ -170,8 +170,9 @@ class BackboneTransformer(
         itself, not resampled. E.g. ``[(a, s) for a in (-10, 0, 10) for s in
         (0.9, 1, 1.1)]`` with ``test_time_shifts=1`` gives 81 copies. ``None``:
         no warp. Same requirements on ``X`` as ``test_time_shifts``; degrees
-        must be finite and scales finite and positive, or ``ValueError``
-        names this parameter.
+        must be finite and scales in ``[0.001, 1000]`` (as
+        :class:`~skfewshot.augment.RandomAffine`'s), or ``ValueError`` names
+        this parameter.
 
     verbose : int, default=0
         Show a tqdm progress bar over batches when > 0.
@@ -554,11 +555,13 @@ class BackboneTransformer(
                 f"(degrees, scale) pairs of numbers, got {warps!r}."
             )
         warps = tuple((float(degrees), float(scale)) for degrees, scale in warps)
+        low, high = _SCALE_BOUNDS
         for degrees, scale in warps:
-            if not (math.isfinite(degrees) and math.isfinite(scale) and scale > 0):
+            if not (math.isfinite(degrees) and low <= scale <= high):
                 raise ValueError(
                     f"test_time_warps holds {(degrees, scale)}: degrees must be "
-                    "finite, and scales finite and positive."
+                    f"finite, and scales in [{low}, {high}] (a copy scaled "
+                    "further is blank or one pixel's value)."
                 )
         _check_augmented_images(X, "test_time_warps", "warps")
         return warps

@@ -375,8 +375,11 @@ def test_bad_inputs_are_named(augment, X, error, match):
         (
             {"scale": (0, 1)},
             ValueError,
-            r"scale\[0\] must be finite and in \(0.0, inf\]",
+            r"scale\[0\] must be finite and in \[0.001, 1000.0\]",
         ),
+        # the float32 grid (1 / scale) was not finite: every pixel NaN
+        ({"scale": (1e-40, 1)}, ValueError, r"scale\[0\] must be finite and in"),
+        ({"scale": (1, 1e4)}, ValueError, r"scale\[1\] must be finite and in"),
         ({"scale": (1.2, 0.8)}, ValueError, r"scale ranges .*scale\[0\]=1.2 > "),
         ({"scale": (1, math.inf)}, ValueError, r"scale\[1\] must be finite"),
         ({"shear": 90}, ValueError, r"shear angles must lie in \(-90, 90\).*90.0"),
