@@ -345,6 +345,14 @@ def test_a_forward_may_hand_another_backbone_to_another_thread(X):
     assert_allclose(results["handing"], expected, rtol=RTOL, atol=ATOL)
 
 
+# Python 3.12+ warns at every fork of a multi-threaded process: these tests fork
+# one on purpose (a parent thread mid-forward or holding the cache's lock)
+_FORKS_THREADED = pytest.mark.filterwarnings(
+    "ignore:This process .* is multi-threaded, use of fork:DeprecationWarning"
+)
+
+
+@_FORKS_THREADED
 @pytest.mark.skipif(
     "fork" not in __import__("multiprocessing").get_all_start_methods(),
     reason="the fork start method does not exist on this platform",
@@ -395,6 +403,7 @@ def test_a_child_forked_during_a_forward_can_transform(X):
         thread.join(TIMEOUT)
 
 
+@_FORKS_THREADED
 @pytest.mark.skipif(
     not hasattr(__import__("os"), "fork"), reason="this platform does not fork"
 )
