@@ -1,5 +1,6 @@
 """Tests for skfewshot.training._callbacks: EpisodicValidation, TrainingCheckpoint."""
 
+import math
 import pathlib
 import re
 import warnings
@@ -374,6 +375,19 @@ def test_checkpoint_settings_are_plain_data_or_refused_before_training(base, tmp
     assert not (tmp_path / "new.ckpt").exists()
     with pytest.raises(TypeError, match="settings must be a dict or None, got list"):
         pretrainer(callbacks=[TrainingCheckpoint(path, settings=[1])]).fit(*base)
+
+
+def test_a_nan_setting_given_again_resumes(base, tmp_path):
+    # nan != nan: the resume of a run with a nan setting was refused as if the
+    # setting had been changed ("written with x=nan, this run has x=nan")
+    path = tmp_path / "run.ckpt"
+    settings = {"x": float("nan"), "nested": [1.0, np.float64("nan")]}
+    interrupted_run(pretrainer, base, path, settings=settings)
+    resumed = resumed_run(pretrainer, base, path, settings=dict(settings))
+    assert dict(resumed.net_.callbacks_)["TrainingCheckpoint"].resumed_epochs_ == 1
+    for other in [{"x": 1.0}, {"nested": [1.0, 2.0]}, {"nested": (1.0, math.nan)}]:
+        with pytest.raises(ValueError, match="written with "):
+            resumed_run(pretrainer, base, path, settings={**settings, **other})
 
 
 def test_a_missing_checkpoint_folder_fails_before_training(base, tmp_path):

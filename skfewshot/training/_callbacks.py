@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import math
 import re
 import warnings
 from contextlib import suppress
@@ -321,7 +322,14 @@ def _schedulers(net):
 
 def _python_values(value):
     """``value`` with numpy scalars and arrays as Python values (for torch.load's
-    weights-only reader, which takes tensors and plain Python data only)."""
+    weights-only reader, which takes tensors and plain Python data only).
+
+    Not :func:`skfewshot.models._io._plain`, which writes a backbone file's
+    ``trained_on`` as JSON-like data for tools (tuples as lists, finite floats,
+    str keys, bounded size): a checkpoint keeps what it is given, tuples and
+    ``nan`` included, because a resumed run's values are compared with these
+    as given (:func:`_same_value`).
+    """
     if isinstance(value, (np.generic, np.ndarray)):
         return value.tolist()
     if isinstance(value, dict):
@@ -340,6 +348,19 @@ def _is_plain(value):
     if type(value) is dict:
         return all(_is_plain(k) and _is_plain(v) for k, v in value.items())
     return value is None or type(value) in (bool, int, float, str)
+
+
+def _same_value(a, b):
+    """Whether the plain data ``a`` and ``b`` are equal, NaN equal to NaN (a
+    setting ``nan``, saved and given again, is the same setting: ``==`` made
+    every resume of such a run fail as if it had been changed)."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a):
+        return math.isnan(b)
+    if type(a) is type(b) and type(a) in (list, tuple):
+        return len(a) == len(b) and all(map(_same_value, a, b))
+    if type(a) is dict and type(b) is dict:
+        return a.keys() == b.keys() and all(_same_value(a[k], b[k]) for k in a)
+    return a == b
 
 
 def _plain_settings(settings):
@@ -755,7 +776,7 @@ class TrainingCheckpoint(Callback):
     def _refuse_differences(self, saved, current, keys):
         """Raise a ValueError naming the first of ``keys`` whose value differs."""
         for key in keys:
-            if saved.get(key) != current.get(key):
+            if not _same_value(saved.get(key), current.get(key)):
                 raise ValueError(
                     f"cannot resume from {str(self.path)!r}: it was written with "
                     f"{key}={saved.get(key)!r}, this run has {key}="
