@@ -82,6 +82,7 @@ from skfewshot.models import (
 )
 from skfewshot.recipes import (
     ONE_SHOT_MEMBERS,
+    _test_time_warps,
     make_augmentation,
     make_head,
     pretrain_one_shot_ensemble,
@@ -323,9 +324,9 @@ def main(argv=None):
         parser.error("--test-time-shifts must be at least 1 (the TTA columns)")
     if (args.test_time_angles is None) != (args.test_time_scales is None):
         parser.error("--test-time-angles and --test-time-scales go together")
-    args.test_time_warps = args.test_time_angles and [
-        (a, s) for a in args.test_time_angles for s in args.test_time_scales
-    ]
+    args.test_time_warps = _test_time_warps(
+        args.test_time_angles, args.test_time_scales
+    )
     torch.set_num_threads(args.threads)
     if args.ensemble:
         loaded = [

@@ -41,6 +41,11 @@ __all__ = ["main"]
 _INTERRUPTED = 130
 #: Omniglot subset ``evaluate`` reads by default.
 _OMNIGLOT_SUBSET = "images_background_small2"
+#: The scales ``--test-time-scales`` takes: those of
+#: :class:`~skfewshot.backbone.BackboneTransformer`'s ``test_time_warps``
+#: (``skfewshot.augment._SCALE_BOUNDS``), restated so that the check imports no
+#: torch; a test keeps the two equal.
+_WARP_SCALES = (1e-3, 1e3)
 
 
 class _CLIError(Exception):
@@ -448,11 +453,16 @@ def _load_dataset(args, meta):
 def _check_evaluate_args(args):
     """Every check that needs no heavy import: flags that go together, input paths."""
     if args.dataset == "banking77":
-        if args.test_time_shifts:
-            raise _CLIError(
-                "--test-time-shifts shifts images; banking77 is evaluated on texts "
-                "(leave it out)"
-            )
+        for flag, verb, given in (
+            ("--test-time-shifts", "shifts", args.test_time_shifts),
+            ("--test-time-angles", "rotates", args.test_time_angles),
+            ("--test-time-scales", "scales", args.test_time_scales),
+        ):
+            if given:
+                raise _CLIError(
+                    f"{flag} {verb} images; banking77 is evaluated on texts "
+                    "(leave it out)"
+                )
         if args.backbone:
             raise _CLIError(
                 "--backbone is an image backbone; banking77 is evaluated on "
@@ -499,14 +509,15 @@ def _check_evaluate_args(args):
 
 
 def _features(module, args, **kwargs):
-    """The :class:`BackboneTransformer` of ``module`` with ``--test-time-shifts``
-    and ``--device``."""
+    """The :class:`BackboneTransformer` of ``module`` with ``--test-time-shifts``,
+    ``--test-time-angles``, ``--test-time-scales`` and ``--device``."""
     from .backbone import BackboneTransformer
 
     # a backbone runs in the dtype it was saved in (float64, bfloat16...)
     return BackboneTransformer(
         module,
         test_time_shifts=args.test_time_shifts or None,
+        test_time_warps=_warps(args),
         device=args.device,
         dtype=_weights_dtype(module),
         **kwargs,
@@ -530,10 +541,21 @@ def _resolved_device(args):
         raise _CLIError(f"--device: {exc}") from None
 
 
-def _shifts_note(args):
-    """``", test-time shifts of up to 1 pixel"`` (nothing without shifts)."""
+def _warps(args):
+    """``--test-time-angles`` with ``--test-time-scales``: BackboneTransformer's
+    ``test_time_warps`` (None without either), as the JSON records them."""
+    return recipes._test_time_warps(args.test_time_angles, args.test_time_scales)
+
+
+def _tta_note(args):
+    """``", test-time shifts of up to 1 pixel, test-time warps by -10 0 10 degrees
+    x scales 0.9 1.1"``, or the part of it given (nothing without either)."""
     s = args.test_time_shifts
-    return f", test-time shifts of up to {s} pixel{'s' if s > 1 else ''}" if s else ""
+    note = f", test-time shifts of up to {s} pixel{'s' if s > 1 else ''}" if s else ""
+    angles, scales = args.test_time_angles, args.test_time_scales
+    warps = [f"{' '.join(f'{a:g}' for a in angles)} degrees"] if angles else []
+    warps += [f"scales {' '.join(f'{v:g}' for v in scales)}"] if scales else []
+    return note + (f", test-time warps by {' x '.join(warps)}" if warps else "")
 
 
 def _pixel_mean(X):
@@ -670,6 +692,7 @@ def _cmd_evaluate(args):
         "head": args.head,
         "within_alphabet": bool(args.within_alphabet),
         "test_time_shifts": args.test_time_shifts,
+        "test_time_warps": _warps(args),
         "device": device,
         "seed": args.seed,
         "seconds": round(sum(timings.values()), 2),
@@ -679,7 +702,7 @@ def _cmd_evaluate(args):
     text = (
         f"{args.dataset} ({meta['architecture']} + {HEAD_LABELS[args.head]}"
         f"{', within-alphabet' if args.within_alphabet else ''}"
-        f"{_shifts_note(args)}): {scores}"
+        f"{_tta_note(args)}): {scores}"
         f"  {_seconds(timings)}"
     )
     if pool.what:
@@ -726,6 +749,7 @@ def _cmd_runs(args):
         "backbone": args.backbone,
         "head": args.head,
         "test_time_shifts": args.test_time_shifts,
+        "test_time_warps": _warps(args),
         "invert": bool(args.invert),
         "polarity_warning": polarity_warning,
         "device": device,
@@ -740,7 +764,7 @@ def _cmd_runs(args):
     ]
     lines.append(
         f"overall error rate: {100 * overall:.2f}% over {len(rows)} runs "
-        f"({meta['architecture']} + {HEAD_LABELS[args.head]}{_shifts_note(args)}"
+        f"({meta['architecture']} + {HEAD_LABELS[args.head]}{_tta_note(args)}"
         f"{', inverted images' if args.invert else ''})"
     )
     _emit(args, payload, "\n".join(lines))
@@ -1936,6 +1960,7 @@ def _cmd_predict(args):
                     "head_params": _parse_head_params(args.head_param),
                     "unknown": bool(args.unknown),
                     "test_time_shifts": args.test_time_shifts,
+                    "test_time_warps": _warps(args),
                     "invert": bool(args.invert),
                     "polarity_warning": polarity_warning,
                     "classes": head_classes,
@@ -2002,6 +2027,25 @@ def _nonnegative(kind):
     return parse
 
 
+def _number_in(low=-math.inf, high=math.inf):
+    """An argparse type: a finite float of ``text`` in [low, high]."""
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a number, got {text!r}"
+            ) from None
+        if not (math.isfinite(value) and low <= value <= high):
+            bounded = low > -math.inf or high < math.inf
+            what = f"a number in [{low:g}, {high:g}]" if bounded else "a finite number"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+
+    return parse
+
+
 def build_parser():
     """The ``skfewshot`` argument parser (one sub-parser per command)."""
     parser = argparse.ArgumentParser(
@@ -2053,6 +2097,28 @@ def build_parser():
         help="image backbones: embed each image as the mean of its copies shifted "
         "by every (dy, dx) in [-S, S]^2 pixels, zero fill (BackboneTransformer's "
         "test_time_shifts; (2S+1)^2 forwards per image) (default: 0, no shift)",
+    )
+    head.add_argument(
+        "--test-time-angles",
+        type=_number_in(),
+        nargs="+",
+        metavar="DEG",
+        help="image backbones: embed each image as the mean of its copies rotated "
+        "by every angle DEG (degrees, counter-clockwise) and scaled by every "
+        "--test-time-scales S about the centre, bilinear, zero fill, each copy "
+        "then shifted by --test-time-shifts (BackboneTransformer's "
+        "test_time_warps: a forward per (DEG, S) pair and shift; (0, 1) is the "
+        "image itself) "
+        "(default: no warp; 0 when only --test-time-scales is given)",
+    )
+    head.add_argument(
+        "--test-time-scales",
+        type=_number_in(*_WARP_SCALES),
+        nargs="+",
+        metavar="S",
+        help="the scales of the --test-time-angles copies, each in "
+        f"[{_WARP_SCALES[0]:g}, {_WARP_SCALES[1]:g}] (default: no warp; 1 when "
+        "only --test-time-angles is given)",
     )
 
     demo = sub.add_parser(

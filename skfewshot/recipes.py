@@ -230,6 +230,21 @@ def make_augmentation(name: str, image_size: int = 28) -> Any:
     )
 
 
+def _test_time_warps(angles, scales):
+    """``BackboneTransformer(test_time_warps=...)`` of the ``--test-time-angles``
+    and ``--test-time-scales`` options (the CLI's and the Omniglot benchmark's):
+    every angle (degrees) with every scale, angles slowest, as float pairs. A
+    missing one (None) is the identity, angle 0 or scale 1; both missing: None
+    (no warp)."""
+    if angles is None and scales is None:
+        return None
+    return [
+        (float(a), float(s))
+        for a in ((0.0,) if angles is None else angles)
+        for s in ((1.0,) if scales is None else scales)
+    ]
+
+
 def pretrain_demo_backbone(
     *,
     random_state: int = 0,

@@ -67,8 +67,18 @@ def test_a_query_folder_follows_links_and_names_what_it_cannot_read(
             "argument --seed: expected an integer in [0, 2**32 - 1], got "
             "99999999999999999999",
         ),
+        (
+            ["runs", "--runs", "r", "--backbone", "b.pt"]
+            + ["--test-time-scales", "0.9", "5000"],
+            "argument --test-time-scales: expected a number in [0.001, 1000], got 5000",
+        ),
+        (
+            ["predict", "--backbone", "b.pt", "--support", "s", "--query", "q"]
+            + ["--test-time-angles", "-10", "nan"],
+            "argument --test-time-angles: expected a finite number, got nan",
+        ),
     ],
-    ids=["negative-val-classes", "huge-seed"],
+    ids=["negative-val-classes", "huge-seed", "huge-warp-scale", "nan-warp-angle"],
 )
 def test_out_of_range_arguments_are_refused_by_name(argv, message, capsys):
     # --val-classes -2 held out 3 of 5 classes; the seed overflowed in numpy

@@ -1,18 +1,26 @@
 """Issue 14's training recipe through the CLI: ``train --augment --width
---rotation-loss-weight --distill-generations`` and ``--test-time-shifts``."""
+--rotation-loss-weight --distill-generations``, ``--test-time-shifts`` and
+``--test-time-angles --test-time-scales``."""
 
 import json
 
 import numpy as np
 import pytest
 from conftest import build_omniglot_runs
+from sklearn.pipeline import make_pipeline
 from test_cli_train_predict import TRAIN_CLASSES, _folder, run
 
+import skfewshot.augment
 import skfewshot.backbone
+import skfewshot.cli
 import skfewshot.training
 from skfewshot.augment import Compose, ElasticDistortion, RandomAffine
+from skfewshot.backbone import BackboneTransformer
 from skfewshot.cli import main
+from skfewshot.datasets import load_digits_images
+from skfewshot.model_selection import evaluate_episodes
 from skfewshot.models import Conv4, load_backbone, save_backbone
+from skfewshot.prototype import PrototypeClassifier
 from skfewshot.training import SupervisedPretrainer
 
 #: One quick epoch of a 4-channel Conv4 on 16 x 16 images.
@@ -347,6 +355,69 @@ def test_evaluate_refuses_shifts_of_texts(tmp_path, capsys):
     )
 
 
+#: ``--test-time-angles -10 10 --test-time-scales 0.9 1``: every angle with
+#: every scale, angles slowest
+WARP_FLAGS = ["--test-time-angles", "-10", "10", "--test-time-scales", "0.9", "1"]
+WARPS = [(-10.0, 0.9), (-10.0, 1.0), (10.0, 0.9), (10.0, 1.0)]
+
+
+def test_evaluate_test_time_warps(digits_backbone, transformers, capsys):
+    argv = ["evaluate", "--dataset", "digits", "--backbone", digits_backbone]
+    argv += ["--episodes", "10", "--n-query", "5", "--quiet", "--device", "cpu"]
+    status, out, err = run(capsys, *argv, "--test-time-shifts", "1", *WARP_FLAGS)
+    assert status == 0, err
+    assert [(t.test_time_shifts, t.test_time_warps) for t in transformers] == [
+        (1, WARPS)
+    ]
+    assert out.startswith(
+        "digits (Conv4 + PrototypeClassifier, test-time shifts of up to 1 pixel, "
+        "test-time warps by -10 10 degrees x scales 0.9 1): "
+    )
+    status, out, err = run(capsys, *argv, *WARP_FLAGS, "--json")
+    assert status == 0, err
+    record = json.loads(out)
+    assert record["test_time_warps"] == [list(pair) for pair in WARPS]
+    # the same accuracy as the library's pipeline on the same episodes
+    module, meta = load_backbone(digits_backbone)
+    X, y = load_digits_images(image_size=16, return_X_y=True)
+    novel = ~np.isin(y, meta["trained_on"]["classes"])
+
+    def accuracy(warps):  # (that the warps change it, the predict tests show)
+        pipe = make_pipeline(
+            BackboneTransformer(module, test_time_warps=warps, device="cpu"),
+            PrototypeClassifier(device="cpu"),
+        )
+        return evaluate_episodes(
+            pipe, X[novel], y[novel], n_way=5, n_shot=1, n_query=5, n_episodes=10,
+            random_state=0,
+        ).mean  # fmt: skip
+
+    assert record["mean"] == accuracy(WARPS)
+    status, out, _ = run(capsys, *argv, "--json")
+    assert json.loads(out)["test_time_warps"] is None
+
+
+@pytest.mark.parametrize(
+    "flag, verb", [("--test-time-angles", "rotates"), ("--test-time-scales", "scales")]
+)
+def test_evaluate_refuses_warps_of_texts(tmp_path, capsys, flag, verb):
+    status, _, err = run(
+        capsys, "evaluate", "--dataset", "banking77", "--data-dir", tmp_path,
+        flag, "1",
+    )  # fmt: skip
+    assert status == 1
+    assert err == (
+        f"skfewshot evaluate: error: {flag} {verb} images; banking77 is "
+        "evaluated on texts (leave it out)\n"
+    )
+
+
+def test_the_cli_checks_warp_scales_as_the_library_does():
+    # restated in the CLI so that a bad --test-time-scales is refused before
+    # torch is imported
+    assert skfewshot.cli._WARP_SCALES == skfewshot.augment._SCALE_BOUNDS
+
+
 @pytest.mark.shared_data
 def test_runs_test_time_shifts(shared_data, transformers, tmp_path, capsys):
     build_omniglot_runs(shared_data, tmp_path / "runs", n_runs=1, n_way=5)
@@ -365,6 +436,22 @@ def test_runs_test_time_shifts(shared_data, transformers, tmp_path, capsys):
     )  # fmt: skip
     assert out.endswith(
         "over 1 runs (Conv4 + PrototypeClassifier, test-time shifts of up to 1 pixel)\n"
+    )
+
+
+@pytest.mark.shared_data
+def test_runs_test_time_warps(shared_data, transformers, tmp_path, capsys):
+    build_omniglot_runs(shared_data, tmp_path / "runs", n_runs=1, n_way=5)
+    backbone = tmp_path / "conv4.pt"
+    save_backbone(Conv4(hidden=4), backbone, input_shape=(1, 28, 28))
+    argv = ["runs", "--runs", tmp_path / "runs", "--backbone", backbone]
+    status, out, err = run(capsys, *argv, "--test-time-angles", "15", "--json")
+    assert status == 0, err
+    assert [t.test_time_warps for t in transformers] == [[(15.0, 1.0)]]
+    assert json.loads(out)["test_time_warps"] == [[15.0, 1.0]]
+    status, out, _ = run(capsys, *argv, "--test-time-scales", "0.9", "1.1")
+    assert out.endswith(
+        "over 1 runs (Conv4 + PrototypeClassifier, test-time warps by scales 0.9 1.1)\n"
     )
 
 

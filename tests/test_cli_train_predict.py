@@ -192,12 +192,15 @@ def episode(tmp_path_factory):
     return support, root / "query", sorted(query.iterdir())
 
 
-def _expected(backbone, support, files, test_time_shifts=None):
+def _expected(backbone, support, files, test_time_shifts=None, test_time_warps=None):
     """The same prediction through the library (a prototype head)."""
     module, _ = load_backbone(backbone)
     data = load_image_folder(support, image_size=16)
     features = BackboneTransformer(
-        module, cache=False, test_time_shifts=test_time_shifts
+        module,
+        cache=False,
+        test_time_shifts=test_time_shifts,
+        test_time_warps=test_time_warps,
     ).fit(data.data)
     head = PrototypeClassifier().fit(
         features.transform(data.data), np.asarray(CLASSES)[data.target]
@@ -262,6 +265,37 @@ def test_predict_test_time_shifts(backbone, episode, capsys):
     assert np.abs(shifted - plain).max() > 1e-3
     status, out, _ = run(capsys, *argv, "--query", *files)
     assert json.loads(out)["test_time_shifts"] == 0
+
+
+@pytest.mark.parametrize(
+    "flags, warps",
+    [
+        (
+            ["--test-time-angles", "-20", "20", "--test-time-scales", "0.8", "1"],
+            [(-20, 0.8), (-20, 1), (20, 0.8), (20, 1)],
+        ),
+        # a missing one is the identity: angle 0, scale 1
+        (["--test-time-angles", "30"], [(30, 1)]),
+        (["--test-time-scales", "0.7", "1.2"], [(0, 0.7), (0, 1.2)]),
+    ],
+    ids=["angles-x-scales", "angles-only", "scales-only"],
+)
+def test_predict_test_time_warps(backbone, episode, capsys, flags, warps):
+    support, _, files = episode
+    argv = ["predict", "--backbone", backbone, "--support", support, "--json"]
+    argv += ["--query", *files, "--test-time-shifts", "1"]
+    status, out, err = run(capsys, *argv, *flags)
+    assert status == 0, err
+    payload = json.loads(out)
+    assert payload["test_time_warps"] == [list(pair) for pair in warps]
+    got = [r["probability"] for r in payload["predictions"]]
+    warped = _expected(backbone, support, files, 1, warps).max(axis=1)
+    np.testing.assert_allclose(got, warped, rtol=1e-5, atol=1e-6)
+    # the warps change the features: not the probabilities without them
+    plain = _expected(backbone, support, files, 1).max(axis=1)
+    assert np.abs(warped - plain).max() > 1e-3
+    status, out, _ = run(capsys, *argv)
+    assert json.loads(out)["test_time_warps"] is None
 
 
 @pytest.mark.parametrize(
