@@ -53,8 +53,9 @@ _SERIALS = itertools.count()
 _IDENTITIES_LOCK = threading.Lock()
 # Attributes every nn.Module has, encoded (or checked) explicitly by _StateHash.
 _MODULE_INTERNALS = frozenset(vars(torch.nn.Module()))
-# Classes whose functions every module shares (nn.Module, object): not encoded.
-_MODULE_BASES = frozenset(torch.nn.Module.__mro__)
+# Classes whose functions every module or tensor shares (nn.Module, Parameter,
+# Tensor, object): torch's own code, not encoded.
+_MODULE_BASES = frozenset(torch.nn.Module.__mro__ + torch.nn.Parameter.__mro__)
 _HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class created at run time
 _PLAIN_TYPES = (type(None), bool, int, float, complex, str, bytes)
 
@@ -321,6 +322,16 @@ def _is_plain_object(value) -> bool:
     )
 
 
+def _has_slots(cls) -> bool:
+    """Whether a class of ``cls``'s MRO (but torch's) declares non-empty
+    ``__slots__``: state that ``vars`` does not show."""
+    return any(
+        vars(c).get("__slots__", ())
+        for c in cls.__mro__
+        if c not in _MODULE_BASES and c.__flags__ & _HEAP_TYPE
+    )
+
+
 def _scalar_base(value):
     """The builtin scalar type of a pure-Python subclass instance, else None.
 
@@ -412,9 +423,12 @@ class _StateHash:
 
     def add(self, value):
         if type(value) in _PLAIN_TYPES or isinstance(
-            value, (torch.dtype, torch.device, enum.Enum)
+            value, (torch.dtype, torch.device)
         ):
             self._text(f"{type(value).__qualname__}:{value!r};")
+            return
+        if isinstance(value, enum.Enum):  # its class with its methods, and its name
+            self._text(f"enum:{self._class(type(value))}:{value.name!r};")
             return
         base = _scalar_base(value)
         if base is not None:
@@ -440,10 +454,14 @@ class _StateHash:
         elif type(value) in (list, tuple, torch.Size) or (
             isinstance(value, tuple) and hasattr(type(value), "_fields")
         ):
-            self._text(f"{type(value).__qualname__}#{_identity(type(value))}[")
+            # a namedtuple by its class with its methods, and its __dict__ if
+            # a subclass without __slots__ gave it one
+            self._text(f"{self._class(type(value))}[")
             for item in value:
                 self.add(item)
             self._text("]")
+            if hasattr(value, "__dict__"):
+                self.add(vars(value))
         elif type(value) in (dict, collections.OrderedDict):
             self._text(f"{type(value).__qualname__}{{")
             for k, v in value.items():
@@ -491,19 +509,23 @@ class _StateHash:
     def _module(self, module):
         if module._forward_hooks or module._forward_pre_hooks:
             raise _Uncacheable(f"{type(module).__name__} has forward hooks")
+        if _has_slots(type(module)):  # state outside vars(module)
+            raise _Uncacheable(f"{type(module).__name__} has __slots__")
         self._text(f"module:{self._class(type(module))}(")
         if self._modes:
             training = module.training and id(module) not in self._eval
             self._text(f"training={training!r};")
+        # names by length and text: an attribute named "a=float:1.0;b" is
+        # not the attributes a and b
         for group in ("_parameters", "_buffers", "_modules"):
             self._text(f"{group}:")
             for name, value in getattr(module, group).items():
-                self._text(f"{name}=")
+                self._text(f"{len(name)}:{name}=")
                 self.add(value)
         for name, value in vars(module).items():
             if name in _MODULE_INTERNALS:
                 continue
-            self._text(f"{name}=")
+            self._text(f"{len(name)}:{name}=")
             try:
                 self.add(value)
             except _Uncacheable as exc:
@@ -520,19 +542,38 @@ class _StateHash:
         self._text(f"tensor:{t.dtype}{tuple(t.shape)}{t.stride()}:")
         data = t.reshape(-1).contiguous().view(torch.uint8).cpu()
         self._hash.update(memoryview(data.numpy()))
+        # a subclass by its class with its methods (one overriding
+        # __torch_function__ computes otherwise), and what is stored on the
+        # tensor (a quantised weight's state): both change the output
+        if type(tensor) not in (torch.Tensor, torch.nn.Parameter):
+            self._text(f"class:{self._class(type(tensor))};")
+        state = getattr(tensor, "__dict__", None)
+        if state:
+            self._text("attributes:")
+            self.add(state)
 
     def _array(self, array):
         if array.dtype.hasobject:
             raise _Uncacheable("a numpy array of Python objects")
-        array = np.ascontiguousarray(array)
-        self._text(f"ndarray:{array.dtype.str}{array.shape}:")
-        self._hash.update(memoryview(array.reshape(-1).view(np.uint8)))
+        # its type (a scalar, an array, a masked array), its shape as it is
+        # (ascontiguousarray makes a 0-d one 1-d), its dtype with field names
+        self._text(
+            f"ndarray:{self._class(type(array))}:{array.dtype.str}{array.dtype!r}"
+            f"{np.shape(array)}:"
+        )
+        state = getattr(array, "__dict__", None)
+        flat = np.ascontiguousarray(array).reshape(-1)
+        self._hash.update(memoryview(flat.view(np.uint8)))
+        if state:
+            self.add(state)
 
     def _callable_or_object(self, value):
         if isinstance(value, types.FunctionType):
             if value.__closure__:
                 raise _Uncacheable(f"the closure {value.__qualname__}")
             self._function(value)
+            if vars(value):  # what is stored on the function, read by its code
+                self.add(vars(value))
         elif isinstance(value, types.BuiltinFunctionType) and (
             value.__self__ is None or isinstance(value.__self__, types.ModuleType)
         ):
@@ -670,11 +711,15 @@ def state_key(
     so toggling it costs no cache miss). Where ``obj`` holds state the
     digest cannot capture, a ``UserWarning`` naming it (as ``what``, e.g.
     ``"backbone"``) says that every row is computed afresh; ``stacklevel``
-    counts from the caller of this function.
+    counts from the caller of this function. A digest that fails for any
+    other reason (a tensor type whose sizes cannot be read) turns the cache
+    off the same way, naming the error.
     """
     try:
         digest = module_digest(obj, modes=True, eval_modules=eval_modules)
-    except _Uncacheable as exc:
+    except Exception as exc:  # noqa: BLE001 (any failure: compute, do not crash)
+        if not isinstance(exc, _Uncacheable):  # e.g. a nested tensor's sizes
+            exc = f"its state could not be read ({type(exc).__name__}: {exc})"
         warnings.warn(
             f"the feature cache is off for this {type(obj).__name__} {what}: "
             f"{exc}, whose effect on the output the cache key cannot capture, so "
@@ -711,6 +756,7 @@ def cached_features(
     keys_of: Callable[[slice], list[bytes]],
     compute: Callable[[np.ndarray, np.ndarray | None], np.ndarray],
     max_rows: int,
+    key_now: Callable[[], bytes | None],
 ) -> np.ndarray:
     """Features of ``n_rows`` rows: cached ones read back, the others computed.
 
@@ -731,6 +777,11 @@ def cached_features(
     max_rows : int
         Most rows the cache keeps after this call; only the last ``max_rows``
         computed rows are stored.
+    key_now : callable
+        ``key_now()`` computes the state key afresh. Computed rows are stored
+        only when it still equals ``key`` after ``compute``: a state changed
+        during the forward (another thread's weight update, undone later)
+        would have stored rows of that other state under ``key``.
 
     Returns
     -------
@@ -759,6 +810,8 @@ def cached_features(
         return out
     missing_keys = b"".join(missing_keys)
     out = compute(missing, out)
+    if key_now() != key:
+        return out
     keep = missing[-max_rows:]
     first = (missing.size - keep.size) * 16
     kept_keys = [missing_keys[i : i + 16] for i in range(first, len(missing_keys), 16)]

@@ -635,6 +635,7 @@ class BackboneTransformer(
                     module, X, rows, device, expected, views, out
                 ),
                 self.cache_size,
+                lambda: self._backbone_key(module, X, device, views),
             )
 
     def _backbone_key(self, module, X, device, views):

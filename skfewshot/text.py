@@ -289,6 +289,7 @@ class SentenceEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
                 lambda rows: text_keys(texts[rows]),
                 lambda rows, out: self._compute(texts, rows, out),
                 self.cache_size,
+                self._encoder_key,
             )
         return normalize(out, copy=False) if self.normalize else out
 

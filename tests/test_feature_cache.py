@@ -46,7 +46,7 @@ class Identity:
 def features(X, key=b"k", max_rows=1000):
     compute = Identity(X)
     out = cached_features(
-        key, len(X), lambda rows: row_keys(X[rows]), compute, max_rows
+        key, len(X), lambda rows: row_keys(X[rows]), compute, max_rows, lambda: key
     )
     return out, compute.computed
 
@@ -135,7 +135,9 @@ def test_memory_follows_max_rows():
     n, d, k = 20_000, 64, 500
     X = np.random.RandomState(0).normal(size=(n, d)).astype(np.float32)
     out_bytes, peak, held = traced(
-        lambda: cached_features(b"k", n, lambda r: row_keys(X[r]), copy_rows(X), k)
+        lambda: cached_features(
+            b"k", n, lambda r: row_keys(X[r]), copy_rows(X), k, lambda: b"k"
+        )
     )
     assert len(FEATURE_CACHE) == k
     assert FEATURE_CACHE.nbytes() == k * (d * 4 + 8)  # rows + last-use ticks
@@ -152,7 +154,9 @@ def test_small_rows_cost_little():
     n = 10_000
     X = np.random.RandomState(0).normal(size=(n, 4)).astype(np.float32)
     _, _, held = traced(
-        lambda: cached_features(b"k", n, lambda r: row_keys(X[r]), copy_rows(X), n)
+        lambda: cached_features(
+            b"k", n, lambda r: row_keys(X[r]), copy_rows(X), n, lambda: b"k"
+        )
     )
     assert len(FEATURE_CACHE) == n
     assert held / n < 4 * 4 + 200  # was about 750 bytes per 4-feature row
