@@ -403,9 +403,13 @@ class _StateHash:
     classes : dict, optional
         The encodings of the classes met so far (:meth:`_class`), shared with
         the hash of a class's functions.
+    attributes : bool
+        Encode what is stored on tensors (their ``__dict__``). The savers'
+        round-trip check does not: a file holds weights, not their tags (an
+        optimizer's ``no_weight_decay``, ``torch.compile``'s markers).
     """
 
-    def __init__(self, modes=False, eval_modules=(), classes=None):
+    def __init__(self, modes=False, eval_modules=(), classes=None, attributes=True):
         self._hash = hashlib.sha256()
         self._seen = {}
         self._keep = []  # objects seen, alive so that their ids stay unique
@@ -414,6 +418,7 @@ class _StateHash:
         self._eval = {id(m) for m in self._eval_modules}
         self._classes = {} if classes is None else classes
         self._plain = {}  # id -> (value, digest) of _plain_value's containers
+        self._attrs = attributes
 
     def digest(self) -> bytes:
         return self._hash.digest()[:16]
@@ -426,9 +431,6 @@ class _StateHash:
             value, (torch.dtype, torch.device)
         ):
             self._text(f"{type(value).__qualname__}:{value!r};")
-            return
-        if isinstance(value, enum.Enum):  # its class with its methods, and its name
-            self._text(f"enum:{self._class(type(value))}:{value.name!r};")
             return
         base = _scalar_base(value)
         if base is not None:
@@ -447,6 +449,11 @@ class _StateHash:
         self._keep.append(value)
         if isinstance(value, torch.nn.Module):
             self._module(value)
+        elif isinstance(value, enum.Enum):
+            # its class with its methods, and what the member holds (value,
+            # name, attributes): a flag's unnamed values have no name
+            self._text(f"enum:{self._class(type(value))}:")
+            self.add(vars(value))
         elif isinstance(value, torch.Tensor):
             self._tensor(value)
         elif isinstance(value, (np.ndarray, np.generic)):
@@ -460,7 +467,7 @@ class _StateHash:
             for item in value:
                 self.add(item)
             self._text("]")
-            if hasattr(value, "__dict__"):
+            if hasattr(value, "__dict__"):  # the class says whether it has one
                 self.add(vars(value))
         elif type(value) in (dict, collections.OrderedDict):
             self._text(f"{type(value).__qualname__}{{")
@@ -482,7 +489,7 @@ class _StateHash:
         not of where else the object appears: ResNet12s built with one default
         ``channels`` tuple share it, and the same modules rebuilt from a file
         do not. Memoised per object, so a value nested many times is encoded
-        once.
+        once, and so is one found not plain.
         """
         if type(value) not in (tuple, torch.Size, frozenset):
             return None
@@ -496,7 +503,8 @@ class _StateHash:
                 if type(item) in _PLAIN_TYPES
                 else self._plain_value(item)
             )
-            if part is None:
+            if part is None:  # remembered too: a shared one is scanned once
+                self._plain[id(value)] = (value, None)
                 return None
             parts.append(f"{len(part)}:{part}")
         if type(value) is frozenset:
@@ -544,36 +552,35 @@ class _StateHash:
         self._hash.update(memoryview(data.numpy()))
         # a subclass by its class with its methods (one overriding
         # __torch_function__ computes otherwise), and what is stored on the
-        # tensor (a quantised weight's state): both change the output
-        if type(tensor) not in (torch.Tensor, torch.nn.Parameter):
-            self._text(f"class:{self._class(type(tensor))};")
-        state = getattr(tensor, "__dict__", None)
-        if state:
-            self._text("attributes:")
-            self.add(state)
+        # tensor (a quantised weight's state): both change the output. Written
+        # for every tensor, so that no tensor reads as a tensor and a class
+        if _has_slots(type(tensor)):
+            raise _Uncacheable(f"a {type(tensor).__name__} tensor with __slots__")
+        self._text(f"{self._class(type(tensor))}:")
+        self.add((getattr(tensor, "__dict__", None) or None) if self._attrs else None)
 
     def _array(self, array):
         if array.dtype.hasobject:
             raise _Uncacheable("a numpy array of Python objects")
         # its type (a scalar, an array, a masked array), its shape as it is
         # (ascontiguousarray makes a 0-d one 1-d), its dtype with field names
+        if _has_slots(type(array)):
+            raise _Uncacheable(f"a {type(array).__name__} array with __slots__")
+        fields = array.dtype.descr if array.dtype.names else ""
         self._text(
-            f"ndarray:{self._class(type(array))}:{array.dtype.str}{array.dtype!r}"
+            f"ndarray:{self._class(type(array))}:{array.dtype.str}{fields}"
             f"{np.shape(array)}:"
         )
-        state = getattr(array, "__dict__", None)
         flat = np.ascontiguousarray(array).reshape(-1)
         self._hash.update(memoryview(flat.view(np.uint8)))
-        if state:
-            self.add(state)
+        self.add(getattr(array, "__dict__", None) or None)  # a masked array's mask
 
     def _callable_or_object(self, value):
         if isinstance(value, types.FunctionType):
             if value.__closure__:
                 raise _Uncacheable(f"the closure {value.__qualname__}")
             self._function(value)
-            if vars(value):  # what is stored on the function, read by its code
-                self.add(vars(value))
+            self.add(vars(value) or None)  # what is stored on it, read by its code
         elif isinstance(value, types.BuiltinFunctionType) and (
             value.__self__ is None or isinstance(value.__self__, types.ModuleType)
         ):
@@ -679,6 +686,7 @@ def module_digest(
     global_hooks: bool = True,
     modes: bool = False,
     eval_modules: Iterable[torch.nn.Module] = (),
+    tensor_attributes: bool = True,
 ) -> bytes:
     """16-byte digest of ``obj``'s whole state (see :class:`_StateHash`).
 
@@ -687,11 +695,12 @@ def module_digest(
     module's forward (they change outputs, not the state of ``obj``: a
     comparison of states, such as the savers' round-trip check, passes False).
     With ``modes``, every module's train/eval flag is part of the digest,
-    those of ``eval_modules`` read as eval.
+    those of ``eval_modules`` read as eval. With ``tensor_attributes``
+    False, what is stored on tensors is left out (the savers' comparison).
     """
     if global_hooks and _global_forward_hooks():
         raise _Uncacheable("global module forward hooks are registered")
-    state = _StateHash(modes, eval_modules)
+    state = _StateHash(modes, eval_modules, attributes=tensor_attributes)
     state.add(obj)
     return state.digest()
 

@@ -2108,7 +2108,8 @@ def build_parser():
         "--test-time-scales S about the centre, bilinear, zero fill, each copy "
         "then shifted by --test-time-shifts (BackboneTransformer's "
         "test_time_warps: a forward per (DEG, S) pair and shift; (0, 1) is the "
-        "image itself) "
+        "image itself; write negative angles as -10 or -2.5: argparse reads "
+        "-1e3 as an option) "
         "(default: no warp; 0 when only --test-time-scales is given)",
     )
     head.add_argument(

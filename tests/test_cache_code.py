@@ -208,16 +208,27 @@ def test_modules_sharing_a_tuple_of_plain_values_encode_as_equal_copies():
     assert module_digest(one_list) != module_digest(two_lists)
 
 
-def test_a_tuple_nested_many_times_is_encoded_once():
-    # hostile: 2**200 leaves by value, 200 objects; memoised per object
-    class Net(torch.nn.Module):
-        pass
+def test_a_tuple_met_many_times_is_scanned_once(monkeypatch):
+    # hostile: 2**20 leaves by value from 20 objects, and one shared tuple
+    # that is not plain (a numpy value in it) met 1,000 times: each tuple is
+    # scanned once, plain or not (the scans were exponential and quadratic)
+    from skfewshot._feature_cache import _StateHash
 
-    net, value = Net(), (0,)
-    for _ in range(200):
+    scans = []
+    scan = _StateHash._plain_value
+
+    def counted(self, value):
+        if type(value) is tuple and id(value) not in self._plain:
+            scans.append(value)  # not remembered: its items are read
+        return scan(self, value)
+
+    monkeypatch.setattr(_StateHash, "_plain_value", counted)
+    value = (0,)
+    for _ in range(20):
         value = (value, value)
-    net.value = value
-    assert module_digest(net) == module_digest(net)
+    shared = (*range(10), np.float64(1.0))
+    module_digest([value, [shared] * 1000])
+    assert len(scans) == len({id(v) for v in scans}) == 22
 
 
 def test_a_method_default_the_digest_cannot_read_keeps_the_cache_on(X):

@@ -48,6 +48,15 @@ def test_a_tensor_is_read_with_its_class_and_what_is_stored_on_it():
         pass
 
     assert _digest(torch.ones(3)) != _digest(torch.ones(3).as_subclass(Negated))
+    # the class is always written: a tensor then a class is not a subclass
+    t = torch.ones(3)
+    assert _digest([t, Negated]) != _digest([t.as_subclass(Negated)])
+
+    class Slotted(torch.Tensor):
+        __slots__ = ("scale",)
+
+    with pytest.raises(_Uncacheable, match="a Slotted tensor with __slots__"):
+        _digest(torch.ones(3).as_subclass(Slotted))
     # a plain tensor and a Parameter of the same bytes read as before
     assert _digest(torch.ones(3)) == _digest(torch.ones(3))
 
@@ -82,6 +91,17 @@ def test_enums_namedtuples_and_functions_are_read_with_their_code_and_state():
     assert _digest(make_enum().A) != before  # a notebook cell run again
     mode.factor.__code__ = (lambda self: 2.0).__code__  # %autoreload
     assert _digest(mode.A) != before
+    before = _digest(mode.A)
+    mode.A.k = 5  # an attribute of the member
+    assert _digest(mode.A) != before
+
+    class Perm(enum.IntFlag):
+        R = 4
+        W = 2
+
+    # a flag's unnamed values (and, before Python 3.11, its combinations)
+    # have no name: the value tells them apart
+    assert len({_digest(Perm(v)) for v in (0, 8, 16, 6)}) == 4
 
     class Pair(namedtuple("Pair", "a b")):
         def total(self):
@@ -100,6 +120,10 @@ def test_enums_namedtuples_and_functions_are_read_with_their_code_and_state():
     before = _digest(scale)
     scale.k = 2.0
     assert _digest(scale) != before
+    # what is stored on a function is not a dict beside it
+    assert _digest([scale, {"k": 2.0}]) != before
+    del scale.k
+    assert _digest([scale, {"k": 2.0}]) != before
 
 
 def _scale(x):

@@ -535,3 +535,14 @@ def test_an_ensemble_of_members_sharing_their_channels_tuple_saves(tmp_path):
     x = torch.rand(2, 1, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), ensemble(x), rtol=1e-5, atol=1e-6)
+
+
+def test_tags_stored_on_weights_do_not_stop_a_save(tmp_path):
+    # an optimizer's no_weight_decay tag, or torch.compile's marker after one
+    # compiled call: the file holds weights, not their tags, and the feature
+    # cache's key (which reads them) made the round-trip check refuse the save
+    net = Conv4(hidden=4).eval()
+    net.encoder[0][0].weight.no_weight_decay = True
+    save_backbone(net, tmp_path / "net.pt")
+    loaded, _ = load_backbone(tmp_path / "net.pt")
+    assert _same_state(loaded, net)

@@ -243,8 +243,9 @@ def _difference(module, other, *, values):
 def _digest(obj):
     """The state digest the round-trip check compares: hooks registered for
     every module's forward are no state of ``obj`` (a profiler's must not
-    stop a save)."""
-    return module_digest(obj, global_hooks=False)
+    stop a save), nor are tags stored on its tensors, which a file does not
+    hold (an optimizer's ``no_weight_decay``, ``torch.compile``'s markers)."""
+    return module_digest(obj, global_hooks=False, tensor_attributes=False)
 
 
 def _round_trip_problem(module, rebuild, where):
