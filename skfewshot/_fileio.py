@@ -7,6 +7,7 @@ as plotting can use it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -42,6 +43,14 @@ def atomic_path(target):
     it points to gets the new content (created if the link dangles) and the
     link stays a link.
 
+    Before anything is written, a ``target`` that is a directory, whose folder
+    does not exist, or that is a file ``open(target, "w")`` would refuse
+    (read-only for this user) raises ``IsADirectoryError``,
+    ``FileNotFoundError`` or ``PermissionError`` naming ``target``: replacing
+    the file needs only its folder to be writable, so a file a user made
+    read-only to protect it was silently replaced, and the other two errors
+    named the temporary file.
+
     Parameters
     ----------
     target : str or path-like
@@ -62,8 +71,19 @@ def atomic_path(target):
     >>> open(target).read()
     'complete'
     """
+    given = os.fspath(target)
     # through a symbolic link: os.replace would put a file in the link's place
     target = Path(os.path.realpath(target))
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", given)
+    if not target.parent.is_dir():
+        raise FileNotFoundError(
+            errno.ENOENT, f"its folder {str(target.parent)!r} does not exist", given
+        )
+    if target.exists() and not os.access(target, os.W_OK):
+        raise PermissionError(
+            errno.EACCES, "the file is read-only: it is not replaced", given
+        )
     fd, tmp = tempfile.mkstemp(
         prefix=f".{target.name[:_NAME_PREFIX]}.",
         suffix=f".tmp{target.suffix[-_NAME_PREFIX:]}",

@@ -96,3 +96,48 @@ def test_a_name_near_the_length_limit_is_writable(tmp_path):
         tmp.write_text("new")
     assert target.read_text() == "new"
     assert _leftovers(tmp_path, target.name) == []
+
+
+def test_a_directory_a_missing_folder_or_a_read_only_file_is_refused_by_name(
+    tmp_path, monkeypatch
+):
+    # the errors named the temporary file (".x.abc123.tmp"), and a file made
+    # read-only to protect it was replaced: os.replace needs only its folder
+    # to be writable. Nothing is written, and nothing is left behind.
+    folder = tmp_path / "dir"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError, match=r"is a directory, not a file: .*dir'"):
+        with atomic_path(folder):
+            raise AssertionError("the block ran")
+    missing = tmp_path / "nope" / "x.skops"
+    with pytest.raises(FileNotFoundError, match=r"its folder .*nope' does not exist"):
+        with atomic_path(missing):
+            raise AssertionError("the block ran")
+    target = tmp_path / "model.skops"
+    target.write_text("old")
+    # as a user without write permission sees it (root may write anything)
+    real_access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: mode != os.W_OK and real_access(p, mode)
+    )
+    with pytest.raises(
+        PermissionError, match=r"read-only: it is not replaced: .*model"
+    ):
+        with atomic_path(target):
+            raise AssertionError("the block ran")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "model.skops"]
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0,
+    reason="root may write a read-only file, as open(path, 'w') lets it",
+)
+def test_a_read_only_file_is_not_replaced(tmp_path):
+    target = tmp_path / "model.skops"
+    target.write_text("old")
+    target.chmod(stat.S_IRUSR)
+    with pytest.raises(PermissionError, match="read-only"):
+        with atomic_path(target):
+            raise AssertionError("the block ran")
+    assert target.read_text() == "old"
