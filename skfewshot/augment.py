@@ -141,6 +141,24 @@ def _resample(X, theta, displacement=None):
     )
 
 
+def _affine_entries(cos, sin, scale, kx=0.0, ky=0.0):
+    """The entries (row by row) of the 2x2 output-to-input map of a rotation
+    (``cos``, ``sin`` of its angle), x- and y-shears ``kx``, ``ky`` (tangents)
+    and a scale, as numbers or tensors of one value per image.
+
+    input = scale^-1 shear^-1 rotation^-1 output, where the forward shear is
+    [[1, kx], [0, 1]] @ [[1, 0], [ky, 1]] (its inverse [[1, -kx], [-ky, 1 +
+    kx ky]]) and rotation^-1 = [[cos, -sin], [sin, cos]]; with kx = ky = 0
+    and scale 1 the entries are cos, -sin, sin, cos exactly.
+    """
+    return (
+        (cos - kx * sin) / scale,
+        (-sin - kx * cos) / scale,
+        (-ky * cos + (1 + kx * ky) * sin) / scale,
+        (ky * sin + (1 + kx * ky) * cos) / scale,
+    )
+
+
 def _uniform(n, low, high, like):
     """``n`` draws from U(low, high) as ``(rand * 2 - 1) * half + middle``;
     no draw (constant ``low``) when the range is one value."""
@@ -331,17 +349,10 @@ shear=0.0)
         scale = _uniform(n, *self.scale, X)
         kx = torch.tan(_uniform(n, *map(math.radians, self._shear[:2]), X))
         ky = torch.tan(_uniform(n, *map(math.radians, self._shear[2:]), X))
-        cos, sin = torch.cos(angle), torch.sin(angle)
-        # input = scale^-1 shear^-1 rotation^-1 output + shift, where the
-        # forward shear is [[1, kx], [0, 1]] @ [[1, 0], [ky, 1]] (its inverse
-        # [[1, -kx], [-ky, 1 + kx ky]]) and rotation^-1 = [[cos, -sin], [sin,
-        # cos]]; with kx = ky = 0 and scale 1 the entries are cos, -sin, sin,
-        # cos exactly
+        entries = _affine_entries(torch.cos(angle), torch.sin(angle), scale, kx, ky)
         theta = torch.empty(n, 2, 3, dtype=X.dtype, device=X.device)
-        theta[:, 0, 0] = (cos - kx * sin) / scale
-        theta[:, 0, 1] = (-sin - kx * cos) / scale
-        theta[:, 1, 0] = (-ky * cos + (1 + kx * ky) * sin) / scale
-        theta[:, 1, 1] = (ky * sin + (1 + kx * ky) * cos) / scale
+        for (i, j), entry in zip(((0, 0), (0, 1), (1, 0), (1, 1)), entries):
+            theta[:, i, j] = entry
         theta[:, :, 2] = shift
         return theta
 

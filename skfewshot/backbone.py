@@ -46,7 +46,7 @@ from ._torch_utils import (
     torch_dtype,
 )
 from ._utils import check_finite_features
-from .augment import _SCALE_BOUNDS, _resample
+from .augment import _SCALE_BOUNDS, _affine_entries, _resample
 
 __all__ = ["BackboneTransformer"]
 
@@ -784,10 +784,10 @@ def _warped(images, degrees, scale):
     x = images if images.ndim == 4 else images.unsqueeze(1)
     work = x if x.dtype == torch.float64 else x.float()
     angle = math.radians(degrees)
-    cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
-    # the output-to-input map of RandomAffine (input = rotation^-1 output / scale)
+    # RandomAffine's output-to-input map, without shear or shift
+    a, b, c, d = _affine_entries(math.cos(angle), math.sin(angle), scale)
     theta = torch.tensor(
-        [[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=work.dtype, device=work.device
+        [[a, b, 0.0], [c, d, 0.0]], dtype=work.dtype, device=work.device
     ).repeat(len(x), 1, 1)
     with torch.autocast(work.device.type, enabled=False):
         out = _resample(work, theta).to(images.dtype)
