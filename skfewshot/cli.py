@@ -2008,16 +2008,22 @@ def _seed(text):
     return value
 
 
+def _parsed(kind, text):
+    """``kind(text)`` (int or float), or the argparse error saying what was
+    expected."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+        ) from None
+
+
 def _nonnegative(kind):
     """An argparse type: ``kind`` (int or float) of ``text``, at least 0."""
 
     def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
-            ) from None
+        value = _parsed(kind, text)
         if not 0 <= value < math.inf:  # NaN too
             raise argparse.ArgumentTypeError(
                 f"expected a finite value >= 0, got {text}"
@@ -2031,12 +2037,7 @@ def _number_in(low=-math.inf, high=math.inf):
     """An argparse type: a finite float of ``text`` in [low, high]."""
 
     def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected a number, got {text!r}"
-            ) from None
+        value = _parsed(float, text)
         if not (math.isfinite(value) and low <= value <= high):
             bounded = low > -math.inf or high < math.inf
             what = f"a number in [{low:g}, {high:g}]" if bounded else "a finite number"
