@@ -29,7 +29,10 @@ two idle CPU cores; ``affine-distill`` trains its teacher, ``affine``, first)::
     python benchmarks/omniglot_one_shot.py --config affine-distill
     python benchmarks/omniglot_one_shot.py --ensemble affine-distill affine-elastic
 
-``--config final`` trains the library's recipe,
+``--config protonet-affine-elastic-within`` trains the ProtoNet network with
+its episodes drawn within one training alphabet in one orientation
+(``ProtoNetMetaTrainer(within_groups=True)``, each rotation of an alphabet a
+group of its own). ``--config final`` trains the library's recipe,
 :func:`skfewshot.recipes.pretrain_one_shot_ensemble` (the ensemble this ablation
 chose on validation: ``affine-rotation`` trained with ``--epochs 20``,
 ``affine-elastic`` and ``protonet-affine-elastic``), in one call.
@@ -72,6 +75,7 @@ from skfewshot import PrototypeClassifier
 from skfewshot._torch_utils import resolve_device
 from skfewshot.backbone import BackboneTransformer
 from skfewshot.datasets import augment_mirrors, augment_rotations
+from skfewshot.datasets._augment import _augmented_by_orientation
 from skfewshot.model_selection import evaluate_episodes
 from skfewshot.models import (
     BackboneEnsemble,
@@ -125,6 +129,11 @@ CONFIGS = {
         {"augment": "affine-elastic", "protonet": True},
         None,
     ),
+    # its episodes drawn within one alphabet in one orientation
+    "protonet-affine-elastic-within": (
+        {"augment": "affine-elastic", "protonet": True, "within_groups": True},
+        None,
+    ),
 }
 
 
@@ -159,12 +168,14 @@ def within_alphabet_1shot(features, y, groups, n_episodes, seed, head=None):
     return [float(scores.mean), float(scores.ci95)]
 
 
-def train(config, X, y, args):
+def train(config, X, y, groups, args):
+    """Train ``config`` on ``(X, y)``; ``groups``: each image's alphabet in its
+    orientation, for the configurations with ``within_groups``."""
     params, teacher_config = dict(CONFIGS[config][0]), CONFIGS[config][1]
     # main loads the images at that size, and mirrors them
     params.pop("image_size", None)
     params.pop("mirrors", None)
-    teacher = train(teacher_config, X, y, args)[0] if teacher_config else None
+    teacher = train(teacher_config, X, y, groups, args)[0] if teacher_config else None
     # the comparison's recipes (ProtoNet sees as many images per epoch as the
     # supervised ones) with this configuration's augmentation and booster
     trainer = make_trainer(
@@ -186,7 +197,7 @@ def train(config, X, y, args):
         **params,
     )
     start, cpu = time.perf_counter(), time.process_time()
-    trainer.fit(X, y)
+    trainer.fit(X, y, groups=groups if params.get("within_groups") else None)
     times = {
         "train_wall_s": time.perf_counter() - start,
         "train_cpu_s": time.process_time() - cpu,
@@ -343,9 +354,13 @@ def main(argv=None):
         "images_background_small1", args.data_dir, image_size
     )
     valid = groups == list(names).index(VALID_ALPHABET)
-    X_train, y_train = augment_rotations(X[~valid], y[~valid])
+    X_train, y_train, g_train = _augmented_by_orientation(
+        augment_rotations, X[~valid], y[~valid], groups[~valid]
+    )
     if settings(args.config).get("mirrors"):
-        X_train, y_train = augment_mirrors(X_train, y_train)
+        X_train, y_train, g_train = _augmented_by_orientation(
+            augment_mirrors, X_train, y_train, g_train
+        )
     X_te, y_te, g_te, names_te = load_small(
         "images_background_small2", args.data_dir, image_size
     )
@@ -359,7 +374,7 @@ def main(argv=None):
         if args.config in FINALS:
             backbone, times, accuracies = train_final(X_train, y_train, args)
         else:
-            trainer, times = train(args.config, X_train, y_train, args)
+            trainer, times = train(args.config, X_train, y_train, g_train, args)
             backbone = trainer.backbone_
             accuracies = float(trainer.history_[-1, "train_acc"])
         ARTIFACTS.mkdir(parents=True, exist_ok=True)

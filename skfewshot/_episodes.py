@@ -180,7 +180,8 @@ class EpisodeSampler:
                 g = np.unique(groups[self._members[c]])
                 if len(g) != 1:
                     raise ValueError(
-                        f"class {classes[c]!r} spans several groups {g.tolist()}; "
+                        f"class {classes[c : c + 1].tolist()[0]!r} spans several "
+                        f"groups {g.tolist()}; "
                         "within-group episodes need each class in one group."
                     )
                 pools.setdefault(g[0], []).append(c)

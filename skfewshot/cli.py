@@ -1036,6 +1036,13 @@ def _check_train_args(args):
             if given
         )
         raise _CLIError(f"{flag} applies to --dataset omniglot only")
+    if args.within_alphabet and (args.data is not None or args.dataset != "omniglot"):
+        raise _CLIError("--within-alphabet needs --dataset omniglot (its alphabets)")
+    if args.within_alphabet and args.recipe != "protonet":
+        raise _CLIError(
+            "--within-alphabet draws the training episodes of --recipe protonet; "
+            "--recipe pretrain draws none"
+        )
     if args.recipe == "protonet" and args.batch_size is not None:
         raise _CLIError(
             "--batch-size applies to --recipe pretrain; a ProtoNet batch is one "
@@ -1125,6 +1132,7 @@ def _train_settings(args):
             "rotations": args.rotations,
             # only when on: older checkpoints still resume
             **({"mirrors": True} if args.mirrors else {}),
+            **({"within_alphabet": True} if args.within_alphabet else {}),
         }
     )
     return {
@@ -1177,7 +1185,7 @@ def _omniglot_training_data(args):
     """Omniglot subsets with shared alphabets read once, as the benchmark does."""
     from .datasets import load_omniglot
 
-    Xs, ys, names, alphabets = [], [], [], []
+    Xs, ys, gs, names, alphabets = [], [], [], [], []
     for subset in args.subset or [_OMNIGLOT_SUBSET]:
         bunch = load_omniglot(
             subset,
@@ -1187,9 +1195,10 @@ def _omniglot_training_data(args):
         )
         Xs.append(bunch.data)
         ys.append(bunch.target + len(names))
+        gs.append(bunch.groups + len(alphabets))
         names += [str(n) for n in bunch.target_names]
         alphabets += bunch.group_names.tolist()
-    X, y = np.concatenate(Xs), np.concatenate(ys)
+    X, y, groups = np.concatenate(Xs), np.concatenate(ys), np.concatenate(gs)
     # --rotations and --mirrors are applied by _cmd_train to the training
     # classes only, after --val-classes has held some out: a held-out
     # character's rotation or mirror image must not be a training class
@@ -1198,11 +1207,12 @@ def _omniglot_training_data(args):
         "subset": list(args.subset or [_OMNIGLOT_SUBSET]),
         "alphabets": alphabets,
     }
-    return X, y, names, trained_on
+    return X, y, names, trained_on, groups
 
 
 def _training_data(args):
-    """``(X, y codes, class names, trained_on)`` of the data ``train`` reads."""
+    """``(X, y codes, class names, trained_on, groups)`` of the data ``train``
+    reads; ``groups``: Omniglot's alphabet codes, None for other data."""
     if args.data is not None:
         from .datasets import load_image_folder
 
@@ -1210,7 +1220,8 @@ def _training_data(args):
             Path(args.data).expanduser(), image_size=args.image_size, color=args.color
         )
         names = [str(n) for n in bunch.target_names]
-        return bunch.data, bunch.target, names, {"dataset": "folder", "classes": names}
+        folder = {"dataset": "folder", "classes": names}
+        return bunch.data, bunch.target, names, folder, None
     if args.color != "grayscale":
         raise _CLIError(f"--dataset {args.dataset} is grayscale; leave --color out")
     if args.dataset == "digits":
@@ -1227,12 +1238,14 @@ def _training_data(args):
                 "dataset": "digits",
                 "classes": classes,
             },
+            None,
         )
     return _omniglot_training_data(args)
 
 
-def _split_validation(X, y, names, n_val, seed):
-    """Hold out ``n_val`` classes drawn with ``seed``: ``(train, val, val names)``."""
+def _split_validation(X, y, groups, names, n_val, seed):
+    """Hold out ``n_val`` classes drawn with ``seed``: ``(train, val, val
+    names)``; ``train`` is ``(X, y, groups)``, its groups None without."""
     n_classes = len(names)
     if n_val and n_val > n_classes - 2:
         raise _CLIError(
@@ -1242,7 +1255,8 @@ def _split_validation(X, y, names, n_val, seed):
     val = np.sort(np.random.RandomState(seed).permutation(n_classes)[:n_val])
     held = np.isin(y, val)
     _, y_train = np.unique(y[~held], return_inverse=True)
-    return (X[~held], y_train), (X[held], y[held]), [names[i] for i in val]
+    g_train = None if groups is None else groups[~held]
+    return (X[~held], y_train, g_train), (X[held], y[held]), [names[i] for i in val]
 
 
 def _validation_callback(X_val, y_val, seed):
@@ -1295,6 +1309,7 @@ def _make_trainer(args, in_channels, callbacks, teacher=None):
             n_shot=args.n_shot,
             n_query=args.n_query,
             episodes_per_epoch=args.episodes_per_epoch,
+            within_groups=args.within_alphabet,
             **common,
         )
     if args.batch_size is not None:
@@ -1346,26 +1361,32 @@ def _cmd_train(args):
 
 def _train(args):
     """Train, write ``OUTPUT`` and ``OUTPUT.json``, report (the lock held)."""
+    from .datasets._augment import _augmented_by_orientation
     from .models import save_backbone
     from .training import TrainingCheckpoint
 
     started = time.time()
-    X, y, names, trained_on = _training_data(args)
-    (X_train, y_train), (X_val, y_val), val_names = _split_validation(
-        X, y, names, args.val_classes, args.seed
-    )
+    X, y, names, trained_on, groups = _training_data(args)
+    (X_train, y_train, g_train), (X_val, y_val), val_names = _split_validation(
+        X, y, groups if args.within_alphabet else None, names, args.val_classes,
+        args.seed,
+    )  # fmt: skip
     train_names = [n for n in names if n not in set(val_names)]
     if args.rotations:
         from .datasets import augment_rotations
 
-        X_train, y_train = augment_rotations(X_train, y_train)
+        X_train, y_train, g_train = _augmented_by_orientation(
+            augment_rotations, X_train, y_train, g_train
+        )
         train_names += [
             f"{n} ({deg} degrees)" for deg in (90, 180, 270) for n in train_names
         ]
     if args.mirrors:
         from .datasets import augment_mirrors
 
-        X_train, y_train = augment_mirrors(X_train, y_train)
+        X_train, y_train, g_train = _augmented_by_orientation(
+            augment_mirrors, X_train, y_train, g_train
+        )
         train_names += [f"{n} (mirrored)" for n in train_names]
     if trained_on["dataset"] != "omniglot":
         trained_on["classes"] = [
@@ -1413,7 +1434,7 @@ def _train(args):
             )
         t0, c0 = time.perf_counter(), time.process_time()
         with _progress(not args.quiet):
-            trainer.fit(X_train, y_train)
+            trainer.fit(X_train, y_train, groups=g_train)
         _check_not_diverged(args, trainer, checkpoint)
         generations.append(
             _generation_record(
@@ -2318,6 +2339,13 @@ def _add_train_parser(sub, common, device):
         action="store_true",
         help="omniglot: add the left-right mirror image of every training class "
         "(after --rotations, of its rotations too) as a new class",
+    )
+    train.add_argument(
+        "--within-alphabet",
+        action="store_true",
+        help="omniglot, --recipe protonet: draw all classes of a training "
+        "episode from one alphabet (with --rotations or --mirrors, from one "
+        "alphabet in one orientation)",
     )
     train.add_argument(
         "--recipe",

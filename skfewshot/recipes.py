@@ -313,6 +313,7 @@ def pretrain_one_shot_ensemble(
     X: Any,
     y: Any,
     *,
+    groups: Any = None,
     members: Sequence[dict] = ONE_SHOT_MEMBERS,
     make_module: Any = None,
     max_epochs: int = 40,
@@ -370,6 +371,11 @@ def pretrain_one_shot_ensemble(
     y : array-like of shape (n_samples,)
         Their base-class labels (a column of shape ``(n_samples, 1)`` is
         taken with a ``DataConversionWarning``, as the trainers take it).
+    groups : array-like of shape (n_samples,), default=None
+        Group of each image (e.g. its alphabet, each rotation a group of its
+        own), for the ProtoNet members with ``"within_groups": True``, which
+        draw their episodes within one group; needed by them, refused when
+        no member uses them (the default members do not).
     members : sequence of dict, default=ONE_SHOT_MEMBERS
         One dict per member: ``"augment"``, a name of :data:`AUGMENTATIONS`
         (required); ``"recipe"``, ``"pretrain"`` (default) or ``"protonet"``;
@@ -428,7 +434,9 @@ def pretrain_one_shot_ensemble(
         a :class:`~skfewshot.training.TrainingCheckpoint` (teacher and student
         would share its file), the rotation loss on non-square images,
         episodes that ``y`` cannot give (fewer than ``n_way`` classes with
-        ``n_shot + n_query`` images), or equals another member (a born-again
+        ``n_shot + n_query`` images, in one group for a member with
+        ``within_groups``), ``within_groups`` without ``groups`` (or
+        ``groups`` that no member uses), or equals another member (a born-again
         member with ``distill_weight=0`` equals the member without its
         distillation settings); the message names the member.
 
@@ -477,7 +485,7 @@ def pretrain_one_shot_ensemble(
         "verbose": verbose,
         "random_state": random_state,
     }
-    members = _check_members(members, np.shape(X), y, defaults)
+    members = _check_members(members, np.shape(X), y, groups, defaults)
     if make_module is None:
         in_channels = int(np.shape(X)[1])
 
@@ -493,7 +501,10 @@ def pretrain_one_shot_ensemble(
         }
         if teacher is not None:  # a born-again (pretrain) member
             params["teacher"] = teacher
-        return _member_trainers()[params.pop("recipe")](module, **params).fit(X, y)
+        trainer = _member_trainers()[params.pop("recipe")](module, **params)
+        if params.get("within_groups"):
+            return trainer.fit(X, y, groups=groups)
+        return trainer.fit(X, y)
 
     teachers, trainers = {}, []
     for member in members:
@@ -510,7 +521,7 @@ def pretrain_one_shot_ensemble(
     return BackboneEnsemble([t.backbone_ for t in trainers]), trainers
 
 
-def _check_members(members, X_shape, y, defaults):
+def _check_members(members, X_shape, y, groups, defaults):
     """``members`` as a list of dicts, every error raised before any training.
 
     Each member's trainer parameters are validated by the trainer itself (on a
@@ -585,8 +596,17 @@ def _check_members(members, X_shape, y, defaults):
             trainer = trainers[recipe](torch.nn.Identity(), **params)
             trainer._validate_params()
             if recipe == "protonet":
-                # the trainer's own check of the classes an episode needs
-                trainer._check_targets(y)
+                # the trainer's own checks of its groups and of the classes
+                # an episode needs (in one group, with within_groups)
+                if trainer.within_groups and groups is None:
+                    raise ValueError(
+                        "it sets within_groups, but no groups were given: pass "
+                        "groups=... (the group of each image)."
+                    )
+                codes = trainer._group_codes(
+                    groups if trainer.within_groups else None, len(y)
+                )
+                trainer._check_targets(y, None if codes is None else np.asarray(groups))
             elif recipe == "pretrain":
                 # its own check of the contrastive loss's augment and mixup
                 augment = make_augmentation(member["augment"])
@@ -645,6 +665,12 @@ def _check_members(members, X_shape, y, defaults):
             zero_weight.add(i)
         checked.append(member)
         effective.append(network)
+    if groups is not None and not any(m.get("within_groups") for m in checked):
+        raise ValueError(
+            "groups were given, but no member draws its episodes within "
+            "groups (a 'protonet' member with 'within_groups': True); leave "
+            "groups out."
+        )
     return checked
 
 

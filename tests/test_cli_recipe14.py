@@ -514,3 +514,96 @@ def test_mirrors_need_omniglot(shapes, tmp_path, capsys):
     assert (
         err == "skfewshot train: error: --mirrors applies to --dataset omniglot only\n"
     )
+
+
+# -- train --within-alphabet --------------------------------------------------------
+
+
+@pytest.fixture
+def episodic_trainers(monkeypatch):
+    """Every ProtoNetMetaTrainer the CLI fits, with the groups it got."""
+    made = []
+
+    class Spy(skfewshot.training.ProtoNetMetaTrainer):
+        def fit(self, X, y, **fit_params):
+            made.append(self)
+            self.seen_ = X, y, fit_params["groups"]
+            return super().fit(X, y, **fit_params)
+
+    monkeypatch.setattr(skfewshot.training, "ProtoNetMetaTrainer", Spy)
+    return made
+
+
+def _alphabet_and_orientation(name):
+    """'Latin/character01 (90 degrees)' -> 'Latin (90 degrees)'."""
+    character, _, orientation = name.partition(" ")
+    return f"{character.split('/')[0]} {orientation}"
+
+
+EPISODES = ["--recipe", "protonet", "--n-way", "2", "--n-shot", "1", "--n-query", "1"]
+
+
+@pytest.mark.parametrize(
+    "flags, n_groups", [((), 2), (("--rotations",), 8), (("--mirrors",), 4)]
+)
+def test_within_alphabet_episodes_hold_one_alphabet_in_one_orientation(
+    episodic_trainers, flags, n_groups, tmp_path, capsys
+):
+    from _datasets_testing import fake_omniglot
+
+    fake_omniglot(tmp_path / "images_background_small1.zip")
+    status, stdout, err = run(
+        capsys, "train", "--dataset", "omniglot", "--data-dir", tmp_path,
+        "--subset", "images_background_small1", *flags, "--within-alphabet",
+        *EPISODES, "--epochs", "1", "--image-size", "16", "--width", "4",
+        "--episodes-per-epoch", "3", "-o", tmp_path / "m.pt", "--json",
+    )  # fmt: skip
+    assert status == 0, err
+    record = json.loads(stdout)
+    assert record["settings"]["within_alphabet"] is True
+    (trainer,) = episodic_trainers
+    assert trainer.within_groups is True
+    _, y, groups = trainer.seen_
+    names = np.array(record["classes"])[y]
+    assert len(np.unique(groups)) == n_groups
+    for g in np.unique(groups):
+        # one alphabet, one orientation: the same name once its character is cut
+        kinds = {_alphabet_and_orientation(n) for n in names[groups == g]}
+        assert len(kinds) == 1, kinds
+        assert len(np.unique(y[groups == g])) == 2  # both characters of it
+
+
+def test_within_alphabet_needs_omniglot_and_protonet(shapes, tmp_path, capsys):
+    argv = ["train", shapes, "-o", tmp_path / "n.pt", "--epochs", "1"]
+    status, out, err = run(capsys, *argv, *EPISODES, "--within-alphabet")
+    assert status == 1 and out == ""
+    assert err == (
+        "skfewshot train: error: --within-alphabet needs --dataset omniglot "
+        "(its alphabets)\n"
+    )
+    from _datasets_testing import fake_omniglot
+
+    fake_omniglot(tmp_path / "images_background_small1.zip")
+    argv = ["train", "--dataset", "omniglot", "--data-dir", tmp_path, "-o", tmp_path]
+    argv += ["--subset", "images_background_small1"]
+    status, out, err = run(capsys, *argv, "--within-alphabet")
+    assert status == 1 and out == ""
+    assert "--within-alphabet draws the training episodes of --recipe protonet" in err
+
+
+def test_without_within_alphabet_no_groups_reach_the_trainer(
+    episodic_trainers, tmp_path, capsys
+):
+    from _datasets_testing import fake_omniglot
+
+    fake_omniglot(tmp_path / "images_background_small1.zip")
+    status, stdout, err = run(
+        capsys, "train", "--dataset", "omniglot", "--data-dir", tmp_path,
+        "--subset", "images_background_small1", "--rotations", *EPISODES,
+        "--epochs", "1", "--image-size", "16", "--width", "4",
+        "--episodes-per-epoch", "3", "-o", tmp_path / "m.pt", "--json",
+    )  # fmt: skip
+    assert status == 0, err
+    assert "within_alphabet" not in json.loads(stdout)["settings"]
+    (trainer,) = episodic_trainers
+    assert trainer.within_groups is False and trainer.seen_[2] is None

@@ -157,3 +157,26 @@ def test_channels_last_guess_needs_square_spatial_axes(shape, refused):
 def test_mirroring_images_one_pixel_wide_is_refused(shape):
     with pytest.raises(ValueError, match=r"Mirroring images 1 pixel wide changes "):
         augment_mirrors(np.zeros(shape), [0, 1])
+
+
+def test_augmented_by_orientation_makes_a_group_per_block():
+    from skfewshot.datasets._augment import _augmented_by_orientation
+
+    X = np.arange(3 * 4, dtype=np.float32).reshape(3, 2, 2)
+    y, groups = np.array([0, 1, 2]), np.array([0, 0, 1])
+    X_rot, y_rot, g_rot = _augmented_by_orientation(augment_rotations, X, y, groups)
+    # alphabet a in orientation k: group 4 * a + k
+    assert g_rot.tolist() == [0, 0, 4, 1, 1, 5, 2, 2, 6, 3, 3, 7]
+    X_plain, y_plain = augment_rotations(X, y)
+    np.testing.assert_array_equal(X_rot, X_plain)
+    np.testing.assert_array_equal(y_rot, y_plain)
+    _, _, g_mir = _augmented_by_orientation(augment_mirrors, X_rot, y_rot, g_rot)
+    assert g_mir.tolist() == (2 * g_rot).tolist() + (2 * g_rot + 1).tolist()
+    assert _augmented_by_orientation(augment_mirrors, X, y, None)[2] is None
+    # codes of a narrow dtype do not wrap around (64 * 4 is 0 in uint8)
+    narrow = _augmented_by_orientation(
+        augment_rotations, X[:2], y[:2], np.array([0, 64], dtype=np.uint8)
+    )[2]
+    assert narrow.tolist() == [0, 256, 1, 257, 2, 258, 3, 259]
+    with pytest.raises(ValueError, match="non-negative integer codes"):
+        _augmented_by_orientation(augment_rotations, X, y, np.array(["a", "a", "b"]))

@@ -297,3 +297,45 @@ def test_a_born_again_member_without_distillation_is_its_first_generation():
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     with torch.no_grad():
         assert torch.equal(plain(images), zero(images))
+
+
+# -- within-group episodes -----------------------------------------------------------
+
+#: classes 0 and 1 in group 0, classes 2 and 3 in group 1
+GROUPS = np.repeat([0, 0, 1, 1], [10, 10, 9, 9])
+WITHIN = {**PROTONET, "n_way": 2, "within_groups": True}
+
+
+def test_a_within_groups_member_gets_the_groups_and_the_others_none(monkeypatch):
+    seen = []
+    real_fit = ProtoNetMetaTrainer.fit
+
+    def spy(self, X, y, groups=None):
+        seen.append(groups)
+        return real_fit(self, X, y, groups)
+
+    monkeypatch.setattr(ProtoNetMetaTrainer, "fit", spy)
+    _, trainers = _recipe([WITHIN, {**WITHIN, "within_groups": False}], groups=GROUPS)
+    assert seen[0] is GROUPS and seen[1] is None
+    assert [t.within_groups for t in trainers] == [True, False]
+    settings = trainers[0].net_._trainer_settings
+    assert "groups_sha256" in settings and "groups_sha256" not in (
+        trainers[1].net_._trainer_settings
+    )
+
+
+@pytest.mark.parametrize(
+    "members, groups, match",
+    [
+        ([WITHIN], None, r"members\[1\]: it sets within_groups, but no groups"),
+        ([P], GROUPS, "groups were given, but no member draws its episodes"),
+        ([{**WITHIN, "n_way": 3}], GROUPS, r"members\[1\]: n_way=3 within one group"),
+        ([WITHIN], GROUPS[:5], r"members\[1\]: groups must be 1-D with one group"),
+    ],
+)
+def test_within_groups_members_are_refused_before_any_training(members, groups, match):
+    def make_module():  # never reached: the checks come before any training
+        raise AssertionError("trained despite invalid members")
+
+    with pytest.raises(ValueError, match=match):
+        _recipe([{"augment": "none"}, *members], make_module, groups=groups)

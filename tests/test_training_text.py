@@ -196,6 +196,26 @@ def test_episodes_never_mix_base_and_novel_intents(base):
         assert len(intents) == 3 and set(counts) == {4}  # 3-way, 2 + 2 per intent
 
 
+def test_within_groups_episodes_hold_the_intents_of_one_group():
+    texts, y = toy_texts(BASE + NOVEL)
+    domain = {"card": "a", "topup": "a", "refund": "a", "pin": "b", "fee": "b"}
+    groups = np.array([domain.get(intent, "b") for intent in y])
+    trainer = protonet(within_groups=True).fit(texts, y, groups)
+    intent_of = dict(zip(texts, y))
+    episodes = [
+        {intent_of[t] for t in e} for e in trainer.net_.module_.backbone.body.seen
+    ]
+    assert len(episodes) == 4 * 6
+    assert all(
+        e in ({"card", "topup", "refund"}, {"pin", "fee", "rate"}) for e in episodes
+    )
+    assert len({frozenset(e) for e in episodes}) == 2
+    with pytest.raises(ValueError, match=r"within_groups=True\) needs groups in fit"):
+        protonet(within_groups=True).fit(texts, y)
+    with pytest.raises(ValueError, match="TextSupervisedPretrainer got groups but"):
+        supervised().fit(texts, y, groups)
+
+
 # -- plugging back into SentenceEncoder -------------------------------------------
 
 

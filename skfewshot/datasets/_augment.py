@@ -260,3 +260,24 @@ def _as_new_classes(blocks, y, groups):
             f"for {len(y)} images."
         )
     return X_new, y_new, np.tile(groups, len(blocks))
+
+
+def _augmented_by_orientation(augment, X, y, groups):
+    """``augment(X, y)`` (:func:`augment_rotations` or :func:`augment_mirrors`)
+    with the groups of its output, or None without ``groups``.
+
+    ``groups``: non-negative integer codes (the alphabet of each image). Each
+    block of new classes (a rotation, the mirror images) becomes a group of
+    its own per group, ``code * n_blocks + block``, so that a within-group
+    episode holds the characters of one script in one orientation, as the
+    test episodes do (measured on Omniglot: docs/benchmarks_omniglot).
+    """
+    if groups is None:
+        return (*augment(X, y), None)
+    groups = np.asarray(groups)
+    if groups.dtype.kind not in "iu" or (groups < 0).any():
+        raise ValueError("groups must be non-negative integer codes here.")
+    # int64: a narrow dtype (uint8) would wrap around and merge groups
+    X_new, y_new, tiled = augment(X, y, groups.astype(np.int64))
+    n_blocks = len(X_new) // len(X)
+    return X_new, y_new, tiled * n_blocks + np.repeat(np.arange(n_blocks), len(X))

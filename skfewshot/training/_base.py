@@ -10,6 +10,7 @@ the skorch net class, the loss and how batches are drawn.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import re
 import signal
@@ -37,6 +38,7 @@ from skorch.dataset import unpack_data
 from skorch.utils import to_device
 from skorch.utils import to_tensor as _skorch_to_tensor
 
+from .._episodes import _check_groups
 from .._torch_utils import resolve_device, seeded_torch, to_device_tensor
 from .._utils import seed_from
 from ._callbacks import _setting_value
@@ -337,8 +339,48 @@ class _BaseTrainer(BaseEstimator):
 
     # -- hooks for the subclasses -------------------------------------------
 
-    def _check_targets(self, y_encoded):
-        """Raise ValueError when the encoded labels cannot be trained on."""
+    def _check_targets(self, y, groups=None):
+        """Raise ValueError when the labels (and, for a trainer that uses
+        them, the groups) cannot be trained on."""
+
+    def _uses_groups(self):
+        """Whether ``fit``'s ``groups`` shape the training (within-group
+        episodes); a trainer that does not use them refuses them."""
+        return False
+
+    def _group_codes(self, groups, n_samples):
+        """``groups`` as int64 codes in the sorted order of the labels, or None.
+
+        Refuses ``groups`` given to a trainer that does not use them (they
+        would be ignored, silently) and missing ones that it needs.
+        """
+        owner = type(self).__name__
+        if not self._uses_groups():
+            if groups is not None:
+                fix = (
+                    "set within_groups=True or leave groups out"
+                    if hasattr(self, "within_groups")
+                    else "leave groups out"
+                )
+                raise ValueError(
+                    f"{owner} got groups but does not use them: only the "
+                    "ProtoNet trainers with within_groups=True draw their "
+                    f"episodes within groups; {fix}."
+                )
+            return None
+        if groups is None:
+            raise ValueError(
+                f"{owner}(within_groups=True) needs groups in fit: the group of "
+                "each sample (e.g. the alphabet of each character)."
+            )
+        groups = np.asarray(groups)
+        if groups.shape != (n_samples,):
+            raise ValueError(
+                f"groups must be 1-D with one group per sample ({n_samples}), "
+                f"got an array of shape {groups.shape}."
+            )
+        _check_groups(groups)
+        return np.unique(groups, return_inverse=True)[1].astype(np.int64)
 
     def _check_fit_inputs(self, X, classes):
         """Raise when the validated ``X`` or the ``classes`` of ``y`` cannot be
@@ -348,10 +390,11 @@ class _BaseTrainer(BaseEstimator):
         """The ``nn.Module`` the net trains; its ``backbone`` is ``backbone``."""
         raise NotImplementedError
 
-    def _make_net(self, module, y_encoded, seed, common):
+    def _make_net(self, module, y_encoded, seed, common, groups=None):
         """The skorch net, given the keyword arguments both trainers share.
 
-        ``seed`` (an int drawn from ``random_state``) seeds any extra sampler.
+        ``seed`` (an int drawn from ``random_state``) seeds any extra sampler;
+        ``groups``: the group codes of :meth:`_group_codes`.
         """
         raise NotImplementedError
 
@@ -376,13 +419,17 @@ class _BaseTrainer(BaseEstimator):
 
     # -- shared machinery ---------------------------------------------------
 
-    def _build_net(self, module, y_encoded, seed, device):
+    def _build_net(self, module, y_encoded, seed, device, groups=None):
         """The net of :meth:`_make_net`, declaring to a
         :class:`~skfewshot.training.TrainingCheckpoint` the settings that shape
-        its training (:meth:`_checkpoint_settings`)."""
+        its training (:meth:`_checkpoint_settings`; with ``groups``, their
+        digest too: other groups draw other episodes from the same data)."""
         common = self._common_net_kwargs(device, seed)
-        net = self._make_net(module, y_encoded, seed, common)
+        net = self._make_net(module, y_encoded, seed, common, groups)
         net._trainer_settings = self._checkpoint_settings()
+        if groups is not None:
+            codes = np.ascontiguousarray(groups, dtype="<i8")
+            net._trainer_settings["groups_sha256"] = hashlib.sha256(codes).hexdigest()
         return net
 
     def _default_callbacks(self):
@@ -443,7 +490,9 @@ class _BaseTrainer(BaseEstimator):
         return kwargs
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: ArrayLike, y: ArrayLike) -> _BaseTrainer:
+    def fit(
+        self, X: ArrayLike, y: ArrayLike, groups: ArrayLike | None = None
+    ) -> _BaseTrainer:
         """Train a copy of ``module`` on the base classes.
 
         Parameters
@@ -452,6 +501,10 @@ class _BaseTrainer(BaseEstimator):
             Inputs the module accepts, e.g. images ``(n, channels, H, W)``.
         y : array-like of shape (n_samples,)
             Base-class labels (any hashable type), at least two classes.
+        groups : array-like of shape (n_samples,), default=None
+            Group of each sample (e.g. the Omniglot alphabet), for
+            :class:`ProtoNetMetaTrainer` with ``within_groups=True``, which
+            needs them; every other trainer refuses them.
 
         Returns
         -------
@@ -460,6 +513,10 @@ class _BaseTrainer(BaseEstimator):
 
         Raises
         ------
+        ValueError
+            Before training, when ``groups`` are given to a trainer that does
+            not use them, missing with ``within_groups=True``, not one per
+            sample, hold NaN, or leave no group with ``n_way`` classes.
         KeyboardInterrupt
             When training is interrupted (Ctrl-C); the trainer is then left
             unfitted, as after any error in ``fit``.
@@ -471,9 +528,13 @@ class _BaseTrainer(BaseEstimator):
             inf, e.g. a learning rate far too large): training stops at that
             epoch and ``backbone_`` holds the weights of the last epoch that
             ended finite (or the starting weights), as the warning says.
+        UserWarning
+            Once, before training, when episodes can never draw some classes
+            (fewer than ``n_shot + n_query`` samples or, with
+            ``within_groups``, in a group of fewer than ``n_way`` classes).
         """
         try:
-            return self._fit(X, y)
+            return self._fit(X, y, groups)
         except BaseException:
             self._forget_fit()
             raise
@@ -483,7 +544,7 @@ class _BaseTrainer(BaseEstimator):
         for name in [k for k in vars(self) if k.endswith("_") and k[:2] != "__"]:
             delattr(self, name)
 
-    def _fit(self, X, y):
+    def _fit(self, X, y, groups=None):
         X, y = validate_data(self, X, y, allow_nd=True, dtype=np.float32)
         X = np.ascontiguousarray(X)  # torch takes no negative strides (X[::-1])
         check_classification_targets(y)
@@ -494,7 +555,9 @@ class _BaseTrainer(BaseEstimator):
                 f"class: {classes[0]!r}."
             )
         y_encoded = y_encoded.astype(np.int64)
-        self._check_targets(y_encoded)
+        codes = self._group_codes(groups, len(y))
+        # by the labels and groups as given, which its messages name
+        self._check_targets(y, None if codes is None else np.asarray(groups))
         self._check_fit_inputs(X, classes)
         device = resolve_device(self.device)
         seed = seed_from(self.random_state)
@@ -502,7 +565,7 @@ class _BaseTrainer(BaseEstimator):
             backbone = copy.deepcopy(self.module)
             n_features = _probe_backbone(backbone, X, device)
             module = self._make_module(backbone, n_features, len(classes))
-            net = self._build_net(module, y_encoded, seed, device)
+            net = self._build_net(module, y_encoded, seed, device, codes)
             net.fit(X, y_encoded)
         self.classes_ = classes
         self.n_features_out_ = n_features

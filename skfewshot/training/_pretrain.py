@@ -551,7 +551,7 @@ class SupervisedPretrainer(_BaseTrainer):
             return teacher.net_.module_
         return teacher
 
-    def _make_net(self, module, y_encoded, seed, common):
+    def _make_net(self, module, y_encoded, seed, common, groups=None):
         teacher = self._teacher_module()
         teacher = None if teacher is None else _frozen_copy(teacher)
         return _PretrainNet(

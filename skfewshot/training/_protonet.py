@@ -28,9 +28,19 @@ class _EpisodeBatchSampler(torch.utils.data.Sampler):
     next, so every epoch sees new episodes, reproducibly.
     """
 
-    def __init__(self, y, n_way, n_shot, n_query, n_episodes, random_state):
+    def __init__(
+        self, y, n_way, n_shot, n_query, n_episodes, random_state, groups=None
+    ):
         # the trainer's _check_targets has warned of classes left out, once
-        self.sampler = EpisodeSampler(y, n_way, n_shot, n_query, warn=False)
+        self.sampler = EpisodeSampler(
+            y,
+            n_way,
+            n_shot,
+            n_query,
+            groups=groups,
+            within_groups=groups is not None,
+            warn=False,
+        )
         self.n_episodes = n_episodes
         self.rng = check_random_state(random_state)
 
@@ -69,7 +79,9 @@ class _EpisodicNet(_TrainerNetMixin, NeuralNet):
 class ProtoNetMetaTrainer(_BaseTrainer):
     """Meta-train a backbone with prototypical networks on base-class episodes.
 
-    Every training batch is one N-way K-shot episode drawn from ``(X, y)``: the
+    Every training batch is one N-way K-shot episode drawn from ``(X, y)``
+    (with ``within_groups``, from the classes of one group of ``fit``'s
+    ``groups``, as the test episodes of a within-alphabet benchmark are): the
     support features of each class are averaged into a prototype, and the
     queries are classified by a softmax over their distances to the prototypes
     (Snell et al., 2017), with cross-entropy on the queries. The training loop
@@ -101,6 +113,21 @@ class ProtoNetMetaTrainer(_BaseTrainer):
         :class:`~skfewshot.PrototypeClassifier`): ``"euclidean"``, minus the
         squared Euclidean distances; ``"cosine"``, a learnt scale (starting
         at 10) times the cosine similarities.
+    within_groups : bool, default=False
+        Draw all classes of a training episode from one group of the
+        ``groups`` that ``fit`` then needs (one per sample, e.g. the
+        alphabet of each character), the group drawn uniformly, as
+        :class:`~skfewshot.model_selection.EpisodicSplit` draws
+        ``within_groups`` episodes. Such episodes hold similar classes (one
+        script), as the within-alphabet test episodes of Omniglot do. Classes
+        of groups with fewer than ``n_way`` classes (with enough samples) are
+        never drawn (a warning says how many). With rotated classes, each
+        rotation of an alphabet as a group of its own measured better on
+        Omniglot than the alphabet's four orientations mixed (as
+        :func:`~skfewshot.datasets.augment_rotations` repeats the groups):
+        for ``X_rot, y_rot, g = augment_rotations(X, y, alphabet_codes)``,
+        ``groups = g * 4 + np.repeat(np.arange(4), len(X))`` (its four
+        blocks are the rotations).
     {augment}
     {device}
     {callbacks}
@@ -154,6 +181,7 @@ class ProtoNetMetaTrainer(_BaseTrainer):
         "n_query": EPISODE_CONSTRAINTS["n_query"],
         "episodes_per_epoch": EPISODE_CONSTRAINTS["n_episodes"],
         "metric": [StrOptions({"euclidean", "cosine"})],
+        "within_groups": ["boolean"],
     }
 
     def __init__(
@@ -170,6 +198,7 @@ class ProtoNetMetaTrainer(_BaseTrainer):
         weight_decay: float = 0.0,
         lr_schedule: str | None = "cosine",
         metric: str = "euclidean",
+        within_groups: bool = False,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         device: str | torch.device = "auto",
         callbacks: Sequence | None = None,
@@ -187,15 +216,27 @@ class ProtoNetMetaTrainer(_BaseTrainer):
         self.weight_decay = weight_decay
         self.lr_schedule = lr_schedule
         self.metric = metric
+        self.within_groups = within_groups
         self.augment = augment
         self.device = device
         self.callbacks = callbacks
         self.verbose = verbose
         self.random_state = random_state
 
-    def _check_targets(self, y_encoded):
-        # fails early, naming how many classes have enough samples
-        EpisodeSampler(y_encoded, self.n_way, self.n_shot, self.n_query)
+    def _uses_groups(self):
+        return self.within_groups
+
+    def _check_targets(self, y, groups=None):
+        # fails early, naming how many classes (in a group) have enough
+        # samples, and warns once of classes never drawn
+        EpisodeSampler(
+            y,
+            self.n_way,
+            self.n_shot,
+            self.n_query,
+            groups=groups,
+            within_groups=groups is not None,
+        )
 
     def _batches_per_epoch(self):
         return self.episodes_per_epoch
@@ -204,7 +245,14 @@ class ProtoNetMetaTrainer(_BaseTrainer):
         head = PrototypeHead(self.metric)
         return BackboneWithHead(backbone, head, apply_head=False)
 
-    def _make_net(self, module, y_encoded, seed, common):
+    def _checkpoint_settings(self):
+        # off, it changes nothing: a checkpoint of an older release resumes
+        settings = super()._checkpoint_settings()
+        if not self.within_groups:
+            settings.pop("within_groups", None)
+        return settings
+
+    def _make_net(self, module, y_encoded, seed, common, groups=None):
         episodes = _EpisodeBatchSampler(
             y_encoded,
             self.n_way,
@@ -212,6 +260,7 @@ class ProtoNetMetaTrainer(_BaseTrainer):
             self.n_query,
             self.episodes_per_epoch,
             seed,
+            groups,
         )
         return _EpisodicNet(
             module,

@@ -280,7 +280,7 @@ class _TextTrainerMixin:
 
     augment = None  # a training batch is row indices: nothing to augment
 
-    def fit(self, X: Sequence[str], y: ArrayLike):
+    def fit(self, X: Sequence[str], y: ArrayLike, groups: ArrayLike | None = None):
         """Train a copy of ``module`` on the texts of the base intents.
 
         Parameters
@@ -289,6 +289,10 @@ class _TextTrainerMixin:
             Texts.
         y : array-like of shape (n_texts,)
             Their intents (any hashable type), at least two.
+        groups : array-like of shape (n_texts,), default=None
+            Group of each text (e.g. the domain of its intent), for
+            :class:`TextProtoNetMetaTrainer` with ``within_groups=True``,
+            which needs them; :class:`TextSupervisedPretrainer` refuses them.
 
         Returns
         -------
@@ -307,9 +311,9 @@ class _TextTrainerMixin:
             When the training loss or the weights become non-finite: training
             stops and ``backbone_`` holds the last finite weights.
         """
-        return super().fit(X, y)
+        return super().fit(X, y, groups)
 
-    def _fit(self, X, y):
+    def _fit(self, X, y, groups=None):
         owner = type(self).__name__
         texts = _texts(X, owner)
         y = column_or_1d(y, warn=True)
@@ -321,14 +325,15 @@ class _TextTrainerMixin:
                 f"{owner} needs at least 2 base classes; y has 1 class: {classes[0]!r}."
             )
         y_encoded = y_encoded.astype(np.int64)
-        self._check_targets(y_encoded)
+        codes = self._group_codes(groups, len(y))
+        self._check_targets(y, None if codes is None else np.asarray(groups))
         device = resolve_device(self.device)
         seed = seed_from(self.random_state)
         with seeded_torch(seed, device):
             rows = _TextRows(copy.deepcopy(self.module), texts)
             n_features = _probe_text_body(rows, owner, device)
             module = self._make_module(rows, n_features, len(classes))
-            net = self._build_net(module, y_encoded, seed, device)
+            net = self._build_net(module, y_encoded, seed, device, codes)
             net._row_inputs = texts  # what X indexes, for TrainingCheckpoint
             net.fit(np.arange(len(texts)), y_encoded)
         self.classes_ = classes
@@ -587,6 +592,10 @@ class TextProtoNetMetaTrainer(_TextTrainerMixin, ProtoNetMetaTrainer):
         How queries are scored against the prototypes: a learnt scale
         (starting at 10) times the cosine similarities (suits normalised
         embeddings), or minus the squared Euclidean distances.
+    within_groups : bool, default=False
+        Draw all intents of a training episode from one group of the
+        ``groups`` that ``fit`` then needs (e.g. the domain of each intent),
+        as :class:`ProtoNetMetaTrainer` does.
     {device}
     {callbacks}
     {verbose}
@@ -665,6 +674,7 @@ class TextProtoNetMetaTrainer(_TextTrainerMixin, ProtoNetMetaTrainer):
         weight_decay: float = 0.01,
         lr_schedule: str | None = "cosine",
         metric: str = "cosine",
+        within_groups: bool = False,
         device: str | torch.device = "auto",
         callbacks: Sequence | None = None,
         verbose: int = 1,
@@ -682,6 +692,7 @@ class TextProtoNetMetaTrainer(_TextTrainerMixin, ProtoNetMetaTrainer):
         self.weight_decay = weight_decay
         self.lr_schedule = lr_schedule
         self.metric = metric
+        self.within_groups = within_groups
         self.device = device
         self.callbacks = callbacks
         self.verbose = verbose
