@@ -1183,15 +1183,31 @@ def _boosters_on(args):
 
 def _omniglot_training_data(args):
     """Omniglot subsets with shared alphabets read once, as the benchmark does."""
-    from .datasets import load_omniglot
+    from .datasets import load_omniglot, omniglot_shared_alphabets
 
-    Xs, ys, gs, names, alphabets = [], [], [], [], []
+    folder = Path(args.data_dir).expanduser()
+    Xs, ys, gs, names, alphabets, read = [], [], [], [], [], []
     for subset in args.subset or [_OMNIGLOT_SUBSET]:
+        # the alphabets of subset that a subset read before holds (by name or
+        # image: the same classes), read once; its other alphabets are new
+        shared = sorted(
+            {
+                alphabet
+                for other in read
+                for alphabet in omniglot_shared_alphabets(
+                    subset,
+                    other,
+                    path=folder / f"{subset}.zip",
+                    other_path=folder / f"{other}.zip",
+                )
+            }
+        )
+        read.append(subset)
         bunch = load_omniglot(
             subset,
-            path=Path(args.data_dir).expanduser() / f"{subset}.zip",
+            path=folder / f"{subset}.zip",
             image_size=args.image_size,
-            exclude_alphabets=alphabets or None,  # the same images in two subsets
+            exclude_alphabets=shared or None,
         )
         Xs.append(bunch.data)
         ys.append(bunch.target + len(names))

@@ -603,6 +603,27 @@ def omniglot_dir(tmp_path):
     return tmp_path
 
 
+def test_train_on_two_subsets_reads_their_shared_alphabets_once(omniglot_dir, capsys):
+    # small2 holds Greek and Latin of small1 (image for image) and Beta; small1
+    # also holds Alpha, which small2 lacks (it used to be refused: every
+    # alphabet read before was excluded from small2, by name)
+    pytest.importorskip("PIL")
+    status, out, err = run_cli(
+        capsys, "train", "--dataset", "omniglot", "--data-dir", str(omniglot_dir),
+        "--subset", "images_background_small1", "images_background_small2",
+        "--epochs", "1", "--image-size", "16", "--width", "4", "--batch-size", "8",
+        "-o", str(omniglot_dir / "both.pt"), "--json", "--quiet",
+    )  # fmt: skip
+    assert status == 0, err
+    record = json.loads(out)
+    assert record["trained_on"]["alphabets"] == ["Alpha", "Greek", "Latin", "Beta"]
+    assert record["classes"] == [
+        f"{alphabet}/character0{c}"
+        for alphabet in ("Alpha", "Greek", "Latin", "Beta")
+        for c in (1, 2, 3)
+    ]
+
+
 EVAL_OMNIGLOT = ["evaluate", "--dataset", "omniglot", "--backbone", "b.pt"]
 EVAL_OMNIGLOT += ["--n-way", "2", "--n-shot", "1", "--n-query", "1"]
 EVAL_OMNIGLOT += ["--episodes", "2", "--quiet"]
