@@ -205,7 +205,7 @@ def test_checkpoint_refuses_another_run(base, tmp_path):
 
     with pytest.raises(ValueError, match=r"written with lr=0.05, this run has lr=0.1"):
         resume({**settings, "lr": 0.1}, *base)
-    with pytest.raises(ValueError, match=r"written with seed=None, this run has seed"):
+    with pytest.raises(ValueError, match=r"written with no seed, this run has seed=1;"):
         resume({**settings, "seed": 1}, *base)
     X, y = base
     with pytest.raises(ValueError, match="written for other training data"):
@@ -592,7 +592,7 @@ def test_checkpoint_refuses_other_stateful_callbacks(base, novel, tmp_path):
         run(_early_stopping(), resume=False).fit(*base)
     cases = [
         ([_early_stopping(patience=3)], "patience=2, this run has callbacks"),
-        ([], "callbacks['EarlyStopping']='EarlyStopping', this run has callbacks["),
+        ([], "callbacks['EarlyStopping']='EarlyStopping', this run has no callbacks["),
         ([_early_stopping(load_best=True)], "load_best=False, this run has"),
     ]
     for callbacks, match in cases:
@@ -601,7 +601,7 @@ def test_checkpoint_refuses_other_stateful_callbacks(base, novel, tmp_path):
     # and the other way round: a stateful callback the interrupted run lacked
     with pytest.raises(KeyboardInterrupt):
         run(resume=False).fit(*base)
-    match = "written with callbacks['EarlyStopping']=None, this run has callbacks"
+    match = "written with no callbacks['EarlyStopping'], this run has callbacks"
     with pytest.raises(ValueError, match=re.escape(match)):
         run(_early_stopping(), resume=True).fit(*base)
     assert len(run(resume=True).fit(*base).history_) == 5  # the same: resumes

@@ -187,7 +187,9 @@ def test_within_groups_checkpoint_resumes_only_with_the_same_groups(base, tmp_pa
     with pytest.warns(UserWarning, match="never from the other 1"):
         with pytest.raises(ValueError, match="this run has groups_sha256="):
             resumed_run(make, (X, y, other), path)
-    with pytest.raises(ValueError, match="within_groups"):
+    with pytest.raises(
+        ValueError, match="within_groups=True, this run has no within_groups;"
+    ):
         resumed_run(protonet, (X, y), path, n_way=2)
     with pytest.warns(UserWarning, match="never from the other 1"):
         resumed = resumed_run(make, (X, y, groups), path)

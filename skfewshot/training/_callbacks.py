@@ -774,14 +774,19 @@ class TrainingCheckpoint(Callback):
         return state
 
     def _refuse_differences(self, saved, current, keys):
-        """Raise a ValueError naming the first of ``keys`` whose value differs."""
+        """Raise a ValueError naming the first of ``keys`` whose value differs
+        (a key one side lacks, e.g. a setting recorded only when on: "no key")."""
+
+        def shown(settings, key):
+            return f"{key}={settings[key]!r}" if key in settings else f"no {key}"
+
         for key in keys:
             if not _same_value(saved.get(key), current.get(key)):
                 raise ValueError(
                     f"cannot resume from {str(self.path)!r}: it was written with "
-                    f"{key}={saved.get(key)!r}, this run has {key}="
-                    f"{current.get(key)!r}; rerun with the same settings, or "
-                    "without resuming to start over"
+                    f"{shown(saved, key)}, this run has {shown(current, key)}; "
+                    "rerun with the same settings, or without resuming to start "
+                    "over"
                 )
 
     def _check_same_run(self, state, net):
