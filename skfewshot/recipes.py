@@ -502,9 +502,7 @@ def pretrain_one_shot_ensemble(
         if teacher is not None:  # a born-again (pretrain) member
             params["teacher"] = teacher
         trainer = _member_trainers()[params.pop("recipe")](module, **params)
-        if params.get("within_groups"):
-            return trainer.fit(X, y, groups=groups)
-        return trainer.fit(X, y)
+        return trainer.fit(X, y, groups=groups if params.get("within_groups") else None)
 
     teachers, trainers = {}, []
     for member in members:
@@ -603,10 +601,7 @@ def _check_members(members, X_shape, y, groups, defaults):
                         "it sets within_groups, but no groups were given: pass "
                         "groups=... (the group of each image)."
                     )
-                codes = trainer._group_codes(
-                    groups if trainer.within_groups else None, len(y)
-                )
-                trainer._check_targets(y, None if codes is None else np.asarray(groups))
+                trainer._checked_targets(y, groups if trainer.within_groups else None)
             elif recipe == "pretrain":
                 # its own check of the contrastive loss's augment and mixup
                 augment = make_augmentation(member["augment"])

@@ -348,11 +348,13 @@ class _BaseTrainer(BaseEstimator):
         episodes); a trainer that does not use them refuses them."""
         return False
 
-    def _group_codes(self, groups, n_samples):
-        """``groups`` as int64 codes in the sorted order of the labels, or None.
+    def _checked_targets(self, y, groups):
+        """Check the labels and ``groups`` by :meth:`_check_targets`; return
+        the groups as int64 codes in the sorted order of their labels, or None.
 
         Refuses ``groups`` given to a trainer that does not use them (they
-        would be ignored, silently) and missing ones that it needs.
+        would be ignored, silently) and missing ones that it needs; the checks
+        read the labels and groups as given, which their messages name.
         """
         owner = type(self).__name__
         if not self._uses_groups():
@@ -367,6 +369,7 @@ class _BaseTrainer(BaseEstimator):
                     "ProtoNet trainers with within_groups=True draw their "
                     f"episodes within groups; {fix}."
                 )
+            self._check_targets(y)
             return None
         if groups is None:
             raise ValueError(
@@ -374,12 +377,13 @@ class _BaseTrainer(BaseEstimator):
                 "each sample (e.g. the alphabet of each character)."
             )
         groups = np.asarray(groups)
-        if groups.shape != (n_samples,):
+        if groups.shape != (len(y),):
             raise ValueError(
-                f"groups must be 1-D with one group per sample ({n_samples}), "
+                f"groups must be 1-D with one group per sample ({len(y)}), "
                 f"got an array of shape {groups.shape}."
             )
         _check_groups(groups)
+        self._check_targets(y, groups)
         return np.unique(groups, return_inverse=True)[1].astype(np.int64)
 
     def _check_fit_inputs(self, X, classes):
@@ -394,7 +398,7 @@ class _BaseTrainer(BaseEstimator):
         """The skorch net, given the keyword arguments both trainers share.
 
         ``seed`` (an int drawn from ``random_state``) seeds any extra sampler;
-        ``groups``: the group codes of :meth:`_group_codes`.
+        ``groups``: the group codes of :meth:`_checked_targets`.
         """
         raise NotImplementedError
 
@@ -555,9 +559,7 @@ class _BaseTrainer(BaseEstimator):
                 f"class: {classes[0]!r}."
             )
         y_encoded = y_encoded.astype(np.int64)
-        codes = self._group_codes(groups, len(y))
-        # by the labels and groups as given, which its messages name
-        self._check_targets(y, None if codes is None else np.asarray(groups))
+        codes = self._checked_targets(y, groups)
         self._check_fit_inputs(X, classes)
         device = resolve_device(self.device)
         seed = seed_from(self.random_state)

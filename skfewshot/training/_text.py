@@ -325,8 +325,7 @@ class _TextTrainerMixin:
                 f"{owner} needs at least 2 base classes; y has 1 class: {classes[0]!r}."
             )
         y_encoded = y_encoded.astype(np.int64)
-        codes = self._group_codes(groups, len(y))
-        self._check_targets(y, None if codes is None else np.asarray(groups))
+        codes = self._checked_targets(y, groups)
         device = resolve_device(self.device)
         seed = seed_from(self.random_state)
         with seeded_torch(seed, device):
