@@ -28,6 +28,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
+from itertools import takewhile
 from pathlib import Path
 
 import numpy as np
@@ -368,8 +369,6 @@ def _omniglot_source(args):
 
 def _omniglot_seen_alphabets(subset, zip_path, trained_on, backbone):
     """``(alphabets to leave out, warning or None)`` for the backbone's record."""
-    from .datasets import omniglot_shared_alphabets
-
     if trained_on is not None and trained_on.get("dataset") != "omniglot":
         return [], _unknown_source_warning(trained_on, backbone, f"those of {subset}")
     seen = (trained_on or {}).get("subset")
@@ -388,21 +387,36 @@ def _omniglot_seen_alphabets(subset, zip_path, trained_on, backbone):
             f"the backbone was trained on {subset}: none of its alphabets is "
             "novel; evaluate on another subset (e.g. images_evaluation)"
         )
-    shared = set()
-    for other in seen:
-        other_zip = zip_path.parent / f"{other}.zip"
-        if not other_zip.is_file():
-            return sorted(shared), (
-                f"cannot tell which alphabets of {subset} the backbone saw in "
-                f"training ({other}.zip, which it was trained on, is not beside "
-                f"{zip_path.name} in --data-dir), so they may not be novel to it"
-            )
-        shared.update(
-            omniglot_shared_alphabets(
-                subset, other, path=zip_path, other_path=other_zip
-            )
+    present = list(
+        takewhile(lambda other: (zip_path.parent / f"{other}.zip").is_file(), seen)
+    )
+    shared = _alphabets_shared(subset, zip_path, present)
+    if len(present) < len(seen):
+        return shared, (
+            f"cannot tell which alphabets of {subset} the backbone saw in "
+            f"training ({seen[len(present)]}.zip, which it was trained on, is not "
+            f"beside {zip_path.name} in --data-dir), so they may not be novel to it"
         )
-    return sorted(shared), None
+    return shared, None
+
+
+def _alphabets_shared(subset, zip_path, others):
+    """The alphabets of ``subset`` (at ``zip_path``) that any of the subsets
+    ``others``, beside it, holds too (by name or image), sorted."""
+    from .datasets import omniglot_shared_alphabets
+
+    return sorted(
+        {
+            alphabet
+            for other in others
+            for alphabet in omniglot_shared_alphabets(
+                subset,
+                other,
+                path=zip_path,
+                other_path=zip_path.parent / f"{other}.zip",
+            )
+        }
+    )
 
 
 def _omniglot_pool(args, meta):
@@ -1183,25 +1197,14 @@ def _boosters_on(args):
 
 def _omniglot_training_data(args):
     """Omniglot subsets with shared alphabets read once, as the benchmark does."""
-    from .datasets import load_omniglot, omniglot_shared_alphabets
+    from .datasets import load_omniglot
 
     folder = Path(args.data_dir).expanduser()
     Xs, ys, gs, names, alphabets, read = [], [], [], [], [], []
     for subset in args.subset or [_OMNIGLOT_SUBSET]:
         # the alphabets of subset that a subset read before holds (by name or
         # image: the same classes), read once; its other alphabets are new
-        shared = sorted(
-            {
-                alphabet
-                for other in read
-                for alphabet in omniglot_shared_alphabets(
-                    subset,
-                    other,
-                    path=folder / f"{subset}.zip",
-                    other_path=folder / f"{other}.zip",
-                )
-            }
-        )
+        shared = _alphabets_shared(subset, folder / f"{subset}.zip", read)
         read.append(subset)
         bunch = load_omniglot(
             subset,
