@@ -1,6 +1,6 @@
 """
 ===================================================================
-Omniglot: meta-learning vs fine-tuning (a five-minute version)
+Omniglot: meta-learning vs fine-tuning (a one-minute version)
 ===================================================================
 
 The two families of few-shot learning on real handwritten characters, with
@@ -59,9 +59,9 @@ have_data = (data_dir / "images_background_small1.zip").is_file()
 print(f"Omniglot zips in {data_dir}: {'found' if have_data else 'absent'}")
 
 # %%
-# Train both backbones with the same compute: about 28,000 images through the
-# backbone each (ProtoNet: 4 epochs of 60 episodes of 20 x 6 images;
-# supervised: 10 epochs of the 2,720 base images).
+# Train both backbones with the same compute: about 14,000 images through the
+# backbone each (ProtoNet: 2 epochs of 60 episodes of 20 x 6 images;
+# supervised: 5 epochs of the 2,720 base images).
 if have_data:
     base = load_omniglot("images_background_small1", path=data_dir)
     test = load_omniglot("images_background_small2", path=data_dir)
@@ -80,11 +80,11 @@ if have_data:
             n_shot=1,
             n_query=5,
             episodes_per_epoch=60,
-            max_epochs=4,
+            max_epochs=2,
             random_state=0,
         ),
         "Supervised (fine-tuning)": lambda net: SupervisedPretrainer(
-            net, head="cosine", batch_size=64, max_epochs=10, random_state=0
+            net, head="cosine", batch_size=64, max_epochs=5, random_state=0
         ),
     }.items():
         torch.manual_seed(0)

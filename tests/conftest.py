@@ -10,6 +10,26 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, give each worker its share of the cores, at least two.
+
+    The README's test command runs ``-n auto``: one worker per core, each of
+    which would otherwise start a thread per core in torch and in BLAS. Two
+    threads at least keep the multi-threaded kernels under test (``.ci/run``
+    tests one thread in a pass of its own); a thread count set in the
+    environment, as that pass sets it, is left alone.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers < 2 or "OMP_NUM_THREADS" in os.environ:
+        return
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threads = max(2, (os.cpu_count() or 2) // workers)
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
+
+
 def shared_data_dir() -> Path:
     """``../shared/data`` beside the checkout (or ``$SKFEWSHOT_SHARED_DATA``)."""
     return Path(

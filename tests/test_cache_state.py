@@ -22,6 +22,8 @@ from test_cache_hostile import empty_cache  # noqa: F401
 from skfewshot._feature_cache import _Uncacheable, module_digest
 from skfewshot.backbone import BackboneTransformer
 
+pytestmark = pytest.mark.thread_independent  # see the marker in pyproject.toml
+
 
 class Holder(torch.nn.Module):
     """A module whose forward scales its input by what ``value`` says."""

@@ -17,6 +17,8 @@ from skfewshot.cli import build_parser, format_table, main
 from skfewshot.model_selection import EpisodeScores
 from skfewshot.models import Conv4, save_backbone
 
+pytestmark = pytest.mark.thread_independent  # see the marker in pyproject.toml
+
 TINY_DEMO = ["demo", "--epochs", "1", "--episodes", "3", "--shots", "1", "5"]
 ONE_SHOT_DEMO = ["demo", "--epochs", "1", "--episodes", "3", "--shots", "1"]
 

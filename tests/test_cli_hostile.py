@@ -10,6 +10,8 @@ import test_cli_train_predict as train_predict
 import skfewshot.cli
 
 # the module's fixtures: a trained backbone and a predict episode
+pytestmark = pytest.mark.thread_independent  # see the marker in pyproject.toml
+
 train_dir, backbone = train_predict.train_dir, train_predict.backbone
 episode, run = train_predict.episode, train_predict.run
 

@@ -21,6 +21,8 @@ import skfewshot.cli
 from skfewshot.models import load_backbone
 
 #: One quick epoch of a 4-channel Conv4 on 16 x 16 images.
+pytestmark = pytest.mark.thread_independent  # see the marker in pyproject.toml
+
 QUICK = [*TRAIN, "--epochs", "1", "--width", "4"]
 
 

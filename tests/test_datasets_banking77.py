@@ -8,6 +8,8 @@ import pytest
 
 from skfewshot.datasets import load_banking77
 
+pytestmark = pytest.mark.thread_independent  # see the marker in pyproject.toml
+
 CSV = (
     "text,category\n"
     '"Hello, where is my card?",card_arrival\n'

@@ -29,6 +29,8 @@ from skfewshot.datasets import (
     load_omniglot_runs,
 )
 
+pytestmark = pytest.mark.thread_independent  # see the marker in pyproject.toml
+
 
 def test_get_data_home_precedence(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))

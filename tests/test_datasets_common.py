@@ -20,6 +20,8 @@ from skfewshot.datasets import (
     omniglot_shared_alphabets,
 )
 
+pytestmark = pytest.mark.thread_independent  # see the marker in pyproject.toml
+
 PUBLIC = [getattr(datasets, name) for name in datasets.__all__]
 # ImageFileReader is an estimator: its parameters are checked with the
 # estimators' (tests/test_datasets_folder.py), not with validate_params here.

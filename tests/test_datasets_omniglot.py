@@ -10,6 +10,8 @@ from _datasets_testing import STROKE, fake_omniglot, real_omniglot
 from skfewshot.datasets import load_omniglot, omniglot_shared_alphabets
 from skfewshot.datasets._images import area_resize
 
+pytestmark = pytest.mark.thread_independent  # see the marker in pyproject.toml
+
 SMALL = {
     # subset: (alphabets, characters, images)
     "images_background_small1": (5, 136, 2720),

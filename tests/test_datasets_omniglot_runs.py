@@ -9,6 +9,8 @@ from conftest import build_omniglot_runs
 
 from skfewshot.datasets import load_omniglot_runs
 
+pytestmark = pytest.mark.thread_independent  # see the marker in pyproject.toml
+
 
 @pytest.mark.shared_data
 def test_load_omniglot_runs_folder_and_zip(shared_data, tmp_path):

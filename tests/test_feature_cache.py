@@ -20,6 +20,8 @@ from skfewshot._feature_cache import (
     text_keys,
 )
 
+pytestmark = pytest.mark.thread_independent  # see the marker in pyproject.toml
+
 
 @pytest.fixture(autouse=True)
 def empty_cache():

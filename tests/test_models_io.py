@@ -19,6 +19,8 @@ from skfewshot.models import (
     save_backbone,
 )
 
+pytestmark = pytest.mark.thread_independent  # see the marker in pyproject.toml
+
 
 def _same_state(a, b):
     a, b = a.state_dict(), b.state_dict()

@@ -28,6 +28,8 @@ from skfewshot.datasets import ImageFileReader
 from skfewshot.models import Conv4, ResNet12
 from skfewshot.text import SentenceEncoder
 
+pytestmark = pytest.mark.thread_independent  # see the marker in pyproject.toml
+
 try:
     import skops.io  # noqa: F401
 

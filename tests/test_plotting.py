@@ -10,6 +10,8 @@ import pytest
 
 import skfewshot
 
+pytestmark = pytest.mark.thread_independent  # see the marker in pyproject.toml
+
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402

@@ -7,7 +7,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import ROOT
+
+pytestmark = pytest.mark.thread_independent  # see the marker in pyproject.toml
 
 
 def usage_snippet():

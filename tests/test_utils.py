@@ -8,6 +8,8 @@ import pytest
 
 from skfewshot._utils import check_finite_features, seed_from
 
+pytestmark = pytest.mark.thread_independent  # see the marker in pyproject.toml
+
 
 def test_seed_from_follows_sklearn_random_state():
     assert seed_from(3) == seed_from(3)
