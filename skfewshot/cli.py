@@ -1300,6 +1300,36 @@ def _validation_callback(X_val, y_val, seed):
     )
 
 
+def _drawn_note(trainer, y, groups):
+    """``" (N of them drawn ...)"`` when within-group episodes leave classes out.
+
+    The classes of an alphabet with fewer than ``n_way`` characters (after
+    ``--val-classes``) are never drawn; the trainer warns of them, and the
+    line that says what it trains on counts only the others as drawn. Empty
+    otherwise, and when no group can make an episode (the fit says so).
+    """
+    if not getattr(trainer, "within_groups", False):
+        return ""
+    from ._episodes import EpisodeSampler
+
+    try:
+        sampler = EpisodeSampler(
+            y,
+            trainer.n_way,
+            trainer.n_shot,
+            trainer.n_query,
+            groups=groups,
+            within_groups=True,
+            warn=False,
+        )
+    except ValueError:
+        return ""
+    n_drawn = len(sampler.drawable_classes_)
+    if n_drawn == len(np.unique(y)):
+        return ""
+    return f" ({n_drawn} of them drawn in the episodes)"
+
+
 def _make_trainer(args, in_channels, callbacks, teacher=None):
     """A fresh trainer of the command line's recipe (seeded initial weights)."""
     from . import models
@@ -1436,6 +1466,7 @@ def _train(args):
             print(
                 f"skfewshot train: {args.recipe} {_ARCHS[args.arch]} on "
                 f"{len(X_train)} images of {len(train_names)} classes"
+                + _drawn_note(trainer, y_train, g_train)
                 + (
                     f", validating on {len(val_names)} held-out classes"
                     if val_names

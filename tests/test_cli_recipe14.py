@@ -607,3 +607,34 @@ def test_without_within_alphabet_no_groups_reach_the_trainer(
     assert "within_alphabet" not in json.loads(stdout)["settings"]
     (trainer,) = episodic_trainers
     assert trainer.within_groups is False and trainer.seen_[2] is None
+
+
+def test_within_alphabet_line_counts_only_the_classes_drawn(tmp_path, capsys):
+    # Latin holds two characters, Greek one: 2-way episodes within one alphabet
+    # never draw Greek's, and the line that says what trains says so
+    import zipfile
+
+    from _datasets_testing import STROKE, encode_png
+
+    subset = "images_background_small1"
+    with zipfile.ZipFile(tmp_path / f"{subset}.zip", "w") as archive:
+        for i, (alphabet, character) in enumerate(
+            [("Latin", "character01"), ("Latin", "character02"), ("Greek", "c01")]
+        ):
+            for drawer in (1, 2):
+                pixels = STROKE.copy()
+                pixels.flat[i] ^= 1  # each character its own drawing
+                name = f"{subset}/{alphabet}/{character}/0{i}01_0{drawer}.png"
+                archive.writestr(name, encode_png(pixels, depth=1))
+    argv = [
+        "train", "--dataset", "omniglot", "--data-dir", tmp_path, "--subset", subset,
+        *EPISODES, "--epochs", "1", "--image-size", "16", "--width", "4",
+        "--episodes-per-epoch", "2", "-o", tmp_path / "m.pt",
+    ]  # fmt: skip
+    with pytest.warns(UserWarning, match="Episodes are drawn from 2 of the 3"):
+        status, _, err = run(capsys, *argv, "--within-alphabet")
+    assert status == 0, err
+    assert "on 6 images of 3 classes (2 of them drawn in the episodes)" in err
+    status, _, err = run(capsys, *argv)  # every class drawn: nothing said
+    assert status == 0, err
+    assert err.startswith("skfewshot train: protonet Conv4 on 6 images of 3 classes\n")
