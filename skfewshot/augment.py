@@ -26,16 +26,12 @@ from numbers import Real
 import torch
 import torch.nn.functional as F
 
+from ._utils import SCALE_BOUNDS
+
 __all__ = ["Compose", "ElasticDistortion", "RandomAffine"]
 
 
 # -- parameter checks -------------------------------------------------------
-
-
-# the scales an affine warp takes: a copy scaled by less is blank, by more one
-# pixel's value, on any image up to 1000 pixels wide; the float32 sampling grid
-# (1 / scale) was not finite below about 3e-39 and made every pixel NaN
-_SCALE_BOUNDS = (1e-3, 1e3)
 
 
 def _real(owner, name, value, *, low=None, high=None, open_low=False):
@@ -298,7 +294,7 @@ shear=0.0)
             self.translate = self._translate = _reals(
                 owner, "translate", translate, (2,), ranges=False, low=0.0, high=1.0
             )
-        low, high = _SCALE_BOUNDS
+        low, high = SCALE_BOUNDS
         self.scale = _reals(
             owner, "scale", scale, (2,), number=False, low=low, high=high
         )

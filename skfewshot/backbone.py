@@ -45,8 +45,8 @@ from ._torch_utils import (
     to_host_array,
     torch_dtype,
 )
-from ._utils import check_finite_features
-from .augment import _SCALE_BOUNDS, _affine_entries, _resample
+from ._utils import SCALE_BOUNDS, check_finite_features
+from .augment import _affine_entries, _resample
 
 __all__ = ["BackboneTransformer"]
 
@@ -555,7 +555,7 @@ class BackboneTransformer(
                 f"(degrees, scale) pairs of numbers, got {warps!r}."
             )
         warps = tuple((float(degrees), float(scale)) for degrees, scale in warps)
-        low, high = _SCALE_BOUNDS
+        low, high = SCALE_BOUNDS
         for degrees, scale in warps:
             if not (math.isfinite(degrees) and low <= scale <= high):
                 raise ValueError(

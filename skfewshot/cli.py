@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from . import recipes
+from ._utils import SCALE_BOUNDS
 from .recipes import HEAD_LABELS, HEADS
 
 __all__ = ["main"]
@@ -42,11 +43,6 @@ __all__ = ["main"]
 _INTERRUPTED = 130
 #: Omniglot subset ``evaluate`` reads by default.
 _OMNIGLOT_SUBSET = "images_background_small2"
-#: The scales ``--test-time-scales`` takes: those of
-#: :class:`~skfewshot.backbone.BackboneTransformer`'s ``test_time_warps``
-#: (``skfewshot.augment._SCALE_BOUNDS``), restated so that the check imports no
-#: torch; a test keeps the two equal.
-_WARP_SCALES = (1e-3, 1e3)
 
 
 class _CLIError(Exception):
@@ -2186,11 +2182,11 @@ def build_parser():
     )
     head.add_argument(
         "--test-time-scales",
-        type=_number_in(*_WARP_SCALES),
+        type=_number_in(*SCALE_BOUNDS),
         nargs="+",
         metavar="S",
         help="the scales of the --test-time-angles copies, each in "
-        f"[{_WARP_SCALES[0]:g}, {_WARP_SCALES[1]:g}] (default: no warp; 1 when "
+        f"[{SCALE_BOUNDS[0]:g}, {SCALE_BOUNDS[1]:g}] (default: no warp; 1 when "
         "only --test-time-angles is given)",
     )
 

@@ -412,12 +412,6 @@ def test_evaluate_refuses_warps_of_texts(tmp_path, capsys, flag, verb):
     )
 
 
-def test_the_cli_checks_warp_scales_as_the_library_does():
-    # restated in the CLI so that a bad --test-time-scales is refused before
-    # torch is imported
-    assert skfewshot.cli._WARP_SCALES == skfewshot.augment._SCALE_BOUNDS
-
-
 @pytest.mark.shared_data
 def test_runs_test_time_shifts(shared_data, transformers, tmp_path, capsys):
     build_omniglot_runs(shared_data, tmp_path / "runs", n_runs=1, n_way=5)
