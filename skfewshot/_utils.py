@@ -15,13 +15,6 @@ from sklearn.utils import check_random_state
 
 __all__ = ["check_finite_features", "rebuildable_future", "seed_from"]
 
-#: The scales an affine warp takes (``RandomAffine``, ``BackboneTransformer``'s
-#: ``test_time_warps``, the CLI's ``--test-time-scales``, which checks them
-#: before torch is imported): a copy scaled by less is blank, by more one
-#: pixel's value, on any image up to 1000 pixels wide; the float32 sampling
-#: grid (1 / scale) was not finite below about 3e-39 and made every pixel NaN.
-SCALE_BOUNDS = (1e-3, 1e3)
-
 
 def seed_from(random_state: int | np.random.RandomState | None) -> int:
     """Draw one 31-bit integer seed from a scikit-learn ``random_state``.

@@ -26,7 +26,7 @@ from numbers import Real
 import torch
 import torch.nn.functional as F
 
-from ._utils import SCALE_BOUNDS
+from ._limits import SCALE_BOUNDS
 
 __all__ = ["Compose", "ElasticDistortion", "RandomAffine"]
 

@@ -36,6 +36,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
 from ._feature_cache import FEATURE_CACHE, cached_features, row_keys, state_key
+from ._limits import SCALE_BOUNDS
 from ._persistence import portable_state, restored_state
 from ._torch_utils import (
     amp_context,
@@ -45,7 +46,7 @@ from ._torch_utils import (
     to_host_array,
     torch_dtype,
 )
-from ._utils import SCALE_BOUNDS, check_finite_features
+from ._utils import check_finite_features
 from .augment import _affine_entries, _resample
 
 __all__ = ["BackboneTransformer"]

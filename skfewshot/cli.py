@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from . import recipes
-from ._utils import SCALE_BOUNDS
+from ._limits import SCALE_BOUNDS
 from .recipes import HEAD_LABELS, HEADS
 
 __all__ = ["main"]
