@@ -43,6 +43,11 @@ epochs (its row records the default ``--epochs``, 40, which it halves).
 ``--ensemble`` scores a :class:`~skfewshot.models.BackboneEnsemble` of backbones
 saved by earlier ``--config`` runs (their L2-normalised features concatenated;
 one name scores that backbone alone, e.g. ``--ensemble final``).
+The ``-ink`` configurations (and ``final-ink``) moment-normalise every drawing
+first (:class:`~skfewshot.datasets.InkNormalizer` on the 105 x 105 drawings,
+then the resize): centred on its ink and scaled to the median radius of
+small1's drawings (``affine-ink-centre``: centred only); ``--ensemble`` of
+them normalises the same way.
 ``--test-time-shifts S`` sets the TTA columns' shifts (default 1);
 ``--test-time-angles A ... --test-time-scales S ...`` add rotated and scaled
 copies to them, every angle with every scale
@@ -74,7 +79,12 @@ from omniglot_meta_vs_finetune import VALID_ALPHABET, load_small, make_trainer
 from skfewshot import PrototypeClassifier
 from skfewshot._torch_utils import resolve_device
 from skfewshot.backbone import BackboneTransformer
-from skfewshot.datasets import augment_mirrors, augment_rotations
+from skfewshot.datasets import (
+    InkNormalizer,
+    augment_mirrors,
+    augment_rotations,
+    ink_radius,
+)
 from skfewshot.datasets._augment import _augmented_by_orientation
 from skfewshot.model_selection import evaluate_episodes
 from skfewshot.models import (
@@ -130,6 +140,20 @@ CONFIGS = {
         None,
     ),
     # its episodes drawn within one alphabet in one orientation
+    # the drawings moment-normalised first (InkNormalizer at 105 x 105, then the
+    # 28 x 28 resize): "ink" centres them on their ink and scales them to the
+    # median radius of small1's drawings, "ink-centre" only centres them
+    "affine-ink": ({"augment": "affine", "ink": "scale"}, None),
+    "affine-ink-centre": ({"augment": "affine", "ink": "centre"}, None),
+    "affine-elastic-ink": ({"augment": "affine-elastic", "ink": "scale"}, None),
+    "affine-rotation-ink": (
+        {"augment": "affine", "rotation_loss_weight": 1.0, "ink": "scale"},
+        None,
+    ),
+    "protonet-affine-elastic-ink": (
+        {"augment": "affine-elastic", "protonet": True, "ink": "scale"},
+        None,
+    ),
     "protonet-affine-elastic-within": (
         {"augment": "affine-elastic", "protonet": True, "within_groups": True},
         None,
@@ -144,6 +168,7 @@ FINALS = {
     "final": {},
     "final-resnet12": {"make_module": partial(ResNet12, in_channels=1)},
     "final-mirrors": {"mirrors": True},
+    "final-ink": {"ink": "scale"},
 }
 
 
@@ -175,6 +200,7 @@ def train(config, X, y, groups, args):
     # main loads the images at that size, and mirrors them
     params.pop("image_size", None)
     params.pop("mirrors", None)
+    params.pop("ink", None)
     teacher = train(teacher_config, X, y, groups, args)[0] if teacher_config else None
     # the comparison's recipes (ProtoNet sees as many images per epoch as the
     # supervised ones) with this configuration's augmentation and booster
@@ -273,6 +299,29 @@ def train_final(X, y, args):
     return ensemble, times, accuracies
 
 
+def load_both(args, image_size, ink):
+    """small1 and small2 at ``image_size``, moment-normalised first with ``ink``.
+
+    ``ink``: None (the drawings as loaded), ``"centre"`` or ``"scale"``
+    (:class:`~skfewshot.datasets.InkNormalizer` on the 105 x 105 drawings, its
+    ``radius`` the median of small1's, the lower middle value of the 2,720,
+    then resized to ``image_size``). Returns small1's and small2's
+    ``(X, y, groups, names)`` and the radius used (None when not scaled).
+    """
+    loaded = [
+        load_small(subset, args.data_dir, None if ink else image_size)
+        for subset in ("images_background_small1", "images_background_small2")
+    ]
+    if not ink:
+        return *loaded, None
+    radius = None
+    if ink == "scale":
+        radii = np.sort(ink_radius(loaded[0][0]))
+        radius = float(radii[(len(radii) - 1) // 2])
+    normaliser = InkNormalizer(radius=radius, image_size=image_size)
+    return *[(normaliser.transform(X), *rest) for X, *rest in loaded], radius
+
+
 def _device_name(device):
     """The processor that ``device`` names, as the JSON line records it."""
     resolved = resolve_device(device)  # where the trainers resolve it too
@@ -348,11 +397,15 @@ def main(argv=None):
         if len(shapes) > 1:
             parser.error(f"the members take images of different shapes: {shapes}")
         image_size = shapes.pop()[-1]
+        inks = {settings(name).get("ink") for name in args.ensemble}
+        if len(inks) > 1:
+            parser.error(f"the members take differently normalised drawings: {inks}")
+        ink = inks.pop()
     else:
         image_size = settings(args.config).get("image_size", 28)
-    X, y, groups, names = load_small(
-        "images_background_small1", args.data_dir, image_size
-    )
+        ink = settings(args.config).get("ink")
+    small1, small2, radius = load_both(args, image_size, ink)
+    X, y, groups, names = small1
     valid = groups == list(names).index(VALID_ALPHABET)
     X_train, y_train, g_train = _augmented_by_orientation(
         augment_rotations, X[~valid], y[~valid], groups[~valid]
@@ -361,9 +414,7 @@ def main(argv=None):
         X_train, y_train, g_train = _augmented_by_orientation(
             augment_mirrors, X_train, y_train, g_train
         )
-    X_te, y_te, g_te, names_te = load_small(
-        "images_background_small2", args.data_dir, image_size
-    )
+    X_te, y_te, g_te, names_te = small2
     keep = np.isin(names_te[g_te], TEST_ALPHABETS)
     X_te, y_te, g_te = X_te[keep], y_te[keep], g_te[keep]
     if args.ensemble:
@@ -393,6 +444,10 @@ def main(argv=None):
             "final_train_acc": accuracies,
         }
     row["device"] = _device_name(args.device)
+    if ink:
+        row["ink"] = ink
+        if radius is not None:
+            row["ink_radius"] = radius
     if args.test_time_shifts != 1:
         row["test_time_shifts"] = args.test_time_shifts
     if args.test_time_warps:

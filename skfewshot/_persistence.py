@@ -60,6 +60,7 @@ _INT_OF_SIZE = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 TRUSTED_TYPES = (
     "skfewshot.backbone.BackboneTransformer",
     "skfewshot.datasets._folder.ImageFileReader",
+    "skfewshot.datasets._ink.InkNormalizer",
     "skfewshot.finetune.FineTunedCosineClassifier",
     "skfewshot.prototype.PrototypeClassifier",
     "skfewshot.text.LSAEncoder",

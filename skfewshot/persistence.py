@@ -121,6 +121,7 @@ def load(
     :class:`~skfewshot.PrototypeClassifier`,
     :class:`~skfewshot.FineTunedCosineClassifier`,
     :class:`~skfewshot.datasets.ImageFileReader`,
+    :class:`~skfewshot.datasets.InkNormalizer`,
     :class:`~skfewshot.text.SentenceEncoder`,
     :class:`~skfewshot.text.LSAEncoder`), ``torch.device``, and the types in
     ``trusted``. A backbone is rebuilt on the CPU from the checked

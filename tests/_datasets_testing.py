@@ -2,15 +2,26 @@
 
 A PNG encoder written independently of the decoder under test, hand-made
 Omniglot zips and runs folders, the real small Omniglot subsets (loaded once
-per session), and a peak-memory probe for the bounded-read tests.
+per session), a peak-memory probe for the bounded-read tests, and the
+scikit-learn checks that image steps (no 2-D input) can run.
 """
 
 import struct
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
+from sklearn.exceptions import SkipTestWarning
+from sklearn.utils.estimator_checks import (
+    check_do_not_raise_errors_in_init_or_set_params,
+    check_estimator_repr,
+    check_get_params_invariance,
+    check_no_attributes_set_in_init,
+    check_set_params,
+    parametrize_with_checks,
+)
 
 from skfewshot.datasets import load_omniglot
 
@@ -143,3 +154,24 @@ def zip_with_member(path, name, data, compression=zipfile.ZIP_DEFLATED):
     with zipfile.ZipFile(path, "w", compression=compression) as archive:
         archive.writestr(name, data)
     return path
+
+
+# scikit-learn's checks feed 2-D numeric arrays; a step on images or file paths
+# declares other input (tag two_d_array=False), so parametrize_with_checks runs
+# only the data-free checks and skips the rest with a SkipTestWarning (expected,
+# caught here); DATA_FREE_API_CHECKS run on their own, and what the data-driven
+# checks assert is tested with images or files in each step's tests.
+DATA_FREE_API_CHECKS = [
+    check_estimator_repr,
+    check_no_attributes_set_in_init,
+    check_do_not_raise_errors_in_init_or_set_params,
+    check_get_params_invariance,
+    check_set_params,
+]
+
+
+def data_free_checks(estimator):
+    """``parametrize_with_checks([estimator])`` without its skip warnings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkipTestWarning)
+        return parametrize_with_checks([estimator])

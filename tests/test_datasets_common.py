@@ -12,6 +12,7 @@ from skfewshot.datasets import (
     augment_rotations,
     clear_data_home,
     get_data_home,
+    ink_radius,
     load_banking77,
     load_digits_images,
     load_image_folder,
@@ -23,8 +24,9 @@ from skfewshot.datasets import (
 pytestmark = pytest.mark.thread_independent  # see the marker in pyproject.toml
 
 PUBLIC = [getattr(datasets, name) for name in datasets.__all__]
-# ImageFileReader is an estimator: its parameters are checked with the
-# estimators' (tests/test_datasets_folder.py), not with validate_params here.
+# ImageFileReader and InkNormalizer are estimators: their parameters are checked
+# with the estimators' (tests/test_datasets_folder.py and _ink.py), not with
+# validate_params here.
 FUNCTIONS = [func for func in PUBLIC if inspect.isfunction(func)]
 SUBSET = "images_background_small1"
 
@@ -62,6 +64,7 @@ BAD_CALLS = [
     (augment_rotations, {"X": 3, "y": [0]}, "X"),
     (augment_mirrors, {"X": 3, "y": [0]}, "X"),
     (augment_rotations, {"X": np.zeros((1, 2, 2)), "y": [0], "groups": 3}, "groups"),
+    (ink_radius, {"images": 3}, "images"),
 ]
 
 

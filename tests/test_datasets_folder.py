@@ -8,19 +8,11 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from _datasets_testing import DATA_FREE_API_CHECKS, data_free_checks
 from PIL import Image, features
 from sklearn.base import clone
-from sklearn.exceptions import SkipTestWarning
 from sklearn.pipeline import make_pipeline
 from sklearn.utils._param_validation import InvalidParameterError
-from sklearn.utils.estimator_checks import (
-    check_do_not_raise_errors_in_init_or_set_params,
-    check_estimator_repr,
-    check_get_params_invariance,
-    check_no_attributes_set_in_init,
-    check_set_params,
-    parametrize_with_checks,
-)
 
 from skfewshot import BackboneTransformer, PrototypeClassifier
 from skfewshot.datasets import ImageFileReader, _folder, load_image_folder
@@ -359,31 +351,12 @@ def test_pipeline_from_paths(tmp_path, monkeypatch):
     assert sorted(read) == sorted(paths)
 
 
-# scikit-learn's checks feed numeric arrays; a step on file paths declares
-# string input (tags: two_d_array=False, string=True), so parametrize_with_checks
-# runs only the data-free checks and skips the rest with a SkipTestWarning
-# (expected, caught here); the API checks that need no data run below, and what
-# the data-driven ones assert is tested with files above.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", SkipTestWarning)
-    sklearn_checks = parametrize_with_checks([ImageFileReader(image_size=3)])
-
-
-@sklearn_checks
+@data_free_checks(ImageFileReader(image_size=3))
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
 
 
-@pytest.mark.parametrize(
-    "check",
-    [
-        check_estimator_repr,
-        check_no_attributes_set_in_init,
-        check_do_not_raise_errors_in_init_or_set_params,
-        check_get_params_invariance,
-        check_set_params,
-    ],
-)
+@pytest.mark.parametrize("check", DATA_FREE_API_CHECKS)
 def test_sklearn_api_checks(check):
     check("ImageFileReader", ImageFileReader(image_size=3))
 

@@ -24,7 +24,7 @@ from skfewshot import (
     PrototypeClassifier,
 )
 from skfewshot._persistence import TRUSTED_TYPES, restored_state
-from skfewshot.datasets import ImageFileReader
+from skfewshot.datasets import ImageFileReader, InkNormalizer
 from skfewshot.models import Conv4, ResNet12
 from skfewshot.text import SentenceEncoder
 
@@ -190,6 +190,17 @@ def test_pipeline_from_image_files_round_trips(save_load, tmp_path):
         PrototypeClassifier(),
     ).fit(files, y)
     _assert_same_pipeline(pipe, save_load(pipe, tmp_path), files)
+
+
+@pytest.mark.parametrize("save_load", FORMATS)
+def test_pipeline_with_ink_normalisation_round_trips(save_load, tmp_path):
+    X, y = _data(size=32)
+    pipe = make_pipeline(
+        InkNormalizer(radius=0.15, image_size=16),
+        BackboneTransformer(_conv4(), device="cpu"),
+        PrototypeClassifier(),
+    ).fit(X, y)
+    _assert_same_pipeline(pipe, save_load(pipe, tmp_path), X)
 
 
 @pytest.mark.parametrize("save_load", FORMATS)
