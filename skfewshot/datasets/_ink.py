@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, validate_params
 
-from ._images import IMAGE_SHAPE, area_resize
+from ._images import IMAGE_SHAPE, _shape, area_resize
 
 __all__ = ["InkNormalizer", "ink_radius"]
 
@@ -226,15 +226,14 @@ class InkNormalizer(TransformerMixin, BaseEstimator):
         self._validate_params()
         X = _checked_images(X)
         n, channels, height, width = X.shape
-        out_h, out_w = (height, width) if self.image_size is None else (
-            (self.image_size,) * 2
-            if isinstance(self.image_size, int)
-            else tuple(self.image_size)
-        )  # fmt: skip
+        out_h, out_w = (
+            (height, width) if self.image_size is None else _shape(self.image_size)
+        )
         out = np.empty((n, channels, out_h, out_w), np.float32)
-        if n and X.mean() > 0.5:
+        mean = X.mean() if n else 0.0
+        if mean > 0.5:
             warnings.warn(
-                f"X has a mean pixel of {X.mean():.2f}: it looks like dark ink on "
+                f"X has a mean pixel of {mean:.2f}: it looks like dark ink on "
                 "a light background, and InkNormalizer takes the ink to be the "
                 "bright part (it would centre the background); pass 1 - X.",
                 UserWarning,
