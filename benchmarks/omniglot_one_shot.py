@@ -139,7 +139,6 @@ CONFIGS = {
         {"augment": "affine-elastic", "protonet": True},
         None,
     ),
-    # its episodes drawn within one alphabet in one orientation
     # the drawings moment-normalised first (InkNormalizer at 105 x 105, then the
     # 28 x 28 resize): "ink" centres them on their ink and scales them to the
     # median radius of small1's drawings, "ink-centre" only centres them
@@ -154,6 +153,7 @@ CONFIGS = {
         {"augment": "affine-elastic", "protonet": True, "ink": "scale"},
         None,
     ),
+    # its episodes drawn within one alphabet in one orientation
     "protonet-affine-elastic-within": (
         {"augment": "affine-elastic", "protonet": True, "within_groups": True},
         None,
