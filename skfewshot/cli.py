@@ -27,7 +27,8 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 from itertools import takewhile
 from pathlib import Path
 
@@ -285,16 +286,15 @@ def _unknown_source_warning(trained_on, backbone, classes):
     )
 
 
-def _digits_pool(meta, backbone):
+def _digits_pool(meta, backbone, image_size):
     """Digits the backbone never saw, by its ``trained_on`` record.
 
     Without a record the demo's split is assumed (trained on 0-4, novel 5-9)
-    and a warning says so. The 8x8 digits are resized to the backbone's
-    recorded input size (16x16 when it records none).
+    and a warning says so. The 8x8 digits are resized to ``image_size``.
     """
     from .datasets import load_digits_images
 
-    X, y = load_digits_images(image_size=_image_size(meta, 16), return_X_y=True)
+    X, y = load_digits_images(image_size=image_size, return_X_y=True)
     trained_on = meta.get("trained_on")
     recorded = trained_on is not None and (
         trained_on.get("dataset") != "digits" or "classes" in trained_on
@@ -415,8 +415,9 @@ def _alphabets_shared(subset, zip_path, others):
     )
 
 
-def _omniglot_pool(args, meta):
-    """Omniglot alphabets the backbone never saw, by its ``trained_on`` record."""
+def _omniglot_pool(args, meta, image_size):
+    """Omniglot alphabets the backbone never saw, by its ``trained_on`` record,
+    at ``image_size``."""
     from .datasets import load_omniglot
 
     subset, zip_path = _omniglot_source(args)
@@ -426,7 +427,7 @@ def _omniglot_pool(args, meta):
     bunch = load_omniglot(
         subset,
         path=zip_path,
-        image_size=_image_size(meta),
+        image_size=image_size,
         exclude_alphabets=excluded or None,
     )
     alphabets = bunch.group_names.tolist()
@@ -449,11 +450,19 @@ def _omniglot_pool(args, meta):
 
 
 def _load_dataset(args, meta):
-    """The :class:`_Pool` to draw episodes from: novel to the backbone, or warned."""
-    if args.dataset == "omniglot":
-        return _omniglot_pool(args, meta)
-    if args.dataset == "digits":
-        return _digits_pool(meta, args.backbone)
+    """The :class:`_Pool` to draw episodes from: novel to the backbone, or
+    warned; images as the backbone was trained on them (:func:`_as_trained`)
+    at its recorded input size (16x16 digits, 28x28 Omniglot when it records
+    none)."""
+    if args.dataset in ("omniglot", "digits"):
+        ink = _ink_normalizer(meta, args.backbone)
+        size = _image_size(meta, 16 if args.dataset == "digits" else 28)
+        pool = (
+            _omniglot_pool(args, meta, _read_size(ink, size))
+            if args.dataset == "omniglot"
+            else _digits_pool(meta, args.backbone, _read_size(ink, size))
+        )
+        return replace(pool, X=_as_trained(ink, pool.X, size, meta))
     from .datasets import load_banking77
 
     bunch = load_banking77(args.data_dir)
@@ -571,6 +580,83 @@ def _tta_note(args):
 def _pixel_mean(X):
     """The mean pixel value of images ``X`` (``trained_on["pixel_mean"]``)."""
     return round(float(np.mean(X, dtype=np.float64)), 4)
+
+
+#: The side at which ``train --ink-normalize`` reads and normalises images
+#: (Omniglot's own 105 x 105; ``--image-size`` when larger) before resizing
+#: them to ``--image-size``.
+_INK_RESOLUTION = 105
+
+
+def _ink_settings(args):
+    """``trained_on["ink_normalizer"]`` of ``train``: how its images were
+    moment-normalised, None without ``--ink-normalize``."""
+    if not args.ink_normalize:
+        return None
+    return {"radius": None, "resolution": max(_INK_RESOLUTION, args.image_size)}
+
+
+def _ink_normalizer(meta, backbone):
+    """``trained_on["ink_normalizer"]`` of backbone file ``backbone``, checked:
+    ``{"radius": float or None, "resolution": int}`` (its training images were
+    read at ``resolution``, moment-normalised with
+    ``InkNormalizer(radius)`` and resized to its input size), or None."""
+    record = (meta.get("trained_on") or {}).get("ink_normalizer")
+    if record is None:
+        return None
+    number = (int, float)
+    valid = (
+        isinstance(record, dict)
+        and set(record) == {"radius", "resolution"}
+        and type(record["resolution"]) is int
+        and record["resolution"] >= 1
+        and (
+            record["radius"] is None
+            or (
+                isinstance(record["radius"], number)
+                and not isinstance(record["radius"], bool)
+                and 0 < record["radius"] <= 1
+            )
+        )
+    )
+    if not valid:
+        raise _CLIError(
+            f"backbone file {backbone} records ink_normalizer {record!r}; expected "
+            '{"radius": None or a fraction in (0, 1], "resolution": a side in '
+            "pixels}, as skfewshot train --ink-normalize writes it"
+        )
+    return record
+
+
+def _read_size(ink, size):
+    """The size to read images at: the backbone's input ``size``, or the
+    resolution that ``ink`` (:func:`_ink_normalizer`) normalises them at."""
+    return size if ink is None else ink["resolution"]
+
+
+def _as_trained(ink, X, size, meta):
+    """Images ``X``, read at :func:`_read_size` (and inverted by ``--invert``),
+    as the backbone was trained on them: moment-normalised and resized to
+    ``size`` when ``ink`` (:func:`_ink_normalizer`) says so, else as read.
+
+    A backbone fed raw drawings after training on normalised ones would
+    silently score worse, so every command that feeds one images goes
+    through here. InkNormalizer's dark-ink warning is left to
+    :func:`_polarity_warning` when the backbone records its pixel mean.
+    """
+    if ink is None:
+        return X
+    from .datasets import InkNormalizer
+
+    with warnings.catch_warnings():
+        if (meta.get("trained_on") or {}).get("pixel_mean") is not None:
+            warnings.filterwarnings("ignore", "X has a mean pixel", UserWarning)
+        return InkNormalizer(radius=ink["radius"], image_size=size).transform(X)
+
+
+def _ink_note(ink):
+    """``", moment-normalised drawings"`` for an ``ink`` record, else ``""``."""
+    return "" if ink is None else ", moment-normalised drawings"
 
 
 def _as_fed(args, X):
@@ -712,7 +798,8 @@ def _cmd_evaluate(args):
     text = (
         f"{args.dataset} ({meta['architecture']} + {HEAD_LABELS[args.head]}"
         f"{', within-alphabet' if args.within_alphabet else ''}"
-        f"{_tta_note(args)}): {scores}"
+        f"{_tta_note(args)}{_ink_note(_ink_normalizer(meta, args.backbone))}): "
+        f"{scores}"
         f"  {_seconds(timings)}"
     )
     if pool.what:
@@ -733,17 +820,22 @@ def _cmd_runs(args):
     from .models import load_backbone
 
     module, meta = load_backbone(args.backbone)
-    runs = load_omniglot_runs(args.runs, image_size=_image_size(meta)).runs
+    ink, size = _ink_normalizer(meta, args.backbone), _image_size(meta)
+    runs = load_omniglot_runs(args.runs, image_size=_read_size(ink, size)).runs
     if not runs:
         raise _CLIError(f"no runs found under {args.runs}")
-    supports = [_as_fed(args, run.X_support) for run in runs]
+
+    def fed(X):
+        return _as_trained(ink, _as_fed(args, X), size, meta)
+
+    supports = [fed(run.X_support) for run in runs]
     polarity_warning = _polarity_warning(args, meta, np.concatenate(supports))
     features = _features(module, args).fit(supports[0])
     head = recipes._head_on(args.head, args.device)
     rows = []
     for run, X_support in zip(runs, supports):
         clf = clone(head).fit(features.transform(X_support), run.y_support)
-        pred = clf.predict(features.transform(_as_fed(args, run.X_query)))
+        pred = clf.predict(features.transform(fed(run.X_query)))
         errors = int(np.sum(pred != run.y_query))
         rows.append(
             {
@@ -761,6 +853,7 @@ def _cmd_runs(args):
         "test_time_shifts": args.test_time_shifts,
         "test_time_warps": _warps(args),
         "invert": bool(args.invert),
+        "ink_normalizer": ink,
         "polarity_warning": polarity_warning,
         "device": device,
         "runs": rows,
@@ -775,7 +868,7 @@ def _cmd_runs(args):
     lines.append(
         f"overall error rate: {100 * overall:.2f}% over {len(rows)} runs "
         f"({meta['architecture']} + {HEAD_LABELS[args.head]}{_tta_note(args)}"
-        f"{', inverted images' if args.invert else ''})"
+        f"{', inverted images' if args.invert else ''}{_ink_note(ink)})"
     )
     _emit(args, payload, "\n".join(lines))
 
@@ -1046,6 +1139,11 @@ def _check_train_args(args):
             if given
         )
         raise _CLIError(f"{flag} applies to --dataset omniglot only")
+    if args.ink_normalize and args.color != "grayscale":
+        raise _CLIError(
+            "--ink-normalize centres drawings (bright ink on black); it needs "
+            "grayscale images (leave --color out)"
+        )
     if args.within_alphabet and (args.data is not None or args.dataset != "omniglot"):
         raise _CLIError("--within-alphabet needs --dataset omniglot (its alphabets)")
     if args.within_alphabet and args.recipe != "protonet":
@@ -1145,6 +1243,8 @@ def _train_settings(args):
             **({"within_alphabet": True} if args.within_alphabet else {}),
         }
     )
+    # only when on: older checkpoints still resume
+    ink = {"ink_normalize": True} if args.ink_normalize else {}
     return {
         **data,
         **{
@@ -1171,6 +1271,7 @@ def _train_settings(args):
         },
         # only when on (0 trains as without it): older checkpoints still resume
         **_boosters_on(args),
+        **ink,
     }
 
 
@@ -1191,7 +1292,7 @@ def _boosters_on(args):
     return {k: getattr(args, k) for k in _BOOSTERS_WHEN_ON if getattr(args, k)}
 
 
-def _omniglot_training_data(args):
+def _omniglot_training_data(args, image_size):
     """Omniglot subsets with shared alphabets read once, as the benchmark does."""
     from .datasets import load_omniglot
 
@@ -1205,7 +1306,7 @@ def _omniglot_training_data(args):
         bunch = load_omniglot(
             subset,
             path=folder / f"{subset}.zip",
-            image_size=args.image_size,
+            image_size=image_size,
             exclude_alphabets=shared or None,
         )
         Xs.append(bunch.data)
@@ -1225,14 +1326,15 @@ def _omniglot_training_data(args):
     return X, y, names, trained_on, groups
 
 
-def _training_data(args):
+def _training_data(args, image_size):
     """``(X, y codes, class names, trained_on, groups)`` of the data ``train``
-    reads; ``groups``: Omniglot's alphabet codes, None for other data."""
+    reads, at ``image_size``; ``groups``: Omniglot's alphabet codes, None for
+    other data."""
     if args.data is not None:
         from .datasets import load_image_folder
 
         bunch = load_image_folder(
-            Path(args.data).expanduser(), image_size=args.image_size, color=args.color
+            Path(args.data).expanduser(), image_size=image_size, color=args.color
         )
         names = [str(n) for n in bunch.target_names]
         folder = {"dataset": "folder", "classes": names}
@@ -1242,7 +1344,7 @@ def _training_data(args):
     if args.dataset == "digits":
         from .datasets import load_digits_images
 
-        X, y = load_digits_images(image_size=args.image_size, return_X_y=True)
+        X, y = load_digits_images(image_size=image_size, return_X_y=True)
         keep = np.isin(y, recipes.DEMO_BASE_CLASSES)
         classes = list(recipes.DEMO_BASE_CLASSES)
         return (
@@ -1255,7 +1357,25 @@ def _training_data(args):
             },
             None,
         )
-    return _omniglot_training_data(args)
+    return _omniglot_training_data(args, image_size)
+
+
+def _ink_normalized(args, X, ink):
+    """``train --ink-normalize``: the images ``X`` moment-normalised and resized
+    to ``--image-size`` (as they are without it); dark ink on a light
+    background is refused, the normaliser would centre the background."""
+    if ink is None:
+        return X
+    mean = _pixel_mean(X)
+    if mean > 0.5:
+        where = f"DIR {args.data}" if args.data is not None else args.dataset
+        raise _CLIError(
+            f"--ink-normalize centres the bright ink of drawings, but the images "
+            f"of {where} have a mean pixel value of {mean:.2f} (mostly bright: "
+            "dark ink on a light background?); give drawings with bright ink on "
+            "black, or leave --ink-normalize out"
+        )
+    return _as_trained(ink, X, args.image_size, {})
 
 
 def _split_validation(X, y, groups, names, n_val, seed):
@@ -1411,7 +1531,11 @@ def _train(args):
     from .training import TrainingCheckpoint
 
     started = time.time()
-    X, y, names, trained_on, groups = _training_data(args)
+    ink = _ink_settings(args)
+    X, y, names, trained_on, groups = _training_data(
+        args, _read_size(ink, args.image_size)
+    )
+    X = _ink_normalized(args, X, ink)
     (X_train, y_train, g_train), (X_val, y_val), val_names = _split_validation(
         X, y, groups if args.within_alphabet else None, names, args.val_classes,
         args.seed,
@@ -1440,6 +1564,8 @@ def _train(args):
     # which way round the images were (Omniglot and digits: ink = 1), so that
     # predict and runs can warn about images of the other polarity
     trained_on["pixel_mean"] = _pixel_mean(X_train)
+    if ink is not None:  # evaluate, runs and predict normalise theirs alike
+        trained_on["ink_normalizer"] = ink
     checkpoint = _checkpoint_path(args.output)
     settings = _train_settings(args)
 
@@ -1993,8 +2119,9 @@ def _cmd_predict(args):
 
     module, meta = load_backbone(Path(args.backbone).expanduser())
     size, color = _predict_input_format(args, meta)
+    ink = _ink_normalizer(meta, args.backbone)
     support = load_image_folder(
-        Path(args.support).expanduser(), image_size=size, color=color
+        Path(args.support).expanduser(), image_size=_read_size(ink, size), color=color
     )
     classes = [str(n) for n in support.target_names]
     if args.top_k > len(classes):
@@ -2002,10 +2129,9 @@ def _cmd_predict(args):
             f"--top-k {args.top_k} is more than the {len(classes)} support classes"
         )
     files = _query_files(args.query)
-    X_query = _as_fed(
-        args, ImageFileReader(image_size=size, color=color).transform(files)
-    )
-    X_support = _as_fed(args, support.data)
+    reader = ImageFileReader(image_size=_read_size(ink, size), color=color)
+    X_query = _as_trained(ink, _as_fed(args, reader.transform(files)), size, meta)
+    X_support = _as_trained(ink, _as_fed(args, support.data), size, meta)
     polarity_warning = _polarity_warning(args, meta, X_support)
     features = _features(module, args, cache=False)
     F_support = features.fit_transform(X_support)
@@ -2029,6 +2155,7 @@ def _cmd_predict(args):
                     "test_time_shifts": args.test_time_shifts,
                     "test_time_warps": _warps(args),
                     "invert": bool(args.invert),
+                    "ink_normalizer": ink,
                     "polarity_warning": polarity_warning,
                     "classes": head_classes,
                     "predictions": rows,
@@ -2459,6 +2586,17 @@ def _add_train_parser(sub, common, device):
         type=_positive_int,
         default=28,
         help="images are resized to this square side (default: 28)",
+    )
+    train.add_argument(
+        "--ink-normalize",
+        action="store_true",
+        help="moment-normalise every drawing: read it at "
+        f"{_INK_RESOLUTION} x {_INK_RESOLUTION} (or --image-size when larger), "
+        "move the centre of mass of its ink to the image centre "
+        "(skfewshot.datasets.InkNormalizer), then resize it to --image-size. "
+        "Recorded in OUTPUT, so that evaluate, runs and predict normalise the "
+        "images they feed it the same way. Needs bright ink on a dark "
+        "background (Omniglot, digits) (default: off)",
     )
     train.add_argument(
         "--color",

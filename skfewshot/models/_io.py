@@ -332,7 +332,14 @@ def save_backbone(
         "classes": [0, 1, 2, 3, 4]}`` or ``{"dataset": "omniglot", "subset":
         "images_background_small1", "alphabets": [...]}``. Returned by
         :func:`load_backbone` as ``meta["trained_on"]``, so that tools can
-        refuse to evaluate the backbone on classes it has seen.
+        refuse to evaluate the backbone on classes it has seen. The command
+        line also reads ``"pixel_mean"`` (the training images' mean pixel:
+        ``predict`` and ``runs`` warn about images the other way round) and
+        ``"ink_normalizer"`` (``{"radius": None or float, "resolution":
+        int}``: its images were read at that side and moment-normalised,
+        :class:`~skfewshot.datasets.InkNormalizer`; ``evaluate``, ``runs``
+        and ``predict`` normalise theirs alike), as ``skfewshot train``
+        records them.
 
     Raises
     ------
