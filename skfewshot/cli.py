@@ -589,11 +589,27 @@ _INK_RESOLUTION = 105
 
 
 def _ink_settings(args):
-    """``trained_on["ink_normalizer"]`` of ``train``: how its images were
-    moment-normalised, None without ``--ink-normalize``."""
+    """How ``train`` moment-normalises its images (``trained_on["ink_normalizer"]``
+    once :func:`_ink_radius_of` has resolved ``--ink-radius median``), None
+    without ``--ink-normalize``."""
     if not args.ink_normalize:
         return None
-    return {"radius": None, "resolution": max(_INK_RESOLUTION, args.image_size)}
+    return {
+        "radius": args.ink_radius,
+        "resolution": max(_INK_RESOLUTION, args.image_size),
+    }
+
+
+def _ink_radius_of(ink, X_train):
+    """``ink`` with ``--ink-radius median`` made the lower middle of the
+    training images' :func:`~skfewshot.datasets.ink_radius` (never the
+    held-out classes': their images are normalised with it, not to it)."""
+    if ink is None or ink["radius"] != "median":
+        return ink
+    from .datasets import ink_radius
+
+    radii = np.sort(ink_radius(X_train))
+    return {**ink, "radius": float(radii[(len(radii) - 1) // 2])}
 
 
 def _ink_normalizer(meta, backbone):
@@ -1139,6 +1155,11 @@ def _check_train_args(args):
             if given
         )
         raise _CLIError(f"{flag} applies to --dataset omniglot only")
+    if args.ink_radius is not None and not args.ink_normalize:
+        raise _CLIError(
+            "--ink-radius sets the size --ink-normalize scales drawings to: "
+            "give --ink-normalize too"
+        )
     if args.ink_normalize and args.color != "grayscale":
         raise _CLIError(
             "--ink-normalize centres drawings (bright ink on black); it needs "
@@ -1245,6 +1266,7 @@ def _train_settings(args):
     )
     # only when on: older checkpoints still resume
     ink = {"ink_normalize": True} if args.ink_normalize else {}
+    ink.update({"ink_radius": args.ink_radius} if args.ink_radius else {})
     return {
         **data,
         **{
@@ -1360,12 +1382,12 @@ def _training_data(args, image_size):
     return _omniglot_training_data(args, image_size)
 
 
-def _ink_normalized(args, X, ink):
-    """``train --ink-normalize``: the images ``X`` moment-normalised and resized
-    to ``--image-size`` (as they are without it); dark ink on a light
-    background is refused, the normaliser would centre the background."""
+def _check_ink_polarity(args, X, ink):
+    """``train --ink-normalize`` refuses dark ink on a light background
+    (images ``X`` of mean pixel above 0.5): the normaliser would centre the
+    background."""
     if ink is None:
-        return X
+        return
     mean = _pixel_mean(X)
     if mean > 0.5:
         where = f"DIR {args.data}" if args.data is not None else args.dataset
@@ -1375,7 +1397,6 @@ def _ink_normalized(args, X, ink):
             "dark ink on a light background?); give drawings with bright ink on "
             "black, or leave --ink-normalize out"
         )
-    return _as_trained(ink, X, args.image_size, {})
 
 
 def _split_validation(X, y, groups, names, n_val, seed):
@@ -1535,11 +1556,16 @@ def _train(args):
     X, y, names, trained_on, groups = _training_data(
         args, _read_size(ink, args.image_size)
     )
-    X = _ink_normalized(args, X, ink)
+    _check_ink_polarity(args, X, ink)
     (X_train, y_train, g_train), (X_val, y_val), val_names = _split_validation(
         X, y, groups if args.within_alphabet else None, names, args.val_classes,
         args.seed,
     )  # fmt: skip
+    del X  # (at the normaliser's resolution with --ink-normalize)
+    ink = _ink_radius_of(ink, X_train)
+    X_train, X_val = (
+        _as_trained(ink, x, args.image_size, {}) for x in (X_train, X_val)
+    )
     train_names = [n for n in names if n not in set(val_names)]
     if args.rotations:
         from .datasets import augment_rotations
@@ -1583,7 +1609,7 @@ def _train(args):
     trainer, generations = None, []
     for generation in range(args.distill_generations + 1):
         # born-again: a fresh student of the same settings, the last one its teacher
-        trainer = _make_trainer(args, X.shape[1], callbacks(), teacher=trainer)
+        trainer = _make_trainer(args, X_train.shape[1], callbacks(), teacher=trainer)
         if not args.quiet:
             print(
                 f"skfewshot train: {args.recipe} {_ARCHS[args.arch]} on "
@@ -1624,7 +1650,7 @@ def _train(args):
     save_backbone(
         trainer.backbone_,
         Path(args.output).expanduser(),
-        input_shape=X.shape[1:],
+        input_shape=X_train.shape[1:],
         trained_on=trained_on,
     )
     callbacks_ = dict(trainer.net_.callbacks_)
@@ -1641,7 +1667,7 @@ def _train(args):
         # checkpoint's data digest refuses other data, wherever it lies)
         "settings": {**settings, "device": args.device, **_data_dir(args)},
         "architecture": _ARCHS[args.arch],
-        "input_shape": list(X.shape[1:]),
+        "input_shape": list(X_train.shape[1:]),
         "trained_on": trained_on,
         "classes": train_names,
         "val_classes": val_names,
@@ -2227,6 +2253,21 @@ def _nonnegative(kind):
     return parse
 
 
+def _ink_radius_arg(text):
+    """``--ink-radius``: ``"median"`` or a fraction in (0, 1]."""
+    if text == "median":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise argparse.ArgumentTypeError(
+            f"expected median or a fraction of the width in (0, 1], got {text!r}"
+        )
+    return value
+
+
 def _number_in(low=-math.inf, high=math.inf):
     """An argparse type: a finite float of ``text`` in [low, high]."""
 
@@ -2597,6 +2638,15 @@ def _add_train_parser(sub, common, device):
         "Recorded in OUTPUT, so that evaluate, runs and predict normalise the "
         "images they feed it the same way. Needs bright ink on a dark "
         "background (Omniglot, digits) (default: off)",
+    )
+    train.add_argument(
+        "--ink-radius",
+        type=_ink_radius_arg,
+        metavar="R",
+        help="with --ink-normalize, also scale every drawing so that its ink's "
+        "radius of gyration is R times the width: a fraction in (0, 1], or "
+        "median (the median of the training images'; recorded as the number) "
+        "(default: only centre)",
     )
     train.add_argument(
         "--color",

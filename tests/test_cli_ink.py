@@ -14,6 +14,7 @@ from test_cli_train_predict import TRAIN_CLASSES, _folder, run
 
 import skfewshot.model_selection
 from skfewshot.backbone import BackboneTransformer
+from skfewshot.cli import main
 from skfewshot.datasets import (
     ImageFileReader,
     InkNormalizer,
@@ -100,23 +101,73 @@ def test_train_reads_larger_images_at_their_own_size(
     np.testing.assert_array_equal(trainers[0].seen_[0], expected)
 
 
+def test_train_ink_radius_median_is_the_training_classes(
+    trainers,  # noqa: F811
+    tmp_path,
+    capsys,
+):
+    from skfewshot.datasets import ink_radius
+
+    status, stdout, err = run(
+        capsys, "train", "--dataset", "digits", "-o", tmp_path / "d.pt", *QUICK,
+        "--ink-normalize", "--ink-radius", "median", "--val-classes", "2",
+        "--json", "--quiet",
+    )  # fmt: skip
+    assert status == 0, err
+    record = json.loads(stdout)
+    X, y = load_digits_images(image_size=105, return_X_y=True)
+    held = [int(c) for c in record["val_classes"]]
+    train = (y < 5) & ~np.isin(y, held)
+    # the lower middle of the training digits' radii, not the held-out ones'
+    radii = np.sort(ink_radius(X[train]))
+    radius = float(radii[(len(radii) - 1) // 2])
+    assert record["trained_on"]["ink_normalizer"] == {
+        "radius": radius,
+        "resolution": 105,
+    }
+    assert record["settings"]["ink_radius"] == "median"
+    expected = InkNormalizer(radius=radius, image_size=16).transform(X[train])
+    np.testing.assert_array_equal(trainers[0].seen_[0], expected)
+    status, stdout, err = run(
+        capsys, "train", "--dataset", "digits", "-o", tmp_path / "f.pt", *QUICK,
+        "--ink-normalize", "--ink-radius", "0.3", "--json", "--quiet",
+    )  # fmt: skip
+    assert status == 0, err
+    assert json.loads(stdout)["trained_on"]["ink_normalizer"]["radius"] == 0.3
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
         (
-            ["--color", "rgb"],
+            ["--ink-normalize", "--color", "rgb"],
             "--ink-normalize centres drawings (bright ink on black); it needs "
             "grayscale images (leave --color out)",
+        ),
+        (
+            ["--ink-radius", "0.2"],
+            "--ink-radius sets the size --ink-normalize scales drawings to: "
+            "give --ink-normalize too",
         ),
     ],
 )
 def test_train_ink_normalize_option_errors(shapes, tmp_path, capsys, flags, message):
-    status, _, err = run(
-        capsys, "train", shapes, "-o", tmp_path / "m.pt", "--ink-normalize", *flags
-    )
+    status, _, err = run(capsys, "train", shapes, "-o", tmp_path / "m.pt", *flags)
     assert status == 1
     assert err == f"skfewshot train: error: {message}\n"
-    assert not (tmp_path / "m.pt").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "nan", "-0.2", "mean"])
+def test_ink_radius_syntax(shapes, tmp_path, capsys, value):
+    argv = ["train", str(shapes), "-o", str(tmp_path / "m.pt"), "--ink-normalize"]
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--ink-radius", value])
+    assert exc.value.code == 2
+    assert (
+        "argument --ink-radius: expected median or a fraction of the width in "
+        f"(0, 1], got {value!r}\n"
+    ) in capsys.readouterr().err
 
 
 def test_train_refuses_to_normalise_dark_ink(tmp_path, capsys):
@@ -158,11 +209,13 @@ def episodes_fed(monkeypatch):
     return fed
 
 
+@pytest.mark.parametrize("radius", [None, 0.25])
 def test_evaluate_feeds_a_normalised_backbone_normalised_drawings(
-    tmp_path, capsys, episodes_fed
+    tmp_path, capsys, episodes_fed, radius
 ):
     digits = {"dataset": "digits", "classes": [0, 1, 2, 3, 4], "pixel_mean": 0.2}
-    ink = _save(tmp_path / "ink.pt", {**digits, "ink_normalizer": RECORD})
+    record = {**RECORD, "radius": radius}
+    ink = _save(tmp_path / "ink.pt", {**digits, "ink_normalizer": record})
     plain = _save(tmp_path / "plain.pt", digits)
     argv = ["evaluate", "--dataset", "digits", "--episodes", "4", "--n-query", "2"]
     status, out, err = run(capsys, *argv, "--backbone", ink, "--quiet")
@@ -171,9 +224,10 @@ def test_evaluate_feeds_a_normalised_backbone_normalised_drawings(
         "digits (Conv4 + PrototypeClassifier, moment-normalised drawings): "
     )
     X, y = load_digits_images(image_size=105, return_X_y=True)
-    np.testing.assert_array_equal(episodes_fed[0], _normalised(X[y >= 5], 16))
+    expected = InkNormalizer(radius=radius, image_size=16).transform(X[y >= 5])
+    np.testing.assert_array_equal(episodes_fed[0], expected)
     status, out, err = run(capsys, *argv, "--backbone", ink, "--json")
-    assert json.loads(out)["trained_on"]["ink_normalizer"] == RECORD
+    assert json.loads(out)["trained_on"]["ink_normalizer"] == record
     # a backbone without the record gets the digits as read, at its size
     status, out, err = run(capsys, *argv, "--backbone", plain, "--quiet")
     assert status == 0, err
