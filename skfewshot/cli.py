@@ -609,7 +609,13 @@ def _ink_radius_of(ink, X_train):
     from .datasets import ink_radius
 
     radii = np.sort(ink_radius(X_train))
-    return {**ink, "radius": float(radii[(len(radii) - 1) // 2])}
+    radius = float(radii[(len(radii) - 1) // 2])
+    if not radius > 0:
+        raise _CLIError(
+            "--ink-radius median: the median training drawing has no ink spread "
+            "(radius 0: blank or one-pixel images); give --ink-radius R"
+        )
+    return {**ink, "radius": radius}
 
 
 def _ink_normalizer(meta, backbone):

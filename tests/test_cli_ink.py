@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import build_omniglot_runs
+from PIL import Image
 from test_cli_polarity import _folder as _ink_folder
 from test_cli_recipe14 import QUICK, trainers  # noqa: F401 (a fixture)
 from test_cli_train_predict import TRAIN_CLASSES, _folder, run
@@ -397,3 +398,23 @@ def test_a_run_resumes_only_with_the_same_normalisation(
     status, _, err = run(capsys, *argv, "--ink-normalize", "--resume")
     assert status == 0, err
     assert load_backbone(out)[1]["trained_on"]["ink_normalizer"] == RECORD
+
+
+def test_ink_radius_median_of_blank_drawings_is_an_error(tmp_path, capsys):
+    for name in ("a", "b", "c"):
+        (tmp_path / "blank" / name).mkdir(parents=True)
+        for i in range(2):
+            image = np.zeros((20, 20), np.uint8)
+            image[i, i] = 255 * (name == "a")  # one pixel, or none
+            Image.fromarray(image).save(tmp_path / "blank" / name / f"{i}.png")
+    status, _, err = run(
+        capsys, "train", tmp_path / "blank", "-o", tmp_path / "m.pt", *QUICK,
+        "--ink-normalize", "--ink-radius", "median",
+    )  # fmt: skip
+    assert status == 1
+    assert err == (
+        "skfewshot train: error: --ink-radius median: the median training drawing "
+        "has no ink spread (radius 0: blank or one-pixel images); give "
+        "--ink-radius R\n"
+    )
+    assert not (tmp_path / "m.pt").exists()
