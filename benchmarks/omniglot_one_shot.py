@@ -46,8 +46,9 @@ one name scores that backbone alone, e.g. ``--ensemble final``).
 The ``-ink`` configurations (and ``final-ink``) moment-normalise every drawing
 first (:class:`~skfewshot.datasets.InkNormalizer` on the 105 x 105 drawings,
 then the resize): centred on its ink and scaled to the median radius of
-small1's drawings (``affine-ink-centre``: centred only); ``--ensemble`` of
-them normalises the same way.
+small1's drawings, or to ``--ink-radius R`` (their backbones then saved as
+``NAME-rR``; ``affine-ink-centre``: centred only); ``--ensemble`` of them
+normalises the same way.
 ``--test-time-shifts S`` sets the TTA columns' shifts (default 1);
 ``--test-time-angles A ... --test-time-scales S ...`` add rotated and scaled
 copies to them, every angle with every scale
@@ -304,9 +305,10 @@ def load_both(args, image_size, ink):
 
     ``ink``: None (the drawings as loaded), ``"centre"`` or ``"scale"``
     (:class:`~skfewshot.datasets.InkNormalizer` on the 105 x 105 drawings, its
-    ``radius`` the median of small1's, the lower middle value of the 2,720,
-    then resized to ``image_size``). Returns small1's and small2's
-    ``(X, y, groups, names)`` and the radius used (None when not scaled).
+    ``radius`` ``args.ink_radius``, or by default the median of small1's,
+    the lower middle value of the 2,720, then resized to ``image_size``).
+    Returns small1's and small2's ``(X, y, groups, names)`` and the radius
+    used (None when not scaled).
     """
     loaded = [
         load_small(subset, args.data_dir, None if ink else image_size)
@@ -315,11 +317,20 @@ def load_both(args, image_size, ink):
     if not ink:
         return *loaded, None
     radius = None
-    if ink == "scale":
+    if ink == "scale" and getattr(args, "ink_radius", None) is not None:
+        radius = args.ink_radius
+    elif ink == "scale":
         radii = np.sort(ink_radius(loaded[0][0]))
         radius = float(radii[(len(radii) - 1) // 2])
     normaliser = InkNormalizer(radius=radius, image_size=image_size)
     return *[(normaliser.transform(X), *rest) for X, *rest in loaded], radius
+
+
+def _artifact(name, args):
+    """Where configuration ``name``'s backbone is saved: ``NAME-rR`` with
+    ``--ink-radius R``."""
+    radius = "" if args.ink_radius is None else f"-r{args.ink_radius:g}"
+    return ARTIFACTS / f"conv4_one_shot_{name}{radius}.pt"
 
 
 def _device_name(device):
@@ -379,6 +390,14 @@ def main(argv=None):
         "angle (degrees) with every scale, each copy then shifted",
     )
     parser.add_argument("--test-time-scales", type=float, nargs="+", metavar="S")
+    parser.add_argument(
+        "--ink-radius",
+        type=float,
+        metavar="R",
+        help="the scaled -ink configurations: the radius of gyration of every "
+        "drawing's ink, as a fraction of the width, instead of the median of "
+        "small1's (their backbones are saved as NAME-rR)",
+    )
     args = parser.parse_args(argv)
     if args.test_time_shifts < 1:
         parser.error("--test-time-shifts must be at least 1 (the TTA columns)")
@@ -389,10 +408,7 @@ def main(argv=None):
     )
     torch.set_num_threads(args.threads)
     if args.ensemble:
-        loaded = [
-            load_backbone(ARTIFACTS / f"conv4_one_shot_{name}.pt")
-            for name in args.ensemble
-        ]
+        loaded = [load_backbone(_artifact(name, args)) for name in args.ensemble]
         shapes = {meta["input_shape"] for _, meta in loaded}
         if len(shapes) > 1:
             parser.error(f"the members take images of different shapes: {shapes}")
@@ -404,6 +420,10 @@ def main(argv=None):
     else:
         image_size = settings(args.config).get("image_size", 28)
         ink = settings(args.config).get("ink")
+    if args.ink_radius is not None and ink != "scale":
+        parser.error(
+            "--ink-radius scales the drawings of the scaled -ink configurations"
+        )
     small1, small2, radius = load_both(args, image_size, ink)
     X, y, groups, names = small1
     valid = groups == list(names).index(VALID_ALPHABET)
@@ -431,7 +451,7 @@ def main(argv=None):
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         save_backbone(
             backbone,
-            ARTIFACTS / f"conv4_one_shot_{args.config}.pt",
+            _artifact(args.config, args),
             input_shape=X.shape[1:],
         )
         row = {
