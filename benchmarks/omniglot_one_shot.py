@@ -84,9 +84,9 @@ from skfewshot.datasets import (
     InkNormalizer,
     augment_mirrors,
     augment_rotations,
-    ink_radius,
 )
 from skfewshot.datasets._augment import _augmented_by_orientation
+from skfewshot.datasets._ink import _median_ink_radius
 from skfewshot.model_selection import evaluate_episodes
 from skfewshot.models import (
     BackboneEnsemble,
@@ -320,8 +320,7 @@ def load_both(args, image_size, ink):
     if ink == "scale" and getattr(args, "ink_radius", None) is not None:
         radius = args.ink_radius
     elif ink == "scale":
-        radii = np.sort(ink_radius(loaded[0][0]))
-        radius = float(radii[(len(radii) - 1) // 2])
+        radius = _median_ink_radius(loaded[0][0])
     normaliser = InkNormalizer(radius=radius, image_size=image_size)
     return *[(normaliser.transform(X), *rest) for X, *rest in loaded], radius
 

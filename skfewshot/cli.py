@@ -606,10 +606,9 @@ def _ink_radius_of(ink, X_train):
     held-out classes': their images are normalised with it, not to it)."""
     if ink is None or ink["radius"] != "median":
         return ink
-    from .datasets import ink_radius
+    from .datasets._ink import _median_ink_radius
 
-    radii = np.sort(ink_radius(X_train))
-    radius = float(radii[(len(radii) - 1) // 2])
+    radius = _median_ink_radius(X_train)
     if not radius > 0:
         raise _CLIError(
             "--ink-radius median: the median training drawing has no ink spread "

@@ -35,6 +35,23 @@ def test_ink_radius_by_hand():
     assert ink_radius(np.zeros((0, 1, 4, 4))).shape == (0,)
 
 
+def test_median_ink_radius_is_the_lower_middle_drawing():
+    # squares of 2, 4, 6 and 8 pixels: per axis the mean squared offset from
+    # the centre is (0.25 + ... + (k - 0.5) ** 2) / k, twice that in 2-D
+    images = np.zeros((4, 1, 10, 10))
+    for i, side in enumerate((8, 2, 6, 4)):  # not sorted
+        start = 5 - side // 2
+        images[i, 0, start : start + side, start : start + side] = 1
+    expected = np.sqrt(2 * (0.25 + 2.25) / 2) / 10  # the 4-pixel square
+    # an even count: the lower of the middle two, an actual drawing's radius,
+    # not their mean (0.200)
+    assert _ink._median_ink_radius(images) == pytest.approx(expected)
+    assert expected == pytest.approx(0.1581, abs=1e-4)
+    assert _ink._median_ink_radius(images[:3]) == pytest.approx(
+        np.sqrt(2 * (0.25 + 2.25 + 6.25) / 3) / 10  # the 6-pixel square
+    )
+
+
 def test_centring_by_a_whole_pixel_shift_is_exact():
     # centre of mass (1.5, 2.5) by symmetry: the image centre (3.5, 3.5) is
     # 2 rows and 1 column away, so bilinear sampling copies pixels exactly

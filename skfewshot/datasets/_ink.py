@@ -101,6 +101,15 @@ def ink_radius(images: Any) -> np.ndarray:
     return _moments(mass)[2].numpy() / X.shape[-1]
 
 
+def _median_ink_radius(images):
+    """The lower middle value of :func:`ink_radius` over ``images`` (an
+    actual drawing's radius for an even count too): the ``radius`` that the
+    command line's ``--ink-radius median`` and the benchmark's ``-ink``
+    configurations give :class:`InkNormalizer`."""
+    radii = np.sort(ink_radius(images))
+    return float(radii[(len(radii) - 1) // 2])
+
+
 class InkNormalizer(TransformerMixin, BaseEstimator):
     """Centre each drawing on its ink and scale it to one size (moment normalisation).
 
