@@ -48,7 +48,13 @@ first (:class:`~skfewshot.datasets.InkNormalizer` on the 105 x 105 drawings,
 then the resize): centred on its ink and scaled to the median radius of
 small1's drawings, or to ``--ink-radius R`` (their backbones then saved as
 ``NAME-rR``; ``affine-ink-centre``: centred only); ``--ensemble`` of them
-normalises the same way.
+normalises the same way. ``affine-splices-ink`` trains on the spliced classes
+too (:func:`~skfewshot.datasets.augment_splices`, drawn with ``--seed``; run
+it with ``--epochs 20``).
+``--valid-alphabet NAME`` holds out another small1 alphabet for validation and
+trains on the other four (backbones saved as ``NAME-vALPHABET``): a second
+validation fold (Korean, 40 characters, as large as the test alphabets) for
+choices that Early_Aramaic leaves undecided; the test alphabets stay small2's.
 ``--test-time-shifts S`` sets the TTA columns' shifts (default 1);
 ``--test-time-angles A ... --test-time-scales S ...`` add rotated and scaled
 copies to them, every angle with every scale
@@ -84,6 +90,7 @@ from skfewshot.datasets import (
     InkNormalizer,
     augment_mirrors,
     augment_rotations,
+    augment_splices,
 )
 from skfewshot.datasets._augment import _augmented_by_orientation
 from skfewshot.datasets._ink import _median_ink_radius
@@ -106,6 +113,8 @@ from skfewshot.recipes import (
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "benchmarks" / "_artifacts"
 TEST_ALPHABETS = ("Japanese_(katakana)", "Sanskrit", "Tagalog")
+# the alphabets of images_background_small1, each a possible validation fold
+SMALL1_ALPHABETS = ("Balinese", "Early_Aramaic", "Greek", "Korean", "Latin")
 # the transductive head's grid, searched on the validation alphabet only
 TRANSDUCTIVE_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0)
 TRANSDUCTIVE_ENTROPY = (0.1, 0.3, 1.0, 3.0)
@@ -114,7 +123,8 @@ CONFIGS = {
     # Conv4's width, "arch": "resnet12" a ResNet12 instead, "image_size" the
     # side of the images (28 by default), "protonet" trains by ProtoNet
     # episodes instead, "mirrors" adds the left-right mirror image of every
-    # training class (rotations included) as a new class
+    # training class (rotations included) as a new class, "splices" one class
+    # per training class spliced from two of its alphabet in its orientation
     "shift-rotate": ({"augment": "shift-rotate"}, None),
     "affine": ({"augment": "affine"}, None),
     "affine-elastic": ({"augment": "affine-elastic"}, None),
@@ -152,6 +162,12 @@ CONFIGS = {
     ),
     "protonet-affine-elastic-ink": (
         {"augment": "affine-elastic", "protonet": True, "ink": "scale"},
+        None,
+    ),
+    # on the spliced classes too (augment_splices; run with --epochs 20: as
+    # many forwards as 40 epochs of affine-ink)
+    "affine-splices-ink": (
+        {"augment": "affine", "ink": "scale", "splices": True},
         None,
     ),
     # its episodes drawn within one alphabet in one orientation
@@ -201,6 +217,7 @@ def train(config, X, y, groups, args):
     # main loads the images at that size, and mirrors them
     params.pop("image_size", None)
     params.pop("mirrors", None)
+    params.pop("splices", None)
     params.pop("ink", None)
     teacher = train(teacher_config, X, y, groups, args)[0] if teacher_config else None
     # the comparison's recipes (ProtoNet sees as many images per epoch as the
@@ -327,9 +344,11 @@ def load_both(args, image_size, ink):
 
 def _artifact(name, args):
     """Where configuration ``name``'s backbone is saved: ``NAME-rR`` with
-    ``--ink-radius R``."""
+    ``--ink-radius R``, then ``-vALPHABET`` with another ``--valid-alphabet``
+    (a backbone trained on other classes)."""
     radius = "" if args.ink_radius is None else f"-r{args.ink_radius:g}"
-    return ARTIFACTS / f"conv4_one_shot_{name}{radius}.pt"
+    valid = "" if args.valid_alphabet == VALID_ALPHABET else f"-v{args.valid_alphabet}"
+    return ARTIFACTS / f"conv4_one_shot_{name}{radius}{valid}.pt"
 
 
 def _device_name(device):
@@ -397,6 +416,15 @@ def main(argv=None):
         "drawing's ink, as a fraction of the width, instead of the median of "
         "small1's (their backbones are saved as NAME-rR)",
     )
+    parser.add_argument(
+        "--valid-alphabet",
+        choices=SMALL1_ALPHABETS,
+        default=VALID_ALPHABET,
+        help="the small1 alphabet held out for validation, the others trained "
+        f"on (default {VALID_ALPHABET}; another one saves the backbones as "
+        "NAME-vALPHABET): a second validation fold for choices that one "
+        "alphabet leaves undecided",
+    )
     args = parser.parse_args(argv)
     if args.test_time_shifts < 1:
         parser.error("--test-time-shifts must be at least 1 (the TTA columns)")
@@ -425,13 +453,20 @@ def main(argv=None):
         )
     small1, small2, radius = load_both(args, image_size, ink)
     X, y, groups, names = small1
-    valid = groups == list(names).index(VALID_ALPHABET)
+    valid = groups == list(names).index(args.valid_alphabet)
     X_train, y_train, g_train = _augmented_by_orientation(
         augment_rotations, X[~valid], y[~valid], groups[~valid]
     )
     if settings(args.config).get("mirrors"):
         X_train, y_train, g_train = _augmented_by_orientation(
             augment_mirrors, X_train, y_train, g_train
+        )
+    if settings(args.config).get("splices"):
+        X_train, y_train, g_train = _augmented_by_orientation(
+            partial(augment_splices, random_state=args.seed),
+            X_train,
+            y_train,
+            g_train,
         )
     X_te, y_te, g_te, names_te = small2
     keep = np.isin(names_te[g_te], TEST_ALPHABETS)
@@ -463,6 +498,8 @@ def main(argv=None):
             "final_train_acc": accuracies,
         }
     row["device"] = _device_name(args.device)
+    if args.valid_alphabet != VALID_ALPHABET:
+        row["valid_alphabet"] = args.valid_alphabet
     if ink:
         row["ink"] = ink
         if radius is not None:

@@ -1148,7 +1148,7 @@ def _check_train_args(args):
         for subset in args.subset or [_OMNIGLOT_SUBSET]:
             if not (Path(args.data_dir).expanduser() / f"{subset}.zip").is_file():
                 raise _CLIError(f"--data-dir {args.data_dir} holds no {subset}.zip")
-    elif args.data_dir or args.subset or args.rotations or args.mirrors:
+    elif args.data_dir or args.subset or args.rotations or args.mirrors or args.splices:
         flag = next(
             flag
             for flag, given in (
@@ -1156,6 +1156,7 @@ def _check_train_args(args):
                 ("--subset", args.subset),
                 ("--rotations", args.rotations),
                 ("--mirrors", args.mirrors),
+                ("--splices", args.splices),
             )
             if given
         )
@@ -1266,6 +1267,7 @@ def _train_settings(args):
             "rotations": args.rotations,
             # only when on: older checkpoints still resume
             **({"mirrors": True} if args.mirrors else {}),
+            **({"splices": True} if args.splices else {}),
             **({"within_alphabet": True} if args.within_alphabet else {}),
         }
     )
@@ -1342,9 +1344,9 @@ def _omniglot_training_data(args, image_size):
         names += [str(n) for n in bunch.target_names]
         alphabets += bunch.group_names.tolist()
     X, y, groups = np.concatenate(Xs), np.concatenate(ys), np.concatenate(gs)
-    # --rotations and --mirrors are applied by _cmd_train to the training
-    # classes only, after --val-classes has held some out: a held-out
-    # character's rotation or mirror image must not be a training class
+    # --rotations, --mirrors and --splices are applied by _cmd_train to the
+    # training classes only, after --val-classes has held some out: a held-out
+    # character's rotation, mirror image or splice must not be a training class
     trained_on = {
         "dataset": "omniglot",
         "subset": list(args.subset or [_OMNIGLOT_SUBSET]),
@@ -1402,6 +1404,29 @@ def _check_ink_polarity(args, X, ink):
             "dark ink on a light background?); give drawings with bright ink on "
             "black, or leave --ink-normalize out"
         )
+
+
+def _spliced(args, X, y, groups, names):
+    """``--splices``: :func:`~skfewshot.datasets.augment_splices` of the training
+    classes within each alphabet in one orientation (``groups``), drawn with
+    ``--seed``; an alphabet left with one training character (``names``: the
+    classes' names) is an error."""
+    from functools import partial
+
+    from .datasets import augment_splices
+    from .datasets._augment import _augmented_by_orientation
+
+    lonely = [g for g in np.unique(groups) if len(np.unique(y[groups == g])) < 2]
+    if lonely:
+        raise _CLIError(
+            f"--splices joins two training characters of one alphabet (in one "
+            f"orientation), and {len(lonely)} alphabet(s) hold only one (e.g. "
+            f"{names[y[groups == lonely[0]][0]]}, after --val-classes); "
+            "hold out fewer classes or drop --splices"
+        )
+    return _augmented_by_orientation(
+        partial(augment_splices, random_state=args.seed), X, y, groups
+    )
 
 
 def _split_validation(X, y, groups, names, n_val, seed):
@@ -1563,8 +1588,8 @@ def _train(args):
     )
     _check_ink_polarity(args, X, ink)
     (X_train, y_train, g_train), (X_val, y_val), val_names = _split_validation(
-        X, y, groups if args.within_alphabet else None, names, args.val_classes,
-        args.seed,
+        X, y, groups if args.within_alphabet or args.splices else None, names,
+        args.val_classes, args.seed,
     )  # fmt: skip
     del X  # (at the normaliser's resolution with --ink-normalize)
     ink = _ink_radius_of(ink, X_train)
@@ -1588,6 +1613,13 @@ def _train(args):
             augment_mirrors, X_train, y_train, g_train
         )
         train_names += [f"{n} (mirrored)" for n in train_names]
+    if args.splices:
+        X_train, y_train, g_train = _spliced(
+            args, X_train, y_train, g_train, train_names
+        )
+        train_names += [f"{n} (spliced)" for n in train_names]
+        if not args.within_alphabet:  # the supervised trainers take no groups
+            g_train = None
     if trained_on["dataset"] != "omniglot":
         trained_on["classes"] = [
             c for c, n in zip(trained_on["classes"], names) if n not in set(val_names)
@@ -2558,6 +2590,14 @@ def _add_train_parser(sub, common, device):
         action="store_true",
         help="omniglot: add the left-right mirror image of every training class "
         "(after --rotations, of its rotations too) as a new class",
+    )
+    train.add_argument(
+        "--splices",
+        action="store_true",
+        help="omniglot: add one new class per training class (after --rotations "
+        "and --mirrors, per orientation): its drawings' top or left halves "
+        "joined to another character's of its alphabet (augment_splices, drawn "
+        "with --seed; give --ink-normalize to split centred drawings)",
     )
     train.add_argument(
         "--within-alphabet",

@@ -510,6 +510,78 @@ def test_mirrors_need_omniglot(shapes, tmp_path, capsys):
     )
 
 
+def test_splices_join_two_training_characters_of_one_alphabet_and_orientation(
+    trainers, monkeypatch, tmp_path, capsys
+):
+    from _datasets_testing import fake_omniglot
+
+    import skfewshot.datasets
+
+    calls = []
+    real = skfewshot.datasets.augment_splices
+
+    def spy(X, y, groups, **kwargs):
+        calls.append((X, y, groups, kwargs))
+        return real(X, y, groups, **kwargs)
+
+    monkeypatch.setattr(skfewshot.datasets, "augment_splices", spy)
+    fake_omniglot(tmp_path / "images_background_small1.zip")
+    status, stdout, err = run(
+        capsys, "train", "--dataset", "omniglot", "--data-dir", tmp_path,
+        "--subset", "images_background_small1", "--rotations", "--splices",
+        "--seed", "3", "-o", tmp_path / "m.pt", *QUICK, "--json",
+    )  # fmt: skip
+    assert status == 0, err  # the supervised trainer got no groups
+    record = json.loads(stdout)
+    classes = record["classes"]
+    assert len(classes) == 32  # 4 characters in 4 orientations, spliced or not
+    assert classes[16:] == [f"{c} (spliced)" for c in classes[:16]]
+    assert record["settings"]["splices"] is True
+    (trainer,) = trainers
+    ((X, y, groups, kwargs),) = calls
+    assert kwargs == {"random_state": 3}  # drawn with --seed
+    # the rotated training characters, each group one alphabet in one orientation
+    np.testing.assert_array_equal(trainer.seen_[0][: len(X)], X)
+    assert len(np.unique(groups)) == 8
+    for g in np.unique(groups):
+        kinds = {_alphabet_and_orientation(classes[c]) for c in y[groups == g]}
+        assert len(kinds) == 1 and len(np.unique(y[groups == g])) == 2, kinds
+    # and the trainer fitted on exactly their splices
+    X_s, y_s, _ = real(X, y, groups, random_state=3)
+    np.testing.assert_array_equal(trainer.seen_[0], X_s)
+    np.testing.assert_array_equal(trainer.seen_[1], y_s)
+
+
+def test_splices_need_two_training_characters_per_alphabet(tmp_path, capsys):
+    from _datasets_testing import fake_omniglot
+
+    fake_omniglot(tmp_path / "images_background_small1.zip")
+    status, out, err = run(
+        capsys, "train", "--dataset", "omniglot", "--data-dir", tmp_path,
+        "--subset", "images_background_small1", "--splices", "--val-classes",
+        "2", "--seed", "3", "-o", tmp_path / "m.pt", *QUICK,
+    )  # fmt: skip
+    # seed 3 holds out one character of each alphabet
+    assert status == 1 and out == ""
+    assert err == (
+        "skfewshot train: error: --splices joins two training characters of one "
+        "alphabet (in one orientation), and 2 alphabet(s) hold only one (e.g. "
+        "Greek/character01, after --val-classes); hold out fewer classes or drop "
+        "--splices\n"
+    )
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_splices_need_omniglot(shapes, tmp_path, capsys):
+    status, out, err = run(
+        capsys, "train", shapes, "-o", tmp_path / "n.pt", *QUICK, "--splices"
+    )
+    assert status == 1 and out == ""
+    assert (
+        err == "skfewshot train: error: --splices applies to --dataset omniglot only\n"
+    )
+
+
 # -- train --within-alphabet --------------------------------------------------------
 
 
@@ -538,7 +610,8 @@ EPISODES = ["--recipe", "protonet", "--n-way", "2", "--n-shot", "1", "--n-query"
 
 
 @pytest.mark.parametrize(
-    "flags, n_groups", [((), 2), (("--rotations",), 8), (("--mirrors",), 4)]
+    "flags, n_groups",
+    [((), 2), (("--rotations",), 8), (("--mirrors",), 4), (("--splices",), 4)],
 )
 def test_within_alphabet_episodes_hold_one_alphabet_in_one_orientation(
     episodic_trainers, flags, n_groups, tmp_path, capsys

@@ -1,9 +1,9 @@
-"""Tests for skfewshot.datasets.augment_rotations and augment_mirrors."""
+"""Tests for skfewshot.datasets: rotations, mirror images and splices as classes."""
 
 import numpy as np
 import pytest
 
-from skfewshot.datasets import augment_mirrors, augment_rotations
+from skfewshot.datasets import augment_mirrors, augment_rotations, augment_splices
 
 
 def test_augment_rotations_exact():
@@ -76,7 +76,9 @@ def test_augment_mirrors_errors():
         augment_mirrors(X, [0, 1], groups=[0, 1, 2])
 
 
-@pytest.mark.parametrize("augment", [augment_rotations, augment_mirrors])
+@pytest.mark.parametrize(
+    "augment", [augment_rotations, augment_mirrors, augment_splices]
+)
 def test_narrow_label_dtypes_never_wrap_around(augment):
     # uint8 labels + k * n_classes used to wrap past 255 and merge classes
     X, y = np.zeros((150, 2, 2)), np.arange(150, dtype=np.uint8)
@@ -94,7 +96,9 @@ def test_augment_rotations_checks_the_shape_before_the_labels():
 CHANNELS_LAST = r"X of shape \({}\) looks channels-last \(n_samples, height, width, "
 
 
-@pytest.mark.parametrize("augment", [augment_rotations, augment_mirrors])
+@pytest.mark.parametrize(
+    "augment", [augment_rotations, augment_mirrors, augment_splices]
+)
 @pytest.mark.parametrize("channels", [1, 3, 4])
 def test_channels_last_images_are_refused(augment, channels):
     # mirrored, (n, 28, 28, 1) gave its images again as new classes, and
@@ -180,3 +184,88 @@ def test_augmented_by_orientation_makes_a_group_per_block():
     assert narrow.tolist() == [0, 256, 1, 257, 2, 258, 3, 259]
     with pytest.raises(ValueError, match="non-negative integer codes"):
         _augmented_by_orientation(augment_rotations, X, y, np.array(["a", "a", "b"]))
+
+
+def _halves(image, top_bottom):
+    """The kept and the joined half of a 4 x 4 image."""
+    return (image[:2], image[2:]) if top_bottom else (image[:, :2], image[:, 2:])
+
+
+def test_augment_splices_joins_halves_of_two_classes_of_one_group():
+    # every pixel of every image distinct, so each half names its source
+    X = np.arange(9 * 16).reshape(9, 1, 4, 4)
+    # group "a": classes 0 (3 images), 1 (2 images), 2 (1 image); "b": 5 and 7
+    y = np.array([0, 1, 0, 2, 0, 1, 5, 7, 5])
+    groups = np.array(["a", "a", "a", "a", "a", "a", "b", "b", "b"])
+    X_s, y_s, g_s = augment_splices(X, y, groups, random_state=0)
+    assert X_s.shape == (18, 1, 4, 4) and X_s.dtype == X.dtype
+    np.testing.assert_array_equal(X_s[:9], X)
+    np.testing.assert_array_equal(y_s, np.concatenate([y, y + 8]))
+    np.testing.assert_array_equal(g_s, np.tile(groups, 2))
+    partners = {}
+    for i in range(9):
+        new = X_s[9 + i, 0]
+        directions = [
+            d
+            for d in (True, False)
+            if np.array_equal(_halves(new, d)[0], _halves(X[i, 0], d)[0])
+        ]
+        assert len(directions) == 1  # row i's own top or left half, kept
+        top_bottom = directions[0]
+        # the other half: the image of another class of its group with the
+        # same rank in its class (modulo the class's count)
+        rank = int(np.sum(y[:i] == y[i]))
+        sources = [
+            j
+            for j in range(9)
+            if np.array_equal(
+                _halves(new, top_bottom)[1], _halves(X[j, 0], top_bottom)[1]
+            )
+        ]
+        assert len(sources) == 1
+        (j,) = sources
+        b = y[j]
+        assert b != y[i] and groups[j] == groups[i]
+        rows_b = np.flatnonzero(y == b)
+        assert j == rows_b[rank % len(rows_b)]
+        # one partner and one direction per class
+        assert partners.setdefault(y[i], (b, top_bottom)) == (b, top_bottom)
+    # a cyclic order of each group: every class is a partner exactly once
+    assert sorted(b for b, _ in partners.values()) == [0, 1, 2, 5, 7]
+    # the same draws again with the same seed
+    np.testing.assert_array_equal(augment_splices(X, y, groups, random_state=0)[0], X_s)
+
+
+def test_augment_splices_without_groups_pairs_any_two_classes():
+    X = np.stack([np.full((2, 2), c) for c in range(2)])
+    X_s, y_s = augment_splices(X, [0, 1], random_state=0)
+    np.testing.assert_array_equal(y_s, [0, 1, 2, 3])
+    # two classes: each is the other's partner, one half of each value
+    assert sorted(X_s[2].ravel().tolist()) == [0, 0, 1, 1]
+    assert sorted(X_s[3].ravel().tolist()) == [0, 0, 1, 1]
+    # the halves of 3-D images split at the centre: rows or columns 0 | 1 here
+    seeds = {
+        tuple(augment_splices(X, [0, 1], random_state=s)[0][2].ravel())
+        for s in range(20)
+    }
+    assert seeds == {(0, 0, 1, 1), (0, 1, 0, 1)}
+
+
+def test_augment_splices_errors():
+    X = np.zeros((4, 3, 3))
+    with pytest.raises(
+        ValueError,
+        match=r"group 'b' holds a single class \(3\): splicing joins two classes "
+        "of one group, so it has no partner.",
+    ):
+        augment_splices(X, [0, 1, 3, 3], groups=["a", "a", "b", "b"])
+    with pytest.raises(ValueError, match=r"y holds a single class \(4\)"):
+        augment_splices(X, [4, 4, 4, 4])
+    with pytest.raises(ValueError, match="class 1 is in two groups, 0 and 1"):
+        augment_splices(X, [0, 1, 1, 2], groups=[0, 0, 1, 1])
+    with pytest.raises(ValueError, match="groups must have one entry per image"):
+        augment_splices(X, [0, 1, 2, 3], groups=[0, 1])
+    with pytest.raises(ValueError, match="at least 2 pixels high and wide"):
+        augment_splices(np.zeros((2, 1, 1, 5)), [0, 1])
+    with pytest.raises(ValueError, match="one label per image"):
+        augment_splices(X, [0, 1])

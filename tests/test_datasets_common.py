@@ -10,6 +10,7 @@ import skfewshot.datasets as datasets
 from skfewshot.datasets import (
     augment_mirrors,
     augment_rotations,
+    augment_splices,
     clear_data_home,
     get_data_home,
     ink_radius,
@@ -63,6 +64,11 @@ BAD_CALLS = [
     (load_banking77, {"path": ".", "return_X_y": "no"}, "return_X_y"),
     (augment_rotations, {"X": 3, "y": [0]}, "X"),
     (augment_mirrors, {"X": 3, "y": [0]}, "X"),
+    (
+        augment_splices,
+        {"X": np.zeros((2, 2, 2)), "y": [0, 1], "random_state": "a"},
+        "random_state",
+    ),
     (augment_rotations, {"X": np.zeros((1, 2, 2)), "y": [0], "groups": 3}, "groups"),
     (ink_radius, {"images": 3}, "images"),
 ]

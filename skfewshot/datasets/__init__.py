@@ -10,7 +10,7 @@ decoded by Pillow; no torch. :class:`InkNormalizer` centres and scales
 drawings on their ink (its transform imports torch for the warp).
 """
 
-from ._augment import augment_mirrors, augment_rotations
+from ._augment import augment_mirrors, augment_rotations, augment_splices
 from ._banking77 import load_banking77
 from ._base import clear_data_home, get_data_home
 from ._digits import load_digits_images
@@ -24,6 +24,7 @@ __all__ = [
     "InkNormalizer",
     "augment_mirrors",
     "augment_rotations",
+    "augment_splices",
     "clear_data_home",
     "get_data_home",
     "ink_radius",
