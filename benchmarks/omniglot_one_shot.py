@@ -50,7 +50,9 @@ small1's drawings, or to ``--ink-radius R`` (their backbones then saved as
 ``NAME-rR``; ``affine-ink-centre``: centred only); ``--ensemble`` of them
 normalises the same way. ``affine-splices-ink`` trains on the spliced classes
 too (:func:`~skfewshot.datasets.augment_splices`, drawn with ``--seed``; run
-it with ``--epochs 20``).
+it with ``--epochs 20``), as do ``affine-elastic-splices-ink`` and
+``protonet-affine-elastic-splices-ink`` (``--epochs 20``) and
+``affine-rotation-splices-ink`` (``--epochs 10``), the recipe's members.
 ``--valid-alphabet NAME`` holds out another small1 alphabet for validation and
 trains on the other four (backbones saved as ``NAME-vALPHABET``): a second
 validation fold (Korean, 40 characters, as large as the test alphabets) for
@@ -168,6 +170,30 @@ CONFIGS = {
     # many forwards as 40 epochs of affine-ink)
     "affine-splices-ink": (
         {"augment": "affine", "ink": "scale", "splices": True},
+        None,
+    ),
+    # the recipe's other members on the spliced classes (--epochs 20, and 10
+    # for the rotation loss: as many forwards as their recipe's)
+    "affine-elastic-splices-ink": (
+        {"augment": "affine-elastic", "ink": "scale", "splices": True},
+        None,
+    ),
+    "affine-rotation-splices-ink": (
+        {
+            "augment": "affine",
+            "rotation_loss_weight": 1.0,
+            "ink": "scale",
+            "splices": True,
+        },
+        None,
+    ),
+    "protonet-affine-elastic-splices-ink": (
+        {
+            "augment": "affine-elastic",
+            "protonet": True,
+            "ink": "scale",
+            "splices": True,
+        },
         None,
     ),
     # its episodes drawn within one alphabet in one orientation
