@@ -197,11 +197,12 @@ def augment_splices(
     ``j``-th image of ``a`` (in the order of ``X``) is joined with the
     ``j``-th image of ``b`` (``j`` modulo ``b``'s count), so on Omniglot,
     whose loader lists every character's 20 drawings in drawer order, both
-    halves of a new image carry the same drawer number. The result looks like another character of the
-    script, drawn as consistently as the real ones: more base classes for
-    the backbone to tell apart, as :func:`augment_mirrors` gives. The halves
-    split at the image centre, so splice drawings centred on their ink
-    (:class:`InkNormalizer` first) for halves of the character.
+    halves of a new image carry the same drawer number. The result looks
+    like another character of the script, drawn as consistently as the real
+    ones: more base classes for the backbone to tell apart, as
+    :func:`augment_mirrors` gives. The halves split at the image centre, so
+    splice drawings centred on their ink (:class:`InkNormalizer` first) for
+    halves of the character.
 
     The pairs are a random cyclic order of each group's classes, each class
     joined with the next one: every class gives the top (or left) half of
