@@ -500,14 +500,13 @@ def test_mirrors_after_rotations_make_eight_classes_per_training_character(
         np.testing.assert_array_equal(X[y == 8 + j], X[y == j][..., ::-1])
 
 
-def test_mirrors_need_omniglot(shapes, tmp_path, capsys):
+@pytest.mark.parametrize("flag", ["--mirrors", "--splices"])
+def test_new_classes_of_drawings_need_omniglot(flag, shapes, tmp_path, capsys):
     status, out, err = run(
-        capsys, "train", shapes, "-o", tmp_path / "n.pt", *QUICK, "--mirrors"
+        capsys, "train", shapes, "-o", tmp_path / "n.pt", *QUICK, flag
     )
     assert status == 1 and out == ""
-    assert (
-        err == "skfewshot train: error: --mirrors applies to --dataset omniglot only\n"
-    )
+    assert err == f"skfewshot train: error: {flag} applies to --dataset omniglot only\n"
 
 
 def test_splices_join_two_training_characters_of_one_alphabet_and_orientation(
@@ -570,16 +569,6 @@ def test_splices_need_two_training_characters_per_alphabet(tmp_path, capsys):
         "--splices\n"
     )
     assert not (tmp_path / "m.pt").exists()
-
-
-def test_splices_need_omniglot(shapes, tmp_path, capsys):
-    status, out, err = run(
-        capsys, "train", shapes, "-o", tmp_path / "n.pt", *QUICK, "--splices"
-    )
-    assert status == 1 and out == ""
-    assert (
-        err == "skfewshot train: error: --splices applies to --dataset omniglot only\n"
-    )
 
 
 # -- train --within-alphabet --------------------------------------------------------

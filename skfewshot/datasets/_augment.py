@@ -281,13 +281,7 @@ def augment_splices(
             f"Splicing needs images at least 2 pixels high and wide (X of shape "
             f"{X.shape}): there are no halves to join."
         )
-    if groups is not None:
-        groups = np.asarray(groups)
-        if groups.shape != y.shape:
-            raise ValueError(
-                f"groups must have one entry per image, got shape {groups.shape} "
-                f"for {len(y)} images."
-            )
+    groups = _checked_groups(groups, y)
     codes = np.zeros(len(y), np.int64) if groups is None else groups
     rng = check_random_state(random_state)
     height, width = X.shape[-2:]
@@ -402,15 +396,24 @@ def _as_new_classes(blocks, y, groups):
     y = y.astype(np.int64)
     X_new = np.concatenate(blocks)
     y_new = np.concatenate([y + k * n_classes for k in range(len(blocks))])
+    groups = _checked_groups(groups, y)
     if groups is None:
         return X_new, y_new
+    return X_new, y_new, np.tile(groups, len(blocks))
+
+
+def _checked_groups(groups, y):
+    """``groups`` as an array of one entry per label of ``y`` (None stays
+    None); ValueError otherwise."""
+    if groups is None:
+        return None
     groups = np.asarray(groups)
     if groups.shape != y.shape:
         raise ValueError(
             f"groups must have one entry per image, got shape {groups.shape} "
             f"for {len(y)} images."
         )
-    return X_new, y_new, np.tile(groups, len(blocks))
+    return groups
 
 
 def _augmented_by_orientation(augment, X, y, groups):
