@@ -33,8 +33,10 @@ with ``--reuse``), ``docs/benchmarks_omniglot.rst`` and
 (their eight distinct alphabets, no held-out classes) and saves it with
 ``save_backbone`` for the published 20-run benchmark. The default recipe,
 ``final``, is issue 14's ensemble (see ``train_final`` and
-``omniglot_one_shot.py``: three trainings, about 30 minutes on an idle 2-core
-CPU), evaluated with test-time shifts::
+``omniglot_one_shot.py``: two trainings on normalised, rotated and spliced
+drawings, recorded in the backbone file so that ``skfewshot runs``
+normalises the runs' drawings alike; on about twice small1's images, so about
+twice the recipe's time on small1), evaluated with test-time shifts::
 
     skfewshot runs --runs PATH/TO/runs --test-time-shifts 1 --backbone \
         benchmarks/_artifacts/conv4_small12_final.pt
@@ -69,7 +71,9 @@ from skfewshot.models import Conv4, load_backbone, save_backbone
 from skfewshot.recipes import (
     HEAD_LABELS,
     HEADS,
+    ONE_SHOT_INK_RADIUS,
     make_head,
+    prepare_one_shot_training,
     pretrain_one_shot_ensemble,
 )
 from skfewshot.training import ProtoNetMetaTrainer, SupervisedPretrainer
@@ -639,21 +643,26 @@ def run_comparison(args):
     return payload
 
 
-def train_final(X, y, args):
+def train_final(X, y, groups, args):
     """Issue 14's recipe, the ensemble the one-shot ablation chose on validation.
 
     :func:`skfewshot.recipes.pretrain_one_shot_ensemble` with its default
-    members (``ONE_SHOT_MEMBERS``): an ``affine`` network trained with the
-    rotation-prediction loss for 20 epochs, an ``affine-elastic`` one for
-    ``--epochs`` and an ``affine-elastic`` ProtoNet (20-way 5-shot 5-query
-    episodes, as many images per epoch) for ``--epochs``, their features
-    concatenated; evaluated with ``--test-time-shifts 1``. Three ``skfewshot
-    train`` runs and ``skfewshot ensemble`` give the same recipe.
+    members (``ONE_SHOT_MEMBERS``: an ``affine-elastic`` pretrained network
+    and an ``affine-elastic`` ProtoNet, 20-way 5-shot 5-query episodes, as
+    many images per epoch) for half of ``--epochs``, on the images
+    :func:`~skfewshot.recipes.prepare_one_shot_training` makes of the
+    full-resolution drawings ``X`` (ink normalised to radius
+    ``ONE_SHOT_INK_RADIUS``, rotated, spliced within each alphabet of
+    ``groups``: twice the classes, so as many forwards); their features
+    concatenated, evaluated with ``--test-time-shifts 1`` on drawings
+    normalised alike. Two ``skfewshot train`` runs and ``skfewshot ensemble``
+    give the same recipe.
     """
+    X, y, _ = prepare_one_shot_training(X, y, groups, random_state=args.seed)
     return pretrain_one_shot_ensemble(
         X,
         y,
-        max_epochs=args.epochs,
+        max_epochs=args.epochs // 2,
         random_state=args.seed,
         device="cpu",
         verbose=1,
@@ -661,30 +670,38 @@ def train_final(X, y, args):
 
 
 def run_train_on_both(args):
-    Xs, ys = [], []
+    final = args.recipe == "final"
+    Xs, ys, gs = [], [], []
     offset, seen = 0, set()
     subsets = ("images_background_small1", "images_background_small2")
     for subset in subsets:
-        X, y, groups, names = load_small(subset, args.data_dir)
+        # the recipe normalises the full-resolution drawings itself
+        X, y, groups, names = load_small(
+            subset, args.data_dir, image_size=None if final else 28
+        )
         # Greek and Latin are in both subsets (the same images): take them once
         keep = ~np.isin(names[groups], sorted(seen))
         seen.update(names)
         _, y = np.unique(y[keep], return_inverse=True)
         Xs.append(X[keep])
         ys.append(y + offset)
+        gs.append(names[groups[keep]])
         offset += int(y.max()) + 1
-    X, y = augment_rotations(np.concatenate(Xs), np.concatenate(ys))
+    X, y, groups = np.concatenate(Xs), np.concatenate(ys), np.concatenate(gs)
     recipe = args.recipe
     path = ARTIFACTS / f"conv4_small12_{recipe}.pt"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     trained_on = {"dataset": "omniglot", "subset": list(subsets)}
-    if recipe != "final":
+    if not final:
+        X, y = augment_rotations(X, y)
         backbone = train_or_load(recipe, X, y, path, args)[0]
         save_backbone(backbone, path, input_shape=(1, 28, 28), trained_on=trained_on)
         print(f"evaluate with: skfewshot runs --runs PATH --backbone {path}")
         return
     start = time.perf_counter()
-    backbone = train_final(X, y, args)
+    backbone = train_final(X, y, groups, args)
+    # skfewshot runs reads the drawings at 105 x 105 and normalises them alike
+    trained_on["ink_normalizer"] = {"radius": ONE_SHOT_INK_RADIUS, "resolution": 105}
     save_backbone(backbone, path, input_shape=(1, 28, 28), trained_on=trained_on)
     print(f"[final] trained in {time.perf_counter() - start:.0f} s, saved {path}")
     print(

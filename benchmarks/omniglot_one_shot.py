@@ -33,13 +33,18 @@ two idle CPU cores; ``affine-distill`` trains its teacher, ``affine``, first)::
 its episodes drawn within one training alphabet in one orientation
 (``ProtoNetMetaTrainer(within_groups=True)``, each rotation of an alphabet a
 group of its own). ``--config final`` trains the library's recipe,
-:func:`skfewshot.recipes.pretrain_one_shot_ensemble` (the ensemble this ablation
-chose on validation: ``affine-rotation`` trained with ``--epochs 20``,
-``affine-elastic`` and ``protonet-affine-elastic``), in one call.
-``--config final-resnet12`` trains the same recipe with ResNet12 members
-(``make_module``), for a GPU; ``--config final-mirrors`` on the mirrored
-training classes too (:func:`~skfewshot.datasets.augment_mirrors`) for half the
-epochs (its row records the default ``--epochs``, 40, which it halves).
+:func:`skfewshot.recipes.pretrain_one_shot_ensemble` with its default members
+(``affine-elastic`` and ``protonet-affine-elastic``) on the images of
+:func:`~skfewshot.recipes.prepare_one_shot_training` (normalised to radius
+0.28 unless ``--ink-radius`` says, rotated, spliced) for half the epochs,
+in one call. ``--config final-trio`` trains the previous default
+(until 2026-11-28: ``affine-rotation`` trained with ``--epochs 20``,
+``affine-elastic`` and ``protonet-affine-elastic``, on the drawings as
+loaded), ``--config final-resnet12`` the trio with ResNet12 members
+(``make_module``), for a GPU; ``--config final-mirrors`` the trio on the
+mirrored training classes too (:func:`~skfewshot.datasets.augment_mirrors`)
+for half the epochs (its row records the default ``--epochs``, 40, which it
+halves), and ``final-ink`` the trio on normalised drawings.
 ``--ensemble`` scores a :class:`~skfewshot.models.BackboneEnsemble` of backbones
 saved by earlier ``--config`` runs (their L2-normalised features concatenated;
 one name scores that backbone alone, e.g. ``--ensemble final``).
@@ -105,6 +110,7 @@ from skfewshot.models import (
     save_backbone,
 )
 from skfewshot.recipes import (
+    ONE_SHOT_INK_RADIUS,
     ONE_SHOT_MEMBERS,
     _test_time_warps,
     make_augmentation,
@@ -204,14 +210,35 @@ CONFIGS = {
 }
 
 
-# the library's recipe: name -> its settings, as CONFIGS' ("make_module": its
-# members' network, default Conv4; "mirrors": on the mirrored classes too, for
-# half the epochs, the members' own max_epochs too, so as many forwards as "final")
+# pretrain_one_shot_ensemble's default members until 2026-11-28, trained on the
+# drawings as loaded: the rows of "final-trio" and of the variants measured then
+TRIO = (
+    {"augment": "affine", "rotation_loss_weight": 1.0, "max_epochs": 20},
+    {"augment": "affine-elastic"},
+    {
+        "recipe": "protonet",
+        "augment": "affine-elastic",
+        "n_way": 20,
+        "n_shot": 5,
+        "n_query": 5,
+    },
+)
+
+# the library's recipe and variants: name -> its settings, as CONFIGS'
+# ("members": other members than ONE_SHOT_MEMBERS; "make_module": their
+# network, default Conv4; "ink_radius": the --ink-radius it defaults to;
+# "mirrors" or "splices": on those classes too, for half the epochs, the
+# members' own max_epochs too, so as many forwards as without)
 FINALS = {
-    "final": {},
-    "final-resnet12": {"make_module": partial(ResNet12, in_channels=1)},
-    "final-mirrors": {"mirrors": True},
-    "final-ink": {"ink": "scale"},
+    # ONE_SHOT_MEMBERS on prepare_one_shot_training's images
+    "final": {"ink": "scale", "ink_radius": ONE_SHOT_INK_RADIUS, "splices": True},
+    "final-trio": {"members": TRIO},
+    "final-resnet12": {
+        "members": TRIO,
+        "make_module": partial(ResNet12, in_channels=1),
+    },
+    "final-mirrors": {"members": TRIO, "mirrors": True},
+    "final-ink": {"members": TRIO, "ink": "scale"},
 }
 
 
@@ -317,8 +344,9 @@ def transductive(embed, X, y, groups, valid, X_te, y_te, g_te, args):
 
 def train_final(X, y, args):
     """The library's recipe, :func:`~skfewshot.recipes.pretrain_one_shot_ensemble`."""
-    members, epochs = ONE_SHOT_MEMBERS, args.epochs
-    if settings(args.config).get("mirrors"):
+    members = FINALS[args.config].get("members", ONE_SHOT_MEMBERS)
+    epochs = args.epochs
+    if settings(args.config).get("mirrors") or settings(args.config).get("splices"):
         members = [
             {**m, **({"max_epochs": m["max_epochs"] // 2} if "max_epochs" in m else {})}
             for m in members
@@ -460,6 +488,10 @@ def main(argv=None):
         args.test_time_angles, args.test_time_scales
     )
     torch.set_num_threads(args.threads)
+    # a recipe's own radius (the backbones of one ensemble share theirs)
+    presets = {settings(n).get("ink_radius") for n in args.ensemble or [args.config]}
+    if args.ink_radius is None and len(presets - {None}) == 1:
+        args.ink_radius = (presets - {None}).pop()
     if args.ensemble:
         loaded = [load_backbone(_artifact(name, args)) for name in args.ensemble]
         shapes = {meta["input_shape"] for _, meta in loaded}

@@ -8,7 +8,8 @@ experiment that ``skfewshot demo`` prints: pretrain a Conv4 on digits 0-4,
 then compare the heads on 5-way episodes of the novel digits 5-9.
 :func:`make_augmentation` builds the named training augmentations of
 ``skfewshot train --augment`` (:data:`AUGMENTATIONS`), and
-:func:`pretrain_one_shot_ensemble` the one-shot Omniglot recipe that uses them.
+:func:`pretrain_one_shot_ensemble` the one-shot Omniglot recipe that uses them,
+on the images :func:`prepare_one_shot_training` makes of the drawings.
 The CLI and the benchmarks share these definitions.
 
 Importing this module is cheap: torch and scikit-learn are imported when a
@@ -36,7 +37,9 @@ __all__ = [
     "HEAD_LABELS",
     "make_augmentation",
     "make_head",
+    "ONE_SHOT_INK_RADIUS",
     "ONE_SHOT_MEMBERS",
+    "prepare_one_shot_training",
     "pretrain_demo_backbone",
     "pretrain_one_shot_ensemble",
     "run_demo",
@@ -57,15 +60,12 @@ HEAD_LABELS = {
 AUGMENTATIONS = ("none", "shift-rotate", "affine", "affine-elastic")
 
 #: The members of :func:`pretrain_one_shot_ensemble`'s ensemble by default, the
-#: best trio on Omniglot's validation alphabet (with test-time shifts, within
-#: the 30-minute CPU budget): a network pretrained with the rotation-prediction
-#: loss for 20 epochs (whatever the function's ``max_epochs``), an affine +
-#: elastic pretrained one, and an affine + elastic ProtoNet meta-trained on
+#: best ensemble on Omniglot's validation alphabets (with test-time shifts,
+#: within the 30-minute CPU budget) when trained on
+#: :func:`prepare_one_shot_training`'s images for 20 epochs: an affine +
+#: elastic pretrained network and an affine + elastic ProtoNet meta-trained on
 #: 20-way 5-shot 5-query episodes. Read-only mappings.
 ONE_SHOT_MEMBERS = (
-    MappingProxyType(
-        {"augment": "affine", "rotation_loss_weight": 1.0, "max_epochs": 20}
-    ),
     MappingProxyType({"augment": "affine-elastic"}),
     MappingProxyType(
         {
@@ -78,6 +78,11 @@ ONE_SHOT_MEMBERS = (
     ),
 )
 
+#: The size :func:`prepare_one_shot_training` scales every drawing's ink to:
+#: its radius of gyration as a fraction of the image width
+#: (:class:`~skfewshot.datasets.InkNormalizer`'s ``radius``), chosen on
+#: Omniglot's validation alphabet.
+ONE_SHOT_INK_RADIUS = 0.28
 
 #: The digits the demo's backbone is pretrained on (its novel classes are the rest).
 DEMO_BASE_CLASSES = (0, 1, 2, 3, 4)
@@ -309,6 +314,124 @@ def pretrain_demo_backbone(
     return trainer, X[~base], y[~base]
 
 
+def prepare_one_shot_training(
+    X: Any,
+    y: Any,
+    groups: Any,
+    *,
+    ink_radius: float | None = ONE_SHOT_INK_RADIUS,
+    image_size: Any = 28,
+    random_state: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The one-shot Omniglot recipe's training images, from base-class drawings.
+
+    Three steps, as ``skfewshot train --ink-normalize --ink-radius R
+    --rotations --splices`` takes them:
+
+    1. :class:`~skfewshot.datasets.InkNormalizer` with ``radius=ink_radius``
+       and ``image_size``: every drawing centred on its ink, scaled so that the
+       ink's radius of gyration is ``ink_radius`` times the width, then
+       resized;
+    2. :func:`~skfewshot.datasets.augment_rotations`: the 90, 180 and 270
+       degree rotations as new classes;
+    3. :func:`~skfewshot.datasets.augment_splices`, drawn with
+       ``random_state``: one new class per class, spliced from two characters
+       of one group (alphabet) in one orientation.
+
+    Train :func:`pretrain_one_shot_ensemble` on the result with
+    ``max_epochs=20`` (twice the classes: as many forwards as 40 epochs
+    without the splices), and feed the trained ensemble drawings through the
+    same :class:`~skfewshot.datasets.InkNormalizer` (see the example of
+    :func:`pretrain_one_shot_ensemble`).
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, 1, height, width)
+        Drawings of the base classes, at full resolution (Omniglot's 105 x 105,
+        ``load_omniglot(image_size=None)``): the normaliser needs the detail.
+    y : array-like of shape (n_samples,)
+        Their class labels, integer codes ``0 .. n_classes - 1``.
+    groups : array-like of shape (n_samples,)
+        The group of each drawing, e.g. its alphabet
+        (``load_omniglot(...).groups``); the splices pair classes within a
+        group, so every group needs two classes.
+    ink_radius : float in (0, 1] or None, default=ONE_SHOT_INK_RADIUS
+        The ink's radius of gyration after the scaling, as a fraction of the
+        width; None only centres the drawings.
+    image_size : int, (height, width) or None, default=28
+        The side the normalised drawings are resized to (None keeps theirs).
+    random_state : int, default=0
+        Seeds the splices (which classes pair, which halves join).
+
+    Returns
+    -------
+    X_train : ndarray of shape (8 * n_samples, 1, image_size, image_size)
+        The normalised drawings, their rotations, then the spliced drawings
+        of all of them.
+    y_train : ndarray of shape (8 * n_samples,)
+        Their labels: ``8 * n_classes`` classes.
+    groups_train : ndarray of shape (8 * n_samples,)
+        One group per original group, orientation and block (drawn or
+        spliced), for trainers that draw episodes within a group (the default
+        members of :func:`pretrain_one_shot_ensemble` take none).
+
+    Raises
+    ------
+    ValueError
+        When ``groups`` is None or not one entry per drawing, a group holds a
+        single class, a class is in two groups, or ``X``, ``y``,
+        ``ink_radius`` or ``image_size`` are refused by the steps above.
+
+    See Also
+    --------
+    pretrain_one_shot_ensemble : Trains the recipe's networks on the result.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfewshot.recipes import prepare_one_shot_training
+    >>> X = np.zeros((4, 1, 32, 32), dtype=np.float32)
+    >>> X[:, :, 12:20, 10:22] = 1.0  # a bar of ink in every drawing
+    >>> X_train, y_train, groups_train = prepare_one_shot_training(
+    ...     X, [0, 1, 2, 3], ["a", "a", "b", "b"], image_size=16)
+    >>> X_train.shape, len(np.unique(y_train)), len(np.unique(groups_train))
+    ((32, 1, 16, 16), 32, 16)
+    """
+    from functools import partial
+
+    from .datasets import InkNormalizer, augment_rotations, augment_splices
+    from .datasets._augment import _augmented_by_orientation
+
+    if groups is None:
+        raise ValueError(
+            "groups is required: the group (alphabet) of each drawing, within "
+            "which the splices pair classes."
+        )
+    groups, labels = np.asarray(groups), np.asarray(y)
+    if groups.ndim != 1 or len(groups) != len(labels):
+        raise ValueError(
+            f"groups must have one entry per image, got shape {groups.shape} "
+            f"for {len(labels)} labels."
+        )
+    # integer codes in the order of the groups, as _augmented_by_orientation
+    # needs; a group of one class named as given (augment_splices would name
+    # the code of one orientation)
+    names, groups = np.unique(groups, return_inverse=True)
+    groups = groups.reshape(-1)
+    lonely = [g for g in range(len(names)) if len(np.unique(labels[groups == g])) < 2]
+    if lonely:
+        raise ValueError(
+            f"group {names[lonely[0]].item()!r} holds a single class "
+            f"({labels[groups == lonely[0]][0].item()!r}), and the splices join "
+            f"two classes of one group; {len(lonely)} group(s) hold only one."
+        )
+    X = InkNormalizer(radius=ink_radius, image_size=image_size).transform(X)
+    X, y, groups = _augmented_by_orientation(augment_rotations, X, y, groups)
+    return _augmented_by_orientation(
+        partial(augment_splices, random_state=random_state), X, y, groups
+    )
+
+
 def pretrain_one_shot_ensemble(
     X: Any,
     y: Any,
@@ -344,30 +467,37 @@ def pretrain_one_shot_ensemble(
     ``augment=make_augmentation(name, image_size)``, plus the member's own
     parameters, trained on ``(X, y)``. Every network starts from the same
     initial weights, ``make_module()`` built with torch seeded by
-    ``random_state``, as ``skfewshot train --seed`` does, so on the CPU the
-    default recipe gives the same ensemble as::
+    ``random_state``, as ``skfewshot train --seed`` does.
 
-        skfewshot train DATA --augment affine --rotation-loss-weight 1 \
-            --epochs 20 -o a.pt
-        skfewshot train DATA --augment affine-elastic --epochs 40 -o b.pt
-        skfewshot train DATA --recipe protonet --augment affine-elastic \
+    The recipe trains the default members for 20 epochs on the images
+    :func:`prepare_one_shot_training` makes of Omniglot's drawings (ink
+    normalised, rotated, spliced), so on the CPU it gives the same ensemble
+    as::
+
+        skfewshot train DATA --ink-normalize --ink-radius 0.28 --rotations \
+            --splices --augment affine-elastic --epochs 20 -o a.pt
+        skfewshot train DATA --ink-normalize --ink-radius 0.28 --rotations \
+            --splices --recipe protonet --augment affine-elastic \
             --n-way 20 --n-shot 5 --n-query 5 --episodes-per-epoch E \
-            --epochs 40 -o c.pt
-        skfewshot ensemble a.pt b.pt c.pt -o final.pt
+            --epochs 20 -o b.pt
+        skfewshot ensemble a.pt b.pt -o final.pt
 
-    with ``E = max(1, round(n_samples / 200))`` (an episode of 20 classes of
-    5 + 5 images holds 200): 54 for the 10,880 images of Omniglot's
-    ``images_background_small1`` with ``--rotations``.
+    where ``DATA`` is ``--dataset omniglot --data-dir DIR --subset SUBSET``
+    and ``E = max(1, round(n_samples / 200))`` (an episode of 20 classes of
+    5 + 5 images holds 200): 109 for the 21,760 images made of Omniglot's
+    ``images_background_small1``.
 
-    Evaluate it with test-time shifts,
-    ``BackboneTransformer(ensemble, test_time_shifts=1)``, as the benchmark
-    does.
+    Evaluate it on drawings normalised alike, with test-time shifts:
+    ``make_pipeline(InkNormalizer(radius=ONE_SHOT_INK_RADIUS, image_size=28),
+    BackboneTransformer(ensemble, test_time_shifts=1), PrototypeClassifier())``,
+    as the benchmark does (``skfewshot evaluate`` and ``runs`` normalise by
+    the backbone file's record).
 
     Parameters
     ----------
     X : array-like of shape (n_samples, channels, height, width)
-        Images of the base classes (for Omniglot, with
-        :func:`~skfewshot.datasets.augment_rotations` applied first).
+        Images of the base classes (for Omniglot, made by
+        :func:`prepare_one_shot_training`).
     y : array-like of shape (n_samples,)
         Their base-class labels (a column of shape ``(n_samples, 1)`` is
         taken with a ``DataConversionWarning``, as the trainers take it).
@@ -396,12 +526,14 @@ def pretrain_one_shot_ensemble(
         Builds a fresh backbone, e.g. ``lambda: Conv4(hidden=128)``; None is
         ``Conv4(in_channels=X.shape[1])``. On a GPU,
         ``functools.partial(ResNet12, in_channels=1)`` gave the best Omniglot
-        ensemble on validation (82.5 and 83.5 % on test with test-time shifts
-        in two runs, against 80.4 and 79.9 % for Conv4 members; about 3
-        minutes of an H100; out of the CPU budget).
+        ensemble on validation with the previous default members (three, on
+        drawings as loaded: 82.5 and 83.5 % on test with test-time shifts in
+        two runs, against 80.4 and 79.9 % for Conv4 members; about 3 minutes
+        of an H100; out of the CPU budget).
     max_epochs : int, default=40
         Epochs of every training whose member does not set its own (a
-        born-again member costs two trainings).
+        born-again member costs two trainings); the recipe trains 20 on
+        :func:`prepare_one_shot_training`'s images.
     random_state : int, default=0
         Seeds the initial weights and every training.
     device : str or torch.device, default="auto"

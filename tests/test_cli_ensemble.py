@@ -544,12 +544,17 @@ def test_train_twice_ensemble_predict(tmp_path, capsys):
 def test_cli_recipe_equals_the_library_recipe(tmp_path, capsys):
     """``train`` x4 + ``ensemble`` give pretrain_one_shot_ensemble's network."""
     from skfewshot.datasets import load_image_folder
-    from skfewshot.recipes import ONE_SHOT_MEMBERS, pretrain_one_shot_ensemble
+    from skfewshot.recipes import (
+        ONE_SHOT_INK_RADIUS,
+        ONE_SHOT_MEMBERS,
+        pretrain_one_shot_ensemble,
+    )
     from skfewshot.training import ProtoNetMetaTrainer
 
     # the default recipe is what the docs say the command line reproduces
+    # (--ink-normalize --ink-radius 0.28: test_recipes_prepare checks the images)
+    assert ONE_SHOT_INK_RADIUS == 0.28
     assert ONE_SHOT_MEMBERS == (
-        {"augment": "affine", "rotation_loss_weight": 1.0, "max_epochs": 20},
         {"augment": "affine-elastic"},
         {
             "recipe": "protonet",

@@ -35,7 +35,7 @@ def _recipe(members, make_module=lambda: Conv4(hidden=4), **params):
 
 
 def test_default_members_are_read_only_and_end_with_a_protonet():
-    assert ONE_SHOT_MEMBERS[2] == {
+    assert ONE_SHOT_MEMBERS[-1] == {
         "recipe": "protonet",
         "augment": "affine-elastic",
         "n_way": 20,
@@ -43,7 +43,7 @@ def test_default_members_are_read_only_and_end_with_a_protonet():
         "n_query": 5,
     }
     with pytest.raises(TypeError):
-        ONE_SHOT_MEMBERS[2]["n_way"] = 5
+        ONE_SHOT_MEMBERS[-1]["n_way"] = 5
 
 
 def test_protonet_member_is_a_protonet_trainer_seeing_an_epoch_of_images():
