@@ -341,8 +341,8 @@ def prepare_one_shot_training(
     Train :func:`pretrain_one_shot_ensemble` on the result with
     ``max_epochs=20`` (twice the classes: as many forwards as 40 epochs
     without the splices), and feed the trained ensemble drawings through the
-    same :class:`~skfewshot.datasets.InkNormalizer` (see the example of
-    :func:`pretrain_one_shot_ensemble`).
+    same :class:`~skfewshot.datasets.InkNormalizer` (the pipeline that
+    :func:`pretrain_one_shot_ensemble` describes).
 
     Parameters
     ----------
