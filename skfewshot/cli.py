@@ -1414,9 +1414,9 @@ def _spliced(args, X, y, groups, names):
     from functools import partial
 
     from .datasets import augment_splices
-    from .datasets._augment import _augmented_by_orientation
+    from .datasets._augment import _augmented_by_orientation, _single_class_groups
 
-    lonely = [g for g in np.unique(groups) if len(np.unique(y[groups == g])) < 2]
+    lonely = _single_class_groups(y, groups)
     if lonely:
         raise _CLIError(
             f"--splices joins two training characters of one alphabet (in one "

@@ -400,31 +400,31 @@ def prepare_one_shot_training(
     from functools import partial
 
     from .datasets import InkNormalizer, augment_rotations, augment_splices
-    from .datasets._augment import _augmented_by_orientation
+    from .datasets._augment import (
+        _augmented_by_orientation,
+        _check_images_and_labels,
+        _checked_groups,
+        _single_class_groups,
+    )
 
     if groups is None:
         raise ValueError(
             "groups is required: the group (alphabet) of each drawing, within "
             "which the splices pair classes."
         )
-    groups, labels = np.asarray(groups), np.asarray(y)
-    if groups.ndim != 1 or len(groups) != len(labels):
-        raise ValueError(
-            f"groups must have one entry per image, got shape {groups.shape} "
-            f"for {len(labels)} labels."
-        )
-    # integer codes in the order of the groups, as _augmented_by_orientation
-    # needs; a group of one class named as given (augment_splices would name
-    # the code of one orientation)
-    names, groups = np.unique(groups, return_inverse=True)
-    groups = groups.reshape(-1)
-    lonely = [g for g in range(len(names)) if len(np.unique(labels[groups == g])) < 2]
+    labels = _check_images_and_labels(X, y)[1]
+    groups = _checked_groups(groups, labels)
+    # a group of one class named as given (augment_splices would name the
+    # code of one orientation)
+    lonely = _single_class_groups(labels, groups)
     if lonely:
         raise ValueError(
-            f"group {names[lonely[0]].item()!r} holds a single class "
+            f"group {lonely[0].item()!r} holds a single class "
             f"({labels[groups == lonely[0]][0].item()!r}), and the splices join "
             f"two classes of one group; {len(lonely)} group(s) hold only one."
         )
+    # integer codes in the order of the groups, as _augmented_by_orientation needs
+    groups = np.unique(groups, return_inverse=True)[1].reshape(-1)
     X = InkNormalizer(radius=ink_radius, image_size=image_size).transform(X)
     X, y, groups = _augmented_by_orientation(augment_rotations, X, y, groups)
     return _augmented_by_orientation(

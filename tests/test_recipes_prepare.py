@@ -73,11 +73,11 @@ def test_defaults_are_the_recipe_radius_and_28_pixels():
         ),
         (
             [0, 0, 1],
-            "groups must have one entry per image, got shape (3,) for 8 labels.",
+            "groups must have one entry per image, got shape (3,) for 8 images.",
         ),
         (
             [["a"]] * 8,
-            "groups must have one entry per image, got shape (8, 1) for 8 labels.",
+            "groups must have one entry per image, got shape (8, 1) for 8 images.",
         ),
         (
             ["Greek"] * 2 + ["Latin"] * 6,

@@ -416,6 +416,13 @@ def _checked_groups(groups, y):
     return groups
 
 
+def _single_class_groups(y, groups):
+    """The values of ``groups`` (sorted) whose images hold fewer than two
+    classes of ``y``: the groups :func:`augment_splices` finds no partner in,
+    for callers that name them in their own terms first."""
+    return [g for g in np.unique(groups) if len(np.unique(y[groups == g])) < 2]
+
+
 def _augmented_by_orientation(augment, X, y, groups):
     """``augment(X, y)`` (:func:`augment_rotations` or :func:`augment_mirrors`)
     with the groups of its output, or None without ``groups``.
