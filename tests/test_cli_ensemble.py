@@ -13,6 +13,7 @@ from test_cli_train_predict import CLASSES, _expected, _folder
 
 from skfewshot.cli import build_parser, main
 from skfewshot.models import BackboneEnsemble, Conv4, load_backbone, save_backbone
+from skfewshot.recipes import ONE_SHOT_INK_RADIUS, ONE_SHOT_MEMBERS
 
 SHAPE = (1, 16, 16)
 DIGITS_A = {"dataset": "digits", "classes": [0, 1, 2, 9]}
@@ -499,12 +500,18 @@ def test_help_documents_every_option_and_the_recipe(capsys):
         for flag in action.option_strings:
             assert flag in out
         assert action.help
-    assert "  skfewshot ensemble a.pt b.pt c.pt --output final.pt\n" in out
-    # the meta-trained member as the library's default trains it: 19,360
-    # images of small1 + small2 with rotations, round(19360 / 200) episodes
-    assert "--recipe protonet" in out
-    assert "--n-way 20 --n-shot 5 --n-query 5" in out
-    assert "--episodes-per-epoch 97 --epochs 40 --rotations --output c.pt" in out
+    # the members as the library's default trains them: drawings normalised
+    # to the recipe's radius, rotated and spliced, for 20 epochs; the
+    # meta-trained one sees 38,720 images of small1 + small2 per epoch,
+    # round(38720 / 200) episodes
+    assert f"--ink-normalize \\\n      --ink-radius {ONE_SHOT_INK_RADIUS} " in out
+    assert out.count("\n  skfewshot train ") == len(ONE_SHOT_MEMBERS) == 2
+    assert out.count("--rotations --splices") == 2
+    assert "--augment affine-elastic --epochs 20 --output a.pt" in out
+    assert "--recipe protonet --augment affine-elastic \\\n" in out
+    assert "--n-way 20 --n-shot 5 --n-query 5 \\\n" in out
+    assert "--episodes-per-epoch 194 --epochs 20 --output b.pt\n" in out
+    assert "  skfewshot ensemble a.pt b.pt --output final.pt\n" in out
     assert "--backbone final.pt --test-time-shifts 1" in out
 
 

@@ -134,3 +134,25 @@ def test_the_command_line_trains_on_the_same_images(trainers, tmp_path, capsys):
     ((X, y),) = trainers
     np.testing.assert_array_equal(X, expected[0])
     np.testing.assert_array_equal(y, expected[1])
+
+
+@pytest.mark.parametrize(
+    "subsets, n_images, episodes",
+    [
+        (["images_background_small1"], 21_760, 109),
+        (["images_background_small1", "images_background_small2"], 38_720, 194),
+    ],
+)
+def test_the_documented_episodes_per_epoch_match_the_data(
+    shared_data, subsets, n_images, episodes
+):
+    # the docs and `skfewshot ensemble --help` give --episodes-per-epoch as
+    # round(images / 200) for these subsets, the shared alphabets read once
+    from argparse import Namespace
+
+    from skfewshot.cli import _omniglot_training_data
+
+    args = Namespace(data_dir=shared_data / "omniglot", subset=subsets)
+    X, y, _, _, groups = _omniglot_training_data(args, image_size=16)
+    X_t, _, _ = prepare_one_shot_training(X, y, groups, image_size=8)
+    assert len(X_t) == n_images and round(n_images / 200) == episodes
