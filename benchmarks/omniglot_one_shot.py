@@ -37,7 +37,11 @@ group of its own). ``--config final`` trains the library's recipe,
 (``affine-elastic`` and ``protonet-affine-elastic``) on the images of
 :func:`~skfewshot.recipes.prepare_one_shot_training` (normalised to radius
 0.28 unless ``--ink-radius`` says, rotated, spliced) for half the epochs,
-in one call. ``--config final-trio`` trains the previous default
+in one call; its Conv4s embed without their last max-pool (the library's
+default since 2026-11-28, ``last_pool=False``), and ``--config final-pooled``
+trains the same networks and embeds with it (the recipe until then; every
+earlier ``final-*`` configuration keeps its pool, as its rows were measured).
+``--config final-trio`` trains the previous default
 (until 2026-11-28: ``affine-rotation`` trained with ``--epochs 20``,
 ``affine-elastic`` and ``protonet-affine-elastic``, on the drawings as
 loaded), ``--config final-resnet12`` the trio with ResNet12 members
@@ -230,15 +234,25 @@ TRIO = (
 # "mirrors" or "splices": on those classes too, for half the epochs, the
 # members' own max_epochs too, so as many forwards as without)
 FINALS = {
-    # ONE_SHOT_MEMBERS on prepare_one_shot_training's images
+    # ONE_SHOT_MEMBERS on prepare_one_shot_training's images, embedding
+    # without the Conv4s' last pool (the library's default)
     "final": {"ink": "scale", "ink_radius": ONE_SHOT_INK_RADIUS, "splices": True},
-    "final-trio": {"members": TRIO},
+    # the same networks embedding with it (the recipe until 2026-11-28)
+    "final-pooled": {
+        "ink": "scale",
+        "ink_radius": ONE_SHOT_INK_RADIUS,
+        "splices": True,
+        "last_pool": True,
+    },
+    # earlier recipes, as their rows were measured: with the last pool
+    "final-trio": {"members": TRIO, "last_pool": True},
     "final-resnet12": {
         "members": TRIO,
         "make_module": partial(ResNet12, in_channels=1),
+        "last_pool": True,
     },
-    "final-mirrors": {"members": TRIO, "mirrors": True},
-    "final-ink": {"members": TRIO, "ink": "scale"},
+    "final-mirrors": {"members": TRIO, "mirrors": True, "last_pool": True},
+    "final-ink": {"members": TRIO, "ink": "scale", "last_pool": True},
 }
 
 
@@ -361,6 +375,7 @@ def train_final(X, y, args):
         max_epochs=epochs,
         random_state=args.seed,
         device=args.device,
+        last_pool=FINALS[args.config].get("last_pool", False),
     )
     times = {
         "train_wall_s": time.perf_counter() - start,
@@ -555,6 +570,8 @@ def main(argv=None):
             **times,
             "final_train_acc": accuracies,
         }
+        if args.config in FINALS:
+            row["last_pool"] = FINALS[args.config].get("last_pool", False)
     row["device"] = _device_name(args.device)
     if args.valid_alphabet != VALID_ALPHABET:
         row["valid_alphabet"] = args.valid_alphabet

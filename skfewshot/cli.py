@@ -1922,9 +1922,10 @@ def _cmd_ensemble(args):
     import hashlib
 
     from .models import BackboneEnsemble, save_backbone
+    from .models._conv4 import _without_last_pool
     from .models._io import _load_backbone_bytes
 
-    members, records = [], []
+    members, records, unpooled = [], [], 0
     for path in args.members:
         # read once: the recorded SHA-256 is that of the bytes loaded, even
         # if a run rewrites the file meanwhile
@@ -1958,6 +1959,9 @@ def _cmd_ensemble(args):
                 "every member on the same input (convert one, e.g. with .float(), "
                 "and save it again)"
             )
+        if not args.last_pool:
+            module, switched = _without_last_pool(module)
+            unpooled += switched
         try:
             n_features = int(module.out_features(meta["input_shape"]))
         except ValueError as exc:
@@ -1973,6 +1977,11 @@ def _cmd_ensemble(args):
                 "n_features": n_features,
                 "trained_on": meta["trained_on"],
             }
+        )
+    if not args.last_pool and not unpooled:
+        raise _CLIError(
+            "--no-last-pool: no member has a Conv4, so no last max-pool to drop "
+            f"(architectures: {', '.join(r['architecture'] for r in records)})"
         )
     input_shape = records[0]["input_shape"]
     ensemble = BackboneEnsemble(members, combine=args.combine)
@@ -1997,6 +2006,7 @@ def _cmd_ensemble(args):
         "output": str(args.output),
         "architecture": "BackboneEnsemble",
         "combine": args.combine,
+        "last_pool": args.last_pool,
         "members": records,
         "input_shape": input_shape,
         "n_features": n_features,
@@ -2757,7 +2767,7 @@ def _add_ensemble_parser(sub, report):
             "it: two trainings on drawings normalised to ink radius 0.28,\n"
             "rotated and spliced, one pretrained and one meta-trained with as\n"
             "many images per epoch, 194 = round(38,720 images / 200) episodes;\n"
-            "their ensemble; test-time shifts):\n"
+            "their ensemble, embedding without the last pool; test-time shifts):\n"
             "  skfewshot train --dataset omniglot --data-dir DIR --ink-normalize \\\n"
             "      --ink-radius 0.28 --rotations --splices \\\n"
             "      --subset images_background_small1 images_background_small2 \\\n"
@@ -2768,7 +2778,7 @@ def _add_ensemble_parser(sub, report):
             "      --recipe protonet --augment affine-elastic \\\n"
             "      --n-way 20 --n-shot 5 --n-query 5 \\\n"
             "      --episodes-per-epoch 194 --epochs 20 --output b.pt\n"
-            "  skfewshot ensemble a.pt b.pt --output final.pt\n"
+            "  skfewshot ensemble a.pt b.pt --no-last-pool --output final.pt\n"
             "  skfewshot runs --runs RUNS --backbone final.pt --test-time-shifts 1"
         ),
     )
@@ -2787,6 +2797,15 @@ def _add_ensemble_parser(sub, report):
         default="concat",
         help="concat: the members' features side by side; mean: their average "
         "(members of one width) (default: concat)",
+    )
+    ensemble.add_argument(
+        "--no-last-pool",
+        dest="last_pool",
+        action="store_false",
+        help="the Conv4 members (of member ensembles too) embed without their "
+        "last max-pool: the fourth block's whole map, as "
+        "pretrain_one_shot_ensemble's recipe does (an error when no member has "
+        "a Conv4)",
     )
     ensemble.set_defaults(func=_cmd_ensemble)
 

@@ -12,7 +12,13 @@ from conftest import build_omniglot_runs
 from test_cli_train_predict import CLASSES, _expected, _folder
 
 from skfewshot.cli import build_parser, main
-from skfewshot.models import BackboneEnsemble, Conv4, load_backbone, save_backbone
+from skfewshot.models import (
+    BackboneEnsemble,
+    Conv4,
+    ResNet12,
+    load_backbone,
+    save_backbone,
+)
 from skfewshot.recipes import ONE_SHOT_INK_RADIUS, ONE_SHOT_MEMBERS
 
 SHAPE = (1, 16, 16)
@@ -70,6 +76,7 @@ def test_ensemble_is_the_backbone_ensemble_of_its_members(pair, tmp_path, capsys
     assert record["command"] == "ensemble"
     assert record["argv"] == [str(v) for v in argv]
     assert record["combine"] == "concat"
+    assert record["last_pool"] is True
     assert record["input_shape"] == [1, 16, 16]
     assert record["n_features"] == 8  # 4 + 4: Conv4(hidden=4) on 16 x 16 gives 4
     assert record["trained_on"] == meta["trained_on"]
@@ -81,6 +88,44 @@ def test_ensemble_is_the_backbone_ensemble_of_its_members(pair, tmp_path, capsys
     assert [m["trained_on"] for m in record["members"]] == [DIGITS_A, DIGITS_B]
     assert [m["n_features"] for m in record["members"]] == [4, 4]
     assert {"skfewshot", "torch", "python"} <= set(record["versions"])
+
+
+def test_no_last_pool_embeds_with_the_members_whole_last_maps(pair, tmp_path, capsys):
+    a, b = pair
+    out = tmp_path / "unpooled.pt"
+    status, stdout, err = run(capsys, "ensemble", a, b, "--no-last-pool", "-o", out)
+    assert status == 0 and err == ""
+    assert "(concat: 32 features of (1, 16, 16) inputs)" in stdout  # 2 x 4 x 2 x 2
+    net, meta = load_backbone(out)
+    assert [m["config"]["last_pool"] for m in meta["config"]["modules"]] == [
+        False,
+        False,
+    ]
+    members = [load_backbone(path)[0] for path in pair]
+    for member in members:
+        member.last_pool = False
+    x = torch.randn(3, *SHAPE, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(net(x), BackboneEnsemble(members)(x))
+    record = json.loads((tmp_path / "unpooled.pt.json").read_text())
+    assert record["last_pool"] is False and record["n_features"] == 32
+    assert [m["n_features"] for m in record["members"]] == [16, 16]
+    # the members' files are untouched: each still embeds with its pool
+    assert all(load_backbone(path)[0].last_pool for path in pair)
+
+
+def test_no_last_pool_without_a_conv4_is_an_error(tmp_path, capsys):
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        paths.append(tmp_path / f"r{seed}.pt")
+        save_backbone(ResNet12(1, (2, 2, 2, 2)), paths[-1], input_shape=SHAPE)
+    out = tmp_path / "out.pt"
+    status, _, err = run(capsys, "ensemble", *paths, "--no-last-pool", "-o", out)
+    assert status != 0
+    assert "--no-last-pool: no member has a Conv4" in err
+    assert "(architectures: ResNet12, ResNet12)" in err
+    assert not out.exists()
 
 
 def test_ensemble_text_output_and_mean(pair, tmp_path, capsys):
@@ -511,7 +556,7 @@ def test_help_documents_every_option_and_the_recipe(capsys):
     assert "--recipe protonet --augment affine-elastic \\\n" in out
     assert "--n-way 20 --n-shot 5 --n-query 5 \\\n" in out
     assert "--episodes-per-epoch 194 --epochs 20 --output b.pt\n" in out
-    assert "  skfewshot ensemble a.pt b.pt --output final.pt\n" in out
+    assert "  skfewshot ensemble a.pt b.pt --no-last-pool --output final.pt\n" in out
     assert "--backbone final.pt --test-time-shifts 1" in out
 
 
@@ -591,7 +636,9 @@ def test_cli_recipe_equals_the_library_recipe(tmp_path, capsys):
         (c, ["--augment", "affine-elastic", *protonet]),
     ]:
         assert run(capsys, "train", data, "-o", path, *quick, *recipe)[0] == 0
-    assert run(capsys, "ensemble", a, a2, b, c, "-o", out)[0] == 0
+    assert run(capsys, "ensemble", a, a2, b, c, "--no-last-pool", "-o", out)[0] == 0
+    pooled = tmp_path / "pooled.pt"
+    assert run(capsys, "ensemble", a, a2, b, c, "-o", pooled)[0] == 0
     X, y = load_image_folder(data, image_size=16, return_X_y=True)
     members = [
         {"augment": "affine", "rotation_loss_weight": 1.0},
@@ -629,8 +676,12 @@ def test_cli_recipe_equals_the_library_recipe(tmp_path, capsys):
     images = torch.as_tensor(X)
     with torch.no_grad():
         expected = ensemble(images)
-        assert expected.shape == (9, 4 * 4)
+        # four members' 4 x 2 x 2 maps of 16 x 16 images: no last pool
+        assert expected.shape == (9, 4 * 16)
         assert torch.equal(load_backbone(out)[0](images), expected)
+        with_pool = recipe(last_pool=True)[0](images)
+        assert with_pool.shape == (9, 4 * 4)
+        assert torch.equal(load_backbone(pooled)[0](images), with_pool)
         assert torch.equal(load_backbone(c)[0](images), trainers[3].backbone_(images))
         # every network starts from the same seeded weights: a rerun is equal
         assert torch.equal(recipe()[0](images), expected)

@@ -35,6 +35,48 @@ def test_conv4_rectangular_input():
     assert net.out_features((32, 64)) == 32
 
 
+@pytest.mark.parametrize(
+    "size, hidden, expected",
+    [
+        (28, 64, 64 * 3 * 3),  # 28 -> 14 -> 7 -> 3, the fourth block unpooled
+        (84, 4, 4 * 10 * 10),
+        (8, 4, 4),  # 8x8 is enough without the fourth pool
+    ],
+)
+def test_conv4_without_its_last_pool(size, hidden, expected):
+    net = Conv4(hidden=hidden, last_pool=False).eval()
+    assert net(torch.zeros(2, 1, size, size)).shape == (2, expected)
+    assert net.out_features((size, size)) == expected
+    with pytest.raises(ValueError, match="at least 8x8"):
+        net(torch.zeros(1, 1, 7, 7))
+
+
+def test_conv4_last_pool_keeps_the_top_left_window_of_a_3x3_map():
+    # the floor pool of a 28x28 image's 3x3 map is the max of its top-left 2x2:
+    # the map's third row and column never reach the pooled features
+    torch.manual_seed(0)
+    net = Conv4(hidden=8).eval()
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        pooled = net(x)
+        net.last_pool = False  # switched on the same weights
+        maps = net(x).view(5, 8, 3, 3)
+    assert torch.equal(pooled, maps[:, :, :2, :2].amax(dim=(2, 3)))
+    assert not torch.equal(pooled, maps.amax(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("value", [0, 1, "False", None])
+def test_conv4_last_pool_must_be_a_bool(value):
+    with pytest.raises(
+        ValueError, match=f"last_pool must be True or False, got {value!r}"
+    ):
+        Conv4(last_pool=value)
+    net = Conv4(hidden=4)
+    net.last_pool = value  # an attribute switched after construction
+    with pytest.raises(ValueError, match="last_pool must be True or False"):
+        net(torch.zeros(1, 1, 28, 28))
+
+
 def test_conv4_parameter_count():
     # block 1: conv 1*64*9 weights + 64 bias, batch norm 2*64 -> 768
     # blocks 2-4: conv 64*64*9 + 64, batch norm 128 -> 37056 each

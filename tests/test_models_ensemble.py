@@ -151,7 +151,7 @@ def test_save_load_round_trip_is_bit_exact(combine, tmp_path):
     assert meta["architecture"] == "BackboneEnsemble"
     assert meta["config"]["modules"][0] == {
         "architecture": "Conv4",
-        "config": {"in_channels": 1, "hidden": 4},
+        "config": {"in_channels": 1, "hidden": 4, "last_pool": True},
     }
     x = torch.rand(3, 1, 16, 16)
     with torch.no_grad():
@@ -197,7 +197,8 @@ def _ensemble_blob(member_spec):
         ({"architecture": "Conv4"}, r"modules\[0\]: the member: missing 'config'"),
         (
             {"architecture": "Conv4", "config": {"hidden": 4}},
-            r"modules\[0\]: config does not match Conv4\(in_channels, hidden\): "
+            r"modules\[0\]: config does not match "
+            r"Conv4\(in_channels, hidden, last_pool\): "
             "missing 'in_channels'",
         ),
         (

@@ -166,6 +166,30 @@ def test_files_without_trained_on_still_load(tmp_path):
     assert load_backbone(path)[1]["trained_on"] is None
 
 
+def test_files_written_before_last_pool_load_with_the_pool(tmp_path):
+    path = tmp_path / "old.pt"
+    net = Conv4(hidden=4).eval()
+    torch.save(_blob(net), path)  # a config without last_pool
+    assert "last_pool" not in torch.load(path)["config"]
+    loaded, meta = load_backbone(path)
+    assert loaded.last_pool is True
+    assert meta["config"] == {"in_channels": 1, "hidden": 4}  # as written
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net(x))
+
+
+def test_last_pool_round_trips(tmp_path):
+    net = BackboneEnsemble([Conv4(hidden=4, last_pool=False), Conv4(hidden=4)])
+    save_backbone(net.eval(), tmp_path / "e.pt", input_shape=(1, 28, 28))
+    loaded, _ = load_backbone(tmp_path / "e.pt")
+    assert [m.last_pool for m in loaded.members] == [False, True]
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        assert loaded(x).shape == (2, 4 * 9 + 4)
+        assert torch.equal(loaded(x), net(x))
+
+
 # -- atomic writes ---------------------------------------------------------------
 
 
@@ -255,16 +279,22 @@ MALFORMED = [
     ({"config": [4]}, r"'config' must be a dict with str keys, got list"),
     (
         {"config": {"in_channels": 1, "hidden": 4, "depth": 3}},
-        r"config does not match Conv4\(in_channels, hidden\): unexpected 'depth'",
+        r"config does not match Conv4\(in_channels, hidden, last_pool\): "
+        "unexpected 'depth'",
     ),
     (
         {"config": {"in_channels": 1}},
-        r"config does not match Conv4\(in_channels, hidden\): missing 'hidden'",
+        r"config does not match Conv4\(in_channels, hidden, last_pool\): "
+        "missing 'hidden'",
     ),
     ({"config": {"in_channels": 1, "hidden": "4"}}, r"hidden must be an int >= 1"),
     ({"config": {"in_channels": 1, "hidden": 0}}, r"hidden must be an int >= 1"),
     ({"config": {"in_channels": 1, "hidden": True}}, r"hidden must be an int >= 1"),
     ({"config": {"in_channels": 1, "hidden": 2**62}}, r"invalid config"),
+    (
+        {"config": {"in_channels": 1, "hidden": 4, "last_pool": 1}},
+        r"last_pool must be True or False, got 1",
+    ),
     ({"input_shape": "28x28"}, r"input_shape must be None or 2 or 3 ints >= 1"),
     ({"input_shape": [1, -28, 28]}, r"input_shape must be None or 2 or 3 ints >= 1"),
     ({"trained_on": {"x": torch.zeros(1)}}, r"trained_on\['x'\] must be plain data"),

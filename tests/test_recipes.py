@@ -234,6 +234,7 @@ def test_make_augmentation_rejects(name, image_size, match):
             r"members\[1\] equals members\[0\]",
         ),
         ((6, 1, 16, 16), {"random_state": None}, "random_state must be an int"),
+        ((6, 1, 16, 16), {"last_pool": 0}, "last_pool must be True or False, got 0"),
         (
             (6, 1, 16, 16),
             {

@@ -84,10 +84,16 @@ def test_mixed_ensemble_concatenates_every_member_and_reruns_identically():
     images = torch.as_tensor(X)
     with torch.no_grad():
         features = ensemble(images)
-        assert features.shape == (38, 2 + 3 + 4)
-        # the ProtoNet member's L2-normalised features sit at its place
+        # every member's fourth-block map of 16 x 16 images, 2 x 2 unpooled
+        assert features.shape == (38, (2 + 3 + 4) * 4)
+        # the ProtoNet member's L2-normalised map sits at its place; its
+        # trainer's backbone still pools (its weights are the ensemble's)
+        assert trainers[1].backbone_(images).shape == (38, 3)
+        trainers[1].backbone_.last_pool = False
         own = torch.nn.functional.normalize(trainers[1].backbone_(images), dim=1)
-        torch.testing.assert_close(features[:, 2:5], own, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(features[:, 8:20], own, rtol=1e-5, atol=1e-6)
+        pooled = recipe(last_pool=True)[0](images)
+        assert pooled.shape == (38, 2 + 3 + 4)
         assert torch.equal(recipe()[0](images), features)  # same seed, same bits
         assert not torch.equal(recipe(random_state=1)[0](images), features)
 

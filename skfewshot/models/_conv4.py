@@ -33,12 +33,26 @@ class Conv4(nn.Module):
     has ``25 * hidden`` features. :meth:`out_features` gives the number for any
     input shape. No pretrained weights are shipped.
 
+    The last pool rounds down: at 28x28 it sees a 3x3 map and keeps the
+    maximum of its top-left 2x2 window only, so the third row and column of
+    the fourth block's map never reach the features. ``last_pool=False``
+    returns that whole map instead (``9 * hidden`` features at 28x28). The
+    weights are the same either way, so a network trained with the pool can
+    embed without it: set ``net.last_pool = False``, as
+    :func:`skfewshot.recipes.pretrain_one_shot_ensemble` does for Omniglot
+    (+1.4 points on test for its ensemble, see :ref:`benchmarks_omniglot`).
+
     Parameters
     ----------
     in_channels : int, default=1
         Channels of the input images (1 for Omniglot, 3 for RGB).
     hidden : int, default=64
         Channels of every conv block.
+    last_pool : bool, default=True
+        Whether the fourth block ends with its max-pool. False: the output is
+        the fourth block's map before that pool, flattened (``hidden *
+        (height // 8) * (width // 8)`` features), and images need only be 8x8.
+        An attribute, so it can be switched on a trained network.
 
     Attributes
     ----------
@@ -64,14 +78,21 @@ class Conv4(nn.Module):
     torch.Size([2, 64])
     >>> net.out_features((1, 28, 28)), Conv4(in_channels=3).out_features((3, 84, 84))
     (64, 1600)
+    >>> net.last_pool = False  # the fourth block's whole 3x3 map
+    >>> net(torch.zeros(2, 1, 28, 28)).shape
+    torch.Size([2, 576])
     """
 
-    def __init__(self, in_channels: int = 1, hidden: int = 64) -> None:
+    def __init__(
+        self, in_channels: int = 1, hidden: int = 64, last_pool: bool = True
+    ) -> None:
         super().__init__()
         _check_positive_int("in_channels", in_channels)
         _check_positive_int("hidden", hidden)
         self.in_channels = in_channels
         self.hidden = hidden
+        self.last_pool = last_pool
+        self._n_pools()
         self.encoder = nn.Sequential(
             *(
                 _conv_block(in_channels if i == 0 else hidden, hidden)
@@ -90,19 +111,51 @@ class Conv4(nn.Module):
         Returns
         -------
         int
-            ``hidden * (height // 16) * (width // 16)``.
+            ``hidden * (height // 16) * (width // 16)``; without the last
+            pool, ``hidden * (height // 8) * (width // 8)``.
 
         Raises
         ------
         ValueError
             If the image is smaller than 16x16 (the fourth pool would see an
-            empty map), or ``input_shape`` gives a channel count other than
-            ``in_channels``.
+            empty map; 8x8 without it), or ``input_shape`` gives a channel
+            count other than ``in_channels``.
         """
-        height, width = _pooled_size(input_shape, _N_BLOCKS, "Conv4", self.in_channels)
+        height, width = _pooled_size(
+            input_shape, self._n_pools(), "Conv4", self.in_channels
+        )
         return self.hidden * height * width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map images ``(batch, in_channels, H, W)`` to features ``(batch, d)``."""
-        _check_images(x, self.in_channels, _N_BLOCKS, "Conv4")
-        return self.encoder(x).flatten(1)
+        _check_images(x, self.in_channels, self._n_pools(), "Conv4")
+        if self.last_pool:
+            return self.encoder(x).flatten(1)
+        return self.encoder[-1][:-1](self.encoder[:-1](x)).flatten(1)
+
+    def _n_pools(self):
+        """The pools a forward applies; ValueError when ``last_pool`` is no bool."""
+        if not isinstance(self.last_pool, bool):
+            raise ValueError(
+                f"Conv4.last_pool must be True or False, got {self.last_pool!r}."
+            )
+        return _N_BLOCKS if self.last_pool else _N_BLOCKS - 1
+
+
+def _without_last_pool(module):
+    """A copy of ``module`` whose Conv4s (members of ensembles too) embed
+    without their last max-pool, and how many it switched.
+
+    The copy leaves ``module`` (e.g. a trainer's ``backbone_``, whose linear
+    head takes the pooled features) as it is. Other architectures are copied
+    unchanged: ResNet12 averages its whole last map.
+    """
+    import copy
+
+    unpooled = copy.deepcopy(module)
+    switched = 0
+    for sub in unpooled.modules():
+        if isinstance(sub, Conv4):
+            sub.last_pool = False
+            switched += 1
+    return unpooled, switched

@@ -82,6 +82,11 @@ def _foreign(module, where):
     return None
 
 
+#: Constructor arguments added after files were written without them: such a
+#: file builds the architecture with the argument's default (what it meant then).
+_ADDED_LATER = {"Conv4": ("last_pool",)}
+
+
 def _init_params(cls):
     """Names of the constructor arguments of a skfewshot model class."""
     params = inspect.signature(cls.__init__).parameters
@@ -555,8 +560,12 @@ def _skeleton(name, config, fail, where="", depth=0):
         )
     cls = archs[name]
     params = _init_params(cls)
+    added = _ADDED_LATER.get(name, ())
     problem = _check_keys(
-        f"{where}config does not match {name}({', '.join(params)})", config, params
+        f"{where}config does not match {name}({', '.join(params)})",
+        config,
+        [p for p in params if p not in added],
+        added,
     )
     if problem:
         fail(problem)
