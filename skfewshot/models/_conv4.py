@@ -40,7 +40,8 @@ class Conv4(nn.Module):
     weights are the same either way, so a network trained with the pool can
     embed without it: set ``net.last_pool = False``, as
     :func:`skfewshot.recipes.pretrain_one_shot_ensemble` does for Omniglot
-    (+1.4 points on test for its ensemble, see :ref:`benchmarks_omniglot`).
+    (1.8 to 2.0 points more on its test alphabets, see
+    :ref:`benchmarks_omniglot`).
 
     Parameters
     ----------
