@@ -613,6 +613,7 @@ def pretrain_one_shot_ensemble(
 
     from ._torch_utils import seeded_init
     from .models import BackboneEnsemble, Conv4
+    from .models._common import _check_bool
     from .models._conv4 import _without_last_pool
 
     if len(np.shape(X)) != 4:
@@ -622,8 +623,7 @@ def pretrain_one_shot_ensemble(
         )
     if isinstance(random_state, bool) or not isinstance(random_state, int):
         raise ValueError(f"random_state must be an int, got {random_state!r}.")
-    if not isinstance(last_pool, bool):
-        raise ValueError(f"last_pool must be True or False, got {last_pool!r}.")
+    _check_bool("last_pool", last_pool)
     # a column y is taken with a DataConversionWarning, as the trainers take it
     y = column_or_1d(y, warn=True)
     # what the recipe gives every trainer, unless a member says otherwise
@@ -687,6 +687,7 @@ def _check_members(members, X_shape, y, groups, defaults):
 
     import torch
 
+    from .models._common import _check_bool
     from .training import TrainingCheckpoint
 
     members = list(members)
@@ -725,11 +726,7 @@ def _check_members(members, X_shape, y, groups, defaults):
                 f"members[{i}] has parameters {trainers[recipe].__name__} does not "
                 f"take (or that the recipe sets): {', '.join(map(repr, unknown))}."
             )
-        if not isinstance(member.get("born_again", False), bool):
-            raise ValueError(
-                f"members[{i}]['born_again'] must be True or False, got "
-                f"{member['born_again']!r}."
-            )
+        _check_bool(f"members[{i}]['born_again']", member.get("born_again", False))
         distill = sorted(k for k in member if k.startswith("distill_"))
         if distill and not member.get("born_again", False):
             raise ValueError(

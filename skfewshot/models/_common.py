@@ -48,6 +48,11 @@ def _check_images(x, in_channels, n_pools, name):
     _pooled_size(x.shape[1:], n_pools, name, in_channels)
 
 
+def _check_bool(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}.")
+
+
 def _check_positive_int(name, value):
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}.")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._common import _check_images, _check_positive_int, _pooled_size
+from ._common import _check_bool, _check_images, _check_positive_int, _pooled_size
 
 __all__ = ["Conv4"]
 
@@ -136,10 +136,7 @@ class Conv4(nn.Module):
 
     def _n_pools(self):
         """The pools a forward applies; ValueError when ``last_pool`` is no bool."""
-        if not isinstance(self.last_pool, bool):
-            raise ValueError(
-                f"Conv4.last_pool must be True or False, got {self.last_pool!r}."
-            )
+        _check_bool("Conv4.last_pool", self.last_pool)
         return _N_BLOCKS if self.last_pool else _N_BLOCKS - 1
 
 
