@@ -228,22 +228,20 @@ TRIO = (
     },
 )
 
+# ONE_SHOT_MEMBERS on prepare_one_shot_training's images, embedding without
+# the Conv4s' last pool (the library's default)
+_FINAL = {"ink": "scale", "ink_radius": ONE_SHOT_INK_RADIUS, "splices": True}
+
 # the library's recipe and variants: name -> its settings, as CONFIGS'
 # ("members": other members than ONE_SHOT_MEMBERS; "make_module": their
 # network, default Conv4; "ink_radius": the --ink-radius it defaults to;
 # "mirrors" or "splices": on those classes too, for half the epochs, the
-# members' own max_epochs too, so as many forwards as without)
+# members' own max_epochs too, so as many forwards as without; "last_pool":
+# pretrain_one_shot_ensemble's, default False)
 FINALS = {
-    # ONE_SHOT_MEMBERS on prepare_one_shot_training's images, embedding
-    # without the Conv4s' last pool (the library's default)
-    "final": {"ink": "scale", "ink_radius": ONE_SHOT_INK_RADIUS, "splices": True},
+    "final": _FINAL,
     # the same networks embedding with it (the recipe until 2026-11-28)
-    "final-pooled": {
-        "ink": "scale",
-        "ink_radius": ONE_SHOT_INK_RADIUS,
-        "splices": True,
-        "last_pool": True,
-    },
+    "final-pooled": {**_FINAL, "last_pool": True},
     # earlier recipes, as their rows were measured: with the last pool
     "final-trio": {"members": TRIO, "last_pool": True},
     "final-resnet12": {
