@@ -41,6 +41,9 @@ in one call; its Conv4s embed without their last max-pool (the library's
 default since 2026-11-28, ``last_pool=False``), and ``--config final-pooled``
 trains the same networks and embeds with it (the recipe until then; every
 earlier ``final-*`` configuration keeps its pool, as its rows were measured).
+``--config final-seeds`` trains each of the recipe's members from two seeds
+(``--seed`` and ``--seed + 1``, a member's own ``"random_state"``) for half
+the epochs each: four networks for the recipe's budget.
 ``--config final-trio`` trains the previous default
 (until 2026-11-28: ``affine-rotation`` trained with ``--epochs 20``,
 ``affine-elastic`` and ``protonet-affine-elastic``, on the drawings as
@@ -237,9 +240,13 @@ _FINAL = {"ink": "scale", "ink_radius": ONE_SHOT_INK_RADIUS, "splices": True}
 # network, default Conv4; "ink_radius": the --ink-radius it defaults to;
 # "mirrors" or "splices": on those classes too, for half the epochs, the
 # members' own max_epochs too, so as many forwards as without; "last_pool":
-# pretrain_one_shot_ensemble's, default False)
+# pretrain_one_shot_ensemble's, default False; "seeds": every member trained
+# from that many seeds, --seed, --seed + 1, ..., each for that fraction of the
+# epochs, so as many forwards as one seed)
 FINALS = {
     "final": _FINAL,
+    # each member from two seeds, for half the epochs: four networks
+    "final-seeds": {**_FINAL, "seeds": 2},
     # the same networks embedding with it (the recipe until 2026-11-28)
     "final-pooled": {**_FINAL, "last_pool": True},
     # earlier recipes, as their rows were measured: with the last pool
@@ -364,6 +371,17 @@ def train_final(X, y, args):
             for m in members
         ]
         epochs //= 2
+    seeds = FINALS[args.config].get("seeds", 1)
+    if seeds > 1:
+        members = [
+            {
+                **m,
+                "random_state": args.seed + k,
+                "max_epochs": m.get("max_epochs", epochs) // seeds,
+            }
+            for k in range(seeds)
+            for m in members
+        ]
     start, cpu = time.perf_counter(), time.process_time()
     ensemble, trainers = pretrain_one_shot_ensemble(
         X,

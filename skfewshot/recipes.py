@@ -468,7 +468,8 @@ def pretrain_one_shot_ensemble(
     ``augment=make_augmentation(name, image_size)``, plus the member's own
     parameters, trained on ``(X, y)``. Every network starts from the same
     initial weights, ``make_module()`` built with torch seeded by
-    ``random_state``, as ``skfewshot train --seed`` does.
+    ``random_state`` (or by the member's own), as ``skfewshot train --seed``
+    does.
 
     The recipe trains the default members for 20 epochs on the images
     :func:`prepare_one_shot_training` makes of Omniglot's drawings (ink
@@ -519,9 +520,11 @@ def pretrain_one_shot_ensemble(
         of :class:`~skfewshot.training.SupervisedPretrainer`, ``"n_way"`` or
         ``"episodes_per_epoch"`` of
         :class:`~skfewshot.training.ProtoNetMetaTrainer`, or ``"max_epochs"``
-        (which wins over the function's ``max_epochs``); not ``random_state``,
-        which seeds every network. Two equal members are refused (the same
-        network twice), compared by every parameter they train with: a
+        (which wins over the function's ``max_epochs``), or ``"random_state"``,
+        an int that seeds this member's initial weights and training instead
+        of the function's ``random_state`` (so that an ensemble can hold the
+        same member from several seeds). Two equal members are refused (the
+        same network twice), compared by every parameter they train with: a
         member that spells out a default equals one that does not.
     make_module : callable, default=None
         Builds a fresh backbone, e.g. ``lambda: Conv4(hidden=128)``; None is
@@ -536,7 +539,8 @@ def pretrain_one_shot_ensemble(
         born-again member costs two trainings); the recipe trains 20 on
         :func:`prepare_one_shot_training`'s images.
     random_state : int, default=0
-        Seeds the initial weights and every training.
+        Seeds the initial weights and the training of every member that does
+        not set its own ``"random_state"``.
     device : str or torch.device, default="auto"
         Where to train (the GPU when one is present).
     verbose : int, default=0
@@ -565,7 +569,8 @@ def pretrain_one_shot_ensemble(
     ------
     ValueError
         Before any training, when ``X`` is not 4-D, ``y`` neither 1-D nor a
-        column, ``random_state`` is not an int, or ``members`` is empty or
+        column, ``random_state`` (the function's or a member's) is not an int, or
+        ``members`` is empty or
         holds a member that is not a dict, has a ``"recipe"`` other than
         ``"pretrain"`` and ``"protonet"``, no ``"augment"`` or an unknown
         one, a parameter (or value) its trainer
@@ -641,7 +646,7 @@ def pretrain_one_shot_ensemble(
             return Conv4(in_channels=in_channels)
 
     def fit(params, teacher=None):
-        module = seeded_init(make_module, random_state)
+        module = seeded_init(make_module, params.get("random_state", random_state))
         params = {
             **defaults,
             **params,
@@ -694,11 +699,11 @@ def _check_members(members, X_shape, y, groups, defaults):
     if not members:
         raise ValueError("members is empty; give at least one dict with 'augment'.")
     trainers = _member_trainers()
-    # set by the recipe itself: the module, the named augmentation, the teacher
-    # of a born-again member, and the seed (initial weights and training alike)
+    # set by the recipe itself: the module, the named augmentation and the
+    # teacher of a born-again member
     allowed = {
         recipe: set(inspect.signature(cls).parameters)
-        - {"module", "augment", "teacher", "random_state"}
+        - {"module", "augment", "teacher"}
         | {"recipe", "augment"}
         for recipe, cls in trainers.items()
     }
@@ -727,6 +732,12 @@ def _check_members(members, X_shape, y, groups, defaults):
                 f"take (or that the recipe sets): {', '.join(map(repr, unknown))}."
             )
         _check_bool(f"members[{i}]['born_again']", member.get("born_again", False))
+        seed = member.get("random_state", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            # it seeds the initial weights too, which need an int
+            raise ValueError(
+                f"members[{i}]['random_state'] must be an int, got {seed!r}."
+            )
         distill = sorted(k for k in member if k.startswith("distill_"))
         if distill and not member.get("born_again", False):
             raise ValueError(

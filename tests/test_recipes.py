@@ -172,6 +172,11 @@ def test_make_augmentation_rejects(name, image_size, match):
         make_augmentation(name, image_size=image_size)
 
 
+def _after_affine(**second):
+    """The recipe's ``members=``: an *affine* member, then one with ``second``."""
+    return {"members": [{"augment": "affine"}, {"augment": "affine", **second}]}
+
+
 @pytest.mark.parametrize(
     "X_shape, params, match",
     [
@@ -195,17 +200,23 @@ def test_make_augmentation_rejects(name, image_size, match):
         ),
         (
             (6, 1, 16, 16),
-            {"members": [{"augment": "affine", "random_state": 1}]},
-            r"members\[0\] has parameters .*: 'random_state'",
+            {"members": [{"augment": "affine", "random_state": 1.0}]},
+            r"members\[0\]\['random_state'\] must be an int, got 1\.0\.",
         ),
         (
             (6, 1, 16, 16),
-            {
-                "members": [
-                    {"augment": "affine"},
-                    {"augment": "affine", "max_epochs": 0},
-                ]
-            },
+            {"members": [{"augment": "affine", "random_state": True}]},
+            r"members\[0\]\['random_state'\] must be an int, got True\.",
+        ),
+        (
+            (6, 1, 16, 16),
+            # the function's seed spelt out: the same network twice
+            _after_affine(random_state=0),
+            r"members\[1\] equals members\[0\]",
+        ),
+        (
+            (6, 1, 16, 16),
+            _after_affine(max_epochs=0),
             r"members\[1\]: The 'max_epochs' parameter",
         ),
         (
@@ -220,17 +231,12 @@ def test_make_augmentation_rejects(name, image_size, match):
         ),
         (
             (6, 1, 16, 12),
-            {
-                "members": [
-                    {"augment": "affine"},
-                    {"augment": "affine", "rotation_loss_weight": 1.0},
-                ]
-            },
+            _after_affine(rotation_loss_weight=1.0),
             r"members\[1\] sets rotation_loss_weight.* got \(16, 12\)",
         ),
         (
             (6, 1, 16, 16),
-            {"members": [{"augment": "affine"}, {"augment": "affine"}]},
+            _after_affine(),
             r"members\[1\] equals members\[0\]",
         ),
         ((6, 1, 16, 16), {"random_state": None}, "random_state must be an int"),

@@ -132,7 +132,7 @@ NOT_TAKEN = r"members\[0\] has parameters ProtoNetMetaTrainer does not take .*: 
             NOT_TAKEN + "'distill_temperature', 'distill_weight'",
         ),
         ([{**P, "batch_size": 8, "head": "cos"}], NOT_TAKEN + "'batch_size', 'head'"),
-        ([{**P, "random_state": 1}], NOT_TAKEN + "'random_state'"),
+        ([{**P, "random_state": None}], r"members\[0\]\['random_state'\] must be"),
         (
             [{"augment": "none", "n_way": 3}],
             r"members\[0\] has parameters SupervisedPretrainer does not take .*'n_way'",
@@ -345,3 +345,26 @@ def test_within_groups_members_are_refused_before_any_training(members, groups, 
 
     with pytest.raises(ValueError, match=match):
         _recipe([{"augment": "none"}, *members], make_module, groups=groups)
+
+
+def test_a_members_own_seed_trains_the_network_of_that_seed():
+    # one member from two seeds, in one call: each network is the one that
+    # the function's random_state of that seed trains, bit for bit
+    images = torch.as_tensor(X)
+    members = [
+        {"augment": "affine", "random_state": 3},
+        PROTONET,
+        {**PROTONET, "random_state": 4},
+    ]
+    ensemble, trainers = _recipe(members)
+    assert [t.random_state for t in trainers] == [3, 0, 4]
+    with torch.no_grad():
+        features = ensemble(images)
+        alone = [
+            _recipe([{"augment": "affine"}], random_state=3)[0](images),
+            _recipe([PROTONET])[0](images),
+            _recipe([PROTONET], random_state=4)[0](images),
+        ]
+    assert torch.equal(features, torch.cat(alone, dim=1))
+    # the seed is the network's: two seeds of a member are two networks
+    assert not torch.equal(alone[1], alone[2])
