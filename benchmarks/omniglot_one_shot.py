@@ -43,7 +43,10 @@ trains the same networks and embeds with it (the recipe until then; every
 earlier ``final-*`` configuration keeps its pool, as its rows were measured).
 ``--config final-seeds`` trains each of the recipe's members from two seeds
 (``--seed`` and ``--seed + 1``, a member's own ``"random_state"``) for half
-the epochs each: four networks for the recipe's budget.
+the epochs each: four networks for the recipe's budget; ``final-32px`` trains
+the recipe on 32 x 32 drawings (a 4 x 4 last map), and ``final-within`` with
+its ProtoNet member's episodes drawn within one alphabet in one orientation
+(``within_groups``; not measured yet on the recipe).
 ``--config final-trio`` trains the previous default
 (until 2026-11-28: ``affine-rotation`` trained with ``--epochs 20``,
 ``affine-elastic`` and ``protonet-affine-elastic``, on the drawings as
@@ -247,6 +250,16 @@ FINALS = {
     "final": _FINAL,
     # each member from two seeds, for half the epochs: four networks
     "final-seeds": {**_FINAL, "seeds": 2},
+    # on 32 x 32 drawings: the fourth block's whole 4 x 4 map
+    "final-32px": {**_FINAL, "image_size": 32},
+    # the ProtoNet member's episodes within one alphabet in one orientation
+    "final-within": {
+        **_FINAL,
+        "members": (
+            ONE_SHOT_MEMBERS[0],
+            {**ONE_SHOT_MEMBERS[1], "within_groups": True},
+        ),
+    },
     # the same networks embedding with it (the recipe until 2026-11-28)
     "final-pooled": {**_FINAL, "last_pool": True},
     # earlier recipes, as their rows were measured: with the last pool
@@ -361,7 +374,7 @@ def transductive(embed, X, y, groups, valid, X_te, y_te, g_te, args):
     }
 
 
-def train_final(X, y, args):
+def train_final(X, y, groups, args):
     """The library's recipe, :func:`~skfewshot.recipes.pretrain_one_shot_ensemble`."""
     members = FINALS[args.config].get("members", ONE_SHOT_MEMBERS)
     epochs = args.epochs
@@ -383,9 +396,11 @@ def train_final(X, y, args):
             for m in members
         ]
     start, cpu = time.perf_counter(), time.process_time()
+    within = any(m.get("within_groups") for m in members)
     ensemble, trainers = pretrain_one_shot_ensemble(
         X,
         y,
+        groups=groups if within else None,
         members=members,
         make_module=FINALS[args.config].get("make_module"),
         max_epochs=epochs,
@@ -566,7 +581,7 @@ def main(argv=None):
         row = {"ensemble": args.ensemble, "epochs": args.epochs, "seed": args.seed}
     else:
         if args.config in FINALS:
-            backbone, times, accuracies = train_final(X_train, y_train, args)
+            backbone, times, accuracies = train_final(X_train, y_train, g_train, args)
         else:
             trainer, times = train(args.config, X_train, y_train, g_train, args)
             backbone = trainer.backbone_
