@@ -626,8 +626,7 @@ def pretrain_one_shot_ensemble(
             "X must hold images of shape (n_samples, channels, height, width); "
             f"got shape {np.shape(X)}."
         )
-    if isinstance(random_state, bool) or not isinstance(random_state, int):
-        raise ValueError(f"random_state must be an int, got {random_state!r}.")
+    _check_seed("random_state", random_state)
     _check_bool("last_pool", last_pool)
     # a column y is taken with a DataConversionWarning, as the trainers take it
     y = column_or_1d(y, warn=True)
@@ -673,6 +672,12 @@ def pretrain_one_shot_ensemble(
     if not last_pool:  # copies: each trainer's head takes the pooled features
         backbones = [_without_last_pool(b)[0] for b in backbones]
     return BackboneEnsemble(backbones), trainers
+
+
+def _check_seed(name, value):
+    """A recipe's seed must be an int: it seeds torch for the initial weights."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an int, got {value!r}.")
 
 
 def _check_members(members, X_shape, y, groups, defaults):
@@ -732,12 +737,7 @@ def _check_members(members, X_shape, y, groups, defaults):
                 f"take (or that the recipe sets): {', '.join(map(repr, unknown))}."
             )
         _check_bool(f"members[{i}]['born_again']", member.get("born_again", False))
-        seed = member.get("random_state", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            # it seeds the initial weights too, which need an int
-            raise ValueError(
-                f"members[{i}]['random_state'] must be an int, got {seed!r}."
-            )
+        _check_seed(f"members[{i}]['random_state']", member.get("random_state", 0))
         distill = sorted(k for k in member if k.startswith("distill_"))
         if distill and not member.get("born_again", False):
             raise ValueError(
