@@ -395,8 +395,8 @@ def train_final(X, y, groups, args):
             for k in range(seeds)
             for m in members
         ]
-    start, cpu = time.perf_counter(), time.process_time()
     within = any(m.get("within_groups") for m in members)
+    start, cpu = time.perf_counter(), time.process_time()
     ensemble, trainers = pretrain_one_shot_ensemble(
         X,
         y,
