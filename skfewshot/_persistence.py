@@ -62,6 +62,7 @@ TRUSTED_TYPES = (
     "skfewshot.datasets._folder.ImageFileReader",
     "skfewshot.datasets._ink.InkNormalizer",
     "skfewshot.finetune.FineTunedCosineClassifier",
+    "skfewshot.preprocessing.WithinClassWhitening",
     "skfewshot.prototype.PrototypeClassifier",
     "skfewshot.text.LSAEncoder",
     "skfewshot.text.SentenceEncoder",

@@ -123,9 +123,10 @@ def load(
     :class:`~skfewshot.datasets.ImageFileReader`,
     :class:`~skfewshot.datasets.InkNormalizer`,
     :class:`~skfewshot.text.SentenceEncoder`,
-    :class:`~skfewshot.text.LSAEncoder`), ``torch.device``, and the types in
-    ``trusted``. A backbone is rebuilt on the CPU from the checked
-    description in the file, so a pipeline fitted on a GPU predicts on a
+    :class:`~skfewshot.text.LSAEncoder`,
+    :class:`~skfewshot.preprocessing.WithinClassWhitening`), ``torch.device``,
+    and the types in ``trusted``. A backbone is rebuilt on the CPU from the
+    checked description in the file, so a pipeline fitted on a GPU predicts on a
     CPU-only machine (with ``device="auto"``; an explicit ``"cuda"`` raises at
     ``transform``: set it with ``set_params``).
 

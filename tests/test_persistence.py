@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import torch
 from numpy.testing import assert_array_equal
+from sklearn.base import BaseEstimator
+from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import make_pipeline
 
 from skfewshot import (
@@ -26,6 +28,7 @@ from skfewshot import (
 from skfewshot._persistence import TRUSTED_TYPES, restored_state
 from skfewshot.datasets import ImageFileReader, InkNormalizer
 from skfewshot.models import Conv4, ResNet12
+from skfewshot.preprocessing import WithinClassWhitening
 from skfewshot.text import SentenceEncoder
 
 pytestmark = pytest.mark.thread_independent  # see the marker in pyproject.toml
@@ -107,6 +110,8 @@ def _assert_same_value(a, b, where):
         assert_array_equal(a, b, err_msg=where)
     elif isinstance(a, torch.nn.Module):
         _assert_same_module(a, b)
+    elif isinstance(a, BaseEstimator):  # a FrozenEstimator's estimator
+        _assert_same_estimator(a, b)
     else:
         assert type(a) is type(b) and a == b, where
 
@@ -201,6 +206,15 @@ def test_pipeline_with_ink_normalisation_round_trips(save_load, tmp_path):
         PrototypeClassifier(),
     ).fit(X, y)
     _assert_same_pipeline(pipe, save_load(pipe, tmp_path), X)
+
+
+@pytest.mark.parametrize("save_load", FORMATS)
+def test_pipeline_with_frozen_whitening_round_trips(save_load, tmp_path):
+    X, y = _data(n_per_class=4)
+    embed = BackboneTransformer(_conv4(), device="cpu")
+    whiten = WithinClassWhitening(shrinkage=1.0).fit(embed.fit_transform(X), y)
+    pipe = make_pipeline(embed, FrozenEstimator(whiten), PrototypeClassifier())
+    _assert_same_pipeline(pipe.fit(X, y), save_load(pipe, tmp_path), X)
 
 
 @pytest.mark.parametrize("save_load", FORMATS)
