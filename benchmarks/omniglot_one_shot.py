@@ -84,6 +84,12 @@ image).
 ``--device cuda`` trains and embeds on a GPU (the rows record the device; the
 published CPU rows use the default, ``cpu``); ``benchmarks/omniglot_gpu.sh`` runs
 the GPU rows and the test suite in one call on a lent GPU machine.
+``--whiten A`` also scores every column with the features whitened by
+:class:`~skfewshot.preprocessing.WithinClassWhitening` ``(shrinkage=A)``,
+fitted on the base classes' features with the same test-time copies (the
+training drawings and their rotations as classes, without mirrors or
+splices): columns ``valid_whiten``, ``test_tta1_whiten`` and so on (the
+recipe's evaluation since 2026-11-29: ``--whiten 10``).
 ``--transductive`` adds the transductive FineTunedCosine head on the
 test-time-shift features, tuned on the validation alphabet (reported apart:
 its queries are not classified alone).
@@ -122,6 +128,7 @@ from skfewshot.models import (
     load_backbone,
     save_backbone,
 )
+from skfewshot.preprocessing import WithinClassWhitening
 from skfewshot.recipes import (
     ONE_SHOT_INK_RADIUS,
     ONE_SHOT_MEMBERS,
@@ -537,6 +544,15 @@ def main(argv=None):
     )
     parser.add_argument("--test-time-scales", type=float, nargs="+", metavar="S")
     parser.add_argument(
+        "--whiten",
+        type=float,
+        metavar="A",
+        help="also score every column's features whitened by "
+        "WithinClassWhitening(shrinkage=A), fitted on the base classes' "
+        "features (the training drawings and their rotations as classes; "
+        "columns NAME_whiten)",
+    )
+    parser.add_argument(
         "--ink-radius",
         type=float,
         metavar="R",
@@ -589,6 +605,7 @@ def main(argv=None):
     X_train, y_train, g_train = _augmented_by_orientation(
         augment_rotations, X[~valid], y[~valid], groups[~valid]
     )
+    X_base, y_base = X_train, y_train  # what --whiten learns from
     if settings(args.config).get("mirrors"):
         X_train, y_train, g_train = _augmented_by_orientation(
             augment_mirrors, X_train, y_train, g_train
@@ -637,6 +654,8 @@ def main(argv=None):
         row["test_time_shifts"] = args.test_time_shifts
     if args.test_time_warps:
         row["test_time_warps"] = args.test_time_warps
+    if args.whiten is not None:
+        row["whiten"] = args.whiten
     for shifts in (None, args.test_time_shifts):
         embed = BackboneTransformer(
             backbone.eval(),
@@ -646,12 +665,18 @@ def main(argv=None):
             device=args.device,
         ).fit(X[:1])
         tag = "" if shifts is None else "_tta1"
-        row["valid" + tag] = within_alphabet_1shot(
-            embed.transform(X[valid]), y[valid], groups[valid], 200, args.seed + 1
-        )
-        row["test" + tag] = within_alphabet_1shot(
-            embed.transform(X_te), y_te, g_te, args.episodes, args.seed
-        )
+        features = {"": (embed.transform(X[valid]), embed.transform(X_te))}
+        if args.whiten is not None:
+            whiten = WithinClassWhitening(args.whiten)
+            whiten.fit(embed.transform(X_base), y_base)
+            features["_whiten"] = tuple(map(whiten.transform, features[""]))
+        for suffix, (F_valid, F_test) in features.items():
+            row["valid" + tag + suffix] = within_alphabet_1shot(
+                F_valid, y[valid], groups[valid], 200, args.seed + 1
+            )
+            row["test" + tag + suffix] = within_alphabet_1shot(
+                F_test, y_te, g_te, args.episodes, args.seed
+            )
     if args.transductive:
         row.update(transductive(embed, X, y, groups, valid, X_te, y_te, g_te, args))
     print(json.dumps(row), flush=True)
