@@ -61,16 +61,17 @@ timeout_opt=()
 OMP_NUM_THREADS=1 step tests 240 "$py" -m pytest -p no:cacheprovider -n 12 -v \
     -rfE "${timeout_opt[@]}"
 grep -E "^(FAILED|ERROR)|^\[gw[0-9]+\] .*(FAILED|ERROR)" "$out/tests.log" | head -40
-# the library's recipe (three Conv4 members: 73 s of training on an H100 on
-# 2026-11-27, 89 s for the step): its time on the GPU
-step final 240 "${bench[@]}" --config final
+# the library's recipe (three Conv4 members then: 73 s of training on an H100
+# on 2026-11-27, 89 s for the step): its time on the GPU, scored also with the
+# base classes' whitening, the recipe's evaluation since 2026-11-29
+step final 240 "${bench[@]}" --config final --whiten 10
 # ResNet12, too slow for the CPU budget (13x Conv4 per step), and its ensemble
 step resnet12-affine 120 "${bench[@]}" --config resnet12-affine
 step resnet12-affine-elastic 120 "${bench[@]}" --config resnet12-affine-elastic
 step resnet12-ensemble 60 "${bench[@]}" \
-    --ensemble resnet12-affine resnet12-affine-elastic
+    --ensemble resnet12-affine resnet12-affine-elastic --whiten 10
 # the same recipe with ResNet12 members (182 s of training on an H100, 204 s
 # for the step)
-step final-resnet12 300 "${bench[@]}" --config final-resnet12
+step final-resnet12 300 "${bench[@]}" --config final-resnet12 --whiten 10
 cp benchmarks/_artifacts/omniglot_one_shot.jsonl "$out/" 2>/dev/null
 echo "== total $((SECONDS - start))s"
