@@ -16,6 +16,8 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._base import _class_means, _l2_normalize
+
 
 class WithinClassWhitening(
     ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
@@ -165,9 +167,8 @@ class WithinClassWhitening(
                 f"estimate the within-class covariance; each of the "
                 f"{len(self.classes_)} classes of y has 1 sample."
             )
-        means = np.zeros((len(self.classes_), features.shape[1]))
-        np.add.at(means, inverse, features)
-        residuals = features - means[inverse] / counts[inverse, None]
+        means = _class_means(features, inverse, self.classes_, np.ones(len(X)))
+        residuals = features - means[inverse]
         # in units of the largest residual: squares of huge features stay finite
         unit = np.abs(residuals).max()
         # a mean of equal rows leaves rounding errors of a few eps of them
@@ -220,15 +221,9 @@ class WithinClassWhitening(
         return whitened.astype(X.dtype)
 
     def _rows(self, X: np.ndarray) -> np.ndarray:
-        """``X`` (float64), its rows L2-normalised with ``normalize=True``."""
-        if not self.normalize:
-            return X
-        # divided by their largest entry first: norms of huge rows stay finite
-        # (sklearn's normalize would square them to inf and return zeros)
-        largest = np.abs(X).max(axis=1, keepdims=True)
-        X = X / np.where(largest > 0, largest, 1.0)
-        norms = np.linalg.norm(X, axis=1, keepdims=True)
-        return X / np.where(norms > 0, norms, 1.0)
+        """``X`` (a float64 copy), its rows L2-normalised in place with
+        ``normalize=True`` (exactly rescaled first where huge or tiny)."""
+        return _l2_normalize(X, copy=False) if self.normalize else X
 
     @property
     def _n_features_out(self) -> int:
