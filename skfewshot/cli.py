@@ -685,12 +685,13 @@ def _as_fed(args, X):
     return 1 - X if args.invert else X
 
 
-def _polarity_warning(args, meta, X_support):
+def _polarity_warning(args, meta, X_support, what="the support images"):
     """A warning, printed on stderr, when the support images the backbone gets
-    (``X_support``, after ``--invert``) and those it was trained on lie on
-    opposite sides of a mean pixel value of 0.5 (mostly dark against mostly
-    bright: ink the wrong way round), else ``None``. Backbones without
-    ``trained_on["pixel_mean"]`` (recorded by ``train``) are not checked."""
+    (``X_support``, after ``--invert``; ``what`` names them) and those it was
+    trained on lie on opposite sides of a mean pixel value of 0.5 (mostly
+    dark against mostly bright: ink the wrong way round), else ``None``.
+    Backbones without ``trained_on["pixel_mean"]`` (recorded by ``train``)
+    are not checked."""
     recorded = (meta.get("trained_on") or {}).get("pixel_mean")
     if not isinstance(recorded, (int, float)) or isinstance(recorded, bool):
         return None
@@ -702,7 +703,7 @@ def _polarity_warning(args, meta, X_support):
         return "mostly dark" if m < 0.5 else "mostly bright"
 
     warning = (
-        f"the support images{', inverted,' if args.invert else ''} have a mean "
+        f"{what}{', inverted,' if args.invert else ''} have a mean "
         f"pixel value of {mean:.2f} ({side(mean)}) but backbone {args.backbone} "
         f"was trained on images of mean {recorded:.2f} ({side(recorded)}): they "
         "are likely the wrong way round; "
@@ -710,6 +711,19 @@ def _polarity_warning(args, meta, X_support):
     )
     print(f"skfewshot {args.command}: warning: {warning}", file=sys.stderr)
     return warning
+
+
+def _fed_record(args, ink, polarity_warning):
+    """The JSON fields of ``runs``, ``predict`` and ``whiten`` that say how the
+    backbone was fed: test-time copies, ``--invert``, the ink normalisation
+    (:func:`_ink_normalizer`) and the :func:`_polarity_warning`."""
+    return {
+        "test_time_shifts": args.test_time_shifts,
+        "test_time_warps": _warps(args),
+        "invert": bool(args.invert),
+        "ink_normalizer": ink,
+        "polarity_warning": polarity_warning,
+    }
 
 
 def _add_invert(parser):
@@ -871,11 +885,7 @@ def _cmd_runs(args):
         "command": "runs",
         "backbone": args.backbone,
         "head": args.head,
-        "test_time_shifts": args.test_time_shifts,
-        "test_time_warps": _warps(args),
-        "invert": bool(args.invert),
-        "ink_normalizer": ink,
-        "polarity_warning": polarity_warning,
+        **_fed_record(args, ink, polarity_warning),
         "device": device,
         "runs": rows,
         "error_rate": overall,
@@ -1010,7 +1020,7 @@ def _lock_owner(lock):
             raise TypeError("pid must be an int and host a str")
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise _CLIError(
-            f"{lock} is not a lock record that skfewshot train can read "
+            f"{lock} is not a lock record that skfewshot can read "
             f"({type(exc).__name__}: {exc}); another run writing the same "
             "--output may hold it (or be starting): if no such run is alive, "
             f"delete {lock}"
@@ -1052,7 +1062,7 @@ def _create_lock(lock, owner):
     return True
 
 
-def _take_over(lock, dead, mine, output, held):
+def _take_over(lock, dead, mine, output, held, command):
     """Replace the lock ``dead`` left by a run that ended without removing it.
 
     Under a second exclusive file, ``OUTPUT.lock.takeover``, so that of two
@@ -1062,7 +1072,7 @@ def _take_over(lock, dead, mine, output, held):
     """
     guard = _beside(lock, ".takeover")
     racing = (
-        f"another skfewshot train run writes --output {output} (it took over "
+        f"another skfewshot run writes --output {output} (it took over "
         f"the stale lock {lock} at the same time as this one); wait for it to "
         f"end or give another --output; if no such run is alive, delete {lock}"
     )
@@ -1072,7 +1082,7 @@ def _take_over(lock, dead, mine, output, held):
         if lock.exists() and _lock_owner(lock) != dead:
             raise _CLIError(racing)  # replaced since it was read: by a live run
         print(
-            f"skfewshot train: warning: taking over {lock}, left by a run that "
+            f"skfewshot {command}: warning: taking over {lock}, left by a run that "
             f"is no longer running ({held})",
             file=sys.stderr,
         )
@@ -1084,8 +1094,9 @@ def _take_over(lock, dead, mine, output, held):
 
 
 @contextlib.contextmanager
-def _output_lock(output, argv):
-    """Hold ``OUTPUT.lock`` for a ``train`` run: one run at a time writes ``output``.
+def _output_lock(output, argv, command="train"):
+    """Hold ``OUTPUT.lock`` for a ``train`` or ``whiten`` run (``command``):
+    one run at a time writes ``output``.
 
     Two runs writing the same files would overwrite each other's checkpoint
     every epoch and could leave ``OUTPUT.json`` describing the other run's
@@ -1109,11 +1120,11 @@ def _output_lock(output, argv):
         held = f"pid {owner['pid']} on {owner['host']}, started {owner['started']}"
         if not _is_stale(owner):
             raise _CLIError(
-                f"another skfewshot train run writes --output {output} ({held}, "
+                f"another skfewshot run writes --output {output} ({held}, "
                 f"by its lock {lock}); wait for it to end or give another "
                 f"--output; if no such run is alive, delete {lock}"
             )
-        _take_over(lock, owner, mine, output, held)
+        _take_over(lock, owner, mine, output, held, command)
     try:
         yield lock
     finally:
@@ -1123,8 +1134,10 @@ def _output_lock(output, argv):
                 lock.unlink()
 
 
-def _check_train_args(args):
-    """Every check of ``train`` that needs no heavy import."""
+def _check_data_source(args, omniglot_only):
+    """DIR or ``--dataset`` of ``train`` and ``whiten``, checked: exactly one,
+    present, and the ``omniglot_only`` flags (``{"--rotations": value}``) given
+    with ``--dataset omniglot`` only."""
     if (args.data is None) == (args.dataset is None):
         raise _CLIError(
             "give either a folder of labelled images (DIR, one sub-folder per "
@@ -1148,19 +1161,46 @@ def _check_train_args(args):
         for subset in args.subset or [_OMNIGLOT_SUBSET]:
             if not (Path(args.data_dir).expanduser() / f"{subset}.zip").is_file():
                 raise _CLIError(f"--data-dir {args.data_dir} holds no {subset}.zip")
-    elif args.data_dir or args.subset or args.rotations or args.mirrors or args.splices:
-        flag = next(
-            flag
-            for flag, given in (
-                ("--data-dir", args.data_dir),
-                ("--subset", args.subset),
-                ("--rotations", args.rotations),
-                ("--mirrors", args.mirrors),
-                ("--splices", args.splices),
-            )
-            if given
+    else:
+        flags = {"--data-dir": args.data_dir, "--subset": args.subset, **omniglot_only}
+        flag = next((flag for flag, given in flags.items() if given), None)
+        if flag is not None:
+            raise _CLIError(f"{flag} applies to --dataset omniglot only")
+
+
+def _backbone_inputs(backbone):
+    """The inputs of :func:`_check_not_an_input` that ``--backbone`` names: the
+    file and its record (``BACKBONE.json``, which train and ensemble write)."""
+    return [
+        (f"the --backbone {backbone}", backbone, None),
+        (f"the record of --backbone {backbone}", _beside(backbone, ".json"), None),
+    ]
+
+
+def _data_inputs(args):
+    """The inputs of :func:`_check_not_an_input` that DIR or ``--data-dir`` names."""
+    if args.data is not None:
+        return [(f"an image read from DIR {args.data}", args.data, _is_image)]
+    return [
+        (
+            f"the {subset}.zip of --data-dir {args.data_dir}",
+            Path(args.data_dir).expanduser() / f"{subset}.zip",
+            None,
         )
-        raise _CLIError(f"{flag} applies to --dataset omniglot only")
+        for subset in ((args.subset or [_OMNIGLOT_SUBSET]) if args.data_dir else [])
+    ]
+
+
+def _check_train_args(args):
+    """Every check of ``train`` that needs no heavy import."""
+    _check_data_source(
+        args,
+        {
+            "--rotations": args.rotations,
+            "--mirrors": args.mirrors,
+            "--splices": args.splices,
+        },
+    )
     if args.ink_radius is not None and not args.ink_normalize:
         raise _CLIError(
             "--ink-radius sets the size --ink-normalize scales drawings to: "
@@ -1224,18 +1264,7 @@ def _check_train_args(args):
             "without --resume"
         )
     _check_output_and_record(args.output)
-    if args.data is not None:
-        inputs = [(f"an image read from DIR {args.data}", args.data, _is_image)]
-    else:
-        inputs = [
-            (
-                f"the {subset}.zip of --data-dir {args.data_dir}",
-                Path(args.data_dir).expanduser() / f"{subset}.zip",
-                None,
-            )
-            for subset in ((args.subset or [_OMNIGLOT_SUBSET]) if args.data_dir else [])
-        ]
-    _check_not_an_input(args.output, "the backbone", inputs, record=True)
+    _check_not_an_input(args.output, "the backbone", _data_inputs(args), record=True)
 
 
 def _check_checkpoint(args):
@@ -1565,6 +1594,18 @@ def _write_text(path, text):
 
     with atomic_path(Path(path).expanduser()) as tmp:
         tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
+
+
+def _write_record(output, record):
+    """Write ``OUTPUT.json`` of ``ensemble`` or ``whiten``: ``record`` with the
+    time it was created and the library versions; returns what was written."""
+    record = {
+        **record,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": _versions(),
+    }
+    _write_text(_beside(output, ".json"), json.dumps(record, indent=2))
+    return record
 
 
 def _cmd_train(args):
@@ -2012,14 +2053,161 @@ def _cmd_ensemble(args):
         "n_features": n_features,
         "trained_on": trained_on,
         "warnings": warnings,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "versions": _versions(),
     }
-    _write_text(_beside(output, ".json"), json.dumps(record, indent=2))
+    record = _write_record(output, record)
     text = (
         f"Ensemble of {len(records)} backbones ({args.combine}: {n_features} "
         f"features of {tuple(input_shape)} inputs) written to {args.output} "
         f"(record: {args.output}.json)"
+    )
+    _emit(args, record, text)
+
+
+# --------------------------------------------------------------------------
+# whiten: a backbone file whose features are whitened by its base classes
+# --------------------------------------------------------------------------
+
+
+def _check_whiten_args(args):
+    """Every check of ``whiten`` that needs no heavy import."""
+    _check_backbone_file(args.backbone)
+    _check_data_source(args, {"--rotations": args.rotations})
+    _check_output_and_record(args.output)
+    _check_not_an_input(
+        args.output,
+        "the whitened backbone",
+        _backbone_inputs(args.backbone) + _data_inputs(args),
+        record=True,
+    )
+
+
+def _whitened_trained_on(backbone, trained_on, data):
+    """``(trained_on, warnings)`` of a backbone whitened on the classes ``data``.
+
+    The whitened backbone saw what the backbone saw and the whitening's
+    classes, so its :data:`_SEEN_FIELDS` lists are the backbone's joined with
+    ``data``'s (what :func:`_training_data` records): evaluate then leaves
+    out both. A backbone that records no training data gives a record of
+    none, with a warning, as ``ensemble`` does; one trained on another data
+    set than ``data`` is refused (evaluate could not leave out the other
+    set's classes).
+    """
+    if trained_on is None:
+        return None, [
+            f"backbone {backbone} records no training data, so the whitened "
+            "backbone records none and evaluate will not be able to leave out "
+            "its training classes (record them with save_backbone(..., "
+            "trained_on=...), or train with skfewshot train)"
+        ]
+    if trained_on.get("dataset") != data["dataset"]:
+        raise _CLIError(
+            f"backbone {backbone} was trained on {trained_on.get('dataset')!r} and "
+            f"the whitening would be fitted on {data['dataset']!r}; evaluate could "
+            "not leave out every class the whitened backbone saw (fit it on the "
+            "backbone's own data set)"
+        )
+    merged = dict(trained_on)
+    for key in _SEEN_FIELDS:
+        if key in merged and key in data:
+            merged[key] = _union([merged[key], data[key]])
+    return merged, []
+
+
+def _cmd_whiten(args):
+    _check_whiten_args(args)
+    device = _resolved_device(args)
+    with _output_lock(args.output, args.argv, "whiten"):
+        _whiten(args, device)
+
+
+def _whiten(args, device):
+    """Fit, write ``OUTPUT`` and ``OUTPUT.json``, report (the lock held)."""
+    import hashlib
+
+    from .models import WhitenedBackbone, save_backbone
+    from .models._io import _load_backbone_bytes
+
+    t0 = time.perf_counter()
+    # read once: the recorded SHA-256 is that of the bytes loaded
+    data = Path(args.backbone).expanduser().read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    module, meta = _load_backbone_bytes(data, Path(args.backbone).expanduser())
+    del data
+    if isinstance(module, WhitenedBackbone):
+        raise _CLIError(
+            f"--backbone {args.backbone} is whitened already; give the backbone it "
+            "whitens (a second whitening would be fitted on whitened features)"
+        )
+    if meta["input_shape"] is None:
+        raise _CLIError(
+            f"backbone file {args.backbone} records no input shape, so the images "
+            "cannot be read as it takes them; save it with save_backbone(..., "
+            "input_shape=...) or train it with skfewshot train"
+        )
+    args.image_size = args.color = None  # read as the backbone file records
+    _, args.color = _predict_input_format(args, meta)
+    ink, size = _ink_normalizer(meta, args.backbone), _image_size(meta)
+    X, y, names, data_record, _ = _training_data(args, _read_size(ink, size))
+    X = _as_trained(ink, _as_fed(args, X), size, meta)
+    polarity_warning = _polarity_warning(args, meta, X, what="the whitening images")
+    if args.rotations:
+        from .datasets import augment_rotations
+
+        X, y = augment_rotations(X, y)
+    trained_on, warnings_ = _whitened_trained_on(
+        args.backbone, meta["trained_on"], data_record
+    )
+    for warning in warnings_:
+        print(f"skfewshot whiten: warning: {warning}", file=sys.stderr)
+    t1 = time.perf_counter()
+    with _progress(not args.quiet):
+        whitened, whitening = recipes.whiten_backbone(
+            _features(module, args), X, y, shrinkage=args.shrinkage
+        )
+    output = Path(args.output).expanduser()
+    save_backbone(
+        whitened, output, input_shape=meta["input_shape"], trained_on=trained_on
+    )
+    t2 = time.perf_counter()
+    n_features, n_classes = whitening.n_features_in_, len(whitening.classes_)
+    eigenvalues = whitening.eigenvalues_
+    record = {
+        "command": "whiten",
+        "argv": args.argv,
+        "output": str(args.output),
+        "architecture": "WhitenedBackbone",
+        "backbone": {
+            "path": str(args.backbone),
+            "sha256": digest,
+            "architecture": meta["architecture"],
+            "trained_on": meta["trained_on"],
+        },
+        "whitened_on": {
+            **data_record,
+            "rotations": bool(args.rotations),
+            "n_images": len(X),
+            "n_classes": n_classes,
+        },
+        "shrinkage": args.shrinkage,
+        **_fed_record(args, ink, polarity_warning),
+        "device": device,
+        "input_shape": list(meta["input_shape"]),
+        "n_features": n_features,
+        "eigenvalues": {
+            "max": float(eigenvalues.max()),
+            "min": float(eigenvalues.min()),
+            "mean": float(eigenvalues.mean()),
+        },
+        "trained_on": trained_on,
+        "warnings": warnings_,
+        "seconds": {"data": round(t1 - t0, 3), "whitening": round(t2 - t1, 3)},
+    }
+    record = _write_record(output, record)
+    text = (
+        f"{meta['architecture']} whitened by {len(X)} images of {n_classes} "
+        f"classes (shrinkage {args.shrinkage:g}, {n_features} features"
+        f"{_tta_note(args)}{_ink_note(ink)}) written to {args.output} (record: "
+        f"{args.output}.json); evaluate it with the same test-time options"
     )
     _emit(args, record, text)
 
@@ -2170,20 +2358,22 @@ def _cmd_predict(args):
         _check_exists(query, "--query")
     if args.output:
         _check_output_path(args.output)
-        inputs = [
-            (f"the --backbone {args.backbone}", args.backbone, None),
-            (
-                f"the record of --backbone {args.backbone}",
-                _beside(args.backbone, ".json"),
-                None,
-            ),
-            (f"an image read from --support {args.support}", args.support, _is_image),
-        ] + [
-            (f"an image read from --query {query}", query, _is_image)
-            if Path(query).expanduser().is_dir()
-            else (f"the --query {query}", query, None)
-            for query in args.query
-        ]
+        inputs = (
+            _backbone_inputs(args.backbone)
+            + [
+                (
+                    f"an image read from --support {args.support}",
+                    args.support,
+                    _is_image,
+                ),
+            ]
+            + [
+                (f"an image read from --query {query}", query, _is_image)
+                if Path(query).expanduser().is_dir()
+                else (f"the --query {query}", query, None)
+                for query in args.query
+            ]
+        )
         _check_not_an_input(args.output, "the predictions", inputs)
     _resolved_device(args)
     head = _make_predict_head(args)
@@ -2225,11 +2415,7 @@ def _cmd_predict(args):
                     "head": args.head,
                     "head_params": _parse_head_params(args.head_param),
                     "unknown": bool(args.unknown),
-                    "test_time_shifts": args.test_time_shifts,
-                    "test_time_warps": _warps(args),
-                    "invert": bool(args.invert),
-                    "ink_normalizer": ink,
-                    "polarity_warning": polarity_warning,
+                    **_fed_record(args, ink, polarity_warning),
                     "classes": head_classes,
                     "predictions": rows,
                 },
@@ -2365,14 +2551,10 @@ def build_parser():
         help="auto (CUDA, MPS, CPU), cpu, cuda... (default: auto)",
     )
 
-    head = argparse.ArgumentParser(add_help=False)
-    head.add_argument(
-        "--head",
-        choices=HEADS,
-        default="prototype",
-        help="few-shot head, see skfewshot.recipes.make_head (default: prototype)",
-    )
-    head.add_argument(
+    # the test-time copies: every command that embeds images for a head,
+    # and whiten, which fits on the features they give
+    tta = argparse.ArgumentParser(add_help=False)
+    tta.add_argument(
         "--test-time-shifts",
         type=_nonnegative(int),
         default=0,
@@ -2381,7 +2563,7 @@ def build_parser():
         "by every (dy, dx) in [-S, S]^2 pixels, zero fill (BackboneTransformer's "
         "test_time_shifts; (2S+1)^2 forwards per image) (default: 0, no shift)",
     )
-    head.add_argument(
+    tta.add_argument(
         "--test-time-angles",
         type=_number_in(),
         nargs="+",
@@ -2395,7 +2577,7 @@ def build_parser():
         "-1e3 as an option) "
         "(default: no warp; 0 when only --test-time-scales is given)",
     )
-    head.add_argument(
+    tta.add_argument(
         "--test-time-scales",
         type=_number_in(*SCALE_BOUNDS),
         nargs="+",
@@ -2403,6 +2585,13 @@ def build_parser():
         help="the scales of the --test-time-angles copies, each in "
         f"[{SCALE_BOUNDS[0]:g}, {SCALE_BOUNDS[1]:g}] (default: no warp; 1 when "
         "only --test-time-angles is given)",
+    )
+    head = argparse.ArgumentParser(add_help=False, parents=[tta])
+    head.add_argument(
+        "--head",
+        choices=HEADS,
+        default="prototype",
+        help="few-shot head, see skfewshot.recipes.make_head (default: prototype)",
     )
 
     demo = sub.add_parser(
@@ -2542,8 +2731,40 @@ def build_parser():
     runs.set_defaults(func=_cmd_runs)
     _add_train_parser(sub, common, device)
     _add_ensemble_parser(sub, report)
+    _add_whiten_parser(sub, computing, tta, device)
     _add_predict_parser(sub, computing, head, device)
     return parser
+
+
+def _add_data_source(parser, verb, digits_note):
+    """DIR, ``--output`` and the built-in data options of ``train`` and ``whiten``
+    (``verb``: ``"train on"``; ``digits_note`` ends the help of ``--dataset``)."""
+    parser.add_argument(
+        "data", nargs="?", metavar="DIR", help="folder with one sub-folder per class"
+    )
+    parser.add_argument(
+        "--output", "-o", metavar="FILE", required=True, help="backbone file to write"
+    )
+    parser.add_argument(
+        "--dataset",
+        choices=("omniglot", "digits"),
+        help="a built-in data set instead of DIR: omniglot (from --data-dir) or "
+        f"scikit-learn's digits 0-4 {digits_note}",
+    )
+    parser.add_argument(
+        "--data-dir", metavar="DIR", help="omniglot: the folder with the zips"
+    )
+    parser.add_argument(
+        "--subset",
+        nargs="+",
+        help=f"omniglot subsets to {verb} (default: {_OMNIGLOT_SUBSET}); "
+        "alphabets shared by two subsets are read once",
+    )
+    parser.add_argument(
+        "--rotations",
+        action="store_true",
+        help="omniglot: add the 90/180/270-degree rotations as new classes",
+    )
 
 
 def _add_train_parser(sub, common, device):
@@ -2569,31 +2790,8 @@ def _add_train_parser(sub, common, device):
             "over with a warning."
         ),
     )
-    train.add_argument(
-        "data", nargs="?", metavar="DIR", help="folder with one sub-folder per class"
-    )
-    train.add_argument(
-        "--output", "-o", metavar="FILE", required=True, help="backbone file to write"
-    )
-    train.add_argument(
-        "--dataset",
-        choices=("omniglot", "digits"),
-        help="a built-in data set instead of DIR: omniglot (from --data-dir) or "
-        "scikit-learn's digits 0-4 (so that evaluate --dataset digits tests on 5-9)",
-    )
-    train.add_argument(
-        "--data-dir", metavar="DIR", help="omniglot: the folder with the zips"
-    )
-    train.add_argument(
-        "--subset",
-        nargs="+",
-        help=f"omniglot subsets to train on (default: {_OMNIGLOT_SUBSET}); "
-        "alphabets shared by two subsets are read once",
-    )
-    train.add_argument(
-        "--rotations",
-        action="store_true",
-        help="omniglot: add the 90/180/270-degree rotations as new classes",
+    _add_data_source(
+        train, "train on", "(so that evaluate --dataset digits tests on 5-9)"
     )
     train.add_argument(
         "--mirrors",
@@ -2808,6 +3006,56 @@ def _add_ensemble_parser(sub, report):
         "a Conv4)",
     )
     ensemble.set_defaults(func=_cmd_ensemble)
+
+
+def _add_whiten_parser(sub, computing, tta, device):
+    whiten = sub.add_parser(
+        "whiten",
+        parents=[computing, tta, device],
+        help="whiten a backbone file's features by the classes it was trained on",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Fit skfewshot.preprocessing.WithinClassWhitening on the features\n"
+            "that the backbone file --backbone gives labelled images (DIR, one\n"
+            "sub-folder per class, or --dataset: its base classes, read and\n"
+            "normalised as the file records) and write OUTPUT, a backbone file\n"
+            "(a WhitenedBackbone) whose features are L2-normalised and whitened\n"
+            "by that fit: evaluate, runs, predict and ensemble read it like any\n"
+            "backbone file. Give the test-time options you will evaluate with:\n"
+            "the fit is on the features they give. OUTPUT records what the\n"
+            "backbone was trained on joined with the whitening's classes, so\n"
+            "evaluate leaves out both. Also writes a JSON record OUTPUT.json\n"
+            "(command line, the backbone's SHA-256, the data, the shrinkage,\n"
+            "the eigenvalues' range, times, versions)."
+        ),
+        epilog=(
+            "example (issue 14's recipe: the ensemble of the ensemble command's\n"
+            "example, whitened by its training drawings with their rotations):\n"
+            "  skfewshot whiten --backbone final.pt --dataset omniglot \\\n"
+            "      --data-dir DIR --subset images_background_small1 \\\n"
+            "      images_background_small2 --rotations --test-time-shifts 1 \\\n"
+            "      --output final-w.pt\n"
+            "  skfewshot runs --runs RUNS --backbone final-w.pt --test-time-shifts 1"
+        ),
+    )
+    whiten.add_argument(
+        "--backbone",
+        metavar="FILE",
+        required=True,
+        help="backbone file to whiten (skfewshot train, ensemble or save_backbone)",
+    )
+    _add_data_source(whiten, "fit on", "(as skfewshot train reads them)")
+    whiten.add_argument(
+        "--shrinkage",
+        type=_nonnegative(float),
+        default=10.0,
+        metavar="A",
+        help="WithinClassWhitening's shrinkage: the within-class covariance plus "
+        "A times its mean eigenvalue is whitened (0: none, needs a full-rank "
+        "covariance) (default: 10)",
+    )
+    _add_invert(whiten)
+    whiten.set_defaults(func=_cmd_whiten)
 
 
 def _add_predict_parser(sub, computing, head, device):

@@ -43,6 +43,7 @@ __all__ = [
     "pretrain_demo_backbone",
     "pretrain_one_shot_ensemble",
     "run_demo",
+    "whiten_backbone",
 ]
 
 #: Short names of the heads :func:`make_head` builds.
@@ -672,6 +673,82 @@ def pretrain_one_shot_ensemble(
     if not last_pool:  # copies: each trainer's head takes the pooled features
         backbones = [_without_last_pool(b)[0] for b in backbones]
     return BackboneEnsemble(backbones), trainers
+
+
+def whiten_backbone(
+    embedding: Any, X: Any, y: Any, *, shrinkage: float = 10.0
+) -> tuple[Any, Any]:
+    """Build the whitening of a backbone's base-class features into the backbone.
+
+    Fits ``embedding`` (a :class:`~skfewshot.BackboneTransformer`, configured
+    as the evaluation will embed: its test-time copies, device and dtype) on
+    the base-class images ``X``, fits
+    :class:`~skfewshot.preprocessing.WithinClassWhitening` on their features
+    and labels ``y``, and returns its module wrapped in a
+    :class:`~skfewshot.models.WhitenedBackbone` that applies the fitted map
+    after every forward: one module (one backbone file, with
+    :func:`~skfewshot.models.save_backbone`) in place of the pipeline
+    ``embedding`` + ``FrozenEstimator(whitening)``. ``skfewshot whiten``
+    runs it on a backbone file.
+
+    Parameters
+    ----------
+    embedding : BackboneTransformer
+        Its ``module`` is the backbone. A transformer of the same parameters
+        (the same module, not a copy) is fitted on ``X``: ``embedding``
+        itself is left unfitted, or fitted as it was.
+    X : array-like of shape (n_samples, ...)
+        Images of the base classes (those the backbone was trained on, in
+        the recipe with their rotations as classes; never the classes it will
+        be evaluated on), prepared as the evaluation prepares images.
+    y : array-like of shape (n_samples,)
+        Their labels; at least one class needs two images.
+    shrinkage : float, default=10.0
+        ``WithinClassWhitening``'s ``shrinkage``.
+
+    Returns
+    -------
+    whitened : WhitenedBackbone
+        ``embedding``'s module (the same object, not a copy) and the map,
+        stored on the device and in the dtype of the module's first
+        floating-point weights (where the transformer's fit left them).
+    whitening : WithinClassWhitening
+        The fitted step (its ``eigenvalues_`` say how much each direction was
+        scaled).
+
+    Raises
+    ------
+    ValueError
+        From ``WithinClassWhitening`` (no class with two images, no variation
+        within any class, a singular covariance at ``shrinkage=0``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfewshot import BackboneTransformer
+    >>> from skfewshot.models import Conv4
+    >>> from skfewshot.recipes import whiten_backbone
+    >>> X = np.random.default_rng(0).random((40, 1, 28, 28), dtype=np.float32)
+    >>> y = np.repeat(np.arange(10), 4)
+    >>> net, whitening = whiten_backbone(
+    ...     BackboneTransformer(Conv4(hidden=8), test_time_shifts=1), X, y)
+    >>> type(net).__name__, tuple(net.components.shape), whitening.shrinkage
+    ('WhitenedBackbone', (8, 8), 10.0)
+    """
+    import torch
+
+    from .models import WhitenedBackbone
+    from .preprocessing import WithinClassWhitening
+
+    # a transformer of the same parameters, the same module (no copy of it)
+    features = type(embedding)(**embedding.get_params(deep=False)).fit_transform(X)
+    whitening = WithinClassWhitening(shrinkage).fit(features, y)
+    module = embedding.module
+    weights = next((p for p in module.parameters() if p.is_floating_point()), None)
+    components = torch.from_numpy(whitening.components_)
+    if weights is not None:  # beside the weights, in their dtype
+        components = components.to(device=weights.device, dtype=weights.dtype)
+    return WhitenedBackbone(module, components), whitening
 
 
 def _check_seed(name, value):

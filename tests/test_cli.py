@@ -37,14 +37,19 @@ def digits_backbone(tmp_path_factory):
     return str(path)
 
 
-@pytest.mark.parametrize(
-    "command", ["demo", "evaluate", "runs", "train", "predict", "ensemble"]
-)
-def test_help_lists_every_option(command, capsys):
+def help_of(command, capsys):
+    """What ``skfewshot COMMAND --help`` prints (it must exit with status 0)."""
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])
     assert exc.value.code == 0
-    out = capsys.readouterr().out
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "command", ["demo", "evaluate", "runs", "train", "predict", "ensemble", "whiten"]
+)
+def test_help_lists_every_option(command, capsys):
+    out = help_of(command, capsys)
     parser = build_parser()
     sub = parser._subparsers._group_actions[0].choices[command]
     for action in sub._actions:

@@ -47,7 +47,7 @@ def _dead_pid():
 
 def _held(out, lock, pid, host):
     return (
-        f"skfewshot train: error: another skfewshot train run writes --output "
+        f"skfewshot train: error: another skfewshot run writes --output "
         f"{out} (pid {pid} on {host}, started 2026-01-02T03:04:05+0000, by its "
         f"lock {lock}); wait for it to end or give another --output; if no such "
         f"run is alive, delete {lock}\n"
@@ -116,7 +116,7 @@ def test_losing_the_race_for_a_dead_run_lock_is_refused(
     status, _, err = run(capsys, "train", shapes, "-o", out, *QUICK)
     assert status == 1
     assert err.endswith(
-        f"skfewshot train: error: another skfewshot train run writes --output "
+        f"skfewshot train: error: another skfewshot run writes --output "
         f"{out} (it took over the stale lock {lock} at the same time as this "
         "one); wait for it to end or give another --output; if no such run is "
         f"alive, delete {lock}\n"
@@ -179,7 +179,7 @@ def test_an_unreadable_lock_is_refused(shapes, tmp_path, capsys, content, proble
     assert status == 1
     assert err == (
         f"skfewshot train: error: {lock} is not a lock record that skfewshot "
-        f"train can read ({problem}); another run writing the same --output may "
+        f"can read ({problem}); another run writing the same --output may "
         f"hold it (or be starting): if no such run is alive, delete {lock}\n"
     )
     assert lock.read_text() == content

@@ -170,8 +170,9 @@ def test_nested_ensemble_round_trip(tmp_path):
 def test_save_refuses_a_foreign_member(tmp_path):
     net = BackboneEnsemble([Conv4(hidden=4), BackboneEnsemble([torch.nn.Flatten()])])
     match = (
-        r"saves skfewshot.models backbones \(Conv4, ResNet12\) or a BackboneEnsemble "
-        r"of them, got Flatten as modules\[1\].modules\[0\]; save module.state_dict"
+        r"saves skfewshot.models backbones \(Conv4, ResNet12\) or a "
+        r"BackboneEnsemble or WhitenedBackbone of them, got Flatten as "
+        r"modules\[1\].modules\[0\]; save module.state_dict"
     )
     with pytest.raises(TypeError, match=match):
         save_backbone(net, tmp_path / "x.pt")
@@ -275,7 +276,7 @@ def test_skops_refuses_a_foreign_member_naming_it():
         r"BackboneTransformer.module.modules\[1\] cannot be stored as plain data "
         r"for skops.io: it is a torch.nn.modules.flatten.Flatten, not a "
         r"skfewshot.models architecture \(Conv4, ResNet12\) or a BackboneEnsemble "
-        r"of them.*pickle or joblib"
+        r"or WhitenedBackbone of them.*pickle or joblib"
     )
     with pytest.raises(TypeError, match=match):
         sio.dumps(pipe)

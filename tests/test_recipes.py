@@ -300,3 +300,46 @@ def test_pretrain_one_shot_ensemble_member_epochs_and_default():
     assert [len(t.history_) for t in trainers] == [2, 1]  # the member's wins
     assert members[0] == {"augment": "none", "max_epochs": 2}  # not modified
     assert torch.equal(torch.get_rng_state(), state)  # global generator untouched
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_whiten_backbone_builds_the_fitted_map_into_the_module(dtype):
+    from numpy.testing import assert_allclose
+
+    from skfewshot import BackboneTransformer
+    from skfewshot.models import Conv4, WhitenedBackbone
+    from skfewshot.preprocessing import WithinClassWhitening
+    from skfewshot.recipes import whiten_backbone
+
+    rng = np.random.default_rng(0)
+    X = rng.random((30, 1, 16, 16), dtype=np.float32)
+    y = np.repeat(np.arange(6), 5)
+    torch.manual_seed(0)
+    conv = Conv4(hidden=6).to(dtype).eval()
+    np_dtype = "float64" if dtype == torch.float64 else "float32"
+    embedding = BackboneTransformer(
+        conv, test_time_shifts=1, cache=False, dtype=np_dtype
+    )
+    whitened, whitening = whiten_backbone(embedding, X, y, shrinkage=3.0)
+    assert isinstance(whitened, WhitenedBackbone) and whitened.backbone is conv
+    assert not hasattr(embedding, "module_")  # the caller's transformer: unfitted
+    assert whitened.components.dtype == dtype  # the weights' dtype
+    features = BackboneTransformer(
+        conv, test_time_shifts=1, cache=False, dtype=np_dtype
+    ).fit_transform(X)
+    expected = WithinClassWhitening(3.0).fit(features, y)
+    assert whitening.shrinkage == 3.0
+    assert_allclose(whitening.components_, expected.components_, rtol=1e-6, atol=1e-9)
+    assert_allclose(
+        whitened.components.numpy(), expected.components_, rtol=1e-6, atol=1e-6
+    )
+
+
+def test_whiten_backbone_names_a_class_problem():
+    from skfewshot import BackboneTransformer
+    from skfewshot.models import Conv4
+    from skfewshot.recipes import whiten_backbone
+
+    X = np.random.default_rng(0).random((3, 1, 16, 16), dtype=np.float32)
+    with pytest.raises(ValueError, match="needs a class with at least two samples"):
+        whiten_backbone(BackboneTransformer(Conv4(hidden=4)), X, [0, 1, 2])

@@ -43,18 +43,45 @@ def _architectures():
     from ._conv4 import Conv4
     from ._ensemble import BackboneEnsemble
     from ._resnet12 import ResNet12
+    from ._whitened import WhitenedBackbone
 
-    return {"Conv4": Conv4, "ResNet12": ResNet12, "BackboneEnsemble": BackboneEnsemble}
+    return {
+        "Conv4": Conv4,
+        "ResNet12": ResNet12,
+        "BackboneEnsemble": BackboneEnsemble,
+        "WhitenedBackbone": WhitenedBackbone,
+    }
 
 
 def _member_args(cls):
     """Constructor arguments of ``cls`` that hold member modules -> attribute names.
 
-    A composite architecture (``BackboneEnsemble``) declares them as the class
-    attribute ``_member_args``; its members are stored as their own
-    ``{"architecture", "config"}`` and their weights under the composite's.
+    A composite architecture (``BackboneEnsemble``, ``WhitenedBackbone``)
+    declares them as the class attribute ``_member_args``; its members are
+    stored as their own ``{"architecture", "config"}`` (a list of them for an
+    argument that takes a list, one for an argument that takes one module) and
+    their weights under the composite's.
     """
     return getattr(cls, "_member_args", {})
+
+
+def _tensor_args(cls):
+    """Constructor arguments of ``cls`` that are tensors it keeps as buffers.
+
+    Declared as the class attribute ``_tensor_args`` (``WhitenedBackbone``'s
+    ``components``): the configuration stores such a tensor's shape, and its
+    values are the state-dict entry of the buffer of the same name.
+    """
+    return getattr(cls, "_tensor_args", ())
+
+
+def _members(module, attribute):
+    """``[(place, member)]`` of a composite's member attribute: ``("[i]", m)``
+    for each module of a ``ModuleList``, ``("", m)`` for a single module."""
+    value = getattr(module, attribute)
+    if isinstance(value, torch.nn.ModuleList):
+        return [(f"[{i}]", m) for i, m in enumerate(value)]
+    return [("", value)]
 
 
 def _known_architectures():
@@ -75,8 +102,8 @@ def _foreign(module, where):
     if archs.get(type(module).__name__) is not type(module):
         return where, module
     for arg, attribute in _member_args(type(module)).items():
-        for i, member in enumerate(getattr(module, attribute)):
-            found = _foreign(member, f"{where}.{arg}[{i}]")
+        for place, member in _members(module, attribute):
+            found = _foreign(member, f"{where}.{arg}{place}")
             if found is not None:
                 return found
     return None
@@ -96,16 +123,23 @@ def _init_params(cls):
 def _config(module):
     """Constructor arguments of a skfewshot model, read back from its attributes.
 
-    Members of a composite are ``{"architecture": name, "config": config}``.
+    Members of a composite are ``{"architecture": name, "config": config}``
+    (a list of them where the argument takes a list); a tensor argument
+    (:func:`_tensor_args`) is its shape, a list of ints.
     """
     members = _member_args(type(module))
+    tensors = _tensor_args(type(module))
     config = {}
     for name in _init_params(type(module)):
         value = getattr(module, members.get(name, name))
         if name in members:
-            value = [
-                {"architecture": type(m).__name__, "config": _config(m)} for m in value
+            specs = [
+                {"architecture": type(m).__name__, "config": _config(m)}
+                for _, m in _members(module, members[name])
             ]
+            value = specs if isinstance(value, torch.nn.ModuleList) else specs[0]
+        elif name in tensors:
+            value = list(value.shape)
         config[name] = list(value) if isinstance(value, tuple) else value
     return config
 
@@ -319,8 +353,10 @@ def save_backbone(
 
     Parameters
     ----------
-    module : Conv4 or ResNet12
-        The trained backbone (e.g. a trainer's ``backbone_``).
+    module : Conv4, ResNet12, BackboneEnsemble or WhitenedBackbone
+        The trained backbone (e.g. a trainer's ``backbone_``); the members
+        of a ``BackboneEnsemble`` or ``WhitenedBackbone`` must be such
+        backbones too.
     path : str or path-like
         Where to write the file (conventionally ``*.pt``). Its folder must
         exist.
@@ -548,8 +584,10 @@ def _skeleton(name, config, fail, where="", depth=0):
     """``(module, config)``: the declared architecture built from ``config``.
 
     Called under ``torch.device("meta")``; ``fail(message)`` raises. The members
-    of a composite (``BackboneEnsemble``) are checked and built the same way,
-    each named in messages by its place (``modules[1]``).
+    of a composite (``BackboneEnsemble``, ``WhitenedBackbone``) are checked and
+    built the same way, each named in messages by its place (``modules[1]``,
+    ``backbone``); a tensor argument is built empty (on ``meta``) at the shape
+    the configuration gives.
     """
     archs = _architectures()
     if not isinstance(name, str) or name not in archs:
@@ -573,14 +611,15 @@ def _skeleton(name, config, fail, where="", depth=0):
     arguments = dict(config)
     for arg in _member_args(cls):
         specs = config[arg]
-        if not isinstance(specs, tuple) or depth >= _MAX_DEPTH:
+        single = isinstance(specs, dict)
+        if not (single or isinstance(specs, tuple)) or depth >= _MAX_DEPTH:
             fail(
-                f"{where}{arg!r} must be a list of members nested at most "
-                f"{_MAX_DEPTH} deep, got {type(specs).__name__} at depth {depth}"
+                f"{where}{arg!r} must be a member or a list of members nested at "
+                f"most {_MAX_DEPTH} deep, got {type(specs).__name__} at depth {depth}"
             )
         members = []
-        for i, spec in enumerate(specs):
-            at = f"{where}{arg}[{i}]: "
+        for i, spec in enumerate([specs] if single else specs):
+            at = f"{where}{arg}{'' if single else f'[{i}]'}: "
             if not _str_keyed_dict(spec):
                 fail(f"{at}must be a dict of 'architecture' and 'config'")
             problem = _check_keys("the member", spec, ("architecture", "config"))
@@ -590,7 +629,16 @@ def _skeleton(name, config, fail, where="", depth=0):
                 spec["architecture"], spec["config"], fail, at, depth + 1
             )
             members.append(member)
-        arguments[arg] = members
+        arguments[arg] = members[0] if single else members
+    for arg in _tensor_args(cls):
+        shape = config[arg]
+        if not (
+            isinstance(shape, tuple)
+            and 1 <= len(shape) <= 8
+            and all(type(n) is int and 1 <= n < 2**31 for n in shape)
+        ):
+            fail(f"{where}{arg!r} must be a tensor's shape (ints >= 1), got {shape!r}")
+        arguments[arg] = torch.empty(shape)
     try:
         return cls(**arguments), config
     except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
