@@ -2147,7 +2147,7 @@ def _whiten(args, device):
     args.image_size = args.color = None  # read as the backbone file records
     _, args.color = _predict_input_format(args, meta)
     ink, size = _ink_normalizer(meta, args.backbone), _image_size(meta)
-    X, y, names, data_record, _ = _training_data(args, _read_size(ink, size))
+    X, y, _, data_record, _ = _training_data(args, _read_size(ink, size))
     X = _as_trained(ink, _as_fed(args, X), size, meta)
     polarity_warning = _polarity_warning(args, meta, X, what="the whitening images")
     if args.rotations:

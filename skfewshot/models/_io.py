@@ -85,7 +85,8 @@ def _members(module, attribute):
 
 
 def _known_architectures():
-    """``"(Conv4, ResNet12) or a BackboneEnsemble of them"``, for messages."""
+    """``"(Conv4, ResNet12) or a BackboneEnsemble or WhitenedBackbone of
+    them"``, for messages."""
     archs = _architectures()
     leaves = [name for name, cls in archs.items() if not _member_args(cls)]
     composites = [name for name, cls in archs.items() if _member_args(cls)]
