@@ -378,3 +378,23 @@ def test_a_run_writing_the_same_output_is_refused(tmp_path, capsys):
     )
     assert status == 0 and err == ""
     assert out.exists() and not lock.exists()  # released when the run ends
+
+
+def test_an_interrupted_run_writes_nothing_and_releases_the_lock(
+    tmp_path, capsys, monkeypatch
+):
+    import skfewshot.recipes
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(skfewshot.recipes, "whiten_backbone", interrupted)
+    backbone = _save(tmp_path / "b.pt", DIGITS_B)
+    out = tmp_path / "w.pt"
+    out.write_bytes(b"a user's file")
+    status, stdout, err = run(
+        capsys, "whiten", "--backbone", backbone, "--dataset", "digits", "-o", out
+    )
+    assert (status, stdout, err) == (130, "", "skfewshot whiten: interrupted\n")
+    assert out.read_bytes() == b"a user's file"  # untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.pt", "w.pt"]
