@@ -2965,7 +2965,9 @@ def _add_ensemble_parser(sub, report):
             "it: two trainings on drawings normalised to ink radius 0.28,\n"
             "rotated and spliced, one pretrained and one meta-trained with as\n"
             "many images per epoch, 194 = round(38,720 images / 200) episodes;\n"
-            "their ensemble, embedding without the last pool; test-time shifts):\n"
+            "their ensemble, embedding without the last pool; its features\n"
+            "whitened by the training drawings (skfewshot whiten); test-time\n"
+            "shifts):\n"
             "  skfewshot train --dataset omniglot --data-dir DIR --ink-normalize \\\n"
             "      --ink-radius 0.28 --rotations --splices \\\n"
             "      --subset images_background_small1 images_background_small2 \\\n"
@@ -2977,7 +2979,11 @@ def _add_ensemble_parser(sub, report):
             "      --n-way 20 --n-shot 5 --n-query 5 \\\n"
             "      --episodes-per-epoch 194 --epochs 20 --output b.pt\n"
             "  skfewshot ensemble a.pt b.pt --no-last-pool --output final.pt\n"
-            "  skfewshot runs --runs RUNS --backbone final.pt --test-time-shifts 1"
+            "  skfewshot whiten --backbone final.pt --dataset omniglot \\\n"
+            "      --data-dir DIR --subset images_background_small1 \\\n"
+            "      images_background_small2 --rotations --test-time-shifts 1 \\\n"
+            "      --output final-w.pt\n"
+            "  skfewshot runs --runs RUNS --backbone final-w.pt --test-time-shifts 1"
         ),
     )
     ensemble.add_argument(

@@ -556,7 +556,8 @@ def test_help_gives_the_recipe(capsys):
     assert "--n-way 20 --n-shot 5 --n-query 5 \\\n" in out
     assert "--episodes-per-epoch 194 --epochs 20 --output b.pt\n" in out
     assert "  skfewshot ensemble a.pt b.pt --no-last-pool --output final.pt\n" in out
-    assert "--backbone final.pt --test-time-shifts 1" in out
+    assert "  skfewshot whiten --backbone final.pt --dataset omniglot" in out
+    assert "--backbone final-w.pt --test-time-shifts 1" in out
 
 
 def test_train_twice_ensemble_predict(tmp_path, capsys):
