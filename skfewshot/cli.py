@@ -2146,6 +2146,12 @@ def _whiten(args, device):
         )
     args.image_size = args.color = None  # read as the backbone file records
     _, args.color = _predict_input_format(args, meta)
+    if args.dataset is not None and args.color != "grayscale":
+        raise _CLIError(
+            f"--dataset {args.dataset} is grayscale, but backbone file "
+            f"{args.backbone} takes {args.color} images; give a folder of "
+            f"{args.color} images (DIR) of its training classes"
+        )
     ink, size = _ink_normalizer(meta, args.backbone), _image_size(meta)
     X, y, _, data_record, _ = _training_data(args, _read_size(ink, size))
     X = _as_trained(ink, _as_fed(args, X), size, meta)

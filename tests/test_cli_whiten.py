@@ -223,6 +223,9 @@ def _refusal_cases(tmp_path, backbone):
         WhitenedBackbone(Conv4(hidden=4), np.eye(4)), whitened, input_shape=(1, 16, 16)
     )
     named_like_a_record = _save(tmp_path / "x.pt.json", DIGITS_B)
+    torch.manual_seed(0)
+    rgb = tmp_path / "rgb.pt"
+    save_backbone(Conv4(in_channels=3, hidden=4), rgb, input_shape=(3, 16, 16))
     out = tmp_path / "out.pt"
     digits = ["--dataset", "digits"]
     return [
@@ -259,6 +262,10 @@ def _refusal_cases(tmp_path, backbone):
         (
             ["--backbone", backbone, "--dataset", "omniglot", "-o", out],
             "omniglot needs --data-dir",
+        ),
+        (
+            ["--backbone", rgb, *digits, "-o", out],
+            f"--dataset digits is grayscale, but backbone file {rgb} takes rgb images",
         ),
     ]
 
@@ -398,3 +405,22 @@ def test_an_interrupted_run_writes_nothing_and_releases_the_lock(
     assert (status, stdout, err) == (130, "", "skfewshot whiten: interrupted\n")
     assert out.read_bytes() == b"a user's file"  # untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.pt", "w.pt"]
+
+
+def test_a_folder_is_read_in_the_colour_the_backbone_takes(tmp_path, capsys):
+    data = _folder(tmp_path / "data", 3, classes=TRAIN_CLASSES)
+    torch.manual_seed(0)
+    backbone = tmp_path / "rgb.pt"
+    seen = {"dataset": "folder", "classes": ["circle"]}
+    save_backbone(
+        Conv4(in_channels=3, hidden=4), backbone, input_shape=(3, 16, 16),
+        trained_on=seen,
+    )  # fmt: skip
+    out = tmp_path / "w.pt"
+    status, _, err = run(capsys, "whiten", data, "--backbone", backbone, "-o", out)
+    assert status == 0 and err == ""
+    bunch = load_image_folder(data, image_size=16, color="rgb")
+    assert bunch.data.shape[1:] == (3, 16, 16)
+    _, whitening = _by_hand(backbone, bunch.data, bunch.target)
+    _assert_same_map(load_backbone(out)[0], whitening)
+    assert load_backbone(out)[1]["input_shape"] == (3, 16, 16)
