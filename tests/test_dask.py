@@ -533,17 +533,16 @@ class DiesOnce(NearestCentroid):
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="no SIGKILL on Windows")
 def test_a_worker_killed_mid_job_does_not_change_the_result(client, blobs, tmp_path):
-    # last in the module: the cluster runs on with a replacement worker
+    # last in the module: the cluster may run on with one worker fewer.
+    # Whether the nanny then replaces the dead worker is distributed's
+    # business, not skfewshot's (a CI run saw the replacement register and
+    # its nanny close at once, 2026-11-29), so only the job is checked.
     X, y = blobs
     expected = evaluate_episodes(DiesOnce(), X, y, **EPISODES, n_jobs=1)
     flag = tmp_path / "killed"
     before = worker_pids(client)
     with parallel_config(backend="dask"):
         scores = evaluate_episodes(DiesOnce(str(flag)), X, y, **EPISODES, n_jobs=2)
-    assert flag.exists()  # one worker died mid-job; its tasks were rescheduled
+    assert len(before) == 2  # two workers shared the job...
+    assert flag.exists()  # ...and one of them died mid-job; its tasks reran
     np.testing.assert_array_equal(scores.accuracies, expected.accuracies)
-    # the nanny replaced the dead worker: one process id is new
-    client.wait_for_workers(2, timeout=60)
-    after = worker_pids(client)
-    assert len(after) == 2
-    assert len(set(before) & set(after)) == 1
