@@ -19,6 +19,7 @@ from skfewshot._base import _accurate_squares
 __all__ = [
     "amp_context",
     "autocast_state",
+    "first_float_weight",
     "float32_settings",
     "l2_normalize",
     "seeded_init",
@@ -112,6 +113,13 @@ def resolve_device(device="auto") -> torch.device:
             f"{spec.type.upper()} device(s) are present."
         )
     return spec
+
+
+def first_float_weight(module: torch.nn.Module) -> torch.Tensor | None:
+    """The first floating-point parameter of ``module`` (None when it has none):
+    the device and dtype its weights live in, for the tensors that callers
+    build beside them (the command line's ``dtype``, a whitening map)."""
+    return next((p for p in module.parameters() if p.is_floating_point()), None)
 
 
 def l2_normalize(A: torch.Tensor) -> torch.Tensor:

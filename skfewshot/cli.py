@@ -546,8 +546,10 @@ def _features(module, args, **kwargs):
 def _weights_dtype(module):
     """The dtype of ``module``'s first floating-point weights, as a name
     (``"float32"`` when it has none)."""
-    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
-    return str(dtype or "float32").removeprefix("torch.")
+    from ._torch_utils import first_float_weight
+
+    weights = first_float_weight(module)
+    return str("float32" if weights is None else weights.dtype).removeprefix("torch.")
 
 
 def _resolved_device(args):
@@ -1958,28 +1960,33 @@ def _ensemble_trained_on(records):
     return trained_on, warnings
 
 
-def _cmd_ensemble(args):
-    _check_ensemble_args(args)
+def _read_backbone(path):
+    """``(module, meta, sha256)`` of backbone file ``path``, read once: the
+    recorded SHA-256 is that of the bytes loaded, even if a run rewrites the
+    file meanwhile (``ensemble`` and ``whiten`` record it)."""
     import hashlib
 
+    from .models._io import _load_backbone_bytes
+
+    data = Path(path).expanduser().read_bytes()
+    module, meta = _load_backbone_bytes(data, Path(path).expanduser())
+    return module, meta, hashlib.sha256(data).hexdigest()
+
+
+def _cmd_ensemble(args):
+    _check_ensemble_args(args)
     from .models import BackboneEnsemble, save_backbone
     from .models._conv4 import _without_last_pool
-    from .models._io import _load_backbone_bytes
 
     members, records, unpooled = [], [], 0
     for path in args.members:
-        # read once: the recorded SHA-256 is that of the bytes loaded, even
-        # if a run rewrites the file meanwhile
-        data = Path(path).expanduser().read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
+        module, meta, digest = _read_backbone(path)
         twin = next((r["path"] for r in records if r["sha256"] == digest), None)
         if twin is not None:
             raise _CLIError(
                 f"member {path} is a copy of {twin} (same SHA-256); an ensemble of "
                 "a backbone with itself gives the same predictions"
             )
-        module, meta = _load_backbone_bytes(data, Path(path).expanduser())
-        del data
         if meta["input_shape"] is None:
             raise _CLIError(
                 f"member {path} records no input shape, so the ensemble's input "
@@ -2122,17 +2129,10 @@ def _cmd_whiten(args):
 
 def _whiten(args, device):
     """Fit, write ``OUTPUT`` and ``OUTPUT.json``, report (the lock held)."""
-    import hashlib
-
     from .models import WhitenedBackbone, save_backbone
-    from .models._io import _load_backbone_bytes
 
     t0 = time.perf_counter()
-    # read once: the recorded SHA-256 is that of the bytes loaded
-    data = Path(args.backbone).expanduser().read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    module, meta = _load_backbone_bytes(data, Path(args.backbone).expanduser())
-    del data
+    module, meta, digest = _read_backbone(args.backbone)
     if isinstance(module, WhitenedBackbone):
         raise _CLIError(
             f"--backbone {args.backbone} is whitened already; give the backbone it "

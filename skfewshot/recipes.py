@@ -737,6 +737,7 @@ def whiten_backbone(
     """
     import torch
 
+    from ._torch_utils import first_float_weight
     from .models import WhitenedBackbone
     from .preprocessing import WithinClassWhitening
 
@@ -744,7 +745,7 @@ def whiten_backbone(
     features = type(embedding)(**embedding.get_params(deep=False)).fit_transform(X)
     whitening = WithinClassWhitening(shrinkage).fit(features, y)
     module = embedding.module
-    weights = next((p for p in module.parameters() if p.is_floating_point()), None)
+    weights = first_float_weight(module)
     components = torch.from_numpy(whitening.components_)
     if weights is not None:  # beside the weights, in their dtype
         components = components.to(device=weights.device, dtype=weights.dtype)

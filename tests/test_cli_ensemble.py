@@ -62,6 +62,20 @@ def evaluate_digits(capsys, backbone):
     return json.loads(stdout)
 
 
+def runs_with_shifts(capsys, runs, backbone):
+    """``runs --test-time-shifts 1 --json`` of ``backbone`` on the one 5-way
+    run that ``build_omniglot_runs(..., n_runs=1, n_way=5)`` wrote to ``runs``:
+    it must succeed, with the shifts and the run's 5 queries."""
+    status, stdout, err = run(
+        capsys, "runs", "--runs", runs, "--backbone", backbone,
+        "--test-time-shifts", "1", "--json",
+    )  # fmt: skip
+    assert status == 0, err
+    result = json.loads(stdout)
+    assert result["test_time_shifts"] == 1
+    assert [r["n_queries"] for r in result["runs"]] == [5]
+
+
 def _sha256(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -532,14 +546,7 @@ def test_runs_on_the_ensemble_with_test_time_shifts(shared_data, tmp_path, capsy
     ]
     out = tmp_path / "final.pt"
     assert run(capsys, "ensemble", *members, "-o", out)[0] == 0
-    status, stdout, err = run(
-        capsys, "runs", "--runs", tmp_path / "runs", "--backbone", out,
-        "--test-time-shifts", "1", "--json",
-    )  # fmt: skip
-    assert status == 0, err
-    result = json.loads(stdout)
-    assert result["test_time_shifts"] == 1
-    assert [r["n_queries"] for r in result["runs"]] == [5]
+    runs_with_shifts(capsys, tmp_path / "runs", out)
 
 
 def test_help_gives_the_recipe(capsys):

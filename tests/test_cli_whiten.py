@@ -19,6 +19,7 @@ from test_cli_ensemble import (
     _save,
     evaluate_digits,
     run,
+    runs_with_shifts,
 )
 from test_cli_train_predict import TRAIN_CLASSES, _folder
 
@@ -351,14 +352,7 @@ def test_runs_reads_the_whitened_file(shared_data, tmp_path, capsys):
     whitened, _ = whiten_backbone(BackboneTransformer(module), bunch.data, bunch.target)
     out = tmp_path / "w.pt"
     save_backbone(whitened, out, input_shape=(1, 28, 28), trained_on=OMNIGLOT_1)
-    status, stdout, err = run(
-        capsys, "runs", "--runs", tmp_path / "runs", "--backbone", out,
-        "--test-time-shifts", "1", "--json",
-    )  # fmt: skip
-    assert status == 0, err
-    result = json.loads(stdout)
-    assert result["test_time_shifts"] == 1
-    assert [r["n_queries"] for r in result["runs"]] == [5]
+    runs_with_shifts(capsys, tmp_path / "runs", out)
 
 
 def test_a_run_writing_the_same_output_is_refused(tmp_path, capsys):
